@@ -1,0 +1,34 @@
+// swift-tools-version: 6.0
+// Vigil: keeps a chat-driven agent system alive and losing nothing.
+// No package dependencies on purpose: a watchdog must not break because of someone else's package.
+import PackageDescription
+
+let package = Package(
+    name: "Vigil",
+    products: [
+        .executable(name: "vigil", targets: ["vigil"]),
+    ],
+    targets: [
+        // Linux calls the Glibc module does not export (pidfd, setsid-on-spawn, a signal self-pipe).
+        .target(name: "CVigil"),
+        // The system's libsqlite3.
+        .systemLibrary(name: "CSQLite"),
+        // Pure logic: time values, durations, verdicts, the escalation state machine. No system calls.
+        .target(name: "VigilCore"),
+        // The system layer: errno funnel, clocks, processes, pidfds, spawning, locks, inotify, /proc.
+        .target(name: "VigilSystem", dependencies: ["CVigil", "VigilCore"]),
+        // Durable state: atomic state files, the journal, the SQLite database (missions, outbox).
+        .target(name: "VigilStore", dependencies: ["VigilSystem", "VigilCore", "CSQLite"]),
+        // Chat adapters and outbox delivery.
+        .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore"]),
+        // The processes and commands: bridge, runner, shim, CLI, benchmark.
+        .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+        .executableTarget(name: "vigil", dependencies: ["VigilApp"]),
+
+        .testTarget(name: "VigilCoreTests", dependencies: ["VigilCore"]),
+        .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
+        .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
+        .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "vigil"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

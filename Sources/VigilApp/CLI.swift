@@ -1,0 +1,140 @@
+import Foundation
+import VigilStore
+import VigilSystem
+
+/// One subcommand of `vigil`.
+public struct Command: Sendable {
+    public var name: String
+    /// One line for the command list.
+    public var summary: String
+    /// The full `--help` text (usage first).
+    public var help: String
+    public var run: @Sendable (Invocation) throws -> Void
+
+    public init(name: String, summary: String, help: String, run: @escaping @Sendable (Invocation) throws -> Void) {
+        self.name = name
+        self.summary = summary
+        self.help = help
+        self.run = run
+    }
+}
+
+/// What a command gets: its arguments (after the command name, `--state-dir` removed) and the
+/// state directory.
+public struct Invocation: Sendable {
+    public var arguments: [String]
+    public var stateDir: StateDirectory
+    /// The full argv as given, for processes that re-exec themselves.
+    public var fullArguments: [String]
+}
+
+public enum CLI {
+    /// Every command, in the order `vigil --help` lists them.
+    static var commands: [Command] {
+        [
+            BridgeCommand.command, RunnerCommand.command, StatusCommand.command, JournalCommand.command,
+            MissionCommand.command, OutboxCommand.command, SayCommand.command, RestartCommand.command,
+            HealCommand.command, StopCommand.command, DoctorCommand.command, BenchCommand.command,
+            ShimCommand.command,
+        ]
+    }
+
+    static let usage = """
+    usage: vigil [--state-dir DIR] COMMAND [OPTIONS]
+
+    Keeps a chat-driven agent system alive and losing nothing: a bridge (chat) and a runner
+    (missions + watchdog) share one state directory (--state-dir, $VIGIL_STATE_DIR, or ./.vigil).
+
+    """
+
+    /// Runs `vigil` with `argv` (without the program name) and returns the exit code.
+    public static func main(_ argv: [String]) -> Int32 {
+        do {
+            var args = argv
+            let stateDir = try extractStateDir(&args)
+            guard let name = args.first, !name.hasPrefix("-") || name == "--help" || name == "-h" else {
+                if args.isEmpty {
+                    printErr(usage + commandList())
+                    return 2
+                }
+                throw UsageError("unknown option \(args[0]); options go after the command name")
+            }
+            if name == "--help" || name == "-h" || name == "help" {
+                print(usage + commandList(), terminator: "")
+                return 0
+            }
+            if name == "--version" || name == "version" {
+                print("vigil \(VigilVersion.string)")
+                return 0
+            }
+            guard let command = commands.first(where: { $0.name == name }) else {
+                throw UsageError("unknown command \(name.debugDescription)")
+            }
+            let rest = Array(args.dropFirst())
+            if rest.first == "--help" || rest.first == "-h" || (rest.contains("--help") && !rest.contains("--")) {
+                print(command.help)
+                return 0
+            }
+            try command.run(Invocation(arguments: rest, stateDir: stateDir, fullArguments: argv))
+            return 0
+        } catch let e as ExitCode {
+            return e.code
+        } catch let e as UsageError {
+            printErr("vigil: \(e.message)\nRun `vigil --help` (or `vigil COMMAND --help`) for usage.\n")
+            return 2
+        } catch let e as CommandError {
+            printErr("vigil: \(e.message)\n")
+            return e.code
+        } catch {
+            printErr("vigil: \(error)\n")
+            return 1
+        }
+    }
+
+    static func commandList() -> String {
+        let width = commands.map(\.name.count).max() ?? 8
+        return "commands:\n" + commands.filter { !$0.summary.isEmpty }.map {
+            "  \($0.name.padding(toLength: width + 2, withPad: " ", startingAt: 0))\($0.summary)"
+        }.joined(separator: "\n") + "\n"
+    }
+
+    /// Removes `--state-dir DIR` / `--state-dir=DIR` (before any `--`) and resolves the
+    /// directory: flag, then $VIGIL_STATE_DIR, then ./.vigil.
+    static func extractStateDir(_ args: inout [String]) throws -> StateDirectory {
+        var found: String? = nil
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--" { break }
+            if a == "--state-dir" {
+                guard i + 1 < args.count else { throw UsageError("--state-dir needs a directory") }
+                found = args[i + 1]
+                args.removeSubrange(i...(i + 1))
+                continue
+            }
+            if a.hasPrefix("--state-dir=") {
+                found = String(a.dropFirst("--state-dir=".count))
+                args.remove(at: i)
+                continue
+            }
+            i += 1
+        }
+        let path = found ?? ProcessInfo.processInfo.environment["VIGIL_STATE_DIR"] ?? "./.vigil"
+        guard !path.isEmpty else { throw UsageError("--state-dir is empty") }
+        return StateDirectory(path)
+    }
+}
+
+/// Writes to standard error without buffering.
+public func printErr(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
+/// Writes a line to standard output and flushes it (output may go to a pipe read live).
+public func printOut(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+public enum VigilVersion {
+    public static let string = "0.1.0"
+}

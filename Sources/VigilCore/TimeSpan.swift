@@ -1,0 +1,91 @@
+import Foundation
+
+/// A length of time in nanoseconds. Parsed from operator input as seconds with decimals
+/// (`0.2`) or with a suffix (`200ms`, `2s`, `5m`, `1h`).
+public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+    public static func seconds(_ s: Double) -> TimeSpan { TimeSpan(nanoseconds: Int64((s * 1e9).rounded())) }
+    public static func milliseconds(_ ms: Double) -> TimeSpan { .seconds(ms / 1000) }
+    public static let zero = TimeSpan(nanoseconds: 0)
+
+    public var seconds: Double { Double(nanoseconds) / 1e9 }
+    public var milliseconds: Double { Double(nanoseconds) / 1e6 }
+
+    public static func < (a: TimeSpan, b: TimeSpan) -> Bool { a.nanoseconds < b.nanoseconds }
+    public static func + (a: TimeSpan, b: TimeSpan) -> TimeSpan { TimeSpan(nanoseconds: a.nanoseconds &+ b.nanoseconds) }
+    public static func - (a: TimeSpan, b: TimeSpan) -> TimeSpan { TimeSpan(nanoseconds: a.nanoseconds &- b.nanoseconds) }
+    public static func * (a: TimeSpan, k: Double) -> TimeSpan { .seconds(a.seconds * k) }
+
+    /// Human form: `250ms`, `1.5s`, `10m`.
+    public var description: String {
+        let s = seconds
+        if s != 0 && abs(s) < 1 { return trimmed(s * 1000) + "ms" }
+        if abs(s) >= 3600 && s.truncatingRemainder(dividingBy: 3600) == 0 { return trimmed(s / 3600) + "h" }
+        if abs(s) >= 60 && s.truncatingRemainder(dividingBy: 60) == 0 { return trimmed(s / 60) + "m" }
+        return trimmed(s) + "s"
+    }
+
+    private func trimmed(_ v: Double) -> String {
+        var t = String(format: "%.3f", v)
+        while t.hasSuffix("0") { t.removeLast() }
+        if t.hasSuffix(".") { t.removeLast() }
+        return t
+    }
+
+    /// Parses `0.2`, `200ms`, `2s`, `5m`, `1h`. Returns nil for anything else (empty, garbage,
+    /// non-finite). The sign is kept so callers can reject zero or negative values clearly.
+    public static func parse(_ text: String) -> TimeSpan? {
+        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
+        var number = t
+        var scale = 1.0
+        for (suffix, k) in units where t.hasSuffix(suffix) {
+            number = String(t.dropLast(suffix.count))
+            scale = k
+            break
+        }
+        guard !number.isEmpty,
+              number.allSatisfy({ $0.isNumber || $0 == "." || $0 == "-" || $0 == "+" }),
+              let v = Double(number), v.isFinite else { return nil }
+        let s = v * scale
+        guard abs(s) < 1e9 else { return nil }
+        return .seconds(s)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        nanoseconds = try decoder.singleValueContainer().decode(Int64.self)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(nanoseconds)
+    }
+}
+
+/// A size in bytes, parsed from `512MB`, `1.5GB`, `800k`, `1048576`.
+public enum ByteSize {
+    public static func parse(_ text: String) -> UInt64? {
+        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("kib", 1024), ("mib", 1_048_576), ("gib", 1_073_741_824),
+                                         ("kb", 1000), ("mb", 1e6), ("gb", 1e9),
+                                         ("k", 1024), ("m", 1_048_576), ("g", 1_073_741_824), ("b", 1)]
+        var number = t
+        var scale = 1.0
+        for (suffix, k) in units where t.hasSuffix(suffix) {
+            number = String(t.dropLast(suffix.count))
+            scale = k
+            break
+        }
+        guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }),
+              let v = Double(number), v.isFinite, v > 0 else { return nil }
+        return UInt64(v * scale)
+    }
+
+    public static func format(_ bytes: UInt64) -> String {
+        if bytes >= 1 << 30 { return String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
+        if bytes >= 1 << 20 { return String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) }
+        if bytes >= 1 << 10 { return String(format: "%.1f KiB", Double(bytes) / Double(1 << 10)) }
+        return "\(bytes) B"
+    }
+}

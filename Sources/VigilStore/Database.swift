@@ -1,0 +1,217 @@
+import CSQLite
+import Foundation
+import Glibc
+import VigilSystem
+
+/// A SQLite connection to the state directory's database, set up the one safe way: WAL,
+/// `synchronous=FULL` on every connection (DURABILITY.md mistake 1), a busy timeout, and
+/// `BEGIN IMMEDIATE` for every write transaction (mistake 7). Statements are prepared and
+/// stepped, never `sqlite3_exec` with callbacks. One connection per thread of use.
+///
+/// - Important: never open, copy or delete the database's files with plain file APIs while a
+///   connection is open (mistakes 5 and 6).
+public final class Database: @unchecked Sendable {
+    public let path: String
+    let db: OpaquePointer
+    private var statements: [String: OpaquePointer] = [:]
+
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        public var code: Int32
+        public var message: String
+        public var sql: String?
+
+        /// The database is locked by someone else beyond the busy timeout.
+        public var isBusy: Bool { code & 0xff == SQLITE_BUSY || code & 0xff == SQLITE_LOCKED }
+        public var isFull: Bool { code & 0xff == SQLITE_FULL }
+        public var isCorrupt: Bool { code & 0xff == SQLITE_CORRUPT || code & 0xff == SQLITE_NOTADB }
+
+        public var description: String {
+            if isBusy { return "the database is locked by another process (busy timeout expired): \(message)" }
+            if isFull { return "the disk holding the database is full: \(message)" }
+            if isCorrupt { return "the database is corrupt: \(message) (run `vigil doctor`)" }
+            return "database error \(code): \(message)"
+        }
+    }
+
+    /// Opens (creating if needed) and migrates the database.
+    /// - Parameter busyTimeout: how long a statement waits for another writer.
+    public init(path: String, busyTimeout: TimeInterval = 5, migrate: Bool = true) throws {
+        self.path = path
+        if let fs = FileSystem.networkKind(at: (path as NSString).deletingLastPathComponent) {
+            throw Error(code: SQLITE_CANTOPEN, message: "the state directory is on a network file system (\(fs)); SQLite's WAL needs a local disk", sql: nil)
+        }
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            if let handle { sqlite3_close_v2(handle) }
+            throw Error(code: rc, message: "\(path): \(msg)", sql: nil)
+        }
+        db = handle
+        sqlite3_extended_result_codes(db, 1)
+        sqlite3_busy_timeout(db, Int32(busyTimeout * 1000))
+        do {
+            let mode = try scalarString("PRAGMA journal_mode=WAL")
+            guard mode?.lowercased() == "wal" else {
+                throw Error(code: SQLITE_ERROR, message: "cannot switch \(path) to WAL (got \(mode ?? "nothing"))", sql: nil)
+            }
+            try execute("PRAGMA synchronous=FULL")
+            try execute("PRAGMA foreign_keys=ON")
+            if migrate { try Schema.migrate(self) }
+        } catch {
+            finalizeAll()
+            sqlite3_close_v2(db)
+            throw error
+        }
+    }
+
+    deinit {
+        finalizeAll()
+        sqlite3_close_v2(db)
+    }
+
+    private func finalizeAll() {
+        for (_, s) in statements { sqlite3_finalize(s) }
+        statements.removeAll()
+    }
+
+    // MARK: - Statements
+
+    /// A value bound to a `?` parameter or read from a column.
+    public enum Value: Equatable, Sendable {
+        case int(Int64)
+        case double(Double)
+        case text(String)
+        case blob(Data)
+        case null
+
+        public var int: Int64? { if case .int(let v) = self { return v }; return nil }
+        public var text: String? { if case .text(let v) = self { return v }; return nil }
+        public var double: Double? {
+            switch self {
+            case .double(let v): return v
+            case .int(let v): return Double(v)
+            default: return nil
+            }
+        }
+        public var isNull: Bool { self == .null }
+    }
+
+    public typealias Row = [Value]
+
+    func error(_ rc: Int32, _ sql: String?) -> Error {
+        Error(code: rc, message: String(cString: sqlite3_errmsg(db)), sql: sql)
+    }
+
+    private func prepared(_ sql: String) throws -> OpaquePointer {
+        if let s = statements[sql] {
+            sqlite3_reset(s)
+            sqlite3_clear_bindings(s)
+            return s
+        }
+        var stmt: OpaquePointer?
+        let rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else { throw error(rc, sql) }
+        statements[sql] = stmt
+        return stmt
+    }
+
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    private func bind(_ stmt: OpaquePointer, _ params: [Value]) {
+        for (i, p) in params.enumerated() {
+            let idx = Int32(i + 1)
+            switch p {
+            case .int(let v): sqlite3_bind_int64(stmt, idx, v)
+            case .double(let v): sqlite3_bind_double(stmt, idx, v)
+            case .text(let v): sqlite3_bind_text(stmt, idx, v, -1, Database.transient)
+            case .blob(let v): _ = v.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Database.transient) }
+            case .null: sqlite3_bind_null(stmt, idx)
+            }
+        }
+    }
+
+    private func column(_ stmt: OpaquePointer, _ i: Int32) -> Value {
+        switch sqlite3_column_type(stmt, i) {
+        case SQLITE_INTEGER: return .int(sqlite3_column_int64(stmt, i))
+        case SQLITE_FLOAT: return .double(sqlite3_column_double(stmt, i))
+        case SQLITE_TEXT: return .text(String(cString: sqlite3_column_text(stmt, i)))
+        case SQLITE_BLOB:
+            let n = Int(sqlite3_column_bytes(stmt, i))
+            guard n > 0, let p = sqlite3_column_blob(stmt, i) else { return .blob(Data()) }
+            return .blob(Data(bytes: p, count: n))
+        default: return .null
+        }
+    }
+
+    /// Runs a statement and returns all rows.
+    @discardableResult
+    public func query(_ sql: String, _ params: [Value] = []) throws -> [Row] {
+        let stmt = try prepared(sql)
+        defer { sqlite3_reset(stmt) }
+        bind(stmt, params)
+        var rows: [Row] = []
+        while true {
+            let rc = sqlite3_step(stmt)
+            if rc == SQLITE_ROW {
+                let n = sqlite3_column_count(stmt)
+                rows.append((0..<n).map { column(stmt, $0) })
+            } else if rc == SQLITE_DONE {
+                return rows
+            } else {
+                throw error(rc, sql)
+            }
+        }
+    }
+
+    /// Runs a statement that returns no rows (or ignores them).
+    public func execute(_ sql: String, _ params: [Value] = []) throws {
+        try query(sql, params)
+    }
+
+    public func scalarString(_ sql: String, _ params: [Value] = []) throws -> String? {
+        try query(sql, params).first?.first?.text
+    }
+
+    public func scalarInt(_ sql: String, _ params: [Value] = []) throws -> Int64? {
+        try query(sql, params).first?.first?.int
+    }
+
+    public var changes: Int { Int(sqlite3_changes(db)) }
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(db) }
+
+    /// A write transaction: `BEGIN IMMEDIATE` … `COMMIT`. The commit has returned (and with
+    /// synchronous=FULL is durable) when this returns; only then may the caller acknowledge.
+    @discardableResult
+    public func write<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// A read transaction (a consistent snapshot).
+    public func read<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        defer { try? execute("COMMIT") }
+        return try body()
+    }
+
+    /// `PRAGMA integrity_check`: empty when the database is sound, otherwise the problems.
+    public func integrityProblems() throws -> [String] {
+        let rows = try query("PRAGMA integrity_check")
+        let msgs = rows.compactMap { $0.first?.text }
+        return msgs == ["ok"] ? [] : msgs
+    }
+
+    /// `wal_checkpoint(TRUNCATE)`: keeps the WAL from growing while idle (mistake 11).
+    public func checkpoint() {
+        _ = try? query("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+}

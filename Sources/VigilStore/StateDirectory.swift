@@ -1,0 +1,60 @@
+import Foundation
+import Glibc
+import VigilSystem
+
+/// The layout of a state directory. One place for every name, so the bridge, the runner, the
+/// CLI and the tests agree. See docs/operator-guide.md, "The state directory".
+public struct StateDirectory: Sendable {
+    public let path: String
+
+    public init(_ path: String) {
+        let abs = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        self.path = (abs as NSString).standardizingPath
+    }
+
+    public func file(_ name: String) -> String { path + "/" + name }
+
+    public var config: String { file("vigil.json") }
+    public var journal: String { file("journal.jsonl") }
+    public var database: String { file("vigil.db") }
+    public var quarantine: String { file("quarantine") }
+    public var missions: String { file("missions") }
+    public var chatLog: String { file("chat.log") }
+    public var wrapperLock: String { file("wrapper.lock") }
+    /// `vigil stop` in effect: the watchdog does not resurrect the bridge.
+    public var stopMarker: String { file("stop") }
+    /// `vigil heal reset` asked for: the runner closes the circuit and removes it.
+    public var healReset: String { file("heal.reset") }
+    public var healState: String { file("heal.json") }
+
+    public func lock(_ role: Role) -> String { file("\(role.rawValue).lock") }
+    /// Identity, version stamp and heartbeat of a running process ("PID file").
+    public func pidFile(_ role: Role) -> String { file("\(role.rawValue).json") }
+    public func restartMarker(_ role: Role) -> String { file("\(role.rawValue).restart") }
+    public func log(_ role: Role) -> String { file("\(role.rawValue).log") }
+
+    public enum Role: String, Sendable, CaseIterable {
+        case bridge
+        case runner
+    }
+
+    /// Creates the directory (durably) and checks that it is writable; cleans temp files of
+    /// dead writers.
+    public func prepare() throws {
+        do {
+            try AtomicFile.makeDirectory(path)
+        } catch {
+            throw StateDirectoryError(path: path, reason: "cannot create it: \(error)")
+        }
+        guard access(path, W_OK | X_OK) == 0 else {
+            throw StateDirectoryError(path: path, reason: "it is not writable by this user")
+        }
+        AtomicFile.sweepTemps(in: path)
+    }
+}
+
+public struct StateDirectoryError: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "state directory \(path): \(reason)" }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilSystem
+
+/// Small state files (PID files, heal state, markers, mission results): a one-line header with
+/// the kind, the payload length and its CRC-32, then the payload as JSON.
+///
+///     vigil-state 1 bridge 187 5c1d0e2a
+///     {"pid":1234,...}
+///
+/// Written only through `AtomicFile`. A file that is torn, has a wrong checksum or length, the
+/// wrong kind, or JSON of the wrong shape is corrupt: `StateFiles.load` quarantines it (renames
+/// it into `quarantine/`), journals that, and treats it as absent.
+public enum StateFile {
+    static let magic = "vigil-state"
+    static let formatVersion = 1
+
+    public enum Read<T>: Sendable where T: Sendable {
+        case absent
+        case ok(T)
+        case corrupt(String)
+    }
+
+    public static func encode<T: Encodable>(_ value: T, kind: String) throws -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let payload = try e.encode(value)
+        var data = Data("\(magic) \(formatVersion) \(kind) \(payload.count) \(CRC32.hex(payload))\n".utf8)
+        data.append(payload)
+        data.append(0x0A)
+        return data
+    }
+
+    public static func decode<T: Decodable & Sendable>(_ data: Data, kind: String, as type: T.Type) -> Read<T> {
+        guard let nl = data.firstIndex(of: 0x0A) else {
+            return .corrupt(data.isEmpty ? "empty file" : "no header line")
+        }
+        let header = String(decoding: data[data.startIndex..<nl], as: UTF8.self).split(separator: " ")
+        guard header.count == 5, header[0] == magic else { return .corrupt("not a Vigil state file") }
+        guard header[1] == "\(formatVersion)" else { return .corrupt("unknown format version \(header[1])") }
+        guard header[2] == kind else { return .corrupt("holds a \(header[2]) record, expected \(kind)") }
+        guard let length = Int(header[3]), length >= 0 else { return .corrupt("bad length") }
+        let payloadStart = data.index(after: nl)
+        guard data.count - (payloadStart - data.startIndex) >= length else { return .corrupt("torn: shorter than its header says") }
+        let payload = data[payloadStart..<(payloadStart + length)]
+        guard CRC32.hex(payload) == header[4] else { return .corrupt("checksum mismatch") }
+        do {
+            return .ok(try JSONDecoder().decode(T.self, from: Data(payload)))
+        } catch {
+            return .corrupt("wrong shape: \(shortDecodingError(error))")
+        }
+    }
+
+    public static func read<T: Decodable & Sendable>(_ path: String, kind: String, as type: T.Type) -> Read<T> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            let e = lastErrno()
+            return e == ENOENT ? .absent : .corrupt("unreadable: \(String(cString: strerror(e)))")
+        }
+        defer { close(fd) }
+        var data = Data()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 4096) }
+            if n < 0 && lastErrno() == EINTR { continue }
+            if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
+            if n == 0 { break }
+            data.append(contentsOf: buf[0..<n])
+            if data.count > 16 << 20 { return .corrupt("too large") }
+        }
+        return decode(data, kind: kind, as: type)
+    }
+
+    public static func write<T: Encodable>(_ value: T, kind: String, to path: String) throws {
+        try AtomicFile.write(try encode(value, kind: kind), to: path)
+    }
+
+    static func shortDecodingError(_ error: any Error) -> String {
+        guard let e = error as? DecodingError else { return "\(error)" }
+        switch e {
+        case .keyNotFound(let k, _): return "missing field \(k.stringValue)"
+        case .typeMismatch(_, let c): return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case .valueNotFound(_, let c): return "null at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case .dataCorrupted(let c): return "invalid JSON \(c.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// Loading with the corrupt-file policy: quarantine, journal, treat as absent.
+public struct StateFiles: Sendable {
+    public let dir: StateDirectory
+    public let journal: Journal
+
+    public init(dir: StateDirectory, journal: Journal) {
+        self.dir = dir
+        self.journal = journal
+    }
+
+    /// The file's value, or nil when absent or corrupt (a corrupt file is quarantined and
+    /// journaled; this never throws).
+    public func load<T: Decodable & Sendable>(_ path: String, kind: String, as type: T.Type) -> T? {
+        switch StateFile.read(path, kind: kind, as: type) {
+        case .absent: return nil
+        case .ok(let v): return v
+        case .corrupt(let reason):
+            quarantine(path, reason: reason)
+            return nil
+        }
+    }
+
+    public func save<T: Encodable>(_ value: T, kind: String, to path: String) throws {
+        try StateFile.write(value, kind: kind, to: path)
+    }
+
+    /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.
+    public func quarantine(_ path: String, reason: String) {
+        let name = (path as NSString).lastPathComponent
+        let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
+        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid())"
+        var moved = false
+        do {
+            try AtomicFile.makeDirectory(dir.quarantine)
+            if rename(path, target) == 0 {
+                moved = true
+                try? AtomicFile.fsyncDirectory(dir.quarantine)
+                try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+            }
+        } catch {}
+        if moved {
+            journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
+        } else if access(path, F_OK) == 0 {
+            // Could not move it (read-only, full): remove it so it cannot wedge every probe.
+            unlink(path)
+            journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Glibc
+
+/// The one way Vigil replaces a file: write a temp file in the same directory, fsync it,
+/// rename it over the target, fsync the directory. A reader sees the old file or the new one,
+/// never a mix; after a power cut the name points at complete contents.
+///
+/// - Important: an fsync failure is final for that write (DURABILITY.md, mistake 4): the error
+///   is thrown, the temp file removed, and nothing is acknowledged. The next write starts over
+///   with a new temp file.
+public enum AtomicFile {
+    /// The temp-file marker; `sweepTemps` removes leftovers of dead writers.
+    static let tempMarker = ".tmp."
+
+    public static func write(_ data: Data, to path: String, mode: mode_t = 0o644) throws(SystemError) {
+        let dir = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        let temp = "\(dir.isEmpty ? "." : dir)/.\(base)\(tempMarker)\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        let fd = try sys("open", temp) { open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
+        do {
+            try writeAll(fd, data, subject: temp)
+            try sys("fsync", temp) { fsync(fd) }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+        do {
+            try sys("rename", path) { rename(temp, path) }
+        } catch {
+            unlink(temp)
+            throw error
+        }
+        try fsyncDirectory(dir.isEmpty ? "." : dir)
+    }
+
+    /// Writes every byte with as many `write` calls as the kernel needs.
+    public static func writeAll(_ fd: Int32, _ data: Data, subject: String) throws(SystemError) {
+        var offset = 0
+        while offset < data.count {
+            let n = try sys("write", subject) {
+                data.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset) }
+            }
+            offset += n
+        }
+    }
+
+    /// fsync of a directory, so that a create, rename or unlink in it survives a power cut.
+    public static func fsyncDirectory(_ dir: String) throws(SystemError) {
+        let fd = try sys("open", dir) { open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try sys("fsync", dir) { fsync(fd) }
+    }
+
+    /// Removes a file durably (unlink + fsync of the directory). Absent is fine.
+    public static func remove(_ path: String) throws(SystemError) {
+        if unlink(path) != 0 {
+            let e = lastErrno()
+            if e == ENOENT { return }
+            throw SystemError("unlink", errno: e, subject: path)
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        try fsyncDirectory(dir.isEmpty ? "." : dir)
+    }
+
+    /// Creates a directory (and its parents) durably: each new directory's parent is fsynced.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            if (st.st_mode & S_IFMT) == S_IFDIR { return }
+            throw SystemError("mkdir", errno: ENOTDIR, subject: path)
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectory(parent, mode: mode) }
+        if mkdir(path, mode) != 0 {
+            let e = lastErrno()
+            if e != EEXIST { throw SystemError("mkdir", errno: e, subject: path) }
+            return
+        }
+        try fsyncDirectory(parent.isEmpty ? "." : parent)
+    }
+
+    /// Removes temp files left in `dir` by writers that are no longer running.
+    @discardableResult
+    public static func sweepTemps(in dir: String) -> Int {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return 0 }
+        var removed = 0
+        for name in names where name.hasPrefix(".") && name.contains(tempMarker) {
+            guard let range = name.range(of: tempMarker) else { continue }
+            let rest = name[range.upperBound...].split(separator: ".")
+            if let pidText = rest.first, let pid = Int32(pidText), pid != getpid(), kill(pid, 0) == 0 || lastErrno() == EPERM {
+                continue // its writer may still be running
+            }
+            if unlink("\(dir)/\(name)") == 0 { removed += 1 }
+        }
+        return removed
+    }
+}

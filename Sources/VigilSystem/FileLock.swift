@@ -1,0 +1,56 @@
+import Glibc
+
+/// An exclusive `flock` on a file, held for the life of this value (or the process). The
+/// descriptor is close-on-exec, so children never inherit the lock; the kernel releases it when
+/// the holder dies.
+public final class FileLock: @unchecked Sendable {
+    public let path: String
+    private var fd: Int32
+
+    private init(path: String, fd: Int32) {
+        self.path = path
+        self.fd = fd
+    }
+
+    /// Takes the lock, or returns nil when another process holds it.
+    public static func tryLock(_ path: String) throws(SystemError) -> FileLock? {
+        let fd = try sys("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { return FileLock(path: path, fd: fd) }
+        let e = lastErrno()
+        close(fd)
+        if e == EWOULDBLOCK { return nil }
+        throw SystemError("flock", errno: e, subject: path)
+    }
+
+    /// Retries `tryLock` for up to `attempts` × 20 ms (a prober may hold it for a moment).
+    public static func lock(_ path: String, attempts: Int) throws(SystemError) -> FileLock? {
+        for i in 0..<max(1, attempts) {
+            if let l = try tryLock(path) { return l }
+            if i + 1 < attempts { usleep(20_000) }
+        }
+        return nil
+    }
+
+    /// True when nobody holds the lock right now. Takes and drops a shared lock; never creates
+    /// the file.
+    public static func isFree(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return true }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            return true
+        }
+        return false
+    }
+
+    /// The descriptor, for callers that must keep it open across an exec (the bridge's re-exec
+    /// keeps its lock by clearing close-on-exec just before `execv`).
+    public var descriptor: Int32 { fd }
+
+    public func release() {
+        if fd >= 0 { close(fd); fd = -1 }
+    }
+
+    deinit { release() }
+}

@@ -1,0 +1,49 @@
+import Glibc
+
+/// Watches directories for created, moved-in, written or deleted names. Used so the runner and
+/// the bridge react to markers, heartbeats and version changes at once instead of on the next
+/// tick.
+public final class Inotify: @unchecked Sendable {
+    public let fd: Int32
+    private var watches: [Int32: String] = [:]
+
+    public init() throws(SystemError) {
+        fd = try sys("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
+    }
+
+    deinit { close(fd) }
+
+    /// Watches `directory` for entries being created, replaced, written or removed.
+    public func watch(directory: String) throws(SystemError) {
+        let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB)
+        let wd = try sys("inotify_add_watch", directory) { inotify_add_watch(fd, directory, mask) }
+        watches[wd] = directory
+    }
+
+    /// The names that changed since the last call (with their directory), or empty.
+    public func drain() -> [(directory: String, name: String)] {
+        var out: [(String, String)] = []
+        var buf = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 8192) }
+            if n <= 0 { break }
+            var off = 0
+            while off + 16 <= n {
+                let wd = buf[off..<off + 4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+                let len = Int(buf[off + 12..<off + 16].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+                let nameBytes = buf[(off + 16)..<min(n, off + 16 + len)].prefix { $0 != 0 }
+                out.append((watches[wd] ?? "", String(decoding: nameBytes, as: UTF8.self)))
+                off += 16 + len
+            }
+        }
+        return out
+    }
+}
+
+/// `poll` over a few descriptors with a timeout; returns the descriptors that are readable.
+public func pollReadable(_ fds: [Int32], timeoutMilliseconds: Int32) -> Set<Int32> {
+    var pfds = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+    let r = poll(&pfds, nfds_t(pfds.count), timeoutMilliseconds)
+    guard r > 0 else { return [] }
+    return Set(pfds.filter { $0.revents != 0 }.map(\.fd))
+}

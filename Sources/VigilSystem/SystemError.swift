@@ -1,0 +1,39 @@
+import CVigil
+import Glibc
+
+/// A failed system call: its name, the errno, and what it was about (a path, a pid).
+public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
+    public var call: String
+    public var errno: Int32
+    public var subject: String
+
+    public init(_ call: String, errno: Int32, subject: String = "") {
+        self.call = call
+        self.errno = errno
+        self.subject = subject
+    }
+
+    public var description: String {
+        let what = String(cString: strerror(errno))
+        return subject.isEmpty ? "\(call): \(what)" : "\(call) \(subject): \(what)"
+    }
+
+    /// Disk full or quota: the operator has to free space.
+    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+}
+
+/// The errno funnel: runs `body` until it does not fail with EINTR, and throws a `SystemError`
+/// naming the call when it returns -1. Nothing else reads `errno`.
+@discardableResult
+public func sys<T: BinaryInteger>(_ call: String, _ subject: @autoclosure () -> String = "", _ body: () -> T) throws(SystemError) -> T {
+    while true {
+        let r = body()
+        if r != -1 { return r }
+        let e = cvigil_errno()
+        if e == EINTR { continue }
+        throw SystemError(call, errno: e, subject: subject())
+    }
+}
+
+/// The current errno, for the rare call whose failure is not -1 (posix_spawn returns it).
+public func lastErrno() -> Int32 { cvigil_errno() }
