@@ -37,3 +37,12 @@ public enum Clock {
     /// Clock ticks per second of /proc/PID/stat's start time.
     public static let ticksPerSecond: Int64 = Int64(sysconf(Int32(_SC_CLK_TCK)))
 }
+
+extension Clock {
+    /// CPU time used by the calling thread.
+    public static func threadCPU() -> TimeSpan {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return TimeSpan(nanoseconds: Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
+    }
+}

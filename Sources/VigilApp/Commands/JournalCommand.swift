@@ -1,5 +1,70 @@
+import Foundation
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// `vigil journal [--json] [--follow] [--since D]`.
 enum JournalCommand {
-    static let command = Command(name: "journal", summary: "(not built yet)", help: "usage: vigil journal", run: { _ in
-        throw CommandError("vigil journal is not built yet")
-    })
+    static let command = Command(
+        name: "journal",
+        summary: "the heal journal (--json, --follow, --since 10m)",
+        help: """
+        usage: vigil journal [--state-dir DIR] [--json] [--follow] [--since D] [--last N]
+
+        Prints the heal journal: every heal action, recovery, circuit change, restart and
+        quarantined file. --json prints one object per line (fields ts, event, and for heal
+        actions tier and verdict). --since 10m shows entries of the last ten minutes;
+        --follow keeps printing new entries until interrupted.
+        """,
+        run: { inv in
+            let args = try Arguments(inv.arguments, valued: ["since", "last"], booleans: ["json", "follow"])
+            guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
+            let since = try args.duration("since")
+            let last = try args.int("last", min: 1)
+            let path = inv.stateDir.journal
+            guard args.has("follow") || FileManager.default.fileExists(atPath: path) else {
+                throw CommandError("no journal at \(path): nothing has run on this state dir yet")
+            }
+            let cutoff = since.map { Clock.wall().addingTimeInterval(-$0.seconds) }
+            let json = args.has("json")
+            var result = Journal.read(path: path)
+            var entries = result.entries
+            if let cutoff { entries = entries.filter { (parseISO($0["ts"]?.stringValue) ?? .distantPast) >= cutoff } }
+            if let last { entries = Array(entries.suffix(last)) }
+            for e in entries { printOut(json ? JSONValue.object(e).jsonString : format(e)) }
+            if result.skipped > 0 && !json {
+                printErr("(\(result.skipped) damaged line(s) skipped: torn by a crash or not written by Vigil)\n")
+            }
+            guard args.has("follow") else { return }
+            let inotify = try Inotify()
+            try inotify.watch(directory: inv.stateDir.path)
+            let signals = try SignalPipe(signals: [SIGINT, SIGTERM])
+            while true {
+                let ready = pollReadable([inotify.fd, signals.readFD], timeoutMilliseconds: 1000)
+                if ready.contains(signals.readFD) { return }
+                _ = inotify.drain()
+                let next = Journal.read(path: path, from: result.offset)
+                for e in next.entries { printOut(json ? JSONValue.object(e).jsonString : format(e)) }
+                result.offset = next.offset
+            }
+        })
+
+    static func parseISO(_ s: String?) -> Date? {
+        guard let s else { return nil }
+        return try? Date(s, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+    }
+
+    /// One human line: time, event, then the other fields as key=value.
+    static func format(_ e: [String: JSONValue]) -> String {
+        let skip: Set<String> = ["ts", "event", "boot", "crc", "source"]
+        let fields = e.filter { !skip.contains($0.key) }.sorted { $0.key < $1.key }.map { k, v -> String in
+            switch v {
+            case .string(let s): return "\(k)=\(s.contains(" ") ? s.debugDescription : s)"
+            default: return "\(k)=\(v.jsonString)"
+            }
+        }
+        let ts = e["ts"]?.stringValue ?? "?"
+        let src = e["source"]?.stringValue ?? "?"
+        return "\(ts) \(src.padding(toLength: 6, withPad: " ", startingAt: 0)) \(e["event"]?.stringValue ?? "?")  \(fields.joined(separator: " "))"
+    }
 }

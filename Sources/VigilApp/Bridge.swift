@@ -1,0 +1,149 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The bridge: long-running, talks to chat. Stamps identity, version and heartbeat into
+/// `bridge.json` from its main loop; re-execs the program on disk when its restart marker is
+/// newer than its start; exits cleanly on SIGTERM or `vigil stop`; watches the runner.
+///
+/// Nothing in the loop blocks for long: it waits in `poll` on inotify (markers), the signal
+/// pipe and the chat service's descriptors, with a timeout up to the next heartbeat.
+final class Bridge {
+    let config: Configuration
+    let ctx: ProcessContext
+    let lock: FileLock
+    let arguments: [String]
+    var hooks: BridgeHooks?
+    private var runnerDown = false
+    private var nextRunnerCheck = BootInstant.zero
+
+    init(invocation: Invocation, config: Configuration) throws {
+        self.config = config
+        let dir = invocation.stateDir
+        try dir.prepare()
+        guard let lock = try FileLock.lock(dir.lock(.bridge), attempts: 25) else {
+            let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "bridge"))
+                .loadRecord(.bridge).map { " (pid \($0.identity.pid))" } ?? ""
+            throw CommandError("another bridge is already running on \(dir.path)\(holder); stop it first (`vigil stop`) or use another --state-dir", code: 3)
+        }
+        self.lock = lock
+        let version = VersionSource(tunables: config.tunables).stamp()
+        ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
+        arguments = invocation.fullArguments
+    }
+
+    func run() throws {
+        let t = config.tunables
+        let reexecFrom = ProcessInfo.processInfo.environment["VIGIL_REEXEC_FROM"]
+        unsetenv("VIGIL_REEXEC_FROM")
+        ctx.beat()
+        ctx.journal.append(reexecFrom == nil ? "bridge-started" : "bridge-reexec-done", [
+            "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),
+            "previous_version": reexecFrom.map { .string($0) } ?? .null,
+        ])
+        let fault = FaultInjection.current(ctx.dir)
+        if let fault { injectFault(fault) }
+        hooks = try BridgeHooks.make(bridge: self)
+
+        var nextBeat = Clock.boot() + t.heartbeatInterval
+        while true {
+            var now = Clock.boot()
+            if now >= nextBeat {
+                ctx.beat(now: now)
+                nextBeat = now + t.heartbeatInterval
+            }
+            _ = ctx.inotify.drain()
+            if let m = ctx.pendingRestartMarker() {
+                try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
+                ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
+                hooks?.shutdown(deadline: Clock.boot() + .milliseconds(200))
+                let err = reexec(path: Executable.path, arguments: arguments, environment: ["VIGIL_REEXEC_FROM": ctx.record.version])
+                ctx.journal.append("bridge-reexec-failed", ["error": .string("\(err)")])
+            }
+            if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {
+                stop(reason: "vigil stop (\(m.by))")
+                return
+            }
+            for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
+                if fault == "ignore-term" && sig == SIGTERM { continue }
+                stop(reason: "signal \(sig)")
+                return
+            }
+            if now >= nextRunnerCheck {
+                watchRunner(now: now)
+                nextRunnerCheck = now + t.heartbeatInterval
+            }
+            hooks?.pump(now: now)
+
+            now = Clock.boot()
+            var wake = nextBeat
+            if let w = hooks?.nextWake, w < wake { wake = w }
+            var fds = [ctx.inotify.fd, ctx.signals.readFD]
+            fds += hooks?.wakeDescriptors ?? []
+            _ = pollReadable(fds, timeoutMilliseconds: (wake - now).pollMilliseconds)
+        }
+    }
+
+    private func stop(reason: String) {
+        hooks?.shutdown(deadline: Clock.boot() + config.tunables.termGrace * 0.5)
+        ctx.removeOwnPidFile()
+        ctx.journal.append("bridge-stopped", ["reason": .string(reason), "pid": .int(Int64(getpid()))])
+        lock.release()
+    }
+
+    /// The watchdog is itself watched: a runner that is missing, dead or not beating is
+    /// journaled (and announced) once per incident.
+    private func watchRunner(now: BootInstant) {
+        let t = config.tunables
+        let limit = max(t.staleAfter, t.tick * 3)
+        var problem: String? = nil
+        if let r = ctx.files.loadRecord(.runner) {
+            if r.identity.liveness() == .gone { problem = "dead (pid \(r.identity.pid))" }
+            else if now - r.beat > limit { problem = "not beating for \(now - r.beat) (pid \(r.identity.pid))" }
+        } else if ctx.stopRequested() == nil {
+            problem = "not running"
+        }
+        if let problem, !runnerDown {
+            runnerDown = true
+            ctx.journal.append("runner-down", ["detail": .string(problem)])
+            hooks?.notify(key: "runner-down-\(now.nanoseconds)", text: "Vigil: the runner is \(problem); missions and healing are paused until it is back.")
+        } else if problem == nil && runnerDown {
+            runnerDown = false
+            ctx.journal.append("runner-back", [:])
+            hooks?.notify(key: "runner-back-\(now.nanoseconds)", text: "Vigil: the runner is back.")
+        }
+    }
+
+    private func injectFault(_ fault: String) {
+        ctx.journal.append("fault-injected", ["fault": .string(fault)])
+        if fault == "exit-at-start" { exit(1) }
+        if fault == "hang" { while true { pause() } }
+        if fault.hasPrefix("bloat="), let mb = Int(fault.dropFirst(6)) {
+            let bytes = mb << 20
+            let p = malloc(bytes)!
+            memset(p, 1, bytes)
+        }
+    }
+}
+
+enum BridgeCommand {
+    static let command = Command(
+        name: "bridge",
+        summary: "run the bridge (chat side) in the foreground",
+        help: """
+        usage: vigil bridge [--state-dir DIR] [TUNABLES]
+
+        Runs the bridge in the foreground: heartbeats into bridge.json, re-execs itself when its
+        restart marker appears, delivers the outbox to chat and turns chat commands into
+        missions. Normally started (detached) by the runner's watchdog. Accepts the runner's
+        tunables (see `vigil runner --help`); exits 3 when another bridge holds the state dir.
+        """,
+        run: { inv in
+            let args = try Arguments(inv.arguments, valued: Tunables.flagNames)
+            guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
+            let config = try Configuration.load(stateDir: inv.stateDir, arguments: args)
+            try Bridge(invocation: inv, config: config).run()
+        })
+}

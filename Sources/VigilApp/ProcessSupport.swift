@@ -1,0 +1,123 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// What the bridge and the runner share: the state directory, the journal, state files, the
+/// process's own PID file with heartbeats, and signals as a pollable descriptor.
+final class ProcessContext {
+    let role: StateDirectory.Role
+    let dir: StateDirectory
+    let journal: Journal
+    let files: StateFiles
+    let signals: SignalPipe
+    let inotify: Inotify
+    /// When this image started (boot clock); markers written before it are not ours.
+    let started: BootInstant
+    let startedWall: String
+    var record: ProcessRecord
+    private var lastWriteProblem: BootInstant?
+
+    init(role: StateDirectory.Role, dir: StateDirectory, version: String) throws {
+        self.role = role
+        self.dir = dir
+        journal = Journal(path: dir.journal, source: role.rawValue)
+        files = StateFiles(dir: dir, journal: journal)
+        signals = try SignalPipe(signals: [SIGTERM, SIGINT, SIGHUP])
+        inotify = try Inotify()
+        try inotify.watch(directory: dir.path)
+        started = Clock.boot()
+        startedWall = Clock.iso(Clock.wall())
+        record = ProcessRecord(role: role.rawValue, identity: .current, version: version, exe: Executable.path,
+                               started: started, startedWall: startedWall, beat: started, beatWall: startedWall,
+                               seq: 0, bootID: Clock.bootID, lastVerdict: nil, currentVersion: nil, probeCPUMicros: nil)
+    }
+
+    /// Writes the PID file with a fresh heartbeat. A failed write is journaled at a low rate
+    /// and reported; the caller goes on (the next beat tries again).
+    @discardableResult
+    func beat(now: BootInstant = Clock.boot()) -> Bool {
+        record.beat = now
+        record.beatWall = Clock.iso(Clock.wall())
+        record.seq &+= 1
+        do {
+            try files.save(record, kind: ProcessRecord.kind, to: dir.pidFile(role))
+            if lastWriteProblem != nil {
+                lastWriteProblem = nil
+                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).json")])
+            }
+            return true
+        } catch {
+            if lastWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
+                lastWriteProblem = now
+                journal.append("state-write-failed", ["file": .string("\(role.rawValue).json"), "error": .string("\(error)")])
+            }
+            return false
+        }
+    }
+
+    /// Removes our PID file if it is still ours (never another process's).
+    func removeOwnPidFile() {
+        if let r = files.loadRecord(role), r.identity == ProcessIdentity.current {
+            try? AtomicFile.remove(dir.pidFile(role))
+        }
+    }
+
+    /// Our restart marker, if one was written after we started. A marker from before our start
+    /// asked for a restart that has happened already: it is removed (it is ours to remove).
+    func pendingRestartMarker() -> Marker? {
+        let path = dir.restartMarker(role)
+        guard let m = files.loadMarker(path) else { return nil }
+        if m.applies(toProcessStartedAt: started) { return m }
+        try? AtomicFile.remove(path)
+        return nil
+    }
+
+    func stopRequested() -> Marker? {
+        guard let m = files.loadMarker(dir.stopMarker), m.bootID == Clock.bootID else { return nil }
+        return m
+    }
+}
+
+/// Fault injection for tests, the benchmark and the chaos soak. Only when the environment has
+/// `VIGIL_TEST_FAULTS=1` does the bridge read `<state>/fault` at start: `exit-at-start` (dies
+/// right after writing its PID file), `ignore-term` (ignores SIGTERM), `hang` (its loop stops
+/// turning), `bloat=MB` (touches MB of memory).
+enum FaultInjection {
+    static func current(_ dir: StateDirectory) -> String? {
+        guard ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1",
+              let data = FileManager.default.contents(atPath: dir.file("fault")) else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
+    }
+}
+
+/// True when `identity` runs `vigil bridge` (or runner) on this state directory: checked
+/// before any signal, so a PID file naming an unrelated process (even with a matching start
+/// time, e.g. forged) never gets it signalled.
+func runsVigil(_ identity: ProcessIdentity, role: StateDirectory.Role, dir: StateDirectory) -> Bool {
+    let argv = ProcStat.commandLine(pid: identity.pid)
+    guard argv.contains(role.rawValue) else { return false }
+    guard let i = argv.firstIndex(of: "--state-dir"), i + 1 < argv.count else { return false }
+    return StateDirectory(argv[i + 1]).path == dir.path
+}
+
+/// Replaces this process image with the program at `path` (same PID).
+func reexec(path: String, arguments: [String], environment: [String: String]) -> SystemError {
+    for (k, v) in environment { setenv(k, v, 1) }
+    var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) }
+    argv.append(nil)
+    execv(path, argv)
+    let e = lastErrno()
+    for p in argv { free(p) }
+    return SystemError("execv", errno: e, subject: path)
+}
+
+extension TimeSpan {
+    /// Milliseconds for `poll`, clamped to [0, 1 h], rounded up so we never wake early.
+    var pollMilliseconds: Int32 {
+        if nanoseconds <= 0 { return 0 }
+        return Int32(min(3_600_000, (nanoseconds + 999_999) / 1_000_000))
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The PID file of a running bridge or runner (`bridge.json`, `runner.json`): identity,
+/// version stamp and heartbeat in one atomically replaced state file.
+public struct ProcessRecord: Codable, Sendable, Equatable {
+    public static let kind = "process"
+
+    public var role: String
+    public var identity: ProcessIdentity
+    /// The version this process runs (its stamp).
+    public var version: String
+    public var exe: String
+    /// When this image started (after a re-exec: when the new image started).
+    public var started: BootInstant
+    public var startedWall: String
+    /// The last heartbeat.
+    public var beat: BootInstant
+    public var beatWall: String
+    public var seq: UInt64
+    public var bootID: String
+    /// Runner only: its last verdict on the bridge and the version it saw on disk.
+    public var lastVerdict: Verdict?
+    public var currentVersion: String?
+    /// Runner only: mean CPU time of one probe-and-decide, in microseconds.
+    public var probeCPUMicros: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case role, identity, version, exe, started, seq
+        case startedWall = "started_wall"
+        case beat
+        case beatWall = "beat_wall"
+        case bootID = "boot_id"
+        case lastVerdict = "last_verdict"
+        case currentVersion = "current_version"
+        case probeCPUMicros = "probe_cpu_us"
+    }
+}
+
+/// A restart or stop request (`bridge.restart`, `runner.restart`, `stop`, `heal.reset`). A
+/// process honours only a marker written after it started, and removes only its own marker.
+public struct Marker: Codable, Sendable, Equatable {
+    public static let kind = "marker"
+
+    public var requested: BootInstant
+    public var requestedWall: String
+    public var bootID: String
+    public var by: String
+    public var reason: String
+
+    enum CodingKeys: String, CodingKey {
+        case requested, by, reason
+        case requestedWall = "requested_wall"
+        case bootID = "boot_id"
+    }
+
+    public static func now(by: String, reason: String) -> Marker {
+        Marker(requested: Clock.boot(), requestedWall: Clock.iso(Clock.wall()), bootID: Clock.bootID, by: by, reason: reason)
+    }
+
+    /// True when this marker was written in this boot after `started`.
+    public func applies(toProcessStartedAt started: BootInstant) -> Bool {
+        bootID == Clock.bootID && requested > started
+    }
+}
+
+/// `heal.json`: the watchdog's escalation state, valid for one boot.
+struct HealFile: Codable, Sendable {
+    static let kind = "heal"
+    var bootID: String
+    var state: HealState
+
+    enum CodingKeys: String, CodingKey {
+        case state
+        case bootID = "boot_id"
+    }
+}
+
+extension StateFiles {
+    func loadRecord(_ role: StateDirectory.Role) -> ProcessRecord? {
+        load(dir.pidFile(role), kind: ProcessRecord.kind, as: ProcessRecord.self)
+    }
+
+    func loadMarker(_ path: String) -> Marker? {
+        load(path, kind: Marker.kind, as: Marker.self)
+    }
+
+    func writeMarker(_ path: String, by: String, reason: String) throws {
+        try save(Marker.now(by: by, reason: reason), kind: Marker.kind, to: path)
+    }
+}

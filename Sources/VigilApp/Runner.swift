@@ -1,0 +1,405 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The runner: always fresh (the wrapper relaunches it after every exit). Every tick it writes
+/// its heartbeat, probes the bridge, lets the pure `HealMachine` decide one action, performs
+/// it, persists the heal state, journals and announces; and it runs missions.
+///
+/// It never sleeps through a tick: it waits in `poll` on the bridge's pidfd (a death wakes it
+/// at once), inotify on the state directory (a new heartbeat, a marker), the signal pipe, and
+/// a timeout at the next deadline (tick, heartbeat staleness, tier cooldown, start grace).
+final class Runner {
+    let config: Configuration
+    let ctx: ProcessContext
+    let lock: FileLock
+    let versions: VersionSource
+    let clearStop: Bool
+    let runningVersion: String
+    var hooks: RunnerHooks?
+
+    private(set) var heal = HealState()
+    private var savedHeal: HealState?
+    /// Bridges we spawned: reaped when they exit (never `waitpid(-1)`).
+    private var children: [PidFD] = []
+    /// A bridge we spawned that has not written its PID file yet.
+    private var starting: ProcessIdentity?
+    /// pidfd of the bridge the PID file names, polled so its death wakes us at once.
+    private var watched: PidFD?
+    private var lastVerdict: Verdict?
+    private var lastVersionProblem: String?
+    private var lastHealWriteProblem: BootInstant?
+    private var probeCPU = TimeSpan.zero
+    private var probes: Int64 = 0
+    /// Identities confirmed (or refuted) to be a bridge of this state dir, by /proc cmdline.
+    private var confirmed: [ProcessIdentity: Bool] = [:]
+
+    init(invocation: Invocation, config: Configuration, clearStop: Bool) throws {
+        self.config = config
+        self.clearStop = clearStop
+        let dir = invocation.stateDir
+        try dir.prepare()
+        guard let lock = try FileLock.lock(dir.lock(.runner), attempts: 10) else {
+            let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "runner"))
+                .loadRecord(.runner).map { " (pid \($0.identity.pid))" } ?? ""
+            throw CommandError("another runner is already running on \(dir.path)\(holder); use `vigil restart runner` or `vigil stop`", code: 3)
+        }
+        self.lock = lock
+        versions = VersionSource(tunables: config.tunables)
+        runningVersion = Executable.runningIdentity
+        ctx = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
+        if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
+        try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
+    }
+
+    /// Runs until stopped (returns 0) or until a restart is due (returns 42).
+    func run() throws -> Int32 {
+        let t = config.tunables
+        if clearStop { try? AtomicFile.remove(ctx.dir.stopMarker) }
+        loadHealState()
+        ctx.beat()
+        ctx.journal.append("runner-started", [
+            "pid": .int(Int64(getpid())), "version": .string(runningVersion), "tier": .int(Int64(heal.displayTier)),
+            "circuit": .string(heal.circuit.rawValue),
+        ])
+        hooks = try RunnerHooks.make(runner: self)
+
+        var nextTick = Clock.boot()
+        while true {
+            var now = Clock.boot()
+            let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
+            var probeDue = now >= nextTick || !events.isEmpty || (watched?.hasExited ?? false)
+
+            for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
+                stopPair(reason: "signal \(sig)")
+                return 0
+            }
+            if let m = ctx.stopRequested() {
+                stopPair(reason: "vigil stop (\(m.by))")
+                return 0
+            }
+            if let m = ctx.pendingRestartMarker() {
+                try? AtomicFile.remove(ctx.dir.restartMarker(.runner))
+                return exitForRestart(reason: "restart marker (\(m.by): \(m.reason))")
+            }
+            if let onDisk = Executable.fileIdentity(Executable.path), onDisk != runningVersion {
+                return exitForRestart(reason: "own program on disk changed")
+            }
+            if let reset = ctx.files.loadMarker(ctx.dir.healReset) {
+                try? AtomicFile.remove(ctx.dir.healReset)
+                if reset.bootID == Clock.bootID { resetHeal(by: reset.by) }
+                probeDue = true
+            }
+            reapChildren()
+
+            if probeDue {
+                let cpu0 = Clock.threadCPU()
+                probeAndHeal(now: now)
+                probeCPU = probeCPU + (Clock.threadCPU() - cpu0)
+                probes += 1
+            }
+            if now >= nextTick {
+                ctx.record.lastVerdict = lastVerdict
+                ctx.record.currentVersion = versions.current(now: now)
+                ctx.record.probeCPUMicros = probes > 0 ? probeCPU.seconds * 1e6 / Double(probes) : nil
+                ctx.beat(now: now)
+                nextTick = now + t.tick
+                hooks?.tick(now: now)
+            } else if !events.isEmpty {
+                hooks?.tick(now: now)
+            }
+
+            now = Clock.boot()
+            let wake = min(nextTick, nextDeadline(now: now) ?? nextTick, hooks?.nextDeadline ?? nextTick)
+            var fds = [ctx.inotify.fd, ctx.signals.readFD]
+            if let w = watched { fds.append(w.fd) }
+            fds += children.map(\.fd)
+            fds += hooks?.wakeDescriptors ?? []
+            _ = pollReadable(fds, timeoutMilliseconds: (wake - now).pollMilliseconds)
+        }
+    }
+
+    /// State-directory names whose change should wake a probe (not our own heartbeat, temp
+    /// files, the journal or the database).
+    static func isRelevant(_ name: String) -> Bool {
+        !(name.hasPrefix(".") || name == "runner.json" || name.hasPrefix("journal") || name.hasPrefix("vigil.db")
+          || name.hasSuffix(".log"))
+    }
+
+    // MARK: - Probe and heal
+
+    private func probeAndHeal(now: BootInstant) {
+        let t = config.tunables
+        let record = ctx.files.loadRecord(.bridge)
+        if let s = starting, record?.identity == s { starting = nil }
+        let current = versions.current(now: now)
+        if versions.problem != lastVersionProblem {
+            lastVersionProblem = versions.problem
+            if let p = versions.problem { ctx.journal.append("version-unknown", ["detail": .string(p)]) }
+        }
+        let probe = Probe.run(record: record, starting: starting, currentVersion: current,
+                              limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
+                              isBridge: isBridge)
+        watch(probe.identity, alive: probe.verdict.processAlive)
+        lastVerdict = probe.verdict
+
+        if ctx.stopRequested() != nil { return }
+        let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
+        let step = HealMachine.step(HealObservation(verdict: probe.verdict, lockFree: lockFree), state: heal, now: now, policy: t.policy)
+        heal = step.state
+        var after: ProcessIdentity? = nil
+        var failure: String? = nil
+        switch step.action {
+        case .none: break
+        case .restartMarker:
+            do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(getpid())", reason: probe.verdict.rawValue) } catch {
+                failure = "cannot write the restart marker: \(error)"
+            }
+        case .terminate:
+            if let pidfd = probe.identity?.openPidFD() {
+                pidfd.signal(SIGCONT) // a stopped process cannot act on SIGTERM
+                pidfd.signal(SIGTERM)
+            }
+        case .kill:
+            if let pidfd = probe.identity?.openPidFD() {
+                pidfd.signal(SIGCONT)
+                pidfd.signal(SIGKILL)
+            }
+        case .respawn:
+            do { after = try spawnBridge() } catch { failure = "\(error)" }
+        }
+        for note in step.notes { report(note, probe: probe, after: after, failure: failure, now: now) }
+        saveHealState(now: now)
+    }
+
+    private func isBridge(_ id: ProcessIdentity) -> Bool {
+        if let known = confirmed[id] { return known }
+        let yes = runsVigil(id, role: .bridge, dir: ctx.dir)
+        if confirmed.count > 64 { confirmed.removeAll() }
+        confirmed[id] = yes
+        if !yes {
+            ctx.journal.append("foreign-process", ["pid": .int(Int64(id.pid)), "detail": "bridge.json names a live process that is not a Vigil bridge of this state dir; treated as dead, never signalled"])
+        }
+        return yes
+    }
+
+    private func spawnBridge() throws -> ProcessIdentity {
+        var opts = Spawner.Options()
+        opts.newSession = true
+        opts.outputPath = ctx.dir.log(.bridge)
+        let argv = [Executable.path, "bridge", "--state-dir", ctx.dir.path] + config.tunables.flags
+        let id = try Spawner.spawn(argv, opts)
+        if let pidfd = id.openPidFD() { children.append(pidfd) }
+        starting = id
+        return id
+    }
+
+    private func watch(_ identity: ProcessIdentity?, alive: Bool) {
+        guard let identity, alive else { watched = nil; return }
+        if watched?.identity != identity { watched = identity.openPidFD() }
+    }
+
+    private func reapChildren() {
+        children.removeAll { pidfd in
+            guard pidfd.hasExited else { return false }
+            pidfd.reapIfChild()
+            return true
+        }
+    }
+
+    /// The earliest time the heal state needs another look, besides the tick.
+    private func nextDeadline(now: BootInstant) -> BootInstant? {
+        let t = config.tunables
+        var d: [BootInstant] = []
+        if let r = ctx.files.loadRecordQuietly(.bridge), lastVerdict == .healthy || lastVerdict == .drifted || lastVerdict == .bloated {
+            d.append(r.beat + t.staleAfter)
+        }
+        if let since = heal.tierSince {
+            switch heal.tier {
+            case 1: d.append(since + t.cooldown)
+            case 2: d.append(since + t.termGrace)
+            default: break
+            }
+        }
+        if let r = heal.respawnedAt { d.append(r + t.startGrace) }
+        if let k = heal.killedAt { d.append(k + t.cooldown) }
+        if heal.circuit == .open, let o = heal.circuitOpenedAt { d.append(o + t.circuitCooloff) }
+        return d.filter { $0 > now }.min()
+    }
+
+    // MARK: - Reporting
+
+    private func report(_ note: HealNote, probe: Probe, after: ProcessIdentity?, failure: String?, now: BootInstant) {
+        func idJSON(_ id: ProcessIdentity?) -> JSONValue {
+            guard let id else { return .null }
+            return ["pid": .int(Int64(id.pid)), "start_ticks": .int(Int64(id.startTicks))]
+        }
+        let incident: JSONValue = heal.incidentSince.map { .double(((now - $0).milliseconds * 10).rounded() / 10) } ?? .null
+        let key = "heal-\(now.nanoseconds)"
+        let pidText = probe.identity.map { "pid \($0.pid)" } ?? "no pid"
+        switch note {
+        case .acted(let tier, let verdict, let action):
+            var fields: [String: JSONValue] = [
+                "tier": .int(Int64(tier)), "verdict": .string(verdict.rawValue), "action": .string(action.rawValue),
+                "bridge_before": idJSON(probe.identity), "bridge_after": idJSON(after), "incident_ms": incident,
+                "circuit": .string(heal.circuit.rawValue), "failed_respawns": .int(Int64(heal.failedRespawns)),
+            ]
+            if let failure { fields["error"] = .string(failure) }
+            ctx.journal.append("heal", fields)
+            let what: String
+            switch action {
+            case .restartMarker: what = "asked it to restart itself (restart marker)"
+            case .terminate: what = "sent SIGTERM"
+            case .kill: what = "sent SIGKILL"
+            case .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"
+            case .none: what = "waited"
+            }
+            hooks?.notify(key: "\(key)-t\(tier)", text: "Vigil: bridge \(verdict.rawValue) (\(pidText)); tier \(tier): \(what).")
+        case .recovered(let after, let verdict, let tier):
+            ctx.journal.append("recovered", [
+                "verdict": .string(verdict.rawValue), "tier": .int(Int64(tier)), "after_ms": .double((after.milliseconds * 10).rounded() / 10),
+                "bridge": idJSON(probe.identity),
+            ])
+            hooks?.notify(key: "\(key)-recovered", text: String(format: "Vigil: bridge healthy again after %.2f s (was %@, tier %d).", after.seconds, verdict.rawValue, tier))
+        case .respawnFailed(let count, let verdict):
+            ctx.journal.append("respawn-failed", ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(config.tunables.circuitLimit))])
+        case .circuitOpened(let failures):
+            ctx.journal.append("circuit-open", [
+                "tier": 4, "verdict": .string(probe.verdict.rawValue), "failures": .int(Int64(failures)),
+                "retry_in_s": .double(config.tunables.circuitCooloff.seconds),
+            ])
+            hooks?.notify(key: "\(key)-circuit", text: "Vigil ALERT: the bridge failed \(failures) respawns in a row; the watchdog stopped acting (circuit open). It retries once in \(config.tunables.circuitCooloff), or now with `vigil heal reset` (chat: /heal reset).")
+        case .circuitReminder(let openFor):
+            ctx.journal.append("circuit-reminder", ["tier": 4, "verdict": .string(probe.verdict.rawValue), "open_s": .double(openFor.seconds)])
+            hooks?.notify(key: "\(key)-reminder", text: "Vigil reminder: the circuit is still open (for \(openFor)); the bridge is \(probe.verdict.rawValue).")
+        case .circuitHalfOpen:
+            ctx.journal.append("circuit-half-open", ["tier": 4, "verdict": .string(probe.verdict.rawValue)])
+        case .circuitClosed:
+            ctx.journal.append("circuit-closed", [:])
+            hooks?.notify(key: "\(key)-closed", text: "Vigil: circuit closed; the bridge has been stable.")
+        }
+    }
+
+    private func resetHeal(by: String) {
+        let was = heal
+        heal = HealState()
+        ctx.journal.append("heal-reset", ["by": .string(by), "tier_was": .int(Int64(was.displayTier)), "circuit_was": .string(was.circuit.rawValue)])
+        hooks?.notify(key: "heal-reset-\(Clock.boot().nanoseconds)", text: "Vigil: heal state reset by \(by) (was tier \(was.displayTier), circuit \(was.circuit.rawValue)).")
+    }
+
+    // MARK: - Heal state persistence
+
+    private func loadHealState() {
+        guard let file = ctx.files.load(ctx.dir.healState, kind: HealFile.kind, as: HealFile.self) else { return }
+        if file.bootID == Clock.bootID {
+            heal = file.state
+            savedHeal = heal
+        } else {
+            ctx.journal.append("heal-state-discarded", ["reason": "written before the last reboot"])
+        }
+    }
+
+    /// Persists the heal state when it changed. A failed write is journaled (at a low rate) and
+    /// the runner goes on from its memory: it never repeats a tier because it could not save.
+    private func saveHealState(now: BootInstant) {
+        guard heal != savedHeal else { return }
+        do {
+            try ctx.files.save(HealFile(bootID: Clock.bootID, state: heal), kind: HealFile.kind, to: ctx.dir.healState)
+            savedHeal = heal
+            if lastHealWriteProblem != nil {
+                lastHealWriteProblem = nil
+                ctx.journal.append("state-write-recovered", ["file": "heal.json"])
+            }
+        } catch {
+            if lastHealWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
+                lastHealWriteProblem = now
+                ctx.journal.append("state-write-failed", ["file": "heal.json", "error": .string("\(error)")])
+            }
+        }
+    }
+
+    // MARK: - Exits
+
+    private func exitForRestart(reason: String) -> Int32 {
+        saveHealState(now: Clock.boot())
+        ctx.journal.append("runner-restart", ["reason": .string(reason), "exit": 42])
+        hooks?.shutdown()
+        versions.cancel()
+        ctx.removeOwnPidFile()
+        return 42
+    }
+
+    /// Stops the bridge gracefully (SIGCONT+SIGTERM, SIGKILL after the grace), then ourselves.
+    /// Missions keep running (their shims are detached); the next runner reattaches them.
+    private func stopPair(reason: String) {
+        ctx.journal.append("runner-stopping", ["reason": .string(reason)])
+        if let r = ctx.files.loadRecord(.bridge), runsVigil(r.identity, role: .bridge, dir: ctx.dir), let pidfd = r.identity.openPidFD() {
+            pidfd.signal(SIGCONT)
+            pidfd.signal(SIGTERM)
+            if !pidfd.waitForExit(timeoutMilliseconds: config.tunables.termGrace.pollMilliseconds) {
+                pidfd.signal(SIGKILL)
+                _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
+                ctx.journal.append("bridge-killed", ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
+            }
+        }
+        if let s = starting, let pidfd = s.openPidFD() {
+            pidfd.signal(SIGKILL)
+            _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
+        }
+        reapChildren()
+        saveHealState(now: Clock.boot())
+        hooks?.shutdown()
+        versions.cancel()
+        ctx.removeOwnPidFile()
+        ctx.journal.append("runner-stopped", ["reason": .string(reason)])
+    }
+}
+
+extension StateFiles {
+    /// The PID file without the corrupt-file policy (for computing deadlines; the probe
+    /// quarantines).
+    func loadRecordQuietly(_ role: StateDirectory.Role) -> ProcessRecord? {
+        if case .ok(let r) = StateFile.read(dir.pidFile(role), kind: ProcessRecord.kind, as: ProcessRecord.self) { return r }
+        return nil
+    }
+}
+
+enum RunnerCommand {
+    static let command = Command(
+        name: "runner",
+        summary: "run the runner (watchdog + missions); normally via scripts/vigil-run",
+        help: """
+        usage: vigil runner [--state-dir DIR] [TUNABLES] [--clear-stop]
+
+        Runs the runner in the foreground: every tick it probes the bridge and heals it in
+        escalating tiers, and it runs missions. Exits 42 when it should be relaunched (its
+        restart marker, or its program on disk changed), 0 when stopped (`vigil stop`,
+        SIGTERM, SIGINT). Normally started by scripts/vigil-run, which relaunches it.
+
+        Tunables (flags, or the same keys in DIR/vigil.json; durations as 0.2, 200ms, 2s, 5m):
+          --tick D                runner loop period (probe cadence)            1s
+          --heartbeat-interval D  bridge heartbeat period                       1s
+          --stale-after D         heartbeat age that makes a live bridge hung   20s
+          --cooldown D            time a tier gets to heal before the next      10s
+          --term-grace D          SIGTERM → SIGKILL wait                        5s
+          --start-grace D         time a respawned bridge gets to beat          10s
+          --circuit-limit N       failed respawns in a row that open the circuit 3
+          --circuit-cooloff D     open → half-open retry                        10m
+          --stable-after D        healthy time that proves a respawn            3 × cooldown
+          --circuit-reminder D    how often an open circuit is announced again  1h
+          --rss-limit SIZE        RSS that makes the bridge bloated (512MB)     off
+          --max-parallel N        missions run at once                          1
+          --version-file PATH     the version is this file's contents
+          --version-command CMD   the version is this command's output (argv split on spaces)
+          --clear-stop            forget an earlier `vigil stop` (the wrapper passes it once)
+        """,
+        run: { inv in
+            let args = try Arguments(inv.arguments, valued: Tunables.flagNames, booleans: ["clear-stop"])
+            guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
+            let config = try Configuration.load(stateDir: inv.stateDir, arguments: args)
+            let code = try Runner(invocation: inv, config: config, clearStop: args.has("clear-stop")).run()
+            if code != 0 { throw ExitCode(code) }
+        })
+}

@@ -1,0 +1,148 @@
+import Foundation
+import VigilCore
+import VigilStore
+
+/// The tunables of the supervised pair (DESIGN.md, "Contract: tunables"): flags of `vigil
+/// runner` (and `vigil bridge`), or the same keys in `vigil.json` in the state directory.
+/// Flags win over the file; the file wins over the defaults.
+public struct Tunables: Equatable, Sendable {
+    public var tick: TimeSpan = .seconds(1)
+    public var heartbeatInterval: TimeSpan = .seconds(1)
+    public var staleAfter: TimeSpan = .seconds(20)
+    public var cooldown: TimeSpan = .seconds(10)
+    public var termGrace: TimeSpan = .seconds(5)
+    public var startGrace: TimeSpan = .seconds(10)
+    public var circuitLimit: Int = 3
+    public var circuitCooloff: TimeSpan = .seconds(600)
+    /// How long a respawned bridge must stay healthy for its respawn to count as a success.
+    /// Default: 3 × cooldown.
+    public var stableAfter: TimeSpan? = nil
+    public var circuitReminder: TimeSpan = .seconds(3600)
+    public var rssLimit: UInt64? = nil
+    public var maxParallel: Int = 1
+    public var versionFile: String? = nil
+    public var versionCommand: String? = nil
+
+    public init() {}
+
+    static let durationKeys = ["tick", "heartbeat-interval", "stale-after", "cooldown", "term-grace", "start-grace",
+                               "circuit-cooloff", "stable-after", "circuit-reminder"]
+    static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command"]
+    /// Flag names (without `--`) that take a value.
+    public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
+    /// Keys of vigil.json that are not tunables but belong to other parts.
+    static let passThroughKeys: Set<String> = ["chat", "agent-command"]
+
+    public var policy: HealPolicy {
+        HealPolicy(cooldown: cooldown, termGrace: termGrace, startGrace: startGrace, circuitLimit: circuitLimit,
+                   circuitCooloff: circuitCooloff, stableAfter: stableAfter ?? cooldown * 3, reminderEvery: circuitReminder)
+    }
+
+    /// Sets one tunable from text (a flag value or a config value).
+    mutating func set(_ key: String, _ text: String, source: String) throws {
+        let name = "\(source)\(key)"
+        switch key {
+        case "tick": tick = try Arguments.duration(text, name: name)
+        case "heartbeat-interval": heartbeatInterval = try Arguments.duration(text, name: name)
+        case "stale-after": staleAfter = try Arguments.duration(text, name: name)
+        case "cooldown": cooldown = try Arguments.duration(text, name: name)
+        case "term-grace": termGrace = try Arguments.duration(text, name: name)
+        case "start-grace": startGrace = try Arguments.duration(text, name: name)
+        case "circuit-cooloff": circuitCooloff = try Arguments.duration(text, name: name)
+        case "stable-after": stableAfter = try Arguments.duration(text, name: name)
+        case "circuit-reminder": circuitReminder = try Arguments.duration(text, name: name)
+        case "circuit-limit":
+            guard let n = Int(text), n >= 1 else { throw UsageError("\(name) must be a whole number ≥ 1 (got \(text))") }
+            circuitLimit = n
+        case "max-parallel":
+            guard let n = Int(text), n >= 1, n <= 256 else { throw UsageError("\(name) must be a whole number from 1 to 256 (got \(text))") }
+            maxParallel = n
+        case "rss-limit":
+            if text == "off" || text.isEmpty { rssLimit = nil; return }
+            guard let b = ByteSize.parse(text) else { throw UsageError("\(name) \(text.debugDescription): not a size (use 512MB, 1GB, or off)") }
+            rssLimit = b
+        case "version-file":
+            guard !text.isEmpty else { throw UsageError("\(name) is empty") }
+            versionFile = text
+        case "version-command":
+            guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw UsageError("\(name) is empty") }
+            versionCommand = text
+        default:
+            throw UsageError("unknown tunable \(name)")
+        }
+    }
+
+    /// Checks relations between values; every problem is a clear sentence.
+    func validate() throws {
+        guard staleAfter > heartbeatInterval else {
+            throw UsageError("--stale-after (\(staleAfter)) must be larger than --heartbeat-interval (\(heartbeatInterval)), or every bridge would look hung")
+        }
+        if versionFile != nil && versionCommand != nil {
+            throw UsageError("give either --version-file or --version-command, not both")
+        }
+    }
+
+    /// The flags that reproduce these tunables (the runner hands them to the bridges it spawns).
+    public var flags: [String] {
+        var f = ["--tick", "\(tick.seconds)", "--heartbeat-interval", "\(heartbeatInterval.seconds)",
+                 "--stale-after", "\(staleAfter.seconds)", "--cooldown", "\(cooldown.seconds)",
+                 "--term-grace", "\(termGrace.seconds)", "--start-grace", "\(startGrace.seconds)",
+                 "--circuit-limit", "\(circuitLimit)", "--circuit-cooloff", "\(circuitCooloff.seconds)",
+                 "--circuit-reminder", "\(circuitReminder.seconds)", "--max-parallel", "\(maxParallel)"]
+        if let s = stableAfter { f += ["--stable-after", "\(s.seconds)"] }
+        if let r = rssLimit { f += ["--rss-limit", "\(r)b"] }
+        if let v = versionFile { f += ["--version-file", v] }
+        if let v = versionCommand { f += ["--version-command", v] }
+        return f
+    }
+}
+
+/// `vigil.json` plus flags: the configuration of one process.
+public struct Configuration: Sendable {
+    public var tunables: Tunables
+    /// The `chat` object of vigil.json (decoded by VigilChat), if any.
+    public var chat: JSONValue?
+    /// The agent command that `/mission TEXT` runs (TEXT appended as one argument).
+    public var agentCommand: [String]?
+
+    /// Loads vigil.json from the state directory (if present), then applies flags.
+    public static func load(stateDir: StateDirectory, arguments: Arguments) throws -> Configuration {
+        var t = Tunables()
+        var chat: JSONValue? = nil
+        var agent: [String]? = nil
+        if let data = FileManager.default.contents(atPath: stateDir.config) {
+            guard case .object(let obj)? = JSONValue.parse(data) else {
+                throw CommandError("\(stateDir.config) is not a JSON object; fix or remove it (see docs/operator-guide.md, \"Configuration\")", code: 2)
+            }
+            for (key, value) in obj.sorted(by: { $0.key < $1.key }) {
+                if key == "chat" { chat = value; continue }
+                if key == "agent-command" {
+                    guard case .array(let items) = value, !items.isEmpty,
+                          let argv = Optional(items.compactMap(\.stringValue)), argv.count == items.count else {
+                        throw CommandError("\(stateDir.config): \"agent-command\" must be a non-empty array of strings (argv)", code: 2)
+                    }
+                    agent = argv
+                    continue
+                }
+                guard Tunables.flagNames.contains(key) else {
+                    throw CommandError("\(stateDir.config): unknown key \(key.debugDescription) (known: \((Tunables.flagNames.union(Tunables.passThroughKeys)).sorted().joined(separator: ", ")))", code: 2)
+                }
+                let text: String
+                switch value {
+                case .string(let s): text = s
+                case .int(let i): text = "\(i)"
+                case .double(let d): text = "\(d)"
+                default: throw CommandError("\(stateDir.config): \(key) must be a string or a number", code: 2)
+                }
+                do { try t.set(key, text, source: "\(stateDir.config): ") } catch let e as UsageError {
+                    throw CommandError(e.message, code: 2)
+                }
+            }
+        }
+        for key in Tunables.flagNames.sorted() {
+            if let v = arguments.value(key) { try t.set(key, v, source: "--") }
+        }
+        try t.validate()
+        return Configuration(tunables: t, chat: chat, agentCommand: agent)
+    }
+}

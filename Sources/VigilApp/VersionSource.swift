@@ -1,0 +1,126 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// Where "the current version" comes from (DESIGN.md, "Contract: tunables"): a file's
+/// contents, a command's output, or by default the identity of the executable on disk.
+///
+/// For the probe (`current()`), a version command runs in the background and never blocks a
+/// tick: its last answer is used, it is re-run every `refresh`, and one that runs longer than
+/// `timeout` is killed and journaled.
+public final class VersionSource {
+    public enum Kind: Equatable {
+        case executable(String)
+        case file(String)
+        case command([String])
+    }
+
+    public let kind: Kind
+    let timeout: TimeSpan
+    let refresh: TimeSpan
+    private var cached: String?
+    private var running: (identity: ProcessIdentity, started: BootInstant, output: String)?
+    private var lastRun: BootInstant?
+    /// Set when the last attempt failed (shown in status and journaled by the runner).
+    public private(set) var problem: String?
+
+    public init(tunables: Tunables, executable: String = Executable.path, timeout: TimeSpan = .seconds(5), refresh: TimeSpan = .seconds(5)) {
+        if let f = tunables.versionFile { kind = .file(f) }
+        else if let c = tunables.versionCommand { kind = .command(c.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)) }
+        else { kind = .executable(executable) }
+        self.timeout = timeout
+        self.refresh = refresh
+    }
+
+    /// The version of the program on disk now, as cheaply as possible; nil when unknown.
+    public func current(now: BootInstant = Clock.boot()) -> String? {
+        switch kind {
+        case .executable(let path):
+            let v = Executable.fileIdentity(path)
+            problem = v == nil ? "the executable \(path) is missing" : nil
+            return v
+        case .file(let path):
+            return readVersionFile(path)
+        case .command(let argv):
+            pollCommand(argv, now: now)
+            return cached
+        }
+    }
+
+    /// The version this process stamps at start: the running image for the default kind;
+    /// otherwise the file or the command's output now (a command is waited for, bounded).
+    public func stamp() -> String {
+        switch kind {
+        case .executable: return Executable.runningIdentity
+        case .file(let path): return readVersionFile(path) ?? "unknown"
+        case .command(let argv):
+            let deadline = Clock.boot() + timeout
+            pollCommand(argv, now: Clock.boot())
+            while running != nil && Clock.boot() < deadline + .milliseconds(100) {
+                usleep(5_000)
+                pollCommand(argv, now: Clock.boot())
+            }
+            return cached ?? "unknown"
+        }
+    }
+
+    private func readVersionFile(_ path: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            problem = "cannot read the version file \(path)"
+            return nil
+        }
+        problem = nil
+        let text = String(decoding: data.prefix(4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "empty" : "file:" + text
+    }
+
+    private func pollCommand(_ argv: [String], now: BootInstant) {
+        if let r = running {
+            if let status = Spawner.reap(r.identity.pid) {
+                let out = (try? String(contentsOfFile: r.output, encoding: .utf8)) ?? ""
+                unlink(r.output)
+                running = nil
+                let code = exitCode(fromWaitStatus: status)
+                let text = out.trimmingCharacters(in: .whitespacesAndNewlines)
+                if code == 0 && !text.isEmpty {
+                    cached = "cmd:" + String(text.prefix(256))
+                    problem = nil
+                } else {
+                    problem = "the version command \(argv.joined(separator: " ")) failed (exit \(code))"
+                }
+            } else if now - r.started > timeout {
+                r.identity.signal(SIGKILL)
+                _ = Spawner.wait(r.identity.pid)
+                unlink(r.output)
+                running = nil
+                problem = "the version command \(argv.joined(separator: " ")) hung for more than \(timeout); killed"
+            }
+            return
+        }
+        if let last = lastRun, now - last < refresh, cached != nil || problem != nil { return }
+        lastRun = now
+        let output = NSTemporaryDirectory() + "vigil-version-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        var opts = Spawner.Options()
+        opts.newSession = false
+        opts.newProcessGroup = true
+        opts.outputPath = output
+        do {
+            let id = try Spawner.spawn(argv, opts)
+            running = (id, now, output)
+        } catch {
+            problem = "the version command \(argv.joined(separator: " ")) cannot start: \(error)"
+        }
+    }
+
+    /// Kills a version command still running (on exit).
+    public func cancel() {
+        if let r = running {
+            r.identity.signal(SIGKILL)
+            _ = Spawner.wait(r.identity.pid)
+            unlink(r.output)
+            running = nil
+        }
+    }
+}
