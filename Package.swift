@@ -28,7 +28,7 @@ let package = Package(
         .testTarget(name: "VigilCoreTests", dependencies: ["VigilCore"]),
         .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
         .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
-        .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "vigil"]),
+        .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

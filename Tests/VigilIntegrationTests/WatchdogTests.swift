@@ -1,0 +1,238 @@
+import Foundation
+import Glibc
+import Testing
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The supervised pair with real processes and real signals (issue 2, §7).
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct WatchdogTests {
+    @Test func coldStartThenKill9IsRespawned() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner()
+        let first = try h.waitHealthy()
+        #expect(h.heals(action: "respawn").first?["verdict"]?.stringValue == "missing")
+
+        #expect(kill(first.pid, SIGKILL) == 0)
+        let second = try waitNewHealthyBridge(h, other: first)
+        #expect(second.pid != first.pid)
+        let respawn = try #require(h.heals(action: "respawn").last)
+        #expect(respawn["verdict"]?.stringValue == "dead")
+        #expect(respawn["tier"]?.intValue == 3)
+        #expect(respawn["bridge_before"]?["pid"]?.intValue == Int64(first.pid))
+        #expect(h.events("recovered").count >= 2)
+    }
+
+    @Test func stoppedBridgeGetsTier2ThenTier3() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner()
+        let first = try h.waitHealthy()
+        #expect(kill(first.pid, SIGSTOP) == 0)
+        let second = try waitNewHealthyBridge(h, other: first)
+        let actions = h.heals().map { "\($0["tier"]?.intValue ?? -1):\($0["verdict"]?.stringValue ?? ""):\($0["action"]?.stringValue ?? "")" }
+        // Cold start, then: hung → tier 2 (SIGCONT+SIGTERM), then tier 3 (respawn: it exited on
+        // SIGTERM once continued, or was killed).
+        #expect(actions.first == "3:missing:respawn")
+        #expect(actions.contains("2:hung:terminate"))
+        #expect(actions.last?.hasPrefix("3:") == true)
+        #expect(!actions.contains { $0.hasPrefix("1:") }, "a hung bridge skips tier 1: \(actions)")
+        #expect(second != first)
+        #expect(first.liveness() == .gone)
+    }
+
+    @Test func versionDriftReexecsSamePidWithoutSignal() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let versionFile = h.dir + "/VERSION"
+        h.write("VERSION", "1.0\n")
+        try h.startRunner(Harness.fast + ["--version-file", versionFile])
+        let before = try h.waitHealthy()
+        #expect(h.bridgeRecord?.version == "file:1.0")
+
+        h.write("VERSION", "2.0\n")
+        try h.waitUntil("bridge stamped 2.0") { h.bridgeRecord?.version == "file:2.0" }
+        let after = try h.waitHealthy()
+        #expect(after == before, "same process (PID and start time) after re-exec")
+        let tier1 = h.heals().filter { $0["tier"]?.intValue == 1 }
+        #expect(tier1.count == 1)
+        #expect(tier1.first?["verdict"]?.stringValue == "drifted")
+        #expect(h.heals(action: "terminate").isEmpty && h.heals(action: "kill").isEmpty, "no signal sent")
+        #expect(h.events("bridge-reexec").count == 1)
+        #expect(h.events("bridge-reexec-done").first?["previous_version"]?.stringValue == "file:1.0")
+    }
+
+    @Test func replacedExecutableIsDrift() throws {
+        // Run the pair from a copy of the binary, then replace the copy (new inode).
+        let h = Harness()
+        defer { h.finish() }
+        let bin = try h.useCopyOfBinary()
+        try h.startWrapper()
+        let before = try h.waitHealthy()
+        let oldVersion = try #require(h.bridgeRecord?.version)
+
+        // Replace the program on disk (as an update would: write a new file, rename over).
+        try FileManager.default.copyItem(atPath: Harness.vigil, toPath: bin + ".new")
+        #expect(rename(bin + ".new", bin) == 0)
+
+        try h.waitUntil("bridge re-exec'd the new program") { (h.bridgeRecord?.version ?? oldVersion) != oldVersion }
+        let after = try h.waitHealthy()
+        #expect(after == before, "re-exec keeps the PID")
+        #expect(h.heals().contains { $0["verdict"]?.stringValue == "drifted" && $0["tier"]?.intValue == 1 })
+        #expect(h.events("runner-restart").contains { $0["reason"]?.stringValue == "own program on disk changed" })
+        #expect(h.heals(action: "kill").isEmpty && h.heals(action: "terminate").isEmpty)
+    }
+
+    @Test func crashLoopOpensCircuitAfterLimitThenHalfOpenAndReset() throws {
+        let h = Harness()
+        defer { h.finish() }
+        h.write("fault", "exit-at-start")
+        try h.startRunner(Harness.fast + ["--circuit-limit", "3", "--circuit-cooloff", "3"])
+        try h.waitUntil("circuit open") { !h.events("circuit-open").isEmpty }
+        #expect(h.heals(action: "respawn").count == 3, "exactly circuit-limit respawns")
+        #expect(try h.status()["heal"]?["circuit"]?.stringValue == "open")
+        #expect(try h.status()["heal"]?["tier"]?.intValue == 4)
+
+        // Half-open after the cooloff: exactly one more attempt, which fails and reopens.
+        try h.waitUntil("half-open retry") { !h.events("circuit-half-open").isEmpty }
+        try h.waitUntil("reopened") { h.events("circuit-open").count == 2 }
+        #expect(h.heals(action: "respawn").count == 4)
+
+        // Operator fixes the cause and resets: healthy again, circuit closed.
+        try FileManager.default.removeItem(atPath: h.dir + "/fault")
+        let r = try h.vigil(["heal", "reset"])
+        #expect(r.code == 0, "\(r.err)")
+        try h.waitHealthy()
+        try h.waitUntil("circuit closed in status") { (try? h.status()["heal"]?["circuit"]?.stringValue) == "closed" }
+        #expect(h.events("heal-reset").count == 1)
+        #expect(h.events("circuit-open").count == 2, "one alert per opening, no alert spam")
+    }
+
+    @Test func pidFileNamingUnrelatedProcessIsDeadAndNeverSignalled() throws {
+        let h = Harness()
+        defer { h.finish() }
+        // A decoy: an unrelated live process. Forge a PID file with its real PID and start time.
+        let decoy = try h.spawn(["/bin/sleep", "300"], log: "decoy.out")
+        let forged: JSONValue = [
+            "role": "bridge", "identity": ["pid": .int(Int64(decoy.pid)), "start_ticks": .int(Int64(decoy.startTicks))],
+            "version": "x", "exe": "/bin/sleep", "started": 1, "started_wall": "", "beat": 1, "beat_wall": "",
+            "seq": 1, "boot_id": .string(Clock.bootID),
+        ]
+        try StateFile.write(forged, kind: "process", to: h.dir + "/bridge.json")
+        try h.startRunner()
+        let bridge = try h.waitHealthy()
+        #expect(bridge.pid != decoy.pid)
+        #expect(decoy.liveness() == .alive, "the decoy was never signalled")
+        #expect(ProcStat.read(pid: decoy.pid)?.state != "T")
+        #expect(h.events("foreign-process").count >= 1)
+        #expect(h.heals().first?["verdict"]?.stringValue == "dead")
+    }
+
+    @Test(arguments: ["bridge.json", "runner.json", "heal.json", "bridge.restart", "runner.restart", "stop", "heal.reset"])
+    func garbageStateFileIsQuarantined(file: String) throws {
+        let h = Harness()
+        defer { h.finish() }
+        if file == "heal.json" { h.write(file, #"{"tier": "three"}"#) }
+        try h.startRunner()
+        try h.waitHealthy()
+        for garbage in ["\u{0}\u{1}garbage\u{ff}", #"{"pid": "not a number"}"#] {
+            let before = h.events("quarantined").filter { $0["file"]?.stringValue == file }.count
+            if file == "heal.json" && before > 0 { break } // read once, at start: quarantined already
+            // The owner may rewrite the file at any moment: write garbage until a reader sees it.
+            try h.waitUntil("\(file) quarantined") {
+                if h.events("quarantined").filter({ $0["file"]?.stringValue == file }).count > before { return true }
+                h.write(file, garbage)
+                return false
+            }
+        }
+        try h.waitHealthy()
+        let q = try FileManager.default.contentsOfDirectory(atPath: h.dir + "/quarantine")
+        #expect(q.contains { $0.hasPrefix(file + ".") }, "moved aside, not deleted: \(q)")
+        #expect(try h.status()["runner"]?["alive"]?.boolValue == true, "the runner never crashed")
+    }
+
+    @Test func runnerKilledMidEscalationIsContinuedByTheNext() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let flags = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "1", "--cooldown", "0.6",
+                     "--term-grace", "3", "--start-grace", "2"]
+        // A bridge whose loop hangs: it stops beating and cannot act on SIGTERM.
+        h.write("fault", "hang")
+        let runner1 = try h.startRunner(flags)
+        let first = try h.waitHealthy()
+        try FileManager.default.removeItem(atPath: h.dir + "/fault")
+        try h.waitUntil("tier 2 sent") { !h.heals(action: "terminate").isEmpty }
+        #expect(kill(runner1.pid, SIGKILL) == 0)
+        _ = try h.waitExit(runner1)
+        let runner2 = try h.startRunner(flags)
+        let second = try waitNewHealthyBridge(h, other: first)
+        #expect(second != first)
+        #expect(h.heals(action: "terminate").count == 1, "the new runner did not start over at tier 2")
+        let kill3 = try #require(h.heals(action: "kill").first)
+        #expect(kill3["tier"]?.intValue == 3)
+        #expect(h.events("runner-started").last?["tier"]?.intValue == 2, "the second runner loaded tier 2")
+        _ = runner2
+    }
+
+    @Test func secondRunnerAndSecondBridgeRefuse() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner()
+        try h.waitHealthy()
+        let r = try h.vigil(["runner"] + Harness.fast)
+        #expect(r.code == 3)
+        #expect(r.err.contains("another runner is already running"))
+        let b = try h.vigil(["bridge"])
+        #expect(b.code == 3)
+        #expect(b.err.contains("another bridge is already running"))
+    }
+
+    @Test func restartRunnerRelaunchesAtOnceAndLeavesBridge() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let wrapper = try h.startWrapper()
+        let bridge = try h.waitHealthy()
+        let runner1 = try #require(try h.status()["runner"]?["pid"]?.intValue)
+        let r = try h.vigil(["restart", "runner"])
+        #expect(r.code == 0)
+        try h.waitUntil("a new runner") {
+            guard let s = try? h.status(), let pid = s["runner"]?["pid"]?.intValue else { return false }
+            return pid != runner1 && s["runner"]?["alive"]?.boolValue == true
+        }
+        #expect(try h.waitHealthy() == bridge, "bridge untouched")
+        #expect(h.heals().count == 1, "only the cold start")
+        #expect(h.events("runner-restart").count == 1)
+        // vigil stop: everything exits, the wrapper too.
+        let stop = try h.vigil(["stop"])
+        #expect(stop.code == 0, "\(stop.err)")
+        #expect(try h.waitExit(wrapper) == 0)
+        #expect(bridge.liveness() == .gone)
+        #expect(h.leftovers().isEmpty)
+    }
+
+    @Test func stopPreventsResurrection() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let runner = try h.startRunner()
+        let bridge = try h.waitHealthy()
+        let stop = try h.vigil(["stop"])
+        #expect(stop.code == 0, "\(stop.err)")
+        #expect(try h.waitExit(runner) == 0)
+        #expect(bridge.liveness() == .gone)
+        #expect(h.leftovers().isEmpty)
+        #expect(h.heals().count == 1, "the stopped bridge was not resurrected")
+        #expect(try h.status()["stopped"]?.boolValue == true)
+    }
+
+    /// Waits until a healthy bridge other than `other` runs.
+    func waitNewHealthyBridge(_ h: Harness, other: ProcessIdentity) throws -> ProcessIdentity {
+        try h.waitUntil("a new healthy bridge") {
+            guard let id = h.bridgeIdentity, id != other, let s = try? h.status() else { return false }
+            h.track(id)
+            return s["bridge"]?["verdict"]?.stringValue == "healthy"
+        }
+        return try #require(h.bridgeIdentity)
+    }
+}
