@@ -4,7 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 
-@Suite("Journal")
+@Suite("Journal", .serialized, .timeLimit(.minutes(1)))
 struct JournalTests {
     func lines(_ path: String) -> [Substring] {
         String(decoding: bytes(path) ?? Data(), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
@@ -147,8 +147,7 @@ struct JournalTests {
         #expect(r.entries.count == 200 && r.skipped == 0)
     }
 
-    @Test("Many processes appending at once: every line whole, none lost, each writer's in order",
-          .timeLimit(.minutes(1)))
+    @Test("Many processes appending at once: every line whole, none lost, each writer's in order")
     func manyProcesses() async throws {
         let dir = try TempDir()
         let path = dir.file("journal.jsonl")
