@@ -144,12 +144,14 @@ public enum HealMachine {
         }
 
         // Did the last respawn fail? It did if its bridge died, hung, or never became healthy.
+        // Inside the start grace a bridge may not have written its PID file or first beat yet:
+        // missing or hung then is "not yet", not a failure (only a dead one has failed).
         if let spawned = s.respawnedAt ?? s.unprovenRespawnAt {
             let inStartGrace = s.respawnedAt != nil && now - spawned < policy.startGrace
             let failed: Bool
             switch obs.verdict {
-            case .dead, .missing: failed = true
-            case .hung: failed = !inStartGrace
+            case .dead: failed = true
+            case .missing, .hung: failed = !inStartGrace
             case .drifted, .bloated, .healthy: failed = s.respawnedAt != nil && !inStartGrace
             }
             if failed {

@@ -79,7 +79,8 @@ public enum ByteSize {
         }
         guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }),
               let v = Double(number), v.isFinite, v > 0 else { return nil }
-        return UInt64(v * scale)
+        // `UInt64(_: Double)` traps above UInt64.max; a size that large is an input error.
+        return UInt64(exactly: (v * scale).rounded(.down))
     }
 
     public static func format(_ bytes: UInt64) -> String {
