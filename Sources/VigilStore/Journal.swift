@@ -47,7 +47,10 @@ public final class Journal: @unchecked Sendable {
         while let line = pending.first {
             do {
                 try openIfNeeded()
-                try AtomicFile.writeAll(fd, line, subject: path)
+                // Another writer may have been killed mid-record: start on a line of our own.
+                var record = line
+                if !Journal.endsWithNewline(fd: fd) { record.insert(0x0A, at: record.startIndex) }
+                try AtomicFile.writeAll(fd, record, subject: path)
                 try sys("fdatasync", path) { fdatasync(fd) }
                 pending.removeFirst()
             } catch {
@@ -65,21 +68,15 @@ public final class Journal: @unchecked Sendable {
     private func openIfNeeded() throws(SystemError) {
         guard fd < 0 else { return }
         let created = access(path, F_OK) != 0
-        let f = try sys("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
+        let f = try sys("open", path) { open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
         fd = f
         if created {
             let dir = (path as NSString).deletingLastPathComponent
             try? AtomicFile.fsyncDirectory(dir)
-        } else if !Journal.endsWithNewline(path) {
-            // A torn tail from a crash: end it, so the next record starts on its own line.
-            try AtomicFile.writeAll(fd, Data("\n".utf8), subject: path)
         }
     }
 
-    private static func endsWithNewline(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return true }
-        defer { close(fd) }
+    private static func endsWithNewline(fd: Int32) -> Bool {
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_size > 0 else { return true }
         var b: UInt8 = 0

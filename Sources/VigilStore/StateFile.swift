@@ -118,7 +118,7 @@ public struct StateFiles: Sendable {
     public func quarantine(_ path: String, reason: String) {
         let name = (path as NSString).lastPathComponent
         let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
-        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid())"
+        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))"
         var moved = false
         do {
             try AtomicFile.makeDirectory(dir.quarantine)

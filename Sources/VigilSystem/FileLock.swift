@@ -35,7 +35,7 @@ public final class FileLock: @unchecked Sendable {
     /// the file.
     public static func isFree(_ path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { return true }
+        if fd < 0 { return lastErrno() == ENOENT }
         defer { close(fd) }
         if flock(fd, LOCK_SH | LOCK_NB) == 0 {
             flock(fd, LOCK_UN)

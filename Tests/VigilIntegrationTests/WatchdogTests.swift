@@ -150,7 +150,8 @@ struct WatchdogTests {
         try h.waitHealthy()
         let q = try FileManager.default.contentsOfDirectory(atPath: h.dir + "/quarantine")
         #expect(q.contains { $0.hasPrefix(file + ".") }, "moved aside, not deleted: \(q)")
-        #expect(try h.status()["runner"]?["alive"]?.boolValue == true, "the runner never crashed")
+        try h.waitUntil("the runner beating again (it never crashed)") { (try? h.status()["runner"]?["alive"]?.boolValue) == true }
+        #expect(h.events("runner-started").count == 1, "the runner never restarted")
     }
 
     @Test func runnerKilledMidEscalationIsContinuedByTheNext() throws {
