@@ -1,0 +1,183 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// `vigil bench heal`: fault → healthy-again times against a live pair at default tick and
+/// heartbeat, the crash-loop respawn count, probe CPU, idle CPU and RSS.
+enum HealBench {
+    static func run(_ argv: [String]) throws {
+        let args = try Arguments(argv, valued: ["trials", "idle", "out"])
+        let trials = try args.int("trials", min: 1) ?? 5
+        let idle = try args.duration("idle") ?? .seconds(10)
+        var table = BenchTable(title: "vigil bench heal (\(trials) trials each, tick 1 s, heartbeat 1 s)")
+
+        // One pair for kill -9, SIGSTOP and drift: default tick/heartbeat; stale 3 s for the
+        // hung trials; a short stability window so consecutive trials are independent.
+        let pair = try BenchPair(flags: ["--stale-after", "3", "--stable-after", "0.5", "--version-file", "VERSION"], version: "1")
+        defer { pair.finish() }
+        try pair.waitHealthy()
+
+        var dead: [Double] = [], hung: [Double] = [], drift: [Double] = []
+        var driftSignals = 0
+        for i in 0..<trials {
+            printErr("kill -9 trial \(i + 1)/\(trials)\n")
+            dead.append(try pair.trial { id in _ = kill(id.pid, SIGKILL) })
+        }
+        for i in 0..<trials {
+            printErr("SIGSTOP trial \(i + 1)/\(trials)\n")
+            hung.append(try pair.trial { id in _ = kill(id.pid, SIGSTOP) })
+        }
+        for i in 0..<trials {
+            printErr("drift trial \(i + 1)/\(trials)\n")
+            let before = pair.signalActions()
+            drift.append(try pair.trial { _ in pair.writeVersion("\(i + 2)") })
+            driftSignals += pair.signalActions() - before
+        }
+        // Probe cost, idle CPU and RSS, on the same (now idle) pair.
+        printErr("idle measurement for \(idle)\n")
+        let idleStats = try pair.idle(for: idle)
+
+        let d = Stats(dead), h = Stats(hung), dr = Stats(drift)
+        table.add("dead bridge → healthy (median / p95 / max)", d.seconds(), "≤ 0.1 s median, p95 ≤ 0.3 s", "monit 0.73 s, supervisord 1.03 s, s6 1.02 s, runit 0.01 s")
+        table.add("hung bridge → healthy at stale 3 s", h.seconds(), "≤ 3.5 s median", "monit 4.46 s; supervisord, runit, s6 never")
+        table.add("drifted bridge → healthy", dr.seconds(), "≤ 0.5 s median, no signal", "monit 1.37 s (by killing)")
+        table.add("signals sent for drift", "\(driftSignals)", "0")
+        table.add("probe CPU per tick", String(format: "%.1f µs", idleStats.probeMicros), "≤ 100 µs", "Kōan 2.2 ms (git call)")
+        table.add("idle runner CPU / RSS", String(format: "%.3f %% / %@", idleStats.runnerCPU, ByteSize.format(idleStats.runnerRSS)), "≤ 0.2 % / ≤ 15 MB", "monit 0.88 % · 7.4 MB")
+        table.add("idle bridge CPU / RSS", String(format: "%.3f %% / %@", idleStats.bridgeCPU, ByteSize.format(idleStats.bridgeRSS)), "≤ 0.2 % / ≤ 15 MB", "supervisord 0.02 % · 30 MB")
+        pair.finish()
+
+        // Crash loop: a bridge that dies at every start.
+        var loops: [Int] = []
+        for i in 0..<trials {
+            printErr("crash-loop trial \(i + 1)/\(trials)\n")
+            let p = try BenchPair(flags: ["--circuit-limit", "3"], fault: "exit-at-start")
+            defer { p.finish() }
+            try p.waitFor("circuit open", timeout: 60) { !p.events("circuit-open").isEmpty }
+            loops.append(p.events("heal").filter { $0["action"]?.stringValue == "respawn" }.count)
+            p.finish()
+        }
+        table.add("crash loop: respawns until the circuit opened (limit 3)", loops.map(String.init).joined(separator: ", "), "exactly 3 (±1 tick)", "supervisord 10–21; monit 2–5; runit, s6 never")
+
+        printOut(table.text)
+        if let out = args.value("out") { try Data((table.text + "\n").utf8).write(to: URL(fileURLWithPath: out)) }
+    }
+}
+
+/// A live pair (a runner started directly; it starts the bridge) in a temporary state dir.
+final class BenchPair {
+    let dir: StateDirectory
+    let runner: ProcessIdentity
+    private var finished = false
+
+    init(flags: [String], version: String? = nil, fault: String? = nil) throws {
+        var template = Array("/tmp/vigil-bench-XXXXXX".utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw CommandError("cannot create a temp dir") }
+        dir = StateDirectory(String(cString: p))
+        var flags = flags
+        if let i = flags.firstIndex(of: "VERSION") { flags[i] = dir.file("VERSION") }
+        if let version { try Data(version.utf8).write(to: URL(fileURLWithPath: dir.file("VERSION"))) }
+        var o = Spawner.Options()
+        o.newSession = true
+        o.outputPath = dir.file("runner.out")
+        if let fault {
+            try Data(fault.utf8).write(to: URL(fileURLWithPath: dir.file("fault")))
+            o.environment["VIGIL_TEST_FAULTS"] = "1"
+        }
+        runner = try Spawner.spawn([Executable.path, "runner", "--state-dir", dir.path] + flags, o)
+    }
+
+    func writeVersion(_ v: String) {
+        try? AtomicFile.write(Data(v.utf8), to: dir.file("VERSION"))
+    }
+
+    var journalOffset = 0
+    private var cache: [[String: JSONValue]] = []
+    func events(_ name: String) -> [[String: JSONValue]] {
+        let r = Journal.read(path: dir.journal, from: journalOffset)
+        cache += r.entries
+        journalOffset = r.offset
+        return cache.filter { $0["event"]?.stringValue == name }
+    }
+
+    func signalActions() -> Int {
+        events("heal").filter { ["terminate", "kill"].contains($0["action"]?.stringValue ?? "") }.count
+    }
+
+    var bridge: ProcessIdentity? {
+        if case .ok(let r) = StateFile.read(dir.pidFile(.bridge), kind: ProcessRecord.kind, as: ProcessRecord.self) { return r.identity }
+        return nil
+    }
+
+    func waitFor(_ what: String, timeout: Double = 30, _ cond: () -> Bool) throws {
+        let deadline = Clock.boot() + .seconds(timeout)
+        while !cond() {
+            guard Clock.boot() < deadline else { throw CommandError("benchmark: timed out waiting for \(what)") }
+            usleep(2_000)
+        }
+    }
+
+    func waitHealthy() throws {
+        try waitFor("a healthy bridge") {
+            guard let r = try? StateFile.read(dir.pidFile(.runner), kind: ProcessRecord.kind, as: ProcessRecord.self),
+                  case .ok(let rec) = r else { return false }
+            return rec.lastVerdict == .healthy && bridge != nil
+        }
+    }
+
+    /// Injects a fault at a known boot time and returns seconds until the runner journaled the
+    /// recovery (its "healthy again" moment). Waits for stability afterwards.
+    func trial(_ inject: (ProcessIdentity) -> Void) throws -> Double {
+        try waitHealthy()
+        usleep(700_000) // past the stability window: each trial starts from a proven bridge
+        guard let id = bridge else { throw CommandError("no bridge") }
+        let before = events("recovered").count
+        let t0 = Clock.boot()
+        inject(id)
+        try waitFor("recovery", timeout: 60) { events("recovered").count > before }
+        guard let boot = events("recovered").last?["boot"]?.intValue else { throw CommandError("no boot time in the journal") }
+        return BootInstant(nanoseconds: boot) - t0 > .zero ? (BootInstant(nanoseconds: boot) - t0).seconds : 0
+    }
+
+    struct Idle {
+        var probeMicros: Double
+        var runnerCPU: Double
+        var bridgeCPU: Double
+        var runnerRSS: UInt64
+        var bridgeRSS: UInt64
+    }
+
+    func idle(for span: TimeSpan) throws -> Idle {
+        try waitHealthy()
+        usleep(1_000_000)
+        guard let b = bridge else { throw CommandError("no bridge") }
+        func cpu(_ pid: Int32) -> Double {
+            guard let s = ProcStat.read(pid: pid) else { return 0 }
+            return Double(s.userTicks + s.systemTicks) / Double(Clock.ticksPerSecond)
+        }
+        let r0 = cpu(runner.pid), b0 = cpu(b.pid), t0 = Clock.boot()
+        usleep(UInt32(span.seconds * 1e6))
+        let elapsed = (Clock.boot() - t0).seconds
+        let r1 = cpu(runner.pid), b1 = cpu(b.pid)
+        let rec = try? StateFile.read(dir.pidFile(.runner), kind: ProcessRecord.kind, as: ProcessRecord.self)
+        var probe = Double.nan
+        if case .ok(let r)? = rec { probe = r.probeCPUMicros ?? .nan }
+        return Idle(probeMicros: probe, runnerCPU: (r1 - r0) / elapsed * 100, bridgeCPU: (b1 - b0) / elapsed * 100,
+                    runnerRSS: runner.residentBytes() ?? 0, bridgeRSS: b.residentBytes() ?? 0)
+    }
+
+    /// Stops the pair (SIGTERM to the runner stops the bridge too) and removes the directory.
+    func finish() {
+        guard !finished else { return }
+        finished = true
+        if let pidfd = runner.openPidFD() {
+            pidfd.signal(SIGTERM)
+            if !pidfd.waitForExit(timeoutMilliseconds: 10_000) { pidfd.signal(SIGKILL) }
+        }
+        _ = Spawner.wait(runner.pid)
+        if let b = bridge, runsVigil(b, role: .bridge, dir: dir) { b.signal(SIGKILL) }
+        try? FileManager.default.removeItem(atPath: dir.path)
+    }
+}
