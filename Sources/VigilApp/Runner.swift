@@ -31,8 +31,9 @@ final class Runner {
     private var lastVerdict: Verdict?
     private var lastVersionProblem: String?
     private var lastHealWriteProblem: BootInstant?
-    private var probeCPU = TimeSpan.zero
-    private var probes: Int64 = 0
+    /// CPU time of recent quiet probes (no action taken), for the probe-cost figure.
+    private var probeCosts: [TimeSpan] = []
+    private var lastRecord: ProcessRecord?
     /// Identities confirmed (or refuted) to be a bridge of this state dir, by /proc cmdline.
     private var confirmed: [ProcessIdentity: Bool] = [:]
 
@@ -96,14 +97,16 @@ final class Runner {
 
             if probeDue {
                 let cpu0 = Clock.threadCPU()
-                probeAndHeal(now: now)
-                probeCPU = probeCPU + (Clock.threadCPU() - cpu0)
-                probes += 1
+                let acted = probeAndHeal(now: now)
+                if !acted {
+                    if probeCosts.count >= 64 { probeCosts.removeFirst() }
+                    probeCosts.append(Clock.threadCPU() - cpu0)
+                }
             }
             if now >= nextTick {
                 ctx.record.lastVerdict = lastVerdict
                 ctx.record.currentVersion = versions.current(now: now)
-                ctx.record.probeCPUMicros = probes > 0 ? probeCPU.seconds * 1e6 / Double(probes) : nil
+                ctx.record.probeCPUMicros = probeCosts.isEmpty ? nil : probeCosts.sorted()[probeCosts.count / 2].seconds * 1e6
                 ctx.beat(now: now)
                 nextTick = now + t.tick
                 hooks?.tick(now: now)
@@ -130,9 +133,12 @@ final class Runner {
 
     // MARK: - Probe and heal
 
-    private func probeAndHeal(now: BootInstant) {
+    /// Probes, decides, acts. Returns true when anything was done or noted.
+    @discardableResult
+    private func probeAndHeal(now: BootInstant) -> Bool {
         let t = config.tunables
         let record = ctx.files.loadRecord(.bridge)
+        lastRecord = record
         if let s = starting, record?.identity == s { starting = nil }
         let current = versions.current(now: now)
         if versions.problem != lastVersionProblem {
@@ -145,7 +151,7 @@ final class Runner {
         watch(probe.identity, alive: probe.verdict.processAlive)
         lastVerdict = probe.verdict
 
-        if ctx.stopRequested() != nil { return }
+        if ctx.stopRequested() != nil { return false }
         let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
         let step = HealMachine.step(HealObservation(verdict: probe.verdict, lockFree: lockFree), state: heal, now: now, policy: t.policy)
         heal = step.state
@@ -172,6 +178,7 @@ final class Runner {
         }
         for note in step.notes { report(note, probe: probe, after: after, failure: failure, now: now) }
         saveHealState(now: now)
+        return step.action != .none || !step.notes.isEmpty
     }
 
     private func isBridge(_ id: ProcessIdentity) -> Bool {
@@ -213,7 +220,7 @@ final class Runner {
     private func nextDeadline(now: BootInstant) -> BootInstant? {
         let t = config.tunables
         var d: [BootInstant] = []
-        if let r = ctx.files.loadRecordQuietly(.bridge), lastVerdict == .healthy || lastVerdict == .drifted || lastVerdict == .bloated {
+        if let r = lastRecord, lastVerdict == .healthy || lastVerdict == .drifted || lastVerdict == .bloated {
             d.append(r.beat + t.staleAfter)
         }
         if let since = heal.tierSince {

@@ -33,18 +33,25 @@ public enum StateFile {
     }
 
     public static func decode<T: Decodable & Sendable>(_ data: Data, kind: String, as type: T.Type) -> Read<T> {
-        guard let nl = data.firstIndex(of: 0x0A) else {
-            return .corrupt(data.isEmpty ? "empty file" : "no header line")
+        data.withUnsafeBytes { raw in decode(raw, kind: kind, as: type) }
+    }
+
+    /// Parses the header as bytes and checks the payload's checksum before any JSON work:
+    /// this runs on every probe.
+    static func decode<T: Decodable & Sendable>(_ raw: UnsafeRawBufferPointer, kind: String, as type: T.Type) -> Read<T> {
+        guard let nl = raw.firstIndex(of: 0x0A) else {
+            return .corrupt(raw.isEmpty ? "empty file" : "no header line")
         }
-        let header = String(decoding: data[data.startIndex..<nl], as: UTF8.self).split(separator: " ")
+        let header = String(decoding: UnsafeRawBufferPointer(rebasing: raw[0..<nl]), as: UTF8.self).split(separator: " ")
         guard header.count == 5, header[0] == magic else { return .corrupt("not a Vigil state file") }
         guard header[1] == "\(formatVersion)" else { return .corrupt("unknown format version \(header[1])") }
         guard header[2] == kind else { return .corrupt("holds a \(header[2]) record, expected \(kind)") }
         guard let length = Int(header[3]), length >= 0 else { return .corrupt("bad length") }
-        let payloadStart = data.index(after: nl)
-        guard data.count - (payloadStart - data.startIndex) >= length else { return .corrupt("torn: shorter than its header says") }
-        let payload = data[payloadStart..<(payloadStart + length)]
-        guard CRC32.hex(payload) == header[4] else { return .corrupt("checksum mismatch") }
+        let start = nl + 1
+        guard raw.count - start >= length else { return .corrupt("torn: shorter than its header says") }
+        let payload = UnsafeRawBufferPointer(rebasing: raw[start..<(start + length)])
+        let crc = CRC32.checksum(payload)
+        guard let want = UInt32(header[4], radix: 16), crc == want else { return .corrupt("checksum mismatch") }
         do {
             return .ok(try JSONDecoder().decode(T.self, from: Data(payload)))
         } catch {
@@ -59,17 +66,28 @@ public enum StateFile {
             return e == ENOENT ? .absent : .corrupt("unreadable: \(String(cString: strerror(e)))")
         }
         defer { close(fd) }
-        var data = Data()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 4096) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
-            if n == 0 { break }
-            data.append(contentsOf: buf[0..<n])
-            if data.count > 16 << 20 { return .corrupt("too large") }
+        // Small files (all of ours) in one read into a stack buffer; larger ones grow a Data.
+        return withUnsafeTemporaryAllocation(byteCount: 8192, alignment: 1) { buf -> Read<T> in
+            var used = 0
+            while used < buf.count {
+                let n = Glibc.read(fd, buf.baseAddress! + used, buf.count - used)
+                if n < 0 && lastErrno() == EINTR { continue }
+                if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
+                if n == 0 { return decode(UnsafeRawBufferPointer(rebasing: buf[0..<used]), kind: kind, as: type) }
+                used += n
+            }
+            var data = Data(UnsafeRawBufferPointer(buf))
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+                if n < 0 && lastErrno() == EINTR { continue }
+                if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
+                if n == 0 { break }
+                data.append(contentsOf: chunk[0..<n])
+                if data.count > 16 << 20 { return .corrupt("too large") }
+            }
+            return decode(data, kind: kind, as: type)
         }
-        return decode(data, kind: kind, as: type)
     }
 
     public static func write<T: Encodable>(_ value: T, kind: String, to path: String) throws {

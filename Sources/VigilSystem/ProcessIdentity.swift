@@ -92,15 +92,38 @@ public struct ProcStat: Sendable {
     public var isZombie: Bool { state == "Z" || state == "X" || state == "x" }
 
     public static func read(pid: Int32) -> ProcStat? {
-        guard let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // fields[0] is field 3 (state); field N is fields[N - 3].
-        guard fields.count > 19, let state = fields[0].first,
-              let ppid = Int32(fields[1]), let pgrp = Int32(fields[2]), let sid = Int32(fields[3]),
-              let utime = UInt64(fields[11]), let stime = UInt64(fields[12]),
-              let start = UInt64(fields[19]) else { return nil }
-        return ProcStat(state: state, parentPID: ppid, processGroup: pgrp, session: sid,
-                        userTicks: utime, systemTicks: stime, startTicks: start)
+        // Hot path (every probe): one read into a stack buffer, fields parsed as bytes.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buf -> ProcStat? in
+            let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            let n = Glibc.read(fd, buf.baseAddress, 1024)
+            close(fd)
+            guard n > 0 else { return nil }
+            let bytes = UnsafeBufferPointer(rebasing: buf[0..<n])
+            guard var i = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+            i += 2 // ") "
+            guard i < n else { return nil }
+            let state = Character(UnicodeScalar(bytes[i]))
+            var fields: [UInt64] = []
+            fields.reserveCapacity(20)
+            i += 2
+            // fields 4 … 22 (ppid … starttime)
+            while i < n && fields.count < 19 {
+                var v: UInt64 = 0
+                var neg = false
+                if bytes[i] == UInt8(ascii: "-") { neg = true; i += 1 }
+                while i < n, bytes[i] >= 48, bytes[i] <= 57 {
+                    v = v &* 10 &+ UInt64(bytes[i] - 48)
+                    i += 1
+                }
+                fields.append(neg ? 0 : v)
+                i += 1
+            }
+            guard fields.count == 19 else { return nil }
+            return ProcStat(state: state, parentPID: Int32(truncatingIfNeeded: fields[0]), processGroup: Int32(truncatingIfNeeded: fields[1]),
+                            session: Int32(truncatingIfNeeded: fields[2]), userTicks: fields[10], systemTicks: fields[11],
+                            startTicks: fields[18])
+        }
     }
 
     public static func residentBytes(pid: Int32) -> UInt64? {

@@ -181,3 +181,32 @@ final class BenchPair {
         try? FileManager.default.removeItem(atPath: dir.path)
     }
 }
+
+/// `vigil bench probe --state-dir DIR`: the cost of each part of one probe, against a live pair.
+enum ProbeBench {
+    static func run(_ dir: StateDirectory) throws {
+        let files = StateFiles(dir: dir, journal: Journal(path: "/dev/null", source: "bench"))
+        let n = 2000
+        func time(_ name: String, _ body: () -> Void) {
+            body()
+            let c0 = Clock.threadCPU()
+            for _ in 0..<n { body() }
+            let per = (Clock.threadCPU() - c0).seconds * 1e6 / Double(n)
+            printOut(String(format: "%-32@ %8.1f µs CPU", name as NSString, per))
+        }
+        time("read bridge.json (raw)") { _ = StateFile.read(dir.pidFile(.bridge), kind: ProcessRecord.kind, as: JSONValue.self) }
+        time("read+decode bridge.json") { _ = files.loadRecord(.bridge) }
+        let rec = files.loadRecord(.bridge)
+        let payload = Data((try? String(contentsOfFile: dir.pidFile(.bridge), encoding: .utf8))?.split(separator: "\n").last.map { Array($0.utf8) } ?? [])
+        time("JSONSerialization of payload") { _ = try? JSONSerialization.jsonObject(with: payload) }
+        time("JSONDecoder of payload") { _ = try? JSONDecoder().decode(ProcessRecord.self, from: payload) }
+        time("liveness (/proc/PID/stat)") { _ = rec?.identity.liveness() }
+        time("exe identity (stat)") { _ = Executable.fileIdentity(Executable.path) }
+        time("marker absent (open ENOENT)") { _ = files.loadMarker(dir.restartMarker(.runner)) }
+        time("classify + heal step") {
+            let f = ProbeFacts(process: .alive(rssBytes: nil), lastBeat: Clock.boot(), stampedVersion: "a", currentVersion: "a")
+            let v = classify(f, now: Clock.boot(), limits: ProbeLimits(staleAfter: .seconds(3)))
+            _ = HealMachine.step(HealObservation(verdict: v, lockFree: false), state: HealState(), now: Clock.boot(), policy: Tunables().policy)
+        }
+    }
+}

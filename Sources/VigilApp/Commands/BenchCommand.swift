@@ -23,6 +23,7 @@ enum BenchCommand {
             let rest = Array(inv.arguments.dropFirst())
             switch which {
             case "heal": try HealBench.run(rest)
+            case "probe": try ProbeBench.run(inv.stateDir)
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
             case "chat": try BenchRegistry.chat(rest, inv.stateDir)
             default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions or chat")
