@@ -88,6 +88,17 @@ public final class ChatInbox {
 
     // MARK: - chat_state
 
+    /// A random id made once per database: scopes Matrix transaction ids, so a new state
+    /// directory never collides with transaction ids the homeserver remembers from an old one.
+    public func instanceID() throws -> String {
+        if let v = try value("outbox.instance") { return v }
+        try db.write {
+            try db.execute("INSERT INTO chat_state (name, value, updated_wall) VALUES ('outbox.instance', ?, ?) ON CONFLICT (name) DO NOTHING",
+                           [.text(String(UInt64.random(in: 0...UInt64.max), radix: 36)), .double(Clock.wall().timeIntervalSince1970)])
+        }
+        return try value("outbox.instance") ?? ""
+    }
+
     public func value(_ name: String) throws -> String? {
         try db.scalarString("SELECT value FROM chat_state WHERE name = ?", [.text(name)])
     }

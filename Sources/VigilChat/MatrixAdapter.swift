@@ -66,10 +66,12 @@ final class MatrixSession: @unchecked Sendable {
 
     static func encodeQuery(_ s: String) -> String { encodeSegment(s) }
 
-    /// A transaction id derived from the idempotency key: the same key always gives the same id,
-    /// so a retried send returns the first send's event instead of posting again.
-    static func transactionID(forKey key: String) -> String {
-        "vigil-" + hex(fnv1a64(key, seed: 0xcbf2_9ce4_8422_2325)) + hex(fnv1a64(key, seed: 0x8422_2325_cbf2_9ce4))
+    /// A transaction id derived from the idempotency key (and a scope: the room and the
+    /// database's instance id): the same key always gives the same id, so a retried send returns
+    /// the first send's event instead of posting again.
+    static func transactionID(forKey key: String, scope: String = "") -> String {
+        let s = scope + "\u{0}" + key
+        return "vigil-" + hex(fnv1a64(s, seed: 0xcbf2_9ce4_8422_2325)) + hex(fnv1a64(s, seed: 0x8422_2325_cbf2_9ce4))
     }
 
     private static func fnv1a64(_ s: String, seed: UInt64) -> UInt64 {
@@ -202,8 +204,10 @@ final class MatrixAdapter: ChatAdapter, @unchecked Sendable {
 
     func deliver(_ message: OutboxMessage) -> DeliveryResult {
         do {
-            let ready = try session.ensureReady(client, inbox: inbox())
-            let txn = MatrixSession.transactionID(forKey: message.key)
+            let inbox = inbox()
+            let ready = try session.ensureReady(client, inbox: inbox)
+            guard let instance = try? inbox?.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            let txn = MatrixSession.transactionID(forKey: message.key, scope: ready.room + "|" + instance)
             let content: JSONValue = [
                 "msgtype": .string(session.config.msgtype),
                 "body": .string(ChatText.defuseMentions(message.body)),
