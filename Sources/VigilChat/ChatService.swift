@@ -31,6 +31,7 @@ public final class ChatService: @unchecked Sendable {
     private var db: Database?
     private var lastOpenAttempt: BootInstant?
     private var lastSpoolCheck: BootInstant?
+    private var lastPrune: BootInstant?
     private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String)] = []
     private var moreCommands = false
     private let wake: WakePipe
@@ -117,6 +118,10 @@ public final class ChatService: @unchecked Sendable {
             if !NotificationSpool.isEmpty(stateDir), (try? NotificationSpool.drain(into: Outbox(db), dir: stateDir)) ?? 0 > 0 {
                 nudgeAll()
             }
+        }
+        if lastPrune.map({ now - $0 >= .seconds(3600) }) ?? true {
+            lastPrune = now
+            prune(db)
         }
         let turnEnd = Clock.boot() + .milliseconds(30)
         moreCommands = false
@@ -228,6 +233,18 @@ public final class ChatService: @unchecked Sendable {
             journal.append("chat_outbox_unavailable", ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))])
         }
         return db
+    }
+
+    /// How long delivered messages and handled commands are kept (failed ones stay until an
+    /// operator deals with them).
+    static let retention: TimeInterval = 7 * 86400
+
+    private func prune(_ db: Database) {
+        let cutoff = Clock.wall().timeIntervalSince1970 - ChatService.retention
+        _ = try? Outbox(db).pruneDelivered(olderThan: ChatService.retention)
+        _ = try? db.write {
+            try db.execute("DELETE FROM chat_inbox WHERE state IN ('done', 'ignored', 'interrupted') AND handled_wall < ?", [.double(cutoff)])
+        }
     }
 
     private func drainWakeups() {

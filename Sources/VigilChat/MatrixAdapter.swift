@@ -10,6 +10,8 @@ final class MatrixSession: @unchecked Sendable {
     let config: ChatConfig.Matrix
     let base: URL
     private let lock = NSLock()
+    /// One login at a time (the delivery and the sync thread may both need one at start).
+    private let loginLock = NSLock()
     private var token: String?
     private var userID: String?
     private var roomID: String?
@@ -97,6 +99,11 @@ final class MatrixSession: @unchecked Sendable {
     /// Makes sure there is a token, a room id and a joined room. Blocking; on the caller's thread.
     func ensureReady(_ client: HTTPClient, inbox: ChatInbox?) throws(Failure) -> (token: String, room: String) {
         var (tok, room, isJoined, rejected) = lock.withLock { (token, roomID, joined, savedTokenRejected) }
+        if tok == nil {
+            loginLock.lock()
+            defer { loginLock.unlock() }
+            (tok, rejected) = lock.withLock { (token, savedTokenRejected) }
+        }
         if tok == nil {
             if !rejected, let saved = try? inbox?.value(tokenStateName) {
                 tok = saved

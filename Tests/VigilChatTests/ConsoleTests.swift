@@ -15,7 +15,8 @@ import VigilSystem
         let notifier = Notifier(stateDir: state.dir, config: testConfig(), journal: state.journal)
         notifier.notify(key: "heal:1", text: "bridge was dead: respawned (tier 3)\nsecond line")
         var shown: [String] = []
-        #expect(pumpUntil(service) { shown += follower.poll(); return !shown.isEmpty })
+        // The line is written before the row is marked delivered (send, then mark): wait for both.
+        #expect(try pumpUntil(service) { shown += follower.poll(); let marked = try state.outboxRows().first?.state == .delivered; return !shown.isEmpty && marked })
         #expect(shown.count == 1)
         #expect(shown[0].hasPrefix("[chat "))
         #expect(shown[0].hasSuffix("bridge was dead: respawned (tier 3)\n    second line"))

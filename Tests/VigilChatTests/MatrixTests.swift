@@ -135,7 +135,7 @@ import VigilSystem
         // The bridge's loop keeps turning (its heartbeat stays fresh) while the adapter fails.
         var longest = TimeSpan.zero
         #expect(pumpUntil(service, longestPump: &longest) { service.adapterStatus.first?.circuit == .open })
-        #expect(longest < .milliseconds(200))
+        #expect(longest < .seconds(1)) // far below any stale limit; a pump waiting on the network would take a 3 s timeout
         let waiting = try s.state.outboxRows().dropFirst()
         #expect(waiting.allSatisfy { $0.state == .pending || $0.state == .sending })
         #expect(waiting.first?.attempts ?? 0 >= 1)
@@ -147,7 +147,7 @@ import VigilSystem
         #expect(try pumpUntil(service, timeout: .seconds(30), longestPump: &longest) {
             try s.state.outboxRows().allSatisfy { $0.state == .delivered }
         })
-        #expect(longest < .milliseconds(200))
+        #expect(longest < .seconds(1))
         #expect(try botMessages(s).map(\.body) == ["before the outage"] + (1...5).map { "during the outage \($0)" })
         #expect(service.adapterStatus.first?.circuit == .closed)
     }
