@@ -21,7 +21,13 @@ final class MatrixPoller: @unchecked Sendable {
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
     private var ignoredJournaled: [BootInstant] = []
-    private(set) var lastError: String?
+    private var failure: String?
+
+    /// The last /sync failure, while failing.
+    var lastError: String? {
+        get { lock.withLock { failure } }
+        set { lock.withLock { failure = newValue } }
+    }
 
     init(session: MatrixSession, stateDir: StateDirectory, journal: Journal, onCommand: @escaping @Sendable () -> Void) {
         self.session = session
@@ -94,12 +100,12 @@ final class MatrixPoller: @unchecked Sendable {
                 case .cancelled: why = "cancelled"
                 }
                 noteFailure(why, failures: failures)
-                pause(.seconds(min(30, 0.5 * Double(1 << min(failures, 6)))))
+                pause(.seconds(min(10, 0.5 * Double(1 << min(failures, 6)))))
             } catch {
                 failures += 1
                 if (error as? Database.Error)?.isCorrupt == true { db = nil }
                 noteFailure("\(error)", failures: failures)
-                pause(.seconds(min(30, 0.5 * Double(1 << min(failures, 6)))))
+                pause(.seconds(min(10, 0.5 * Double(1 << min(failures, 6)))))
             }
         }
     }

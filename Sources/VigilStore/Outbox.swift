@@ -153,9 +153,13 @@ public final class Outbox {
     }
 
     /// Claims the head of `adapter`'s queue when it is due: pending → sending, attempts + 1,
-    /// `claimed_by = owner`. One transaction.
+    /// `claimed_by = owner`. Looks first without a write lock (the common idle case takes no
+    /// lock and writes nothing), then claims in one `BEGIN IMMEDIATE` transaction.
     public func claimNext(adapter: String, now: BootInstant, owner: String) throws -> Claim {
-        try db.write {
+        guard let peek = try head(adapter: adapter) else { return .empty }
+        if peek.state == .sending { return .inFlight(peek) }
+        if let next = peek.nextAttempt, next > now { return .notDue(next) }
+        return try db.write {
             guard var head = try head(adapter: adapter) else { return .empty }
             if head.state == .sending { return .inFlight(head) }
             if let next = head.nextAttempt, next > now { return .notDue(next) }
