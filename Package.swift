@@ -29,7 +29,7 @@ let package = Package(
         .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
         .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
         .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "vigil"]),
-        .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+        .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

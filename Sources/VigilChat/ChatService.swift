@@ -191,7 +191,7 @@ public final class ChatService: @unchecked Sendable {
 
     /// Whether the claimer named by `owner` can no longer be sending: its process is gone, or it
     /// is an instance in this process that was shut down.
-    static func isGone(_ owner: String) -> Bool {
+    public static func isGone(_ owner: String) -> Bool {
         let parts = owner.split(separator: ":")
         guard parts.count == 3, let pid = Int32(parts[0]), let start = UInt64(parts[1]) else { return true }
         let me = ProcessIdentity.current
