@@ -49,11 +49,11 @@ import VigilSystem
             pumpUntil(service, timeout: .seconds(20)) { FileManager.default.fileExists(atPath: state.path + "/stop-loop") }
         }
         loop.start()
-        defer { FileManager.default.createFile(atPath: state.path + "/stop-loop", contents: nil) }
+        defer { _ = FileManager.default.createFile(atPath: state.path + "/stop-loop", contents: nil) }
         let r = try run(["say", "--wait", "15s", "/status"], state: state)
         #expect(r.status == 0)
         #expect(r.output.contains("status: all good"))
-        FileManager.default.createFile(atPath: state.path + "/stop-loop", contents: nil)
+        _ = FileManager.default.createFile(atPath: state.path + "/stop-loop", contents: nil)
         #expect(waitUntil { loop.isFinished })
     }
 
