@@ -27,6 +27,8 @@ public final class ChatService: @unchecked Sendable {
     private var workers: [String: DeliveryWorker] = [:]
     private var poller: MatrixPoller?
     private var started = false
+    private var recovered = false
+    private var lastRecoveryAttempt: BootInstant?
     private var stopped = false
     private var db: Database?
     private var lastOpenAttempt: BootInstant?
@@ -111,6 +113,7 @@ public final class ChatService: @unchecked Sendable {
         drainWakeups()
         if !started { startUp() }
         guard let db = openDatabase(now) else { return }
+        if !recovered, lastRecoveryAttempt.map({ now - $0 >= .seconds(5) }) ?? true { recover(db) }
         let inbox = ChatInbox(db)
         flushReplyBacklog(inbox)
         if lastSpoolCheck.map({ now - $0 >= .milliseconds(500) }) ?? true {
@@ -203,24 +206,30 @@ public final class ChatService: @unchecked Sendable {
 
     private func startUp() {
         started = true
-        if let db = openDatabase(Clock.boot()) {
-            do {
-                let released = try Outbox(db).releaseInFlight(where: ChatService.isGone)
-                if released > 0 { journal.append("chat_redeliver", ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
-                let inbox = ChatInbox(db)
-                for cmd in try inbox.interruptHandling() {
-                    journal.append("chat_command_interrupted", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
-                                                                "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
-                    let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
-                    queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: reply, state: "interrupted")
-                }
-            } catch {
-                journal.append("chat_recovery_failed", ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
-            }
-        }
+        if let db = openDatabase(Clock.boot()) { recover(db) }
         for name in config.adapters { workers[name]?.start() }
         poller?.start()
         writeStatusFile()
+    }
+
+    /// Start-up recovery, once the database can be read: messages in flight when the last
+    /// bridge died go back to pending; commands it was running are marked interrupted.
+    private func recover(_ db: Database) {
+        lastRecoveryAttempt = Clock.boot()
+        do {
+            let released = try Outbox(db).releaseInFlight(where: ChatService.isGone)
+            if released > 0 { journal.append("chat_redeliver", ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
+            let inbox = ChatInbox(db)
+            for cmd in try inbox.interruptHandling() {
+                journal.append("chat_command_interrupted", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                                            "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
+                let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
+                queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: reply, state: "interrupted")
+            }
+            recovered = true
+        } catch {
+            journal.append("chat_recovery_failed", ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
+        }
     }
 
     private func openDatabase(_ now: BootInstant) -> Database? {
