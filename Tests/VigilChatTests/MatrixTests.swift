@@ -119,6 +119,15 @@ import VigilSystem
         let ignored = s.state.journalEvents("chat_ignored")
         #expect(ignored.count == 1)
         #expect(ignored.first?["sender"]?.stringValue == mallory.id)
+
+        // A restarted bridge continues from the stored since-token: nothing is run twice.
+        service.shutdown(deadline: Clock.boot() + .seconds(2))
+        let handler2 = RecordingHandler()
+        let service2 = try ChatService(stateDir: s.state.dir, config: s.config, journal: s.state.journal, handler: handler2)
+        defer { service2.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        try server.send(as: s.alice, room: s.room, text: "/missions")
+        #expect(try pumpUntil(service2) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 4 })
+        #expect(handler2.calls.map(\.command) == [.missions])
     }
 
     @Test func deadServerOpensCircuitKeepsHeartbeatAndDeliversInOrderWhenBack() throws {
