@@ -29,6 +29,7 @@ let package = Package(
         .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
         .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
         .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

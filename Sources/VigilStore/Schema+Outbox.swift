@@ -1,6 +1,58 @@
 extension Schema {
-    /// The outbox of messages for people. Owned by Outbox.
+    /// The chat tables (migration 2). Owned by `Outbox` and `ChatInbox`.
+    ///
+    /// - `outbox`: every message meant for a person, one row per (idempotency key, adapter).
+    ///   `next_attempt` is a `CLOCK_BOOTTIME` instant in nanoseconds, valid only within the
+    ///   boot named by `boot_id` (a row from an earlier boot is due at once).
+    ///   `claimed_by` names the process that is sending it (`pid:start_ticks:instance`).
+    /// - `chat_inbox`: commands that arrived (from `vigil say` or a chat server), waiting for
+    ///   the bridge; `origin_id` de-duplicates (e.g. a Matrix event id).
+    /// - `chat_state`: small persistent values of the adapters (Matrix since-token, login).
     static let outboxV1: [String] = [
-        "CREATE TABLE IF NOT EXISTS placeholder_outbox (id INTEGER PRIMARY KEY)",
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            adapter TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'sending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt INTEGER NOT NULL DEFAULT 0,
+            boot_id TEXT NOT NULL DEFAULT '',
+            last_error TEXT,
+            claimed_by TEXT,
+            remote_id TEXT,
+            created_wall REAL NOT NULL,
+            updated_wall REAL NOT NULL,
+            delivered_wall REAL,
+            UNIQUE (key, adapter)
+        )
+        """,
+        "CREATE INDEX outbox_queue ON outbox (adapter, state, id)",
+        "CREATE INDEX outbox_state ON outbox (state)",
+        """
+        CREATE TABLE chat_inbox (
+            id INTEGER PRIMARY KEY,
+            adapter TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            body TEXT NOT NULL,
+            origin_id TEXT,
+            state TEXT NOT NULL DEFAULT 'new'
+                CHECK (state IN ('new', 'handling', 'done', 'ignored', 'interrupted')),
+            reply_key TEXT,
+            created_wall REAL NOT NULL,
+            handled_wall REAL,
+            UNIQUE (adapter, origin_id)
+        )
+        """,
+        "CREATE INDEX chat_inbox_state ON chat_inbox (state, id)",
+        """
+        CREATE TABLE chat_state (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_wall REAL NOT NULL
+        )
+        """,
     ]
 }

@@ -1,0 +1,24 @@
+import VigilCore
+import VigilStore
+
+/// What one delivery attempt came to.
+enum DeliveryResult: Sendable, Equatable {
+    /// The chat server has it (its id for the message, if it gives one).
+    case delivered(remoteID: String?)
+    /// Worth trying again (unreachable, 5xx, rate-limited): counts against the circuit.
+    /// `after` is a wait the server asked for.
+    case retry(String, after: TimeSpan?)
+    /// Refused for good (4xx): the message is marked failed at once. The server answered, so
+    /// the circuit counts it as a success.
+    case failed(String)
+    /// Shutdown cut the call short: the message goes back to pending.
+    case cancelled
+}
+
+/// An outbound chat connection. `deliver` blocks and is called only on the adapter's own
+/// delivery thread; `cancel` may be called from any thread (shutdown).
+protocol ChatAdapter: AnyObject, Sendable {
+    var name: String { get }
+    func deliver(_ message: OutboxMessage) -> DeliveryResult
+    func cancel()
+}

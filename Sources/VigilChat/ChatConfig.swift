@@ -1,0 +1,272 @@
+import Foundation
+import VigilCore
+
+/// The `chat` object of `vigil.json`: which adapters get messages for people, and how hard to
+/// try. Every key is optional; an absent `chat` object means the console adapter only.
+///
+///     "chat": {
+///       "adapters": ["console", "matrix"],
+///       "max_attempts": 10, "backoff_initial": "1s", "backoff_max": "5m",
+///       "circuit_failures": 3, "circuit_cooloff": "5s", "circuit_cooloff_max": "2m",
+///       "webhook": { "url": "https://chat.example/hooks/…", "headers": { "Authorization": "…" } },
+///       "matrix": { "homeserver": "https://matrix.example", "user": "@vigil:example",
+///                   "password_env": "VIGIL_MATRIX_PASSWORD", "room": "!abc:example",
+///                   "allow": ["@alice:example"] }
+///     }
+///
+/// Durations take seconds as numbers or strings with a suffix (`"200ms"`, `"2s"`, `"5m"`).
+/// Secrets may be given inline or, better, by naming an environment variable (`*_env`) or a
+/// file (`*_file`); they are never written to logs or the journal.
+public struct ChatConfig: Decodable, Sendable, Equatable {
+    /// The adapters messages go to, in order. Default: `console`, plus `webhook` and `matrix`
+    /// when their sections are present.
+    public var adapters: [String]
+    /// Attempts per message before it is marked failed.
+    public var maxAttempts: Int
+    /// First retry delay; doubles per attempt, with jitter, up to `backoffMax`.
+    public var backoffInitial: TimeSpan
+    public var backoffMax: TimeSpan
+    /// Fraction of each delay that is random (0…1).
+    public var backoffJitter: Double
+    /// Consecutive failed calls that open an adapter's circuit.
+    public var circuitFailures: Int
+    /// How long an open circuit waits before one trial call (doubles while trials fail).
+    public var circuitCooloff: TimeSpan
+    public var circuitCooloffMax: TimeSpan
+    /// Longest body sent (longer ones are cut with an ellipsis).
+    public var maxMessageLength: Int
+    public var webhook: Webhook?
+    public var matrix: Matrix?
+
+    public struct Webhook: Decodable, Sendable, Equatable {
+        public var url: String
+        /// Extra request headers (e.g. `Authorization`). Values are secrets: never logged.
+        public var headers: [String: String]
+        /// Optional `username` field of the JSON body (Mattermost shows it; Slack ignores it).
+        public var username: String?
+        /// One request's time limit.
+        public var timeout: TimeSpan
+
+        public init(url: String, headers: [String: String] = [:], username: String? = nil, timeout: TimeSpan = .seconds(10)) {
+            self.url = url
+            self.headers = headers
+            self.username = username
+            self.timeout = timeout
+        }
+
+        enum CodingKeys: String, CodingKey { case url, urlEnv = "url_env", headers, username, timeout }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let url = try ChatConfig.secret(c, .url, env: .urlEnv, file: nil)
+            guard let url, !url.isEmpty else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "chat.webhook needs \"url\" (or \"url_env\")"))
+            }
+            self.url = url
+            headers = try c.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+            username = try c.decodeIfPresent(String.self, forKey: .username)
+            timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)
+        }
+    }
+
+    public struct Matrix: Decodable, Sendable, Equatable {
+        /// Base URL, e.g. `https://matrix.example` or `http://127.0.0.1:8008`.
+        public var homeserver: String
+        /// Full user id (`@vigil:example`) or localpart; needed for password login, and to
+        /// recognise the bot's own messages.
+        public var user: String?
+        public var accessToken: String?
+        public var password: String?
+        /// Device id used for password login; transaction ids are scoped to it, so keep it fixed.
+        public var deviceID: String
+        /// Room id (`!abc:example`) or alias (`#ops:example`).
+        public var room: String
+        /// User ids whose commands are obeyed (exact match). Everyone else is ignored and journaled.
+        public var allow: [String]
+        /// Long-poll time of one /sync (the call runs off the bridge's loop).
+        public var syncTimeout: TimeSpan
+        /// One request's time limit (a /sync gets `syncTimeout` on top).
+        public var timeout: TimeSpan
+        /// `m.notice` (default, the convention for bots) or `m.text`.
+        public var msgtype: String
+
+        public init(homeserver: String, user: String? = nil, accessToken: String? = nil, password: String? = nil,
+                    deviceID: String = "VIGIL", room: String, allow: [String] = [],
+                    syncTimeout: TimeSpan = .seconds(5), timeout: TimeSpan = .seconds(10), msgtype: String = "m.notice") {
+            self.homeserver = homeserver
+            self.user = user
+            self.accessToken = accessToken
+            self.password = password
+            self.deviceID = deviceID
+            self.room = room
+            self.allow = allow
+            self.syncTimeout = syncTimeout
+            self.timeout = timeout
+            self.msgtype = msgtype
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case homeserver, user, room, allow, msgtype, timeout
+            case accessToken = "access_token", accessTokenEnv = "access_token_env", accessTokenFile = "access_token_file"
+            case password, passwordEnv = "password_env", passwordFile = "password_file"
+            case deviceID = "device_id", syncTimeout = "sync_timeout"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            homeserver = try c.decode(String.self, forKey: .homeserver)
+            while homeserver.hasSuffix("/") { homeserver.removeLast() }
+            user = try c.decodeIfPresent(String.self, forKey: .user)
+            accessToken = try ChatConfig.secret(c, .accessToken, env: .accessTokenEnv, file: .accessTokenFile)
+            password = try ChatConfig.secret(c, .password, env: .passwordEnv, file: .passwordFile)
+            guard accessToken != nil || (password != nil && user != nil) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription:
+                    "chat.matrix needs \"access_token\" (or _env/_file), or \"user\" with \"password\" (or _env/_file)"))
+            }
+            deviceID = try c.decodeIfPresent(String.self, forKey: .deviceID) ?? "VIGIL"
+            room = try c.decode(String.self, forKey: .room)
+            allow = try c.decodeIfPresent([String].self, forKey: .allow) ?? []
+            syncTimeout = try ChatConfig.duration(c, .syncTimeout) ?? .seconds(5)
+            timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)
+            msgtype = try c.decodeIfPresent(String.self, forKey: .msgtype) ?? "m.notice"
+        }
+    }
+
+    public init(adapters: [String] = ["console"], maxAttempts: Int = 10, backoffInitial: TimeSpan = .seconds(1),
+                backoffMax: TimeSpan = .seconds(300), backoffJitter: Double = 0.5, circuitFailures: Int = 3,
+                circuitCooloff: TimeSpan = .seconds(5), circuitCooloffMax: TimeSpan = .seconds(120),
+                maxMessageLength: Int = 4000, webhook: Webhook? = nil, matrix: Matrix? = nil) {
+        self.adapters = adapters
+        self.maxAttempts = maxAttempts
+        self.backoffInitial = backoffInitial
+        self.backoffMax = backoffMax
+        self.backoffJitter = backoffJitter
+        self.circuitFailures = circuitFailures
+        self.circuitCooloff = circuitCooloff
+        self.circuitCooloffMax = circuitCooloffMax
+        self.maxMessageLength = maxMessageLength
+        self.webhook = webhook
+        self.matrix = matrix
+    }
+
+    /// The embedded default: the console adapter only.
+    public static let console = ChatConfig()
+
+    public static let knownAdapters = ["console", "webhook", "matrix"]
+
+    enum CodingKeys: String, CodingKey {
+        case adapter, adapters, webhook, matrix
+        case maxAttempts = "max_attempts", backoffInitial = "backoff_initial", backoffMax = "backoff_max"
+        case backoffJitter = "backoff_jitter", circuitFailures = "circuit_failures"
+        case circuitCooloff = "circuit_cooloff", circuitCooloffMax = "circuit_cooloff_max"
+        case maxMessageLength = "max_message_length"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = ChatConfig()
+        webhook = try c.decodeIfPresent(Webhook.self, forKey: .webhook)
+        matrix = try c.decodeIfPresent(Matrix.self, forKey: .matrix)
+        if let list = try c.decodeIfPresent([String].self, forKey: .adapters) {
+            adapters = list
+        } else if let one = try c.decodeIfPresent(String.self, forKey: .adapter) {
+            adapters = [one]
+        } else {
+            adapters = ["console"] + (webhook != nil ? ["webhook"] : []) + (matrix != nil ? ["matrix"] : [])
+        }
+        var seen = Set<String>()
+        adapters = adapters.filter { seen.insert($0).inserted }
+        for a in adapters {
+            guard ChatConfig.knownAdapters.contains(a) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription:
+                    "unknown chat adapter \(a.debugDescription) (known: \(ChatConfig.knownAdapters.joined(separator: ", ")))"))
+            }
+        }
+        if adapters.contains("webhook") && webhook == nil {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "chat adapter \"webhook\" needs a \"webhook\" object with \"url\""))
+        }
+        if adapters.contains("matrix") && matrix == nil {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "chat adapter \"matrix\" needs a \"matrix\" object"))
+        }
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? d.maxAttempts
+        backoffInitial = try ChatConfig.duration(c, .backoffInitial) ?? d.backoffInitial
+        backoffMax = try ChatConfig.duration(c, .backoffMax) ?? d.backoffMax
+        backoffJitter = min(1, max(0, try c.decodeIfPresent(Double.self, forKey: .backoffJitter) ?? d.backoffJitter))
+        circuitFailures = try c.decodeIfPresent(Int.self, forKey: .circuitFailures) ?? d.circuitFailures
+        circuitCooloff = try ChatConfig.duration(c, .circuitCooloff) ?? d.circuitCooloff
+        circuitCooloffMax = try ChatConfig.duration(c, .circuitCooloffMax) ?? d.circuitCooloffMax
+        maxMessageLength = try c.decodeIfPresent(Int.self, forKey: .maxMessageLength) ?? d.maxMessageLength
+        guard maxAttempts >= 1, circuitFailures >= 1, maxMessageLength >= 100 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription:
+                "chat: max_attempts and circuit_failures must be at least 1, max_message_length at least 100"))
+        }
+    }
+
+    /// Reads the `chat` object of a `vigil.json` file. An absent file or key gives `.console`.
+    public static func load(configFile path: String) throws -> ChatConfig {
+        guard let data = FileManager.default.contents(atPath: path) else { return .console }
+        struct Root: Decodable { var chat: ChatConfig? }
+        do {
+            return try JSONDecoder().decode(Root.self, from: data).chat ?? .console
+        } catch let e as DecodingError {
+            throw ChatConfigError(message: "\(path): chat: \(ChatConfig.describe(e))")
+        }
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        switch e {
+        case .dataCorrupted(let c): return c.debugDescription
+        case .keyNotFound(let k, let c): return "missing \"\(k.stringValue)\" in \((c.codingPath.map(\.stringValue) + [""]).joined(separator: "."))"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c): return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        @unknown default: return "\(e)"
+        }
+    }
+
+    // MARK: - Decoding helpers
+
+    struct Seconds: Decodable {
+        var span: TimeSpan
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.singleValueContainer()
+            if let d = try? c.decode(Double.self) {
+                span = .seconds(d)
+            } else {
+                let s = try c.decode(String.self)
+                guard let t = TimeSpan.parse(s) else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "\(s.debugDescription) is not a duration (use 0.2, 200ms, 2s, 5m)"))
+                }
+                span = t
+            }
+            guard span.nanoseconds > 0 else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "durations must be greater than zero"))
+            }
+        }
+    }
+
+    static func duration<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K) throws -> TimeSpan? {
+        try c.decodeIfPresent(Seconds.self, forKey: key)?.span
+    }
+
+    /// A secret given inline, by environment variable name, or by file path (trimmed).
+    static func secret<K: CodingKey>(_ c: KeyedDecodingContainer<K>, _ key: K, env: K?, file: K?) throws -> String? {
+        if let v = try c.decodeIfPresent(String.self, forKey: key) { return v }
+        if let env, let name = try c.decodeIfPresent(String.self, forKey: env) {
+            guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [env], debugDescription: "environment variable \(name) is not set"))
+            }
+            return v
+        }
+        if let file, let path = try c.decodeIfPresent(String.self, forKey: file) {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [file], debugDescription: "cannot read \(path)"))
+            }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return nil
+    }
+}
+
+public struct ChatConfigError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// One command waiting for (or handled by) the bridge.
+public struct InboxCommand: Sendable, Equatable {
+    public var id: Int64
+    /// The adapter it came from; the reply goes back there.
+    public var adapter: String
+    public var sender: String
+    public var body: String
+    public var state: String
+}
+
+/// Commands on their way to the bridge (`chat_inbox`), and the adapters' small persistent
+/// values (`chat_state`). `vigil say` and the Matrix poller add; the bridge's pump takes them
+/// one by one: new → handling (committed before the handler runs) → done. A command found
+/// `handling` after a crash is not run again (it may have had effects): it is marked
+/// `interrupted` and the sender is told.
+public final class ChatInbox {
+    public let db: Database
+
+    public init(_ db: Database) { self.db = db }
+
+    /// Adds a command. `originID` (e.g. a Matrix event id) makes it idempotent. Returns the row
+    /// id, or nil when it was already there.
+    @discardableResult
+    public func add(adapter: String, sender: String, body: String, originID: String? = nil) throws -> Int64? {
+        try db.write { try addInTransaction(adapter: adapter, sender: sender, body: body, originID: originID) }
+    }
+
+    /// For callers that batch several adds with a state update in one transaction.
+    func addInTransaction(adapter: String, sender: String, body: String, originID: String?, state: String = "new") throws -> Int64? {
+        try db.execute("""
+            INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (adapter, origin_id) DO NOTHING
+            """, [.text(adapter), .text(sender), .text(body), originID.map { .text($0) } ?? .null, .text(state),
+                  .double(Clock.wall().timeIntervalSince1970)])
+        return db.changes > 0 ? db.lastInsertRowID : nil
+    }
+
+    /// Takes the oldest new command: new → handling. One transaction.
+    public func takeNext() throws -> InboxCommand? {
+        try db.write {
+            guard let row = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'new' ORDER BY id LIMIT 1").first,
+                  let id = row[0].int else { return nil }
+            try db.execute("UPDATE chat_inbox SET state = 'handling' WHERE id = ?", [.int(id)])
+            return InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling")
+        }
+    }
+
+    /// Whether any command is waiting (cheap: an index lookup).
+    public func hasNew() throws -> Bool {
+        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM chat_inbox WHERE state = 'new')") == 1
+    }
+
+    /// Marks a taken command finished and queues its reply in the same transaction.
+    public func finish(_ id: Int64, state: String = "done", reply: (key: String, adapter: String, body: String)?) throws {
+        let now = Clock.wall().timeIntervalSince1970
+        try db.write {
+            if let reply {
+                try db.execute("""
+                    INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (key, adapter) DO NOTHING
+                    """, [.text(reply.key), .text(reply.adapter), .text(reply.body), .double(now), .double(now), .text(Clock.bootID)])
+            }
+            try db.execute("UPDATE chat_inbox SET state = ?, reply_key = ?, handled_wall = ? WHERE id = ?",
+                           [.text(state), reply.map { .text($0.key) } ?? .null, .double(now), .int(id)])
+        }
+    }
+
+    /// Commands left `handling` by a crashed bridge: marked interrupted. Returns them.
+    public func interruptHandling() throws -> [InboxCommand] {
+        try db.write {
+            let rows = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'handling' ORDER BY id")
+            try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ? WHERE state = 'handling'",
+                           [.double(Clock.wall().timeIntervalSince1970)])
+            return rows.map { InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: "interrupted") }
+        }
+    }
+
+    public func command(id: Int64) throws -> InboxCommand? {
+        try db.query("SELECT id, adapter, sender, body, state FROM chat_inbox WHERE id = ?", [.int(id)]).first.map {
+            InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: $0[4].text ?? "")
+        }
+    }
+
+    // MARK: - chat_state
+
+    /// A random id made once per database: scopes Matrix transaction ids, so a new state
+    /// directory never collides with transaction ids the homeserver remembers from an old one.
+    public func instanceID() throws -> String {
+        if let v = try value("outbox.instance") { return v }
+        try db.write {
+            try db.execute("INSERT INTO chat_state (name, value, updated_wall) VALUES ('outbox.instance', ?, ?) ON CONFLICT (name) DO NOTHING",
+                           [.text(String(UInt64.random(in: 0...UInt64.max), radix: 36)), .double(Clock.wall().timeIntervalSince1970)])
+        }
+        return try value("outbox.instance") ?? ""
+    }
+
+    public func value(_ name: String) throws -> String? {
+        try db.scalarString("SELECT value FROM chat_state WHERE name = ?", [.text(name)])
+    }
+
+    public func setValue(_ name: String, _ value: String?) throws {
+        try db.write { try setValueInTransaction(name, value) }
+    }
+
+    func setValueInTransaction(_ name: String, _ value: String?) throws {
+        if let value {
+            try db.execute("""
+                INSERT INTO chat_state (name, value, updated_wall) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_wall = excluded.updated_wall
+                """, [.text(name), .text(value), .double(Clock.wall().timeIntervalSince1970)])
+        } else {
+            try db.execute("DELETE FROM chat_state WHERE name = ?", [.text(name)])
+        }
+    }
+}

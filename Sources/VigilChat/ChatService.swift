@@ -1,0 +1,340 @@
+import Foundation
+import Glibc
+import Synchronization
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// Chat in the bridge: delivers the outbox to every configured adapter and turns commands from
+/// chat (and `vigil say`) into calls of the bridge's `ChatCommandHandler`.
+///
+/// The bridge calls `pump(now:)` on every turn of its main loop and polls `wakeDescriptors`.
+/// `pump` never touches the network: each adapter delivers on its own thread (and Matrix
+/// commands arrive on a /sync thread), so a dead or slow chat server cannot stall the loop or
+/// its heartbeat. `pump` does only short database work with a 50 ms busy timeout, and runs the
+/// handler for waiting commands.
+///
+/// - Important: create one per bridge process; call `pump`, `shutdown` and the handler from the
+///   bridge's loop thread only.
+public final class ChatService: @unchecked Sendable {
+    public let stateDir: StateDirectory
+    public let config: ChatConfig
+    private let journal: Journal
+    private let handler: any ChatCommandHandler
+    /// `pid:start_ticks:instance`: stamps the outbox rows this service is sending.
+    public let owner: String
+    private let instance: String
+    private var workers: [String: DeliveryWorker] = [:]
+    private var poller: MatrixPoller?
+    private var started = false
+    private var recovered = false
+    private var lastRecoveryAttempt: BootInstant?
+    private var stopped = false
+    private var db: Database?
+    private var lastOpenAttempt: BootInstant?
+    private var lastSpoolCheck: BootInstant?
+    private var lastPrune: BootInstant?
+    private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String)] = []
+    private var moreCommands = false
+    private let wake: WakePipe
+    private let inotify: Inotify?
+    private let statusLock = NSLock()
+
+    /// Commands handled per pump at most (the rest wait for the next turn, which `nextWake` asks for at once).
+    static let commandsPerPump = 8
+
+    public init(stateDir: StateDirectory, config: ChatConfig, journal: Journal, handler: any ChatCommandHandler) throws {
+        self.stateDir = stateDir
+        self.config = config
+        self.journal = journal
+        self.handler = handler
+        try AtomicFile.makeDirectory(stateDir.chatDirectory)
+        instance = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let me = ProcessIdentity.current
+        owner = "\(me.pid):\(me.startTicks):\(instance)"
+        wake = try WakePipe()
+        let ino = try? Inotify()
+        if let ino { try? ino.watch(directory: stateDir.chatDirectory) }
+        inotify = ino
+
+        let wakePipe = wake
+        let wakeUp: @Sendable () -> Void = { wakePipe.signal() }
+        var matrixSession: MatrixSession?
+        if config.adapters.contains("matrix"), let m = config.matrix { matrixSession = try MatrixSession(m) }
+        let dir = stateDir
+        let ownerName = owner
+        for name in config.adapters {
+            let adapter: any ChatAdapter
+            switch name {
+            case "console": adapter = ConsoleAdapter(stateDir: stateDir)
+            case "webhook":
+                guard let w = config.webhook else { throw ChatConfigError(message: "chat adapter \"webhook\" needs a \"webhook\" object") }
+                adapter = try WebhookAdapter(w)
+            case "matrix":
+                guard let s = matrixSession else { throw ChatConfigError(message: "chat adapter \"matrix\" needs a \"matrix\" object") }
+                let inboxBox = ThreadInbox(dir)
+                adapter = MatrixAdapter(session: s, inbox: { inboxBox.get() })
+            default:
+                throw ChatConfigError(message: "unknown chat adapter \(name.debugDescription)")
+            }
+            workers[name] = try DeliveryWorker(adapter: adapter, stateDir: stateDir, config: config, journal: journal, owner: ownerName,
+                                               isGone: ChatService.isGone, onCircuitChange: { [weak self] in self?.writeStatusFile() })
+        }
+        if let s = matrixSession {
+            poller = MatrixPoller(session: s, stateDir: stateDir, journal: journal, onCommand: wakeUp)
+        }
+        ChatService.liveInstances.withLock { _ = $0.insert(instance) }
+    }
+
+    deinit {
+        if !stopped { shutdown(deadline: Clock.boot()) }
+        ChatService.liveInstances.withLock { _ = $0.remove(instance) }
+    }
+
+    // MARK: - The seam
+
+    /// Descriptors the bridge's loop should poll: readable when a command arrived or something
+    /// was queued, so the loop turns (and calls `pump`) at once.
+    public var wakeDescriptors: [Int32] { [wake.readFD] + (inotify.map { [$0.fd] } ?? []) }
+
+    /// When `pump` wants to run again even if nothing wakes the loop (nil: no wish).
+    public var nextWake: BootInstant? {
+        if moreCommands || !replyBacklog.isEmpty { return Clock.boot() + .milliseconds(20) }
+        if db == nil && started { return Clock.boot() + .seconds(1) }
+        if !NotificationSpool.isEmpty(stateDir) { return Clock.boot() + .milliseconds(500) }
+        return nil
+    }
+
+    /// One turn: start the workers (first call), take queued commands and run them, queue their
+    /// replies. Returns within a few tens of milliseconds whatever the network does (the
+    /// handler's own time aside).
+    public func pump(now: BootInstant) {
+        guard !stopped else { return }
+        drainWakeups()
+        if !started { startUp() }
+        guard let db = openDatabase(now) else { return }
+        if !recovered, lastRecoveryAttempt.map({ now - $0 >= .seconds(5) }) ?? true { recover(db) }
+        let inbox = ChatInbox(db)
+        flushReplyBacklog(inbox)
+        if lastSpoolCheck.map({ now - $0 >= .milliseconds(500) }) ?? true {
+            lastSpoolCheck = now
+            if !NotificationSpool.isEmpty(stateDir), (try? NotificationSpool.drain(into: Outbox(db), dir: stateDir)) ?? 0 > 0 {
+                nudgeAll()
+            }
+        }
+        if lastPrune.map({ now - $0 >= .seconds(3600) }) ?? true {
+            lastPrune = now
+            prune(db)
+        }
+        let turnEnd = Clock.boot() + .milliseconds(30)
+        moreCommands = false
+        for i in 0..<ChatService.commandsPerPump {
+            if i > 0 && Clock.boot() > turnEnd { moreCommands = true; break }
+            do {
+                guard let cmd = try inbox.takeNext() else { break }
+                handle(cmd, inbox: inbox)
+                if i == ChatService.commandsPerPump - 1 { moreCommands = (try? inbox.hasNew()) ?? true }
+            } catch {
+                moreCommands = true
+                break
+            }
+        }
+    }
+
+    /// Best-effort flush on SIGTERM: stops taking commands, lets each adapter deliver what is due
+    /// until `deadline`, then cancels calls in flight (their messages stay pending for the next
+    /// bridge). Returns by about the deadline.
+    public func shutdown(deadline: BootInstant) {
+        guard !stopped else { return }
+        stopped = true
+        poller?.stop()
+        for w in workers.values { w.beginShutdown(deadline: deadline) }
+        if started {
+            for w in workers.values where !w.join(until: deadline) {
+                w.stopNow()
+                _ = w.join(until: Clock.boot() + .milliseconds(500))
+            }
+            _ = poller?.join(until: max(deadline, Clock.boot() + .milliseconds(200)))
+        }
+        if let db, !replyBacklog.isEmpty { flushReplyBacklog(ChatInbox(db)) }
+        writeStatusFile()
+    }
+
+    // MARK: - Status
+
+    /// Each adapter's circuit and counters.
+    public var adapterStatus: [ChatAdapterStatus] {
+        config.adapters.compactMap { workers[$0]?.status }
+    }
+
+    /// The last /sync failure of the Matrix poller, if it is failing.
+    public var matrixSyncError: String? { poller?.lastError }
+
+    /// `<state>/chat/status.json` (a state file, kind `chat-status`): adapter circuits, for
+    /// `vigil status` and `vigil doctor`. Written when a circuit changes and at shutdown.
+    public static func readStatus(_ dir: StateDirectory) -> [ChatAdapterStatus]? {
+        if case .ok(let s) = StateFile.read(dir.file("chat/status.json"), kind: "chat-status", as: StatusFile.self) { return s.adapters }
+        return nil
+    }
+
+    struct StatusFile: Codable, Sendable {
+        var adapters: [ChatAdapterStatus]
+        var pid: Int32
+    }
+
+    private func writeStatusFile() {
+        let s = StatusFile(adapters: adapterStatus, pid: getpid())
+        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: stateDir.file("chat/status.json")) }
+    }
+
+    // MARK: - Inside
+
+    /// Owners (`pid:start:instance`) of live services in this process.
+    static let liveInstances = Mutex<Set<String>>([])
+
+    /// Whether the claimer named by `owner` can no longer be sending: its process is gone, or it
+    /// is an instance in this process that was shut down.
+    public static func isGone(_ owner: String) -> Bool {
+        let parts = owner.split(separator: ":")
+        guard parts.count == 3, let pid = Int32(parts[0]), let start = UInt64(parts[1]) else { return true }
+        let me = ProcessIdentity.current
+        if pid == me.pid && start == me.startTicks {
+            return !liveInstances.withLock { $0.contains(String(parts[2])) }
+        }
+        return ProcessIdentity(pid: pid, startTicks: start).liveness() == .gone
+    }
+
+    private func startUp() {
+        started = true
+        if let db = openDatabase(Clock.boot()) { recover(db) }
+        for name in config.adapters { workers[name]?.start() }
+        poller?.start()
+        writeStatusFile()
+    }
+
+    /// Start-up recovery, once the database can be read: messages in flight when the last
+    /// bridge died go back to pending; commands it was running are marked interrupted.
+    private func recover(_ db: Database) {
+        lastRecoveryAttempt = Clock.boot()
+        do {
+            let released = try Outbox(db).releaseInFlight(where: ChatService.isGone)
+            if released > 0 { journal.append("chat_redeliver", ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
+            let inbox = ChatInbox(db)
+            for cmd in try inbox.interruptHandling() {
+                journal.append("chat_command_interrupted", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                                            "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
+                let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
+                queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: reply, state: "interrupted")
+            }
+            recovered = true
+        } catch {
+            journal.append("chat_recovery_failed", ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
+        }
+    }
+
+    private func openDatabase(_ now: BootInstant) -> Database? {
+        if let db { return db }
+        if let last = lastOpenAttempt, now - last < .seconds(1) { return nil }
+        lastOpenAttempt = now
+        do {
+            db = try Database(path: stateDir.database, busyTimeout: 0.05)
+        } catch {
+            journal.append("chat_outbox_unavailable", ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))])
+        }
+        return db
+    }
+
+    /// How long delivered messages and handled commands are kept (failed ones stay until an
+    /// operator deals with them).
+    static let retention: TimeInterval = 7 * 86400
+
+    private func prune(_ db: Database) {
+        let cutoff = Clock.wall().timeIntervalSince1970 - ChatService.retention
+        _ = try? Outbox(db).pruneDelivered(olderThan: ChatService.retention)
+        _ = try? db.write {
+            try db.execute("DELETE FROM chat_inbox WHERE state IN ('done', 'ignored', 'interrupted') AND handled_wall < ?", [.double(cutoff)])
+        }
+    }
+
+    private func drainWakeups() {
+        wake.drain()
+        _ = inotify?.drain()
+    }
+
+    private func nudgeAll() { for w in workers.values { w.nudge() } }
+
+    private func isAllowed(_ cmd: InboxCommand) -> Bool {
+        switch cmd.adapter {
+        case "console": return true // `vigil say`: the local operator
+        case "matrix": return config.matrix?.allow.contains(cmd.sender) ?? false
+        default: return false
+        }
+    }
+
+    private func handle(_ cmd: InboxCommand, inbox: ChatInbox) {
+        guard isAllowed(cmd) else {
+            journal.append("chat_ignored", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                            "text": .string(ChatText.brief(cmd.body, maxLength: 100)), "reason": "sender not on the allow-list"])
+            queueReply(inbox, inboxID: cmd.id, adapter: nil, body: nil, state: "ignored")
+            return
+        }
+        var parsed = ChatCommand.parse(cmd.body)
+        if parsed == nil && cmd.adapter == "console" { parsed = ChatCommand.parse("/" + cmd.body) }
+        let reply: String
+        switch parsed {
+        case nil:
+            reply = ChatCommand.unknownReply("Not a command.")
+        case .help?:
+            reply = ChatCommand.helpText
+        case .unknown(let what)?:
+            reply = ChatCommand.unknownReply(what)
+        case let c?:
+            reply = handler.handle(c, sender: cmd.sender)
+        }
+        journal.append("chat_command", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                        "command": .string(parsed?.name ?? "none")])
+        let body = ChatText.clean(reply.isEmpty ? "OK" : reply, maxLength: config.maxMessageLength)
+        queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: body, state: "done")
+    }
+
+    private func queueReply(_ inbox: ChatInbox, inboxID: Int64, adapter: String?, body: String?, state: String) {
+        let reply = adapter.flatMap { a in body.map { (key: "reply:\(inboxID)", adapter: a, body: $0) } }
+        do {
+            try inbox.finish(inboxID, state: state, reply: reply)
+            if let a = adapter { workers[a]?.nudge() }
+        } catch {
+            // Kept until the database takes it; the command is not run again either way.
+            if let reply { replyBacklog.append((inboxID, reply.key, reply.adapter, reply.body)) }
+        }
+    }
+
+    private func flushReplyBacklog(_ inbox: ChatInbox) {
+        while let r = replyBacklog.first {
+            do {
+                try inbox.finish(r.inboxID, state: "done", reply: (r.key, r.adapter, r.body))
+                replyBacklog.removeFirst()
+                workers[r.adapter]?.nudge()
+            } catch {
+                return
+            }
+        }
+    }
+}
+
+/// A `ChatInbox` on a connection of the calling thread's own (one per thread that asks).
+final class ThreadInbox: @unchecked Sendable {
+    let dir: StateDirectory
+    private let lock = NSLock()
+    private var byThread: [ObjectIdentifier: ChatInbox] = [:]
+
+    init(_ dir: StateDirectory) { self.dir = dir }
+
+    func get() -> ChatInbox? {
+        let key = ObjectIdentifier(Thread.current)
+        if let i = lock.withLock({ byThread[key] }) { return i }
+        guard let db = try? Database(path: dir.database, busyTimeout: 2) else { return nil }
+        let inbox = ChatInbox(db)
+        lock.withLock { byThread[key] = inbox }
+        return inbox
+    }
+}

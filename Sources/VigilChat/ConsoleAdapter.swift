@@ -1,0 +1,165 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The embedded default adapter: delivered messages are appended to `<state>/chat.log`, one
+/// line each (`TIME [#ID] TEXT`, newlines escaped as `\n`), with one `write` on an O_APPEND
+/// descriptor and fdatasync. The foreground runner shows new lines with `ConsoleFollower`.
+/// Commands come in through `vigil say` (the inbox), so this adapter only sends.
+///
+/// A retry (the bridge died after writing, before marking delivered) first looks for the
+/// message's `[#ID]` near the end of the log, so it is not written twice.
+final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
+    let name = "console"
+    let path: String
+    /// The log is rotated to `chat.log.1` past this size.
+    let rotateBytes: Int
+
+    init(stateDir: StateDirectory, rotateBytes: Int = 8 << 20) {
+        path = stateDir.chatLog
+        self.rotateBytes = rotateBytes
+    }
+
+    func cancel() {}
+
+    func deliver(_ message: OutboxMessage) -> DeliveryResult {
+        let tag = "[#\(message.id)]"
+        if message.attempts > 1, ConsoleAdapter.tailContains(path, tag) {
+            return .delivered(remoteID: tag)
+        }
+        let line = "\(Clock.iso(Clock.wall())) \(tag) \(ConsoleAdapter.escape(message.body))\n"
+        do {
+            rotateIfNeeded()
+            let created = access(path, F_OK) != 0
+            let fd = try sys("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
+            defer { close(fd) }
+            try AtomicFile.writeAll(fd, Data(line.utf8), subject: path)
+            try sys("fdatasync", path) { fdatasync(fd) }
+            if created { try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent) }
+            return .delivered(remoteID: tag)
+        } catch {
+            return .retry("cannot append to chat.log: \(error)", after: nil)
+        }
+    }
+
+    private func rotateIfNeeded() {
+        var st = stat()
+        guard stat(path, &st) == 0, Int(st.st_size) > rotateBytes else { return }
+        if rename(path, path + ".1") == 0 {
+            try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+        }
+    }
+
+    /// One line per message: backslash, newline and tab escaped; other control characters were
+    /// removed when the message was queued.
+    static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.utf8.count)
+        for c in s {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": continue
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    static func unescape(_ s: Substring) -> String {
+        var out = ""
+        var escaped = false
+        for c in s {
+            if escaped {
+                switch c {
+                case "n": out += "\n"
+                case "t": out += "\t"
+                default: out.append(c)
+                }
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else {
+                out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// Whether the last 256 KiB of the file contain `tag`.
+    static func tailContains(_ path: String, _ tag: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return false }
+        let size = Int(st.st_size)
+        let start = max(0, size - (256 << 10))
+        var buf = [UInt8](repeating: 0, count: size - start)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
+        guard n > 0 else { return false }
+        return String(decoding: buf[0..<n], as: UTF8.self).contains(" " + tag + " ")
+    }
+}
+
+/// Shows new chat.log lines: the foreground runner polls it (every tick) and prints what it
+/// returns. Starts at the end of the log (old messages are not replayed); follows rotation.
+public final class ConsoleFollower {
+    public let path: String
+    private var offset: Int
+    private var inode: UInt = 0
+    private var partial = Data()
+
+    /// - Parameter fromStart: replay the whole log instead of starting at its end.
+    public init(stateDir: StateDirectory, fromStart: Bool = false) {
+        path = stateDir.chatLog
+        var st = stat()
+        if stat(path, &st) == 0 {
+            inode = UInt(st.st_ino)
+            offset = fromStart ? 0 : Int(st.st_size)
+        } else {
+            offset = 0
+        }
+    }
+
+    /// New messages since the last call, formatted for a terminal: `HH:MM:SS text`, continuation
+    /// lines indented. Safe to print: control characters were removed when queued and are
+    /// removed again here.
+    public func poll() -> [String] {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return [] }
+        if UInt(st.st_ino) != inode || Int(st.st_size) < offset {
+            inode = UInt(st.st_ino)
+            offset = 0
+            partial.removeAll()
+        }
+        guard Int(st.st_size) > offset else { return [] }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        let want = min(Int(st.st_size) - offset, 4 << 20)
+        var buf = [UInt8](repeating: 0, count: want)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
+        guard n > 0 else { return [] }
+        offset += n
+        partial.append(contentsOf: buf[0..<n])
+        var lines: [String] = []
+        while let nl = partial.firstIndex(of: 0x0A) {
+            let raw = String(decoding: partial[partial.startIndex..<nl], as: UTF8.self)
+            partial.removeSubrange(partial.startIndex...nl)
+            if let shown = ConsoleFollower.format(raw) { lines.append(shown) }
+        }
+        return lines
+    }
+
+    static func format(_ line: String) -> String? {
+        let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { return nil }
+        let time = parts[0].count >= 19 ? String(parts[0].dropFirst(11).prefix(8)) : String(parts[0])
+        let text = ChatText.clean(ConsoleAdapter.unescape(parts[2]), maxLength: 100_000)
+        return "[chat \(time)] " + text.replacingOccurrences(of: "\n", with: "\n    ")
+    }
+}

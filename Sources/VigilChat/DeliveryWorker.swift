@@ -1,0 +1,279 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// How one adapter is doing (for `vigil status`, the status file and tests).
+public struct ChatAdapterStatus: Sendable, Equatable, Codable {
+    public var adapter: String
+    public var circuit: CircuitBreaker.State
+    public var consecutiveFailures: Int
+    public var lastError: String?
+    public var delivered: Int
+    public var failed: Int
+
+    enum CodingKeys: String, CodingKey {
+        case adapter, circuit, consecutiveFailures = "consecutive_failures", lastError = "last_error", delivered, failed
+    }
+}
+
+/// Delivers one adapter's outbox on its own thread: claims the head of the queue when due,
+/// calls the adapter (blocking, off the bridge's loop), marks the row, and schedules retries
+/// with backoff and jitter behind a circuit breaker. Sleeps in `poll` on a wake pipe and an
+/// inotify watch of `<state>/chat/` (kicked by `Notifier`/`vigil say`), with a 1 s fallback.
+final class DeliveryWorker: @unchecked Sendable {
+    let adapter: any ChatAdapter
+    let stateDir: StateDirectory
+    let config: ChatConfig
+    let journal: Journal
+    let owner: String
+    let backoff: Backoff
+    let isGone: @Sendable (String) -> Bool
+    let onCircuitChange: @Sendable () -> Void
+
+    private let lock = NSLock()
+    private var circuit: CircuitBreaker
+    private var drainDeadline: BootInstant?
+    private var hardStop = false
+    private var lastError: String?
+    private var deliveredCount = 0
+    private var failedCount = 0
+    private let wake: WakePipe
+    private let inotify: Inotify?
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Fault injection for crash tests: `VIGIL_CHAT_FAULT=after-send` kills the process with
+    /// SIGKILL right after a successful send, before the row is marked delivered.
+    static let faultAfterSend = ProcessInfo.processInfo.environment["VIGIL_CHAT_FAULT"] == "after-send"
+
+    init(adapter: any ChatAdapter, stateDir: StateDirectory, config: ChatConfig, journal: Journal, owner: String,
+         isGone: @escaping @Sendable (String) -> Bool, onCircuitChange: @escaping @Sendable () -> Void) throws {
+        self.adapter = adapter
+        self.stateDir = stateDir
+        self.config = config
+        self.journal = journal
+        self.owner = owner
+        self.isGone = isGone
+        self.onCircuitChange = onCircuitChange
+        backoff = Backoff(initial: config.backoffInitial, max: config.backoffMax, jitter: config.backoffJitter)
+        circuit = CircuitBreaker(threshold: config.circuitFailures, cooloff: config.circuitCooloff, maxCooloff: config.circuitCooloffMax)
+        wake = try WakePipe()
+        let ino = try? Inotify()
+        if let ino { try? ino.watch(directory: stateDir.chatDirectory) }
+        inotify = ino
+    }
+
+    var status: ChatAdapterStatus {
+        lock.withLock {
+            ChatAdapterStatus(adapter: adapter.name, circuit: circuit.state, consecutiveFailures: circuit.consecutiveFailures,
+                              lastError: lastError, delivered: deliveredCount, failed: failedCount)
+        }
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            self.run()
+            self.finished.signal()
+        }
+        t.name = "vigil-chat-\(adapter.name)"
+        thread = t
+        t.start()
+    }
+
+    /// Look at the queue now (something was queued).
+    func nudge() {
+        wake.signal()
+    }
+
+    /// Deliver what is due until `deadline`, then stop.
+    func beginShutdown(deadline: BootInstant) {
+        lock.withLock { drainDeadline = deadline }
+        nudge()
+    }
+
+    /// Stop now: the call in flight is cancelled (its message goes back to pending).
+    func stopNow() {
+        lock.withLock { hardStop = true }
+        adapter.cancel()
+        nudge()
+    }
+
+    func join(until deadline: BootInstant) -> Bool {
+        guard thread != nil else { return true }
+        let ns = max(0, (deadline - Clock.boot()).nanoseconds)
+        return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
+    }
+
+    private enum Mode { case running, draining, stop }
+
+    private func mode(_ now: BootInstant) -> Mode {
+        lock.withLock {
+            if hardStop { return .stop }
+            if let d = drainDeadline { return now >= d ? .stop : .draining }
+            return .running
+        }
+    }
+
+    /// Sleeps until `until` (at most 1 s), a nudge, or a kick in the chat directory.
+    private func wait(until: BootInstant?) {
+        let now = Clock.boot()
+        var ms: Int64 = 1000
+        if let until { ms = min(ms, max(0, (until - now).nanoseconds / 1_000_000 + 1)) }
+        if let d = lock.withLock({ drainDeadline }) { ms = min(ms, max(0, (d - now).nanoseconds / 1_000_000)) }
+        var fds = [wake.readFD]
+        if let inotify { fds.append(inotify.fd) }
+        let ready = pollReadable(fds, timeoutMilliseconds: Int32(ms))
+        if ready.contains(wake.readFD) { wake.drain() }
+        if let inotify, ready.contains(inotify.fd) { _ = inotify.drain() }
+    }
+
+    /// A mark that could not be written yet (database busy): retried before anything else.
+    private struct PendingMark {
+        var message: OutboxMessage
+        var result: DeliveryResult
+        var retryAt: BootInstant
+    }
+
+    private func run() {
+        var outbox: Outbox?
+        var pendingMark: PendingMark?
+        var dbFailures = 0
+        while true {
+            let now = Clock.boot()
+            let m = mode(now)
+            if m == .stop { break }
+            if outbox == nil {
+                do {
+                    outbox = Outbox(try Database(path: stateDir.database, busyTimeout: 2))
+                    dbFailures = 0
+                } catch {
+                    dbFailures += 1
+                    noteDatabaseFailure(error, failures: dbFailures)
+                    if m == .draining { break }
+                    wait(until: now + .seconds(1))
+                    continue
+                }
+            }
+            guard let ob = outbox else { continue }
+            do {
+                if let pm = pendingMark {
+                    try apply(pm.result, to: pm.message, retryAt: pm.retryAt, outbox: ob)
+                    pendingMark = nil
+                }
+                let allowed = lock.withLock { circuit.allows(now: now) }
+                if !allowed {
+                    if m == .draining { break }
+                    wait(until: lock.withLock { circuit.openUntil })
+                    continue
+                }
+                switch try ob.claimNext(adapter: adapter.name, now: now, owner: owner) {
+                case .empty:
+                    if m == .draining { return }
+                    wait(until: nil)
+                case .notDue(let at):
+                    if m == .draining { return }
+                    wait(until: at)
+                case .inFlight(let msg):
+                    // Claimed by a sender that died (or another instance): release it if it is gone.
+                    if let claimer = msg.claimedBy, isGone(claimer) {
+                        _ = try ob.releaseInFlight(where: isGone)
+                    } else {
+                        if m == .draining { return }
+                        wait(until: now + .seconds(1))
+                    }
+                case .claimed(let msg):
+                    let result = adapter.deliver(msg)
+                    if DeliveryWorker.faultAfterSend, case .delivered = result { kill(getpid(), SIGKILL) }
+                    let retryAt = retryTime(for: result, attempts: msg.attempts)
+                    updateCircuit(result, now: Clock.boot())
+                    pendingMark = PendingMark(message: msg, result: result, retryAt: retryAt)
+                    try apply(result, to: msg, retryAt: retryAt, outbox: ob)
+                    pendingMark = nil
+                }
+                dbFailures = 0
+            } catch {
+                dbFailures += 1
+                noteDatabaseFailure(error, failures: dbFailures)
+                if (error as? Database.Error)?.isCorrupt == true { outbox = nil }
+                if m == .draining && pendingMark == nil { break }
+                wait(until: Clock.boot() + .milliseconds(min(5000, 100 * Double(dbFailures))))
+            }
+        }
+    }
+
+    private func retryTime(for result: DeliveryResult, attempts: Int) -> BootInstant {
+        let now = Clock.boot()
+        switch result {
+        case .retry(_, let after):
+            let d = backoff.delay(afterAttempt: attempts)
+            return now + max(d, after ?? .zero)
+        default:
+            return now
+        }
+    }
+
+    private func updateCircuit(_ result: DeliveryResult, now: BootInstant) {
+        var changed: (CircuitBreaker.State, String?)?
+        lock.withLock {
+            switch result {
+            case .delivered, .failed:
+                if let old = circuit.recordSuccess() { changed = (.closed, "was \(old.rawValue)") }
+                if case .delivered = result { lastError = nil }
+            case .retry(let why, _):
+                lastError = why
+                if let s = circuit.recordFailure(now: now) { changed = (s, why) }
+            case .cancelled:
+                break
+            }
+        }
+        if let (state, why) = changed {
+            var fields: [String: JSONValue] = ["adapter": .string(adapter.name), "circuit": .string(state.rawValue)]
+            if let why { fields["reason"] = .string(ChatText.brief(why, maxLength: 300)) }
+            if state == .open, let until = lock.withLock({ circuit.openUntil }) {
+                fields["retry_in_s"] = .double(((until - now).seconds * 1000).rounded() / 1000)
+            }
+            journal.append("chat_circuit", fields)
+            onCircuitChange()
+        }
+    }
+
+    private func apply(_ result: DeliveryResult, to msg: OutboxMessage, retryAt: BootInstant, outbox: Outbox) throws {
+        switch result {
+        case .delivered(let rid):
+            try outbox.markDelivered(id: msg.id, owner: owner, remoteID: rid)
+            lock.withLock { deliveredCount += 1 }
+        case .failed(let why):
+            try outbox.markFailed(id: msg.id, owner: owner, error: why)
+            lock.withLock { failedCount += 1 }
+            journalFailed(msg, why)
+        case .retry(let why, _):
+            if msg.attempts >= config.maxAttempts {
+                let text = "gave up after \(msg.attempts) attempts: \(why)"
+                try outbox.markFailed(id: msg.id, owner: owner, error: text)
+                lock.withLock { failedCount += 1 }
+                journalFailed(msg, text)
+            } else {
+                try outbox.markRetry(id: msg.id, owner: owner, error: why, at: retryAt)
+            }
+        case .cancelled:
+            try outbox.markRetry(id: msg.id, owner: owner, error: "interrupted by shutdown", at: Clock.boot())
+        }
+    }
+
+    private func journalFailed(_ msg: OutboxMessage, _ why: String) {
+        journal.append("chat_delivery_failed", [
+            "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
+            "attempts": .int(Int64(msg.attempts)), "error": .string(ChatText.brief(why, maxLength: 300)),
+        ])
+    }
+
+    private func noteDatabaseFailure(_ error: any Error, failures: Int) {
+        lock.withLock { lastError = "database: \(error)" }
+        if failures == 1 || failures % 50 == 0 {
+            journal.append("chat_outbox_unavailable", ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300)),
+                                                       "failures": .int(Int64(failures))])
+        }
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The Matrix Client-Server API pieces Vigil needs: login (or a given access token), room alias
+/// resolution and join, send with a transaction id, and /sync. Shared by the delivery thread
+/// and the sync thread (the login and room are looked up once, under a lock).
+final class MatrixSession: @unchecked Sendable {
+    let config: ChatConfig.Matrix
+    let base: URL
+    private let lock = NSLock()
+    /// One login at a time (the delivery and the sync thread may both need one at start).
+    private let loginLock = NSLock()
+    private var token: String?
+    private var userID: String?
+    private var roomID: String?
+    private var joined = false
+    /// The token saved in the database was rejected: log in again instead of reusing it.
+    private var savedTokenRejected = false
+
+    init(_ config: ChatConfig.Matrix) throws {
+        guard let base = URL(string: config.homeserver), let scheme = base.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", base.host != nil else {
+            throw ChatConfigError(message: "chat.matrix.homeserver is not an http(s) URL")
+        }
+        self.config = config
+        self.base = base
+        token = config.accessToken
+        if config.room.hasPrefix("!") { roomID = config.room }
+        if let u = config.user, u.hasPrefix("@") { userID = u }
+    }
+
+    /// Where the login token is kept when Vigil logged in with a password (so restarts reuse
+    /// the same device and access token instead of logging in again).
+    var tokenStateName: String { "matrix.token|\(config.homeserver)|\(config.user ?? "")|\(config.deviceID)" }
+    var sinceStateName: String { "matrix.since|\(config.homeserver)|\(config.user ?? "")|\(config.room)" }
+
+    var ownUserID: String? { lock.withLock { userID } }
+    var currentRoomID: String? { lock.withLock { roomID } }
+
+    /// Forgets a token the server rejected (a password login will make a new one).
+    func tokenRejected(_ inbox: ChatInbox?) {
+        lock.withLock {
+            if config.password != nil {
+                token = nil
+                savedTokenRejected = true
+            }
+        }
+    }
+
+    func notJoined() { lock.withLock { joined = false } }
+
+    func url(_ path: String, query: [(String, String)] = []) -> URL {
+        var c = URLComponents(url: base, resolvingAgainstBaseURL: false)!
+        c.percentEncodedPath = (c.percentEncodedPath.hasSuffix("/") ? String(c.percentEncodedPath.dropLast()) : c.percentEncodedPath) + path
+        if !query.isEmpty {
+            c.percentEncodedQuery = query.map { "\($0.0)=\(MatrixSession.encodeQuery($0.1))" }.joined(separator: "&")
+        }
+        return c.url!
+    }
+
+    static func encodeSegment(_ s: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+    }
+
+    static func encodeQuery(_ s: String) -> String { encodeSegment(s) }
+
+    /// A transaction id derived from the idempotency key (and a scope: the room and the
+    /// database's instance id): the same key always gives the same id, so a retried send returns
+    /// the first send's event instead of posting again.
+    static func transactionID(forKey key: String, scope: String = "") -> String {
+        let s = scope + "\u{0}" + key
+        return "vigil-" + hex(fnv1a64(s, seed: 0xcbf2_9ce4_8422_2325)) + hex(fnv1a64(s, seed: 0x8422_2325_cbf2_9ce4))
+    }
+
+    private static func fnv1a64(_ s: String, seed: UInt64) -> UInt64 {
+        var h = seed
+        for b in s.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01B3
+        }
+        return h
+    }
+
+    private static func hex(_ v: UInt64) -> String {
+        let s = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+
+    enum Failure: Error {
+        case retry(String, after: TimeSpan?)
+        case failed(String)
+        case cancelled
+    }
+
+    /// Makes sure there is a token, a room id and a joined room. Blocking; on the caller's thread.
+    func ensureReady(_ client: HTTPClient, inbox: ChatInbox?) throws(Failure) -> (token: String, room: String) {
+        var (tok, room, isJoined, rejected) = lock.withLock { (token, roomID, joined, savedTokenRejected) }
+        if tok == nil {
+            loginLock.lock()
+            defer { loginLock.unlock() }
+            (tok, rejected) = lock.withLock { (token, savedTokenRejected) }
+        }
+        if tok == nil {
+            if !rejected, let saved = try? inbox?.value(tokenStateName) {
+                tok = saved
+            } else {
+                tok = try login(client)
+                try? inbox?.setValue(tokenStateName, tok)
+                lock.withLock { savedTokenRejected = false }
+            }
+            lock.withLock { token = tok }
+        }
+        guard let tok else { throw .retry("matrix: no access token", after: nil) }
+        if lock.withLock({ userID }) == nil {
+            let who = try call(client, "GET", "/_matrix/client/v3/account/whoami", token: tok)
+            if let u = who["user_id"]?.stringValue { lock.withLock { userID = u } }
+        }
+        if room == nil {
+            let r = try call(client, "GET", "/_matrix/client/v3/directory/room/" + MatrixSession.encodeSegment(config.room), token: tok)
+            guard let id = r["room_id"]?.stringValue else { throw .retry("matrix: alias \(config.room) has no room id", after: nil) }
+            room = id
+            lock.withLock { roomID = id }
+        }
+        guard let room else { throw .retry("matrix: no room", after: nil) }
+        if !isJoined {
+            _ = try call(client, "POST", "/_matrix/client/v3/join/" + MatrixSession.encodeSegment(room), token: tok, body: [:])
+            isJoined = true
+            lock.withLock { joined = true }
+        }
+        return (tok, room)
+    }
+
+    private func login(_ client: HTTPClient) throws(Failure) -> String {
+        guard let user = config.user, let password = config.password else {
+            throw .failed("matrix: no access token and no user/password to log in with")
+        }
+        let r = try call(client, "POST", "/_matrix/client/v3/login", token: nil, body: [
+            "type": "m.login.password",
+            "identifier": ["type": "m.id.user", "user": .string(user)],
+            "password": .string(password),
+            "device_id": .string(config.deviceID),
+            "initial_device_display_name": "Vigil",
+        ])
+        guard let t = r["access_token"]?.stringValue else { throw .retry("matrix: login gave no access token", after: nil) }
+        if let u = r["user_id"]?.stringValue { lock.withLock { userID = u } }
+        return t
+    }
+
+    /// One call; a JSON object back, or a classified failure. Errors never contain the token.
+    func call(_ client: HTTPClient, _ method: String, _ path: String, query: [(String, String)] = [], token: String?,
+              body: JSONValue? = nil, timeout: TimeSpan? = nil) throws(Failure) -> JSONValue {
+        var headers = ["Accept": "application/json"]
+        if let token { headers["Authorization"] = "Bearer " + token }
+        var data: Data? = nil
+        if let body {
+            headers["Content-Type"] = "application/json"
+            data = body.encoded()
+        }
+        let what = path.split(separator: "/").prefix(5).joined(separator: "/")
+        let outcome = client.perform(HTTPRequest(method: method, url: url(path, query: query), headers: headers, body: data,
+                                                 timeout: timeout ?? config.timeout))
+        switch outcome {
+        case .cancelled:
+            throw .cancelled
+        case .failure(let why):
+            throw .retry("matrix \(redactedURL(base)) \(method) \(what): \(why)", after: nil)
+        case .response(let status, let bytes):
+            let json = JSONValue.parse(bytes) ?? .object([:])
+            if (200..<300).contains(status) { return json }
+            let code = json["errcode"]?.stringValue ?? ""
+            let msg = ChatText.brief(json["error"]?.stringValue ?? "", maxLength: 200)
+            let text = "matrix \(method) \(what): HTTP \(status) \(code) \(msg)".trimmingCharacters(in: .whitespaces)
+            if status == 429 {
+                let ms = json["retry_after_ms"]?.doubleValue
+                throw .retry(text, after: ms.map { .milliseconds($0) })
+            }
+            if code == "M_UNKNOWN_TOKEN" || code == "M_MISSING_TOKEN" || status == 401 {
+                tokenRejected(nil)
+                throw .retry(text, after: nil)
+            }
+            if code == "M_FORBIDDEN" && path.contains("/send/") {
+                notJoined()
+                throw .retry(text, after: nil)
+            }
+            if status >= 500 || status == 408 || status == 404 || status == 403 { throw .retry(text, after: nil) }
+            throw .failed(text)
+        }
+    }
+}
+
+/// Sends outbox messages to the configured room: `PUT /rooms/{room}/send/m.room.message/{txn}`
+/// with a transaction id derived from the idempotency key (a retry after a crash returns the
+/// first event id: no duplicate). Plain `body` only (no HTML), with an empty `m.mentions` and
+/// mass mentions defused, so echoed text cannot ping the room.
+final class MatrixAdapter: ChatAdapter, @unchecked Sendable {
+    let name = "matrix"
+    let session: MatrixSession
+    private let client = HTTPClient()
+    private let inbox: () -> ChatInbox?
+
+    init(session: MatrixSession, inbox: @escaping () -> ChatInbox?) {
+        self.session = session
+        self.inbox = inbox
+    }
+
+    func cancel() { client.cancel() }
+
+    func deliver(_ message: OutboxMessage) -> DeliveryResult {
+        do {
+            let inbox = inbox()
+            let ready = try session.ensureReady(client, inbox: inbox)
+            guard let instance = try? inbox?.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            let txn = MatrixSession.transactionID(forKey: message.key, scope: ready.room + "|" + instance)
+            let content: JSONValue = [
+                "msgtype": .string(session.config.msgtype),
+                "body": .string(ChatText.defuseMentions(message.body)),
+                "m.mentions": [:],
+            ]
+            let r = try session.call(client, "PUT", "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(ready.room))/send/m.room.message/\(txn)",
+                                     token: ready.token, body: content)
+            return .delivered(remoteID: r["event_id"]?.stringValue)
+        } catch {
+            switch error {
+            case .cancelled: return .cancelled
+            case .retry(let why, let after): return .retry(why, after: after)
+            case .failed(let why): return .failed(why)
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// Commands from the Matrix room: a /sync loop on its own thread (long-poll with
+/// `sync_timeout`, so it never touches the bridge's loop). The since-token is persisted in
+/// `chat_state` in the same transaction as the commands it brought, so each command is taken
+/// once across restarts. The first sync (no token yet) skips history. Only `m.room.message`
+/// events in the configured room that look like commands are considered; the sender must be
+/// on the allow-list (exact user id), others are journaled and ignored.
+final class MatrixPoller: @unchecked Sendable {
+    let session: MatrixSession
+    let stateDir: StateDirectory
+    let journal: Journal
+    let onCommand: @Sendable () -> Void
+    private let client = HTTPClient()
+    private let lock = NSLock()
+    private var stopping = false
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+    private var ignoredJournaled: [BootInstant] = []
+    private var failure: String?
+
+    /// The last /sync failure, while failing.
+    var lastError: String? {
+        get { lock.withLock { failure } }
+        set { lock.withLock { failure = newValue } }
+    }
+
+    init(session: MatrixSession, stateDir: StateDirectory, journal: Journal, onCommand: @escaping @Sendable () -> Void) {
+        self.session = session
+        self.stateDir = stateDir
+        self.journal = journal
+        self.onCommand = onCommand
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            self.run()
+            self.finished.signal()
+        }
+        t.name = "vigil-matrix-sync"
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        lock.withLock { stopping = true }
+        client.cancel()
+    }
+
+    /// Waits for the thread to end (after `stop`). False when it did not by the deadline.
+    func join(until deadline: BootInstant) -> Bool {
+        guard thread != nil else { return true }
+        let ns = max(0, (deadline - Clock.boot()).nanoseconds)
+        return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    /// Sleeps up to `span`, ending early on stop.
+    private func pause(_ span: TimeSpan) {
+        let end = Clock.boot() + span
+        while !isStopping, Clock.boot() < end {
+            usleep(UInt32(min(50_000, max(1000, (end - Clock.boot()).nanoseconds / 1000))))
+        }
+    }
+
+    static func filter(roomID: String, limit: Int) -> String {
+        let f: JSONValue = [
+            "room": [
+                "rooms": [.string(roomID)],
+                "timeline": ["limit": .int(Int64(limit)), "types": ["m.room.message"]],
+                "state": ["types": []], "ephemeral": ["types": []], "account_data": ["types": []],
+            ],
+            "presence": ["types": []],
+            "account_data": ["types": []],
+        ]
+        return f.jsonString
+    }
+
+    private func run() {
+        var db: Database?
+        var failures = 0
+        while !isStopping {
+            do {
+                if db == nil { db = try Database(path: stateDir.database, busyTimeout: 2) }
+                let inbox = ChatInbox(db!)
+                try syncOnce(inbox)
+                failures = 0
+                lastError = nil
+            } catch let f as MatrixSession.Failure {
+                if case .cancelled = f { break }
+                failures += 1
+                let why: String
+                switch f {
+                case .retry(let w, _), .failed(let w): why = w
+                case .cancelled: why = "cancelled"
+                }
+                noteFailure(why, failures: failures)
+                pause(.seconds(min(10, 0.5 * Double(1 << min(failures, 6)))))
+            } catch {
+                failures += 1
+                if (error as? Database.Error)?.isCorrupt == true { db = nil }
+                noteFailure("\(error)", failures: failures)
+                pause(.seconds(min(10, 0.5 * Double(1 << min(failures, 6)))))
+            }
+        }
+    }
+
+    private func noteFailure(_ why: String, failures: Int) {
+        lastError = why
+        // Journal the first failure of a run of them and then every 20th, not every retry.
+        if failures == 1 || failures % 20 == 0 {
+            journal.append("chat_sync_failed", ["adapter": "matrix", "error": .string(ChatText.brief(why, maxLength: 300)),
+                                                "failures": .int(Int64(failures))])
+        }
+    }
+
+    func syncOnce(_ inbox: ChatInbox) throws {
+        let ready = try session.ensureReady(client, inbox: inbox)
+        let since = try inbox.value(session.sinceStateName)
+        var query: [(String, String)] = []
+        if let since {
+            query.append(("since", since))
+            query.append(("timeout", String(Int(session.config.syncTimeout.milliseconds))))
+            query.append(("filter", MatrixPoller.filter(roomID: ready.room, limit: 50)))
+        } else {
+            // First sync: take the position, skip history.
+            query.append(("timeout", "0"))
+            query.append(("filter", MatrixPoller.filter(roomID: ready.room, limit: 1)))
+        }
+        let r = try session.call(client, "GET", "/_matrix/client/v3/sync", query: query, token: ready.token,
+                                 timeout: session.config.timeout + session.config.syncTimeout)
+        guard let next = r["next_batch"]?.stringValue else { throw MatrixSession.Failure.retry("matrix /sync: no next_batch", after: nil) }
+        var commands: [(sender: String, body: String, eventID: String)] = []
+        var ignored: [(sender: String, body: String)] = []
+        if since != nil, case .array(let events)? = r["rooms"]?["join"]?[ready.room]?["timeline"]?["events"] {
+            let me = session.ownUserID
+            for e in events {
+                guard e["type"]?.stringValue == "m.room.message",
+                      let sender = e["sender"]?.stringValue, sender != me,
+                      let body = e["content"]?["body"]?.stringValue,
+                      let eventID = e["event_id"]?.stringValue else { continue }
+                guard ChatCommand.parse(body) != nil else { continue } // chatter
+                if session.config.allow.contains(sender) {
+                    commands.append((sender, ChatText.clean(body, maxLength: ChatCommand.maxMissionLength + 100), eventID))
+                } else {
+                    ignored.append((sender, body))
+                }
+            }
+        }
+        if r["rooms"]?["invite"]?[ready.room] != nil || r["rooms"]?["leave"]?[ready.room] != nil { session.notJoined() }
+        try inbox.db.write {
+            for c in commands {
+                _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID)
+            }
+            try inbox.setValueInTransaction(session.sinceStateName, next)
+        }
+        for i in ignored { journalIgnored(sender: i.sender, body: i.body) }
+        if !commands.isEmpty { onCommand() }
+    }
+
+    /// Ignored senders are journaled, at most 10 a minute (a flood cannot fill the journal).
+    private func journalIgnored(sender: String, body: String) {
+        let now = Clock.boot()
+        ignoredJournaled.removeAll { now - $0 > .seconds(60) }
+        guard ignoredJournaled.count < 10 else { return }
+        ignoredJournaled.append(now)
+        journal.append("chat_ignored", ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
+                                        "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list"])
+    }
+}

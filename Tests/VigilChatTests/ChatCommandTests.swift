@@ -1,0 +1,109 @@
+import Testing
+@testable import VigilChat
+import VigilCore
+
+@Suite struct ChatCommandTests {
+    @Test func parsesEveryCommand() {
+        #expect(ChatCommand.parse("/status") == .status)
+        #expect(ChatCommand.parse("  !STATUS ") == .status)
+        #expect(ChatCommand.parse("/missions") == .missions)
+        #expect(ChatCommand.parse("/mission fix the build; rm -rf / && echo $HOME") == .mission("fix the build; rm -rf / && echo $HOME"))
+        #expect(ChatCommand.parse("/mission   two\nlines  ") == .mission("two\nlines"))
+        #expect(ChatCommand.parse("/cancel 42") == .cancel("42"))
+        #expect(ChatCommand.parse("/restart bridge") == .restart("bridge"))
+        #expect(ChatCommand.parse("/restart Runner") == .restart("runner"))
+        #expect(ChatCommand.parse("/journal") == .journal(nil))
+        #expect(ChatCommand.parse("/journal 5") == .journal(5))
+        #expect(ChatCommand.parse("/journal 99999") == .journal(200))
+        #expect(ChatCommand.parse("/heal reset") == .healReset)
+        #expect(ChatCommand.parse("/help") == .help)
+    }
+
+    @Test func chatterIsNotACommand() {
+        #expect(ChatCommand.parse("hello there") == nil)
+        #expect(ChatCommand.parse("") == nil)
+        #expect(ChatCommand.parse("/") == nil)
+        #expect(ChatCommand.parse("   ") == nil)
+    }
+
+    @Test func malformedCommandsAreUnknownWithAReason() {
+        guard case .unknown(let w)? = ChatCommand.parse("/frobnicate now") else { Issue.record("not unknown"); return }
+        #expect(w == "/frobnicate")
+        #expect(ChatCommand.unknownReply(w).contains("Unknown command /frobnicate"))
+        #expect(ChatCommand.unknownReply(w).contains("/mission TEXT"))
+        #expect(ChatCommand.parse("/mission") == .unknown("/mission needs the task text: /mission TEXT"))
+        #expect(ChatCommand.parse("/cancel a b") == .unknown("/cancel needs one mission id: /cancel ID"))
+        #expect(ChatCommand.parse("/cancel ../../etc") == .unknown("/cancel needs one mission id: /cancel ID"))
+        #expect(ChatCommand.parse("/restart everything") == .unknown("/restart needs bridge or runner: /restart bridge|runner"))
+        #expect(ChatCommand.parse("/journal -3") == .unknown("/journal takes a count: /journal [N]"))
+        #expect(ChatCommand.parse("/heal now") == .unknown("/heal needs reset: /heal reset"))
+        #expect(ChatCommand.parse("/status extra") == .unknown("/status takes no arguments"))
+    }
+
+    @Test func hostileText() {
+        // Control characters and terminal escapes vanish; NUL cannot reach an argv element.
+        #expect(ChatCommand.parse("/mission a\u{0}b\u{1b}[31mred\u{7}") == .mission("ab[31mred"))
+        // Bidi overrides are removed (they disguise what a command says).
+        #expect(ChatCommand.parse("/mission safe\u{202E}txt.exe") == .mission("safetxt.exe"))
+        // Invalid UTF-8 is repaired, never a crash.
+        let bytes: [UInt8] = [0x2F, 0x6D, 0x69, 0x73, 0x73, 0x69, 0x6F, 0x6E, 0x20, 0xFF, 0xFE, 0x41]
+        #expect(ChatCommand.parse(ChatText.clean(bytes: bytes)) == .mission("\u{FFFD}\u{FFFD}A"))
+        // Very long: refused with a reason, not truncated into something else.
+        let long = "/mission " + String(repeating: "x", count: 100_000)
+        guard case .unknown(let why)? = ChatCommand.parse(long) else { Issue.record("long mission accepted"); return }
+        #expect(why.contains("too long"))
+        // A very long command word is unknown and short.
+        guard case .unknown(let w)? = ChatCommand.parse("/" + String(repeating: "a", count: 10_000)) else { Issue.record("not unknown"); return }
+        #expect(w.count <= 41)
+    }
+
+    @Test func sanitising() {
+        #expect(ChatText.clean("a\u{1b}]0;title\u{7}b\r\nc") == "a]0;titleb\nc")
+        #expect(ChatText.clean("x\ny", keepNewlines: false) == "x y")
+        #expect(ChatText.clean(String(repeating: "é", count: 10), maxLength: 4) == "éééé…")
+        #expect(ChatText.brief("\u{9b}31m") == "31m")
+        #expect(ChatText.defuseMentions("hi @room and @roomy, @Channel!") == "hi @\u{200B}room and @roomy, @\u{200B}Channel!")
+        #expect(ChatText.escapeSlack("<!channel> & <https://x|y>") == "&lt;!channel&gt; &amp; &lt;https://x|y&gt;")
+    }
+
+    @Test func backoffDoublesAndCaps() {
+        let b = Backoff(initial: .seconds(1), max: .seconds(10), jitter: 0.5)
+        #expect(b.delay(afterAttempt: 1, random: 1) == .seconds(1))
+        #expect(b.delay(afterAttempt: 1, random: 0) == .seconds(0.5))
+        #expect(b.delay(afterAttempt: 3, random: 1) == .seconds(4))
+        #expect(b.delay(afterAttempt: 9, random: 1) == .seconds(10))
+        #expect(b.delay(afterAttempt: 1000, random: 0) == .seconds(5))
+    }
+
+    @Test func circuitBreakerClosedOpenHalfOpen() {
+        var c = CircuitBreaker(threshold: 2, cooloff: .seconds(1), maxCooloff: .seconds(3))
+        let t0 = BootInstant(seconds: 100)
+        var allowed = c.allows(now: t0)
+        #expect(allowed)
+        var change = c.recordFailure(now: t0)
+        #expect(change == nil)
+        change = c.recordFailure(now: t0)
+        #expect(change == .open)
+        allowed = c.allows(now: t0 + .seconds(0.5))
+        #expect(!allowed)
+        allowed = c.allows(now: t0 + .seconds(1))
+        #expect(allowed)
+        #expect(c.state == .halfOpen)
+        change = c.recordFailure(now: t0 + .seconds(1))
+        #expect(change == .open)
+        #expect(c.openUntil == t0 + .seconds(3)) // cool-off doubled
+        allowed = c.allows(now: t0 + .seconds(3))
+        #expect(allowed)
+        let old = c.recordSuccess()
+        #expect(old == .halfOpen)
+        #expect(c.state == .closed)
+        #expect(c.consecutiveFailures == 0)
+    }
+
+    @Test func transactionIDsAreStablePerKey() {
+        let a = MatrixSession.transactionID(forKey: "heal:42")
+        #expect(a == MatrixSession.transactionID(forKey: "heal:42"))
+        #expect(a != MatrixSession.transactionID(forKey: "heal:43"))
+        #expect(a.count == 6 + 32)
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+@testable import VigilChat
+import VigilCore
+import VigilStore
+import VigilSystem
+
+@Suite(.serialized, .timeLimit(.minutes(1))) struct ConsoleTests {
+    @Test func notificationReachesChatLogAndFollower() throws {
+        let state = try TempState()
+        let follower = ConsoleFollower(stateDir: state.dir)
+        let handler = RecordingHandler()
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: handler)
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        let notifier = Notifier(stateDir: state.dir, config: testConfig(), journal: state.journal)
+        notifier.notify(key: "heal:1", text: "bridge was dead: respawned (tier 3)\nsecond line")
+        var shown: [String] = []
+        // The line is written before the row is marked delivered (send, then mark): wait for both.
+        #expect(try pumpUntil(service) { shown += follower.poll(); let marked = try state.outboxRows().first?.state == .delivered; return !shown.isEmpty && marked })
+        #expect(shown.count == 1)
+        #expect(shown[0].hasPrefix("[chat "))
+        #expect(shown[0].hasSuffix("bridge was dead: respawned (tier 3)\n    second line"))
+        let row = try #require(try state.outboxRows().first)
+        #expect(row.state == .delivered && row.attempts == 1)
+        let log = try String(contentsOfFile: state.dir.chatLog, encoding: .utf8)
+        #expect(log.split(separator: "\n").count == 1)
+    }
+
+    @Test func sayRunsTheHandlerAndRepliesInTheChatLog() throws {
+        let state = try TempState()
+        let handler = RecordingHandler()
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: handler)
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        service.pump(now: Clock.boot())
+        // `vigil say` writes to the inbox durably and kicks.
+        let inbox = ChatInbox(try state.database())
+        let id = try #require(try inbox.add(adapter: "console", sender: "console", body: "/mission write the docs"))
+        try inbox.add(adapter: "console", sender: "console", body: "status")     // prefix optional on the console
+        try inbox.add(adapter: "console", sender: "console", body: "/bogus")
+        ChatKick.poke(state.dir)
+        #expect(try pumpUntil(service) { try state.outboxRows().filter { $0.state == .delivered }.count == 3 })
+        #expect(handler.calls.map(\.command) == [.mission("write the docs"), .status])
+        #expect(handler.calls.allSatisfy { $0.sender == "console" })
+        let replies = try state.outboxRows()
+        #expect(replies[0].key == "reply:\(id)" && replies[0].body == "mission queued: write the docs")
+        #expect(replies[2].body.hasPrefix("Unknown command /bogus."))
+        #expect(try inbox.command(id: id)?.state == "done")
+        #expect(!state.journalEvents("chat_command").isEmpty)
+    }
+
+    @Test func commandInterruptedByACrashIsNotRunTwice() throws {
+        let state = try TempState()
+        let inbox = ChatInbox(try state.database())
+        let id = try #require(try inbox.add(adapter: "console", sender: "console", body: "/mission once"))
+        _ = try inbox.takeNext() // a bridge took it, then died before finishing
+        let handler = RecordingHandler()
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: handler)
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        #expect(try pumpUntil(service) { try state.outboxRows().first?.state == .delivered })
+        #expect(handler.calls.isEmpty)
+        #expect(try inbox.command(id: id)?.state == "interrupted")
+        #expect(try state.outboxRows().first?.body.contains("interrupted by a bridge restart") == true)
+    }
+
+    @Test func retryAfterCrashDoesNotDuplicateTheLine() throws {
+        let state = try TempState()
+        let outbox = Outbox(try state.database())
+        try outbox.enqueue(key: "k1", adapter: "console", body: "only once")
+        // A bridge claimed it, wrote the line, and died before marking delivered.
+        guard case .claimed(let m) = try outbox.claimNext(adapter: "console", now: Clock.boot(), owner: "1:999999999:dead") else { Issue.record("no claim"); return }
+        #expect(ConsoleAdapter(stateDir: state.dir).deliver(m) == .delivered(remoteID: "[#\(m.id)]"))
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: RecordingHandler())
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        #expect(try pumpUntil(service) { try state.outboxRows().first?.state == .delivered })
+        #expect(try state.outboxRows().first?.attempts == 2)
+        let log = try String(contentsOfFile: state.dir.chatLog, encoding: .utf8)
+        #expect(log.components(separatedBy: "only once").count == 2) // exactly one line
+        #expect(state.journalEvents("chat_redeliver").count == 1)
+    }
+
+    @Test func shutdownFlushesWhatIsDue() throws {
+        let state = try TempState()
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: RecordingHandler())
+        service.pump(now: Clock.boot())
+        let outbox = Outbox(try state.database())
+        for i in 0..<20 { try outbox.enqueue(key: "k\(i)", adapter: "console", body: "message \(i)") }
+        service.shutdown(deadline: Clock.boot() + .seconds(5))
+        #expect(try outbox.counts()["delivered"] == 20)
+    }
+}
