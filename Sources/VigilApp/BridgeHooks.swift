@@ -1,11 +1,76 @@
+import Foundation
+import Glibc
+import VigilChat
 import VigilCore
+import VigilStore
+import VigilSystem
 
-/// The bridge's chat side: outbox delivery and chat commands. Filled in when chat is wired.
-final class BridgeHooks {
-    static func make(bridge: Bridge) throws -> BridgeHooks? { nil }
-    func pump(now: BootInstant) {}
-    var nextWake: BootInstant? { nil }
-    var wakeDescriptors: [Int32] { [] }
-    func shutdown(deadline: BootInstant) {}
-    func notify(key: String, text: String) {}
+/// The bridge's chat side: outbox delivery and chat commands (`ChatService`), and the
+/// commands' implementations (`ChatCommandHandler`). Everything runs on the bridge's loop
+/// thread; `pump` returns quickly whatever the network does.
+final class BridgeHooks: ChatCommandHandler {
+    let dir: StateDirectory
+    let journal: Journal
+    let config: Configuration
+    let notifier: Notifier
+    private(set) var chat: ChatService!
+
+    init(dir: StateDirectory, journal: Journal, config: Configuration, chatConfig: ChatConfig) throws {
+        self.dir = dir
+        self.journal = journal
+        self.config = config
+        notifier = Notifier(stateDir: dir, config: chatConfig, journal: journal)
+        chat = try ChatService(stateDir: dir, config: chatConfig, journal: journal, handler: self)
+    }
+
+    static func make(bridge: Bridge) throws -> BridgeHooks? {
+        let chatConfig = try ChatConfig.load(configFile: bridge.ctx.dir.config)
+        return try BridgeHooks(dir: bridge.ctx.dir, journal: bridge.ctx.journal, config: bridge.config, chatConfig: chatConfig)
+    }
+
+    func pump(now: BootInstant) {
+        notifier.retryPending()
+        chat.pump(now: now)
+    }
+    var nextWake: BootInstant? { chat.nextWake }
+    var wakeDescriptors: [Int32] { chat.wakeDescriptors }
+    func shutdown(deadline: BootInstant) { chat.shutdown(deadline: deadline) }
+    func notify(key: String, text: String) { notifier.notify(key: key, text: text) }
+
+    // MARK: - Chat commands
+
+    func handle(_ command: ChatCommand, sender: String) -> String {
+        journal.append("chat-command", ["command": .string(command.name), "sender": .string(sender)])
+        do {
+            switch command {
+            case .status:
+                return StatusCommand.human(try StatusCommand.gather(dir))
+            case .missions:
+                return try ChatMissions.list(dir)
+            case .mission(let text):
+                guard let agent = config.agentCommand else {
+                    return "No agent command is configured: set \"agent-command\" (an argv array) in vigil.json."
+                }
+                return try ChatMissions.add(dir, argv: agent + [text], by: sender)
+            case .cancel(let id):
+                return try ChatMissions.cancel(dir, id: id, by: sender)
+            case .restart(let which):
+                guard let role = StateDirectory.Role(rawValue: which) else { return "Say /restart bridge or /restart runner." }
+                let files = StateFiles(dir: dir, journal: journal)
+                try files.writeMarker(dir.restartMarker(role), by: "chat \(sender)", reason: "/restart \(which)")
+                return "Restart marker written for the \(which)."
+            case .journal(let n):
+                let entries = Journal.read(path: dir.journal).entries.suffix(min(max(n ?? 10, 1), 50))
+                return entries.isEmpty ? "The journal is empty." : entries.map(JournalCommand.format).joined(separator: "\n")
+            case .healReset:
+                let files = StateFiles(dir: dir, journal: journal)
+                try files.writeMarker(dir.healReset, by: "chat \(sender)", reason: "/heal reset")
+                return "Heal reset requested; the runner applies it within a tick."
+            case .help, .unknown:
+                return ""
+            }
+        } catch {
+            return "Could not do that: \(error)"
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import VigilChat
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -406,6 +407,9 @@ enum RunnerCommand {
             let args = try Arguments(inv.arguments, valued: Tunables.flagNames, booleans: ["clear-stop"])
             guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
             let config = try Configuration.load(stateDir: inv.stateDir, arguments: args)
+            do { _ = try ChatConfig.load(configFile: inv.stateDir.config) } catch {
+                throw CommandError("\(error)", code: 2)
+            }
             let code = try Runner(invocation: inv, config: config, clearStop: args.has("clear-stop")).run()
             if code != 0 { throw ExitCode(code) }
         })

@@ -25,7 +25,7 @@ enum BenchCommand {
             case "heal": try HealBench.run(rest)
             case "probe": try ProbeBench.run(inv.stateDir)
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
-            case "chat": try BenchRegistry.chat(rest, inv.stateDir)
+            case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
             default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions or chat")
             }
         })
@@ -34,7 +34,6 @@ enum BenchCommand {
 /// Benchmarks provided by other parts, wired here.
 enum BenchRegistry {
     static func missions(_ args: [String], _ dir: StateDirectory) throws { throw CommandError("the missions benchmark is not built yet") }
-    static func chat(_ args: [String], _ dir: StateDirectory) throws { throw CommandError("the chat benchmark is not built yet") }
 }
 
 /// A printed table of benchmark figures.

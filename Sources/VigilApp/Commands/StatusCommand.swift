@@ -122,7 +122,19 @@ enum StatusCommand {
     }
 }
 
-/// Counts of the mission queue and the outbox, for status. Filled in when those exist.
+/// Counts of the mission queue and the outbox, for status (read-only; "unavailable" when the
+/// database cannot be read now).
 enum QueueCounts {
-    static func gather(_ dir: StateDirectory) -> JSONValue { .object([:]) }
+    static func gather(_ dir: StateDirectory) -> JSONValue {
+        guard FileManager.default.fileExists(atPath: dir.database) else { return .object([:]) }
+        do {
+            let db = try Database(path: dir.database, busyTimeout: 1)
+            var out: [String: JSONValue] = [:]
+            out["outbox"] = .object(try Outbox(db).counts().mapValues { .int(Int64($0)) })
+            if let m = try MissionCounts.gather(db) { out["missions"] = m }
+            return .object(out)
+        } catch {
+            return .object(["unavailable": .string("\(error)")])
+        }
+    }
 }
