@@ -29,6 +29,8 @@ let package = Package(
         .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
         .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
         .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "vigil"]),
+        // Missions end to end: the real `vigil` binary, real processes, kill -9 at crash points.
+        .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )
