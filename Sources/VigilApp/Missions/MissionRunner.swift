@@ -221,7 +221,7 @@ public final class MissionRunner {
             let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: m.shim != nil)
             report(outcome, id: m.id, attempt: m.attempts, reason: reason, summary: &summary)
             if outcome != nil && m.lockKey != nil { summary.locksReleased += 1 }
-            AtomicFile.sweepTemps(in: MissionPaths(stateDir: stateDir, id: m.id).directory)
+            cleanAfterDeadShim(m.id)
             CrashPoint.hit("recovery-after-requeue")
         }
 
@@ -450,7 +450,14 @@ public final class MissionRunner {
             let reason = "its shim (\(t.shim.map { "\($0.identity)" } ?? "unknown")) ended without recording an exit status"
             var summary = MissionRecoverySummary()
             report(try q.shimDied(id: t.id, attempt: t.attempt, reason: reason), id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
-            AtomicFile.sweepTemps(in: MissionPaths(stateDir: stateDir, id: t.id).directory)
+            cleanAfterDeadShim(t.id)
         }
+    }
+
+    /// What a dead shim could not clean: its scratch directory and a half-written result.
+    private func cleanAfterDeadShim(_ id: Int64) {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        try? FileManager.default.removeItem(atPath: paths.scratch)
+        AtomicFile.sweepTemps(in: paths.directory)
     }
 }
