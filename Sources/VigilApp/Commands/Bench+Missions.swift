@@ -1,7 +1,225 @@
 import Foundation
+import Glibc
+import VigilCore
 import VigilStore
+import VigilSystem
 
+/// `vigil bench missions`: the mission figures of DESIGN.md's targets, measured on the disk of
+/// the state directory (in a scratch directory inside it, removed afterwards).
 enum MissionBench {
-    static func run(_ args: [String], stateDir: StateDirectory) throws {}
-    static func fill(stateDir: StateDirectory, count: Int) throws {}
+    static let usage = """
+    usage: vigil bench missions [--enqueues N] [--queued N] [--cycles N] [--starts N] [--trials N]
+
+    Durable enqueue latency beside a bare SQLite durable commit (same disk, same run, interleaved);
+    start-up recovery with N queued missions (after kill -9 of the process that queued them);
+    full cycles (enqueue, claim, complete, each its own durable transaction); enqueue → the
+    mission's process running, with an idle runner (woken by the CLI's wake file); and the CPU
+    of an idle runner tick.
+    """
+
+    struct Row {
+        var figure: String
+        var measured: String
+        var target: String
+    }
+
+    static func run(_ argv: [String], stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: ["enqueues", "queued", "cycles", "starts", "trials"], booleans: [])
+        let enqueues = try args.int("enqueues", min: 10) ?? 1000
+        let queued = try args.int("queued", min: 1) ?? 100_000
+        let cycles = try args.int("cycles", min: 1) ?? 1000
+        let starts = try args.int("starts", min: 1) ?? 30
+        let trials = try args.int("trials", min: 1) ?? 3
+
+        try AtomicFile.makeDirectory(stateDir.path)
+        let work = stateDir.file("bench-missions.\(getpid())")
+        try? FileManager.default.removeItem(atPath: work)
+        try AtomicFile.makeDirectory(work)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        var rows: [Row] = []
+        printErr("measuring in \(work) …\n")
+
+        rows += try enqueueLatency(StateDirectory(work + "/enqueue"), count: enqueues)
+        rows += try fullCycles(StateDirectory(work + "/cycles"), count: cycles)
+        rows += try recovery(work, queued: queued, trials: trials)
+        rows += try startLatency(StateDirectory(work + "/start"), count: starts)
+        rows += try idleTick(StateDirectory(work + "/idle"))
+
+        let w0 = max(6, rows.map(\.figure.count).max() ?? 0)
+        let w1 = max(8, rows.map(\.measured.count).max() ?? 0)
+        func line(_ a: String, _ b: String, _ c: String) -> String {
+            a.padding(toLength: w0, withPad: " ", startingAt: 0) + " | " + b.padding(toLength: w1, withPad: " ", startingAt: 0) + " | " + c
+        }
+        var out = [line("figure", "measured", "target"), String(repeating: "-", count: w0) + "-+-" + String(repeating: "-", count: w1) + "-+-------"]
+        out += rows.map { line($0.figure, $0.measured, $0.target) }
+        printOut(out.joined(separator: "\n"))
+    }
+
+    // MARK: - Figures
+
+    static func enqueueLatency(_ dir: StateDirectory, count: Int) throws -> [Row] {
+        try AtomicFile.makeDirectory(dir.path)
+        let q = MissionQueue(db: try Database(path: dir.database))
+        let bare = try Database(path: dir.file("bare.db"), migrate: false)
+        try bare.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+        var enq: [Double] = []
+        var withWake: [Double] = []
+        var raw: [Double] = []
+        for i in 0..<(count + 20) {
+            // Interleaved, so both see the same disk weather.
+            let t0 = Clock.boot()
+            _ = try q.enqueue(argv: ["true", "\(i)"], cwd: "/")
+            let t1 = Clock.boot()
+            MissionRunner.poke(dir)
+            let t2 = Clock.boot()
+            try bare.write { try bare.execute("INSERT INTO t(v) VALUES (?)", [.text("[\"true\",\"\(i)\"]")]) }
+            let t3 = Clock.boot()
+            if i >= 20 { // warm-up
+                enq.append((t1 - t0).milliseconds)
+                withWake.append((t2 - t0).milliseconds)
+                raw.append((t3 - t2).milliseconds)
+            }
+        }
+        let ratio = median(enq) / median(raw)
+        return [
+            Row(figure: "bare SQLite commit (WAL, FULL), p50 / p95 / p99", measured: ms3(raw), target: "(reference)"),
+            Row(figure: "durable enqueue, p50 / p95 / p99", measured: ms3(enq), target: "p99 ≤ 5 ms"),
+            Row(figure: "  enqueue p50 ÷ bare commit p50", measured: String(format: "%.2f×", ratio), target: "≤ 1.5×"),
+            Row(figure: "  enqueue + wake file (what `mission add` does), p50 / p95", measured: ms2(withWake), target: ""),
+        ]
+    }
+
+    static func fullCycles(_ dir: StateDirectory, count: Int) throws -> [Row] {
+        try AtomicFile.makeDirectory(dir.path)
+        let q = MissionQueue(db: try Database(path: dir.database))
+        let t0 = Clock.boot()
+        for i in 0..<count {
+            let id = try q.enqueue(argv: ["true", "\(i)"], cwd: "/")
+            guard let m = try q.claim(limit: 1).first, m.id == id else { throw CommandError("benchmark: claimed the wrong mission") }
+            let r = MissionResult(mission: id, attempt: m.attempts, exitCode: 0, signal: nil, reason: nil, childPID: nil, started: "", finished: "")
+            try q.finish(id: id, attempt: m.attempts, result: r)
+        }
+        let total = Clock.boot() - t0
+        return [Row(figure: "\(count) full cycles (enqueue, claim, complete; each durable)", measured: String(format: "%.3f s", total.seconds), target: "≤ 1 s")]
+    }
+
+    static func recovery(_ work: String, queued: Int, trials: Int) throws -> [Row] {
+        var recoverMS: [Double] = []
+        var firstMS: [Double] = []
+        var openMS: [Double] = []
+        for trial in 0..<trials {
+            let dir = StateDirectory(work + "/recovery-\(trial)")
+            // A separate process queues them and is killed -9 right after its commit.
+            var options = Spawner.Options()
+            options.outputPath = work + "/fill.log"
+            let filler = try Spawner.spawn([Executable.path, "shim", "--state-dir", dir.path, "--bench-fill", "\(queued)"], options)
+            _ = Spawner.wait(filler.pid)
+            let journal = Journal(path: dir.journal, source: "bench")
+            let t0 = Clock.boot()
+            let runner = try MissionRunner(stateDir: dir, journal: journal, maxParallel: 1, shimExecutable: Executable.path, notify: { _, _ in })
+            let summary = try runner.recover()
+            let t1 = Clock.boot()
+            guard let q = runner.queueForBench, try q.claim(limit: 1).count == 1 else {
+                throw CommandError("benchmark: no mission claimable after recovery (\(summary.text))")
+            }
+            let t2 = Clock.boot()
+            recoverMS.append((t1 - t0).milliseconds)
+            firstMS.append((t2 - t0).milliseconds)
+            let t3 = Clock.boot()
+            _ = try Database(path: dir.database).scalarInt("SELECT count(*) FROM missions WHERE state = 'pending'")
+            openMS.append((Clock.boot() - t3).milliseconds)
+        }
+        return [
+            Row(figure: "start-up recovery, \(queued) queued (after kill -9), median of \(trials)", measured: String(format: "%.1f ms", median(recoverMS)), target: "≤ 200 ms"),
+            Row(figure: "  first mission claimed (recovery + claim)", measured: String(format: "%.1f ms", median(firstMS)), target: "≤ 100 ms"),
+            Row(figure: "  (open + count the queue, for reference)", measured: String(format: "%.1f ms", median(openMS)), target: ""),
+        ]
+    }
+
+    static func startLatency(_ dir: StateDirectory, count: Int) throws -> [Row] {
+        try AtomicFile.makeDirectory(dir.path)
+        let marks = dir.file("marks")
+        try AtomicFile.makeDirectory(marks)
+        let q = MissionQueue(db: try Database(path: dir.database))
+        var options = Spawner.Options()
+        options.outputPath = dir.file("driver.log")
+        // Tick 10 s: only the wake file (inotify) can make it start a mission quickly.
+        let driver = try Spawner.spawn([Executable.path, "shim", "--state-dir", dir.path, "--drive", "--tick", "10"], options)
+        defer {
+            driver.signal(SIGTERM)
+            _ = Spawner.wait(driver.pid)
+        }
+        let watch = try Inotify()
+        try watch.watch(directory: marks)
+        // Wait until the runner has recovered (it journals that), then let it go idle.
+        let ready = Clock.boot() + .seconds(10)
+        while !Journal.read(path: dir.journal).entries.contains(where: { $0["event"]?.stringValue == "missions-recovered" }) {
+            guard Clock.boot() < ready else { throw CommandError("benchmark: the mission runner did not start (see \(dir.file("driver.log")))") }
+            usleep(10_000)
+        }
+        var samples: [Double] = []
+        for i in 0..<count {
+            usleep(50_000)
+            _ = watch.drain()
+            let name = "ran-\(i)"
+            let t0 = Clock.boot()
+            _ = try q.enqueue(argv: ["touch", marks + "/" + name], cwd: "/")
+            MissionRunner.poke(dir)
+            var seen = false
+            while !seen {
+                guard !pollReadable([watch.fd], timeoutMilliseconds: 5000).isEmpty else {
+                    throw CommandError("benchmark: mission \(i) did not start within 5 s (see \(dir.file("driver.log")))")
+                }
+                seen = watch.drain().contains { $0.name == name }
+            }
+            samples.append((Clock.boot() - t0).milliseconds)
+        }
+        return [Row(figure: "enqueue → mission process running (idle runner), p50 / p95", measured: ms2(samples), target: "(no target; shim + exec included)")]
+    }
+
+    static func idleTick(_ dir: StateDirectory) throws -> [Row] {
+        try AtomicFile.makeDirectory(dir.path)
+        let runner = try MissionRunner(stateDir: dir, journal: Journal(path: dir.journal, source: "bench"), maxParallel: 1,
+                                       shimExecutable: Executable.path, notify: { _, _ in })
+        try runner.recover()
+        try runner.tick(now: Clock.boot())
+        let n = 2000
+        let c0 = Clock.processCPU()
+        for _ in 0..<n { try runner.tick(now: Clock.boot()) }
+        let perTick = (Clock.processCPU() - c0).milliseconds * 1000 / Double(n)
+        return [Row(figure: "idle runner tick (missions part), CPU", measured: String(format: "%.1f µs", perTick), target: "probe budget ≤ 100 µs")]
+    }
+
+    /// `vigil shim --bench-fill`: queues `count` missions in one transaction (the caller then
+    /// kills itself with SIGKILL, so the database is opened after a crash).
+    static func fill(stateDir: StateDirectory, count: Int) throws {
+        try AtomicFile.makeDirectory(stateDir.path)
+        let db = try Database(path: stateDir.database)
+        let now = Clock.wall().timeIntervalSince1970
+        try db.write {
+            for i in 0..<count {
+                try db.execute("INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
+                               [.text("[\"true\",\"\(i)\"]"), .text("/"), i % 10 == 0 ? .text("key-\(i % 7)") : .null, .int(3), .double(now)])
+            }
+        }
+    }
+
+    // MARK: - Statistics
+
+    static func percentile(_ xs: [Double], _ p: Double) -> Double {
+        guard !xs.isEmpty else { return .nan }
+        let s = xs.sorted()
+        let idx = min(s.count - 1, max(0, Int((p / 100 * Double(s.count - 1)).rounded())))
+        return s[idx]
+    }
+
+    static func median(_ xs: [Double]) -> Double { percentile(xs, 50) }
+
+    static func ms2(_ xs: [Double]) -> String {
+        String(format: "%.3f / %.3f ms", percentile(xs, 50), percentile(xs, 95))
+    }
+
+    static func ms3(_ xs: [Double]) -> String {
+        String(format: "%.3f / %.3f / %.3f ms", percentile(xs, 50), percentile(xs, 95), percentile(xs, 99))
+    }
 }

@@ -11,6 +11,7 @@ enum ShimCommand {
     usage: vigil shim --mission ID --attempt N --max-attempts M --cwd DIR -- CMD [ARG…]
            vigil shim --drive [--max-parallel N] [--tick D] [--term-grace D]
            vigil shim --bench-fill COUNT
+           vigil shim --bench [-- BENCH-OPTIONS]   (same as vigil bench missions)
 
     Internal; not for people. The first form is how the runner starts a mission: a shim in its
     own session runs CMD in its own process group (argv as given, never through a shell) with
@@ -24,7 +25,12 @@ enum ShimCommand {
 
     static func run(_ inv: Invocation) throws {
         let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "max-parallel", "tick", "term-grace", "bench-fill"],
-                                 booleans: ["drive"])
+                                 booleans: ["drive", "bench"])
+        if args.has("bench") {
+            // Until `vigil bench missions` is wired: the same benchmark.
+            try MissionBench.run(args.rest ?? [], stateDir: inv.stateDir)
+            return
+        }
         if args.has("drive") {
             try MissionRunner.runStandalone(stateDir: inv.stateDir, maxParallel: try args.int("max-parallel", min: 1) ?? 1,
                                             tick: try args.duration("tick") ?? .seconds(1),

@@ -127,12 +127,12 @@ public final class MissionRunner {
     /// runner's loop (which watches the state directory), not a durable record.
     public static func wakeFile(_ stateDir: StateDirectory) -> String { stateDir.file("missions.wake") }
 
-    /// Touches the wake file (plain write + close; errors ignored: the next tick sees the
-    /// change anyway).
+    /// Touches the wake file: open for writing + close, which inotify reports as
+    /// `IN_CLOSE_WRITE`. No write and no `O_TRUNC` (a truncate makes ext4 flush on close).
+    /// Errors are ignored: the runner's next periodic tick sees the change anyway.
     public static func poke(_ stateDir: StateDirectory) {
-        let fd = open(wakeFile(stateDir), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(wakeFile(stateDir), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
-        _ = "1".withCString { Glibc.write(fd, $0, 1) }
         close(fd)
     }
 
@@ -151,6 +151,9 @@ public final class MissionRunner {
         }
         return next
     }
+
+    /// The runner's queue once opened (the benchmark claims through it).
+    var queueForBench: MissionQueue? { queue }
 
     /// Missions this runner watches now.
     public var runningCount: Int { tracked.count }
@@ -355,6 +358,7 @@ public final class MissionRunner {
         for t in tracked.values.sorted(by: { $0.id < $1.id }) where t.spawnFailure != nil {
             try q.revertClaim(id: t.id, attempt: t.attempt, reason: t.spawnFailure!)
             tracked[t.id] = nil
+            claimNeeded = true // try again (e.g. the executable was being replaced)
         }
 
         // Ended shims.
