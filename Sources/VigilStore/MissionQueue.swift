@@ -119,110 +119,75 @@ public final class MissionQueue {
 
     // MARK: - Runner transitions
 
+    /// How a running attempt ended, as the runner saw it.
+    public enum Settlement: Sendable, Equatable {
+        /// The shim wrote this result.
+        case finished(MissionResult)
+        /// No usable result (e.g. a corrupt result file): failed with this reason.
+        case failed(reason: String)
+        /// The shim ended without a result: requeue, or fail after the max.
+        case shimDied(reason: String, countAttempt: Bool)
+        /// The shim could not be started: pending again, the attempt not counted.
+        case revert(reason: String)
+    }
+
+    /// What a settlement did.
+    public enum SettleOutcome: Sendable, Equatable {
+        case ended(MissionState, reason: String?)
+        case died(ShimDeath)
+        case reverted
+        /// The attempt was not running any more: nothing changed.
+        case stale
+    }
+
+    /// The runner's tick in one transaction (one fsync): settle ended attempts (releasing their
+    /// locks), record shim identities, then claim up to `claimLimit` missions. Pending missions
+    /// freed by a settlement (a released key) can be claimed in the same transaction.
+    public func settleAndClaim(_ settlements: [(id: Int64, attempt: Int, settlement: Settlement)],
+                               recordShims shims: [(id: Int64, attempt: Int, shim: MissionShim)] = [],
+                               claimLimit: Int) throws -> (outcomes: [SettleOutcome], claimed: [Mission]) {
+        try db.write {
+            let outcomes = try settlements.map { try settleLocked($0.id, attempt: $0.attempt, $0.settlement) }
+            try recordShimsLocked(shims)
+            return (outcomes, try claimLocked(limit: claimLimit))
+        }
+    }
+
     /// Claims up to `limit` pending missions in id order, in one transaction: each becomes
     /// running with `attempts + 1` and takes its lock key. A key that is held, or already taken
     /// earlier in this pass, makes its mission wait (FIFO per key).
     public func claim(limit: Int) throws -> [Mission] {
         guard limit > 0 else { return [] }
-        return try db.write {
-            var claimed: [Mission] = []
-            var taken = Set<String>()
-            var after: Int64 = 0
-            let now = MissionQueue.now()
-            while claimed.count < limit {
-                let batch = limit - claimed.count + 16
-                let rows = try db.query("""
-                    SELECT \(MissionQueue.columns) FROM missions
-                    WHERE state = 'pending' AND id > ? AND (lock_key IS NULL OR lock_key NOT IN (SELECT key FROM mission_locks))
-                    ORDER BY id LIMIT ?
-                    """, [.int(after), .int(Int64(batch))])
-                for r in rows {
-                    var m = MissionQueue.decode(r)
-                    after = m.id
-                    if let key = m.lockKey {
-                        guard !taken.contains(key) else { continue }
-                        taken.insert(key)
-                        try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
-                    }
-                    try db.execute("""
-                        UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
-                            shim_pid = NULL, shim_start = NULL, shim_boot = NULL
-                        WHERE id = ?
-                        """, [now, .int(m.id)])
-                    m.state = .running
-                    m.attempts += 1
-                    m.shim = nil
-                    claimed.append(m)
-                    if claimed.count == limit { break }
-                }
-                if rows.count < batch { break }
-            }
-            return claimed
-        }
+        return try db.write { try claimLocked(limit: limit) }
     }
 
     /// Records the shims of freshly started attempts (one transaction for all).
     public func recordShims(_ shims: [(id: Int64, attempt: Int, shim: MissionShim)]) throws {
         guard !shims.isEmpty else { return }
-        try db.write {
-            for s in shims {
-                try db.execute("UPDATE missions SET shim_pid = ?, shim_start = ?, shim_boot = ? WHERE id = ? AND state = 'running' AND attempts = ?",
-                               [.int(Int64(s.shim.identity.pid)), .int(Int64(s.shim.identity.startTicks)), .text(s.shim.bootID),
-                                .int(s.id), .int(Int64(s.attempt))])
-            }
-        }
+        try db.write { try recordShimsLocked(shims) }
     }
 
     /// Undoes a claim whose shim could not be started: pending again, the attempt not counted.
     public func revertClaim(id: Int64, attempt: Int, reason: String) throws {
-        try db.write {
-            try db.execute("""
-                UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
-                WHERE id = ? AND state = 'running' AND attempts = ?
-                """, [.text(reason), .int(id), .int(Int64(attempt))])
-            if db.changes > 0 { try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)]) }
-        }
-    }
-
-    /// How a finished attempt's result maps to a final state.
-    public static func outcome(of result: MissionResult, cancelRequested: Bool) -> (state: MissionState, reason: String?) {
-        if let reason = result.reason { return (.failed, reason) }
-        let how = result.signal.map { "killed by \(SignalName.of($0))" } ?? "exited with status \(result.exitCode)"
-        if result.exitCode == 0 { return (.done, nil) }
-        if cancelRequested { return (.cancelled, "cancelled by an operator (\(how))") }
-        return (.failed, how)
+        try db.write { _ = try settleLocked(id, attempt: attempt, .revert(reason: reason)) }
     }
 
     /// Finalizes a running attempt from its shim's result and releases its lock. Returns the
     /// final state, or nil when the attempt is not running any more (stale).
     @discardableResult
     public func finish(id: Int64, attempt: Int, result: MissionResult) throws -> MissionState? {
-        try db.write {
-            guard let row = try db.query("SELECT cancel_requested FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
-                                         [.int(id), .int(Int64(attempt))]).first else { return nil }
-            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: (row[0].int ?? 0) != 0)
-            try db.execute("""
-                UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?
-                """, [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
-                      reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
-            try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
-            return state
-        }
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .finished(result)) }
+        if case .ended(let state, _) = outcome { return state }
+        return nil
     }
 
     /// Ends a running attempt as failed (or cancelled when that was asked) without a usable
     /// result, e.g. a corrupt result file. Nil when stale.
     @discardableResult
     public func fail(id: Int64, attempt: Int, reason: String) throws -> MissionState? {
-        try db.write {
-            guard let row = try db.query("SELECT cancel_requested FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
-                                         [.int(id), .int(Int64(attempt))]).first else { return nil }
-            let state: MissionState = (row[0].int ?? 0) != 0 ? .cancelled : .failed
-            try db.execute("UPDATE missions SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
-                           [.text(state.rawValue), .text(reason), MissionQueue.now(), .int(id)])
-            try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
-            return state
-        }
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .failed(reason: reason)) }
+        if case .ended(let state, _) = outcome { return state }
+        return nil
     }
 
     public enum ShimDeath: Equatable, Sendable {
@@ -242,36 +207,116 @@ public final class MissionQueue {
     /// never started) the attempt is taken back. Nil when stale.
     @discardableResult
     public func shimDied(id: Int64, attempt: Int, reason: String, countAttempt: Bool = true) throws -> ShimDeath? {
-        try db.write {
-            guard let row = try db.query("SELECT cancel_requested, max_attempts FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
-                                         [.int(id), .int(Int64(attempt))]).first else { return nil }
-            let cancel = (row[0].int ?? 0) != 0
-            let maxAttempts = Int(row[1].int ?? 1)
-            let outcome: ShimDeath
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .shimDied(reason: reason, countAttempt: countAttempt)) }
+        if case .died(let death) = outcome { return death }
+        return nil
+    }
+
+    /// How a finished attempt's result maps to a final state.
+    public static func outcome(of result: MissionResult, cancelRequested: Bool) -> (state: MissionState, reason: String?) {
+        if let reason = result.reason { return (.failed, reason) }
+        let how = result.signal.map { "killed by \(SignalName.of($0))" } ?? "exited with status \(result.exitCode)"
+        if result.exitCode == 0 { return (.done, nil) }
+        if cancelRequested { return (.cancelled, "cancelled by an operator (\(how))") }
+        return (.failed, how)
+    }
+
+    // MARK: - Inside a write transaction
+
+    private func claimLocked(limit: Int) throws -> [Mission] {
+        guard limit > 0 else { return [] }
+        var claimed: [Mission] = []
+        var taken = Set<String>()
+        var after: Int64 = 0
+        let now = MissionQueue.now()
+        while claimed.count < limit {
+            let batch = limit - claimed.count + 16
+            let rows = try db.query("""
+                SELECT \(MissionQueue.columns) FROM missions
+                WHERE state = 'pending' AND id > ? AND (lock_key IS NULL OR lock_key NOT IN (SELECT key FROM mission_locks))
+                ORDER BY id LIMIT ?
+                """, [.int(after), .int(Int64(batch))])
+            for r in rows {
+                var m = MissionQueue.decode(r)
+                after = m.id
+                if let key = m.lockKey {
+                    guard !taken.contains(key) else { continue }
+                    taken.insert(key)
+                    try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
+                }
+                try db.execute("""
+                    UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
+                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                    WHERE id = ?
+                    """, [now, .int(m.id)])
+                m.state = .running
+                m.attempts += 1
+                m.shim = nil
+                claimed.append(m)
+                if claimed.count == limit { break }
+            }
+            if rows.count < batch { break }
+        }
+        return claimed
+    }
+
+    private func recordShimsLocked(_ shims: [(id: Int64, attempt: Int, shim: MissionShim)]) throws {
+        for s in shims {
+            try db.execute("UPDATE missions SET shim_pid = ?, shim_start = ?, shim_boot = ? WHERE id = ? AND state = 'running' AND attempts = ?",
+                           [.int(Int64(s.shim.identity.pid)), .int(Int64(s.shim.identity.startTicks)), .text(s.shim.bootID),
+                            .int(s.id), .int(Int64(s.attempt))])
+        }
+    }
+
+    private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
+        guard let row = try db.query("SELECT cancel_requested, max_attempts FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
+                                     [.int(id), .int(Int64(attempt))]).first else { return .stale }
+        let cancel = (row[0].int ?? 0) != 0
+        let maxAttempts = Int(row[1].int ?? 1)
+        let outcome: SettleOutcome
+        switch settlement {
+        case .finished(let result):
+            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: cancel)
+            try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
+                           [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
+                            reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
+            outcome = .ended(state, reason: reason)
+        case .failed(let reason):
+            let state: MissionState = cancel ? .cancelled : .failed
+            try db.execute("UPDATE missions SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
+                           [.text(state.rawValue), .text(reason), MissionQueue.now(), .int(id)])
+            outcome = .ended(state, reason: reason)
+        case .revert(let reason):
+            try db.execute("""
+                UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                WHERE id = ?
+                """, [.text(reason), .int(id)])
+            outcome = .reverted
+        case .shimDied(let reason, let countAttempt):
             if cancel {
-                outcome = .cancelled
                 try db.execute("UPDATE missions SET state = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
                                [.text("cancelled by an operator (\(reason))"), MissionQueue.now(), .int(id)])
+                outcome = .died(.cancelled)
             } else if !countAttempt {
-                outcome = .requeuedUncounted
                 try db.execute("""
                     UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
                     WHERE id = ?
                     """, [.text(reason), .int(id)])
+                outcome = .died(.requeuedUncounted)
             } else if attempt >= maxAttempts {
                 let text = "\(reason) on attempt \(attempt) of \(maxAttempts); giving up"
-                outcome = .failed(reason: text)
                 try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ? WHERE id = ?",
                                [.text(text), MissionQueue.now(), .int(id)])
+                outcome = .died(.failed(reason: text))
             } else {
-                outcome = .requeued(attempts: attempt)
                 try db.execute("""
                     UPDATE missions SET state = 'pending', reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
                     """, [.text("attempt \(attempt) of \(maxAttempts): \(reason); requeued"), .int(id)])
+                outcome = .died(.requeued(attempts: attempt))
             }
-            try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
-            return outcome
         }
+        try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
+        return outcome
     }
 
     /// Deletes locks whose holder is not running (a holder that died, or a row edited by hand).

@@ -92,15 +92,41 @@ enum MissionBench {
     static func fullCycles(_ dir: StateDirectory, count: Int) throws -> [Row] {
         try AtomicFile.makeDirectory(dir.path)
         let q = MissionQueue(db: try Database(path: dir.database))
+        func done(_ m: Mission) -> MissionQueue.Settlement {
+            .finished(MissionResult(mission: m.id, attempt: m.attempts, exitCode: 0, signal: nil, reason: nil, childPID: nil, started: "", finished: ""))
+        }
+        // Warm-up: let the WAL reach its working size first (a growing WAL file makes every
+        // fdatasync also write metadata); both variants below then run on the same footing.
+        for i in 0..<min(count, 300) {
+            let id = try q.enqueue(argv: ["warm", "\(i)"], cwd: "/")
+            guard let m = try q.claim(limit: 1).first, m.id == id else { throw CommandError("benchmark: claimed the wrong mission") }
+            _ = try q.settleAndClaim([(id, m.attempts, done(m))], claimLimit: 0)
+        }
+        // As the runner's tick does it: an ended attempt and the next claim share one commit.
         let t0 = Clock.boot()
+        _ = try q.enqueue(argv: ["true", "0"], cwd: "/")
+        var current = try q.claim(limit: 1).first
+        for i in 0..<count {
+            guard let m = current else { throw CommandError("benchmark: nothing claimed at cycle \(i)") }
+            if i + 1 < count { _ = try q.enqueue(argv: ["true", "\(i + 1)"], cwd: "/") }
+            let (outcomes, claimed) = try q.settleAndClaim([(m.id, m.attempts, done(m))], claimLimit: i + 1 < count ? 1 : 0)
+            guard outcomes == [.ended(.done, reason: nil)] else { throw CommandError("benchmark: mission \(m.id) not completed") }
+            current = claimed.first
+        }
+        let pipelined = Clock.boot() - t0
+        // Every step its own transaction (3 commits per mission).
+        let t1 = Clock.boot()
         for i in 0..<count {
             let id = try q.enqueue(argv: ["true", "\(i)"], cwd: "/")
             guard let m = try q.claim(limit: 1).first, m.id == id else { throw CommandError("benchmark: claimed the wrong mission") }
-            let r = MissionResult(mission: id, attempt: m.attempts, exitCode: 0, signal: nil, reason: nil, childPID: nil, started: "", finished: "")
-            try q.finish(id: id, attempt: m.attempts, result: r)
+            _ = try q.settleAndClaim([(id, m.attempts, done(m))], claimLimit: 0)
         }
-        let total = Clock.boot() - t0
-        return [Row(figure: "\(count) full cycles (enqueue, claim, complete; each durable)", measured: String(format: "%.3f s", total.seconds), target: "≤ 1 s")]
+        let separate = Clock.boot() - t1
+        return [
+            Row(figure: "\(count) full cycles (enqueue, claim, complete; each durable)", measured: String(format: "%.3f s", pipelined.seconds), target: "≤ 1 s"),
+            Row(figure: "  (complete + next claim share a commit, as in the runner's tick: 2 commits/mission)", measured: "", target: ""),
+            Row(figure: "  \(count) cycles with 3 separate commits per mission", measured: String(format: "%.3f s", separate.seconds), target: "(reference)"),
+        ]
     }
 
     static func recovery(_ work: String, queued: Int, trials: Int) throws -> [Row] {

@@ -89,6 +89,8 @@ public final class MissionRunner {
         var exited = false
         /// The shim could not be started; the claim must be taken back.
         var spawnFailure: String?
+        /// Ended or failed without a pidfd to wake the loop: the next tick is due at once.
+        var needsTick = false
 
         init(id: Int64, attempt: Int, shim: MissionShim?, identityRecorded: Bool) {
             self.id = id
@@ -141,9 +143,10 @@ public final class MissionRunner {
         tracked.values.filter { !$0.exited }.compactMap { $0.pidfd?.fd }
     }
 
-    /// When `tick` must run again at the latest (a cancel's SIGTERM → SIGKILL grace), if ever.
+    /// When `tick` must run again at the latest (a cancel's SIGTERM → SIGKILL grace, or at once
+    /// for a shim that ended before it could be watched), if ever.
     public var nextDeadline: BootInstant? {
-        var next: BootInstant? = nil
+        var next: BootInstant? = tracked.values.contains { $0.needsTick } ? Clock.boot() : nil
         for t in tracked.values where t.cancelRequested && !t.exited {
             let due: BootInstant
             if let k = t.killSentAt { due = k + termGrace } else if let s = t.termSentAt { due = s + termGrace } else { due = Clock.boot() }
@@ -342,35 +345,28 @@ public final class MissionRunner {
 
     /// Records ended attempts, processes cancels, and claims and starts due missions up to
     /// `maxParallel` (respecting lock keys). Never waits for a child and never holds a
-    /// transaction while anything runs. Runs `recover()` first when it has not succeeded yet.
+    /// transaction while anything runs: ended attempts, identities and claims share one
+    /// transaction, the fresh shims' identities a second. Runs `recover()` first when it has
+    /// not succeeded yet.
     public func tick(now: BootInstant) throws {
         let q = try openQueue()
         if !recovered { try recover() }
 
-        // Identities not recorded yet (the write failed on an earlier tick).
-        let unrecorded = tracked.values.filter { !$0.identityRecorded && $0.shim != nil }
-        if !unrecorded.isEmpty {
-            try q.recordShims(unrecorded.map { ($0.id, $0.attempt, $0.shim!) })
-            for t in unrecorded { t.identityRecorded = true }
-        }
-
-        // Claims whose shim could not start.
-        for t in tracked.values.sorted(by: { $0.id < $1.id }) where t.spawnFailure != nil {
-            try q.revertClaim(id: t.id, attempt: t.attempt, reason: t.spawnFailure!)
-            tracked[t.id] = nil
-            claimNeeded = true // try again (e.g. the executable was being replaced)
-        }
-
-        // Ended shims.
+        // Ended shims and failed starts: decide what happened (no database yet).
+        var plan: [(t: Tracked, settlement: MissionQueue.Settlement, corrupt: String?)] = []
         for t in tracked.values.sorted(by: { $0.id < $1.id }) {
+            t.needsTick = false
+            if let failure = t.spawnFailure {
+                plan.append((t, .revert(reason: failure), nil))
+                continue
+            }
             if !t.exited, let fd = t.pidfd, fd.hasExited {
                 fd.reapIfChild()
                 t.exited = true
             }
             guard t.exited else { continue }
-            try collect(t, q: q)
-            tracked[t.id] = nil
-            claimNeeded = true
+            let (settlement, corrupt) = judge(t)
+            plan.append((t, settlement, corrupt))
         }
 
         // Changes by other processes: new missions, cancels.
@@ -381,6 +377,29 @@ public final class MissionRunner {
             }
             lastDataVersion = version
             claimNeeded = true
+        }
+
+        // One transaction: settle, record identities left from an earlier failure, claim.
+        let unrecorded = tracked.values.filter { !$0.identityRecorded && $0.shim != nil && !$0.exited }
+        let free = maxParallel - (tracked.count - plan.count)
+        let claimLimit = (claimNeeded || !plan.isEmpty) && free > 0 ? free : 0
+        if !plan.isEmpty || !unrecorded.isEmpty || claimLimit > 0 {
+            let (outcomes, claimed) = try q.settleAndClaim(
+                plan.map { ($0.t.id, $0.t.attempt, $0.settlement) },
+                recordShims: unrecorded.map { ($0.id, $0.attempt, $0.shim!) },
+                claimLimit: claimLimit)
+            for t in unrecorded { t.identityRecorded = true }
+            if claimLimit > 0 { claimNeeded = false }
+            for (item, outcome) in zip(plan, outcomes) {
+                tracked[item.t.id] = nil
+                after(item.t, item.settlement, outcome, corrupt: item.corrupt)
+            }
+            for m in claimed { start(m) }
+            let fresh = claimed.compactMap { tracked[$0.id] }.filter { $0.shim != nil && !$0.identityRecorded }
+            if !fresh.isEmpty {
+                try q.recordShims(fresh.map { ($0.id, $0.attempt, $0.shim!) })
+                for t in fresh { t.identityRecorded = true }
+            }
         }
 
         // Cancels: SIGTERM to the mission's groups, SIGKILL after the grace (again every grace
@@ -400,18 +419,53 @@ public final class MissionRunner {
                 t.killSentAt = now
             }
         }
+    }
 
-        // Claim and start.
-        let free = maxParallel - tracked.count
-        if claimNeeded && free > 0 {
-            claimNeeded = false
-            let claimed = try q.claim(limit: free)
-            for m in claimed { start(m) }
-            let fresh = claimed.compactMap { tracked[$0.id] }.filter { $0.shim != nil && !$0.identityRecorded }
-            if !fresh.isEmpty {
-                try q.recordShims(fresh.map { ($0.id, $0.attempt, $0.shim!) })
-                for t in fresh { t.identityRecorded = true }
+    /// What an ended attempt's files say: its result, a corrupt result (with the reason for
+    /// the quarantine), or a shim that died without one (whose leftover processes are killed
+    /// now, before the attempt can be started again).
+    private func judge(_ t: Tracked) -> (MissionQueue.Settlement, corrupt: String?) {
+        let paths = MissionPaths(stateDir: stateDir, id: t.id)
+        switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
+        case .ok(let r) where r.mission == t.id && r.attempt == t.attempt:
+            return (.finished(r), nil)
+        case .corrupt(let why):
+            return (.failed(reason: "its result file was corrupt (\(why)); the file was quarantined"), why)
+        case .ok, .absent:
+            if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
+            let who = t.shim.map { "\($0.identity)" } ?? "unknown"
+            return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
+        }
+    }
+
+    /// After the commit: journal, quarantine, clean up.
+    private func after(_ t: Tracked, _ settlement: MissionQueue.Settlement, _ outcome: MissionQueue.SettleOutcome, corrupt: String?) {
+        var summary = MissionRecoverySummary()
+        var fields: [String: JSONValue] = ["mission": .int(t.id), "attempt": .int(Int64(t.attempt))]
+        switch outcome {
+        case .stale:
+            return
+        case .reverted:
+            journal.append("mission-start-reverted", fields)
+            claimNeeded = true // try again (e.g. the executable was being replaced)
+        case .died(let death):
+            guard case .shimDied(let reason, _) = settlement else { return }
+            report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
+            cleanAfterDeadShim(t.id)
+        case .ended(let state, let reason):
+            let paths = MissionPaths(stateDir: stateDir, id: t.id)
+            if let why = corrupt {
+                // The database first: if we are killed between the two, the row is final and
+                // the leftover file harms nobody.
+                files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
             }
+            fields["state"] = .string(state.rawValue)
+            if case .finished(let r) = settlement {
+                fields["exit_code"] = .int(Int64(r.exitCode))
+                if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+            }
+            if let reason { fields["reason"] = .string(reason) }
+            journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
         }
     }
 
@@ -433,29 +487,19 @@ public final class MissionRunner {
             if let fd = identity.openPidFD() {
                 t.pidfd = fd
             } else {
-                // Already ended (a zombie child of ours): nothing to poll; record it now.
+                // Already ended (a zombie child of ours): nothing to poll; record it next tick.
                 Spawner.reap(identity.pid)
                 t.exited = true
-                claimNeeded = true
+                t.needsTick = true
             }
             journal.append("mission-started", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)),
                                                "shim_pid": .int(Int64(identity.pid))])
         } catch {
             t.spawnFailure = "cannot start its shim: \(error)"
+            t.needsTick = true
             journal.append("mission-start-failed", ["mission": .int(m.id), "error": .string("\(error)")])
         }
         CrashPoint.hit("after-spawn")
-    }
-
-    /// Records an ended attempt: from its result file, or as a dead shim.
-    private func collect(_ t: Tracked, q: MissionQueue) throws {
-        if case .noResult = try settle(t.id, attempt: t.attempt, q: q) {
-            if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
-            let reason = "its shim (\(t.shim.map { "\($0.identity)" } ?? "unknown")) ended without recording an exit status"
-            var summary = MissionRecoverySummary()
-            report(try q.shimDied(id: t.id, attempt: t.attempt, reason: reason), id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
-            cleanAfterDeadShim(t.id)
-        }
     }
 
     /// What a dead shim could not clean: its scratch directory and a half-written result.
