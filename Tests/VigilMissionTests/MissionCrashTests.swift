@@ -200,10 +200,19 @@ extension MissionTests {
         try waitUntil("the runner to meet the lock") { !env.events("missions-db-unavailable").isEmpty }
         #expect(FileManager.default.fileExists(atPath: MissionPaths(stateDir: env.state, id: id).result))
         #expect(env.isRunning(driver))
+
+        // A runner that starts while the database is locked cannot recover yet: it keeps
+        // ticking and starts nothing.
+        env.kill9(driver)
+        let second = try env.startDriver()
+        try waitUntil("the new runner to meet the lock") { env.events("missions-db-unavailable").count >= 2 }
+        #expect(env.isRunning(second))
+        #expect(try env.mission(id).state == .running)
+        #expect(env.events("missions-recovered").count == 1)
         try holder.execute("ROLLBACK")
 
         try waitUntil("caught up") { try env.mission(id).state == .done }
-        #expect(!env.events("missions-db-available").isEmpty)
+        try waitUntil("the runner to journal that the database is back") { !env.events("missions-db-available").isEmpty }
         let later = try env.add(["true"])
         try waitUntil("a new mission runs") { try env.mission(later).state == .done }
         #expect(try env.queue.missions().count == 2)
