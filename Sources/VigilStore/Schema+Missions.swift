@@ -5,13 +5,16 @@ extension Schema {
     ///   (a pending mission behind a held or earlier-claimed lock key), never stored.
     /// - `attempts` counts starts; the shim identity of the current attempt is `shim_pid`,
     ///   `shim_start` (start ticks) and `shim_boot` (kernel boot id).
-    /// - `AUTOINCREMENT`: ids are never reused, so a mission directory is never shared.
+    /// - Rows are never deleted, so `id` (the rowid, max + 1) is never reused and a mission
+    ///   directory is never shared. No `AUTOINCREMENT`: it would add a third page
+    ///   (`sqlite_sequence`) to every enqueue's commit. Anything that prunes missions later
+    ///   must keep the newest row (or add AUTOINCREMENT in a new migration).
     /// - One row in `mission_locks` per held key, written in the claim transaction and deleted in
     ///   the transaction that ends the attempt.
     static let missionsV1: [String] = [
         """
         CREATE TABLE missions (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY,
             argv TEXT NOT NULL,
             cwd TEXT NOT NULL,
             lock_key TEXT,
