@@ -263,11 +263,19 @@ extension MissionTests {
                                         "--max-attempts", "1", "--cwd", "/", "--", "sleep", "30"], options)
         options.outputPath = env.path("foreign.log")
         let foreign = try Spawner.spawn(["sleep", "30"], options)
+        // A mission process whose shim is gone (its session leader exited) is an orphan; one
+        // in a session with a live leader (it made its own session on purpose) is not.
+        options.environment = ["VIGIL_STATE_DIR": env.state.path, "VIGIL_MISSION_ID": "\(done)"]
+        let leaderless = try Spawner.spawn(["sh", "-c", "sleep 30 & echo $!"], options)
+        _ = Spawner.wait(leaderless.pid)
+        let ownSession = try Spawner.spawn(["sleep", "30"], options)
         defer {
-            foreign.signal(SIGKILL)
-            _ = Spawner.wait(foreign.pid)
+            for p in [foreign, ownSession] {
+                p.signal(SIGKILL)
+                _ = Spawner.wait(p.pid)
+            }
         }
-        try waitUntil("the orphan's child") { env.ourProcesses().count >= 2 }
+        try waitUntil("the orphans") { env.ourProcesses().count >= 4 }
         let scratch = MissionPaths(stateDir: env.state, id: done).scratch
         try AtomicFile.makeDirectory(scratch)
 
@@ -275,10 +283,11 @@ extension MissionTests {
         try waitUntil("the second recovery") { env.events("missions-recovered").count == 2 }
         _ = Spawner.wait(orphan.pid)
         let summary = try #require(env.events("missions-recovered").last)
-        #expect(summary["orphans_cleaned"]?.intValue == 3) // shim session, missions/999, scratch
+        #expect(summary["orphans_cleaned"]?.intValue == 4) // shim session, leaderless process, missions/999, scratch
         #expect(foreign.isAlive)
+        #expect(ownSession.isAlive)
         #expect(!FileManager.default.fileExists(atPath: scratch))
         #expect(!FileManager.default.fileExists(atPath: MissionPaths(stateDir: env.state, id: 999).directory))
-        try waitUntil("the orphan's child gone") { env.ourProcesses().allSatisfy { env.drivers.contains($0) } }
+        try waitUntil("the orphans gone") { env.ourProcesses().allSatisfy { env.drivers.contains($0) || $0 == ownSession.pid } }
     }
 }

@@ -314,8 +314,12 @@ public final class MissionRunner {
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
+        // Mission processes left by a shim that is gone (its session has no live leader). A
+        // process in a session whose leader lives (a claimed shim, or a process that made its
+        // own session on purpose) is left alone.
         let sessions = Set(claimed.map(\.pid))
         for p in MissionProcesses.members(of: stateDir) where !sessions.contains(p.session) {
+            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { continue }
             if p.identity.signal(SIGKILL) {
                 journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
