@@ -353,6 +353,7 @@ public final class MissionRunner {
     /// transaction, the fresh shims' identities a second. Runs `recover()` first when it has
     /// not succeeded yet.
     public func tick(now: BootInstant) throws {
+        processCancels(now: now)
         let q = try openQueue()
         if !recovered { try recover() }
 
@@ -406,8 +407,13 @@ public final class MissionRunner {
             }
         }
 
-        // Cancels: SIGTERM to the mission's groups, SIGKILL after the grace (again every grace
-        // while the shim lives, for a child that appeared late).
+        processCancels(now: now)
+    }
+
+    /// Cancels: SIGTERM to the mission's groups, SIGKILL after the grace (again every grace
+    /// while the shim lives, for a child that appeared late). Needs no database, so it runs
+    /// before the tick's first database call too: a locked database cannot stall a cancel.
+    private func processCancels(now: BootInstant) {
         for t in tracked.values where t.cancelRequested && !t.exited {
             guard let shim = t.shim else { continue }
             if t.termSentAt == nil {
