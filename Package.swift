@@ -30,6 +30,8 @@ let package = Package(
         .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
         .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
         .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        // Missions end to end: the real `vigil` binary, real processes, kill -9 at crash points.
+        .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

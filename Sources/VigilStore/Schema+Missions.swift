@@ -1,6 +1,46 @@
 extension Schema {
-    /// Missions, their locks and attempts. Owned by MissionQueue.
+    /// Missions and their locks (migration 1). Owned by `MissionQueue`; see docs/missions.md.
+    ///
+    /// - `state` holds `pending`, `running`, `done`, `failed` or `cancelled`; `waiting` is derived
+    ///   (a pending mission behind a held or earlier-claimed lock key), never stored.
+    /// - `attempts` counts starts; the shim identity of the current attempt is `shim_pid`,
+    ///   `shim_start` (start ticks) and `shim_boot` (kernel boot id).
+    /// - Rows are never deleted, so `id` (the rowid, max + 1) is never reused and a mission
+    ///   directory is never shared. No `AUTOINCREMENT`: it would add a third page
+    ///   (`sqlite_sequence`) to every enqueue's commit. Anything that prunes missions later
+    ///   must keep the newest row (or add AUTOINCREMENT in a new migration).
+    /// - One row in `mission_locks` per held key, written in the claim transaction and deleted in
+    ///   the transaction that ends the attempt.
     static let missionsV1: [String] = [
-        "CREATE TABLE IF NOT EXISTS placeholder_missions (id INTEGER PRIMARY KEY)",
+        """
+        CREATE TABLE missions (
+            id INTEGER PRIMARY KEY,
+            argv TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            lock_key TEXT,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            exit_code INTEGER,
+            signal INTEGER,
+            reason TEXT,
+            shim_pid INTEGER,
+            shim_start INTEGER,
+            shim_boot TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        )
+        """,
+        "CREATE INDEX missions_pending ON missions(id) WHERE state = 'pending'",
+        "CREATE INDEX missions_running ON missions(id) WHERE state = 'running'",
+        """
+        CREATE TABLE mission_locks (
+            key TEXT PRIMARY KEY,
+            mission_id INTEGER NOT NULL UNIQUE REFERENCES missions(id)
+        )
+        """,
     ]
 }

@@ -1,5 +1,248 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
-    static let command = Command(name: "mission", summary: "(not built yet)", help: "usage: vigil mission", run: { _ in
-        throw CommandError("vigil mission is not built yet")
-    })
+    static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
+    usage: vigil mission add [--lock KEY] [--max-attempts N] -- CMD [ARG…]
+           vigil mission list [--json] [--last N]
+           vigil mission show ID [--json] [--follow]
+           vigil mission cancel ID
+
+    add      Enqueues CMD with its arguments, run as given (never through a shell), in the
+             current directory. Prints the mission id only after the commit returned: a printed
+             id is never lost. --lock KEY: one running mission per KEY, the others wait in
+             order. --max-attempts N: how often a mission whose shim died is started (default 3);
+             a mission's own non-zero exit is final.
+    list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
+             done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
+             with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
+             argv, cwd, cancel_requested, shim_pid, created, started, finished.
+    show     State, attempts, exit status and reason, then the output. --follow streams the
+             output as it grows until the mission has ended. --json: the object of list --json.
+    cancel   A waiting or pending mission is cancelled at once; a running one gets SIGTERM
+             (its process groups), then SIGKILL after the runner's grace.
+
+    The database waits for another writer up to $VIGIL_BUSY_TIMEOUT (default 5s); past that the
+    command says so, changes nothing, and exits 75.
+    """, run: run)
+
+    static func run(_ inv: Invocation) throws {
+        guard let sub = inv.arguments.first else {
+            throw UsageError("vigil mission needs a subcommand: add, list, show or cancel")
+        }
+        let rest = Array(inv.arguments.dropFirst())
+        switch sub {
+        case "add": try add(rest, inv.stateDir)
+        case "list", "ls": try list(rest, inv.stateDir)
+        case "show": try show(rest, inv.stateDir)
+        case "cancel": try cancel(rest, inv.stateDir)
+        default: throw UsageError("unknown mission subcommand \(sub.debugDescription) (use add, list, show or cancel)")
+        }
+    }
+
+    // MARK: - Subcommands
+
+    static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: ["lock", "max-attempts"])
+        let command = args.rest ?? args.positional
+        guard !command.isEmpty, !command[0].isEmpty else {
+            throw UsageError("mission add needs a command after --, e.g. vigil mission add -- make test")
+        }
+        if let rest = args.rest, !args.positional.isEmpty {
+            throw UsageError("unexpected \(args.positional[0].debugDescription) before --; put the whole command after -- (got \(rest.count) arguments after it)")
+        }
+        let lock = args.value("lock")
+        if let lock, lock.isEmpty { throw UsageError("--lock needs a non-empty key") }
+        let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
+        let cwd = FileManager.default.currentDirectoryPath
+        let id = try withQueue(stateDir, doing: "the mission was not added") { q in
+            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts)
+        }
+        MissionRunner.poke(stateDir)
+        printOut("\(id)")
+    }
+
+    static func list(_ argv: [String], _ stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: ["last"], booleans: ["json"])
+        guard args.positional.isEmpty else { throw UsageError("mission list takes no arguments (got \(args.positional[0].debugDescription))") }
+        let last = try args.int("last", min: 1)
+        let (missions, view) = try withQueue(stateDir, doing: "nothing was listed") { q in
+            try q.db.read { (try q.missions(last: last), try q.lockView()) }
+        }
+        if args.has("json") {
+            printOut(JSONValue.array(missions.map { json($0, view, stateDir) }).jsonString)
+            return
+        }
+        if missions.isEmpty {
+            printOut("no missions (add one with: vigil mission add -- CMD ARG…)")
+            return
+        }
+        var lines = [row("ID", "STATE", "ATTEMPTS", "EXIT", "LOCK", "COMMAND")]
+        for m in missions {
+            lines.append(row("\(m.id)", view.state(of: m).rawValue + (m.cancelRequested && m.state == .running ? "*" : ""),
+                             "\(m.attempts)/\(m.maxAttempts)", m.exitCode.map { "\($0)" } ?? "-", m.lockKey ?? "-", display(m.argv)))
+        }
+        printOut(lines.joined(separator: "\n"))
+    }
+
+    static func show(_ argv: [String], _ stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: [], booleans: ["json", "follow"])
+        let id = try missionID(args.positional, "show")
+        let (found, view) = try withQueue(stateDir, doing: "nothing was shown") { q in
+            try q.db.read { (try q.mission(id), try q.lockView()) }
+        }
+        guard let m = found else { throw CommandError("no mission \(id) in \(stateDir.path) (see vigil mission list)") }
+        if args.has("json") {
+            printOut(json(m, view, stateDir).jsonString)
+            return
+        }
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        var out = ["mission \(m.id)",
+                   "  state:     \(view.state(of: m).rawValue)\(m.cancelRequested && m.state == .running ? " (cancel requested)" : "")",
+                   "  command:   \(display(m.argv))",
+                   "  cwd:       \(m.cwd)",
+                   "  lock:      \(m.lockKey ?? "-")",
+                   "  attempts:  \(m.attempts) of \(m.maxAttempts)",
+                   "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
+        if let r = m.reason { out.append("  reason:    \(r)") }
+        if let s = m.shim { out.append("  shim:      \(s.identity)") }
+        out.append("  created:   \(Clock.iso(m.createdAt))")
+        if let d = m.startedAt { out.append("  started:   \(Clock.iso(d))") }
+        if let d = m.finishedAt { out.append("  finished:  \(Clock.iso(d))") }
+        out.append("  output:    \(paths.output)")
+        out.append("--- output ---")
+        printOut(out.joined(separator: "\n"))
+        var offset = copyOutput(paths.output, from: 0)
+        guard args.has("follow") else { return }
+        // Follow: poll the file and the row until the mission has ended.
+        let q = try withQueue(stateDir, doing: "cannot follow") { $0 }
+        var final = m.state.isFinal
+        while !final {
+            usleep(100_000)
+            offset = copyOutput(paths.output, from: offset)
+            if let now = try? q.mission(id) { final = now.state.isFinal }
+        }
+        _ = copyOutput(paths.output, from: offset)
+    }
+
+    static func cancel(_ argv: [String], _ stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: [])
+        let id = try missionID(args.positional, "cancel")
+        let outcome = try withQueue(stateDir, doing: "nothing was cancelled") { q in try q.requestCancel(id: id) }
+        switch outcome {
+        case .cancelled:
+            MissionRunner.poke(stateDir)
+            printOut("mission \(id) cancelled (it had not started)")
+        case .requested:
+            MissionRunner.poke(stateDir)
+            printOut("mission \(id): cancel requested; the runner sends SIGTERM to it now and SIGKILL after its grace")
+        case .alreadyRequested:
+            printOut("mission \(id): cancel was already requested; the runner is stopping it")
+        case .alreadyFinished(let state):
+            if state == .cancelled {
+                printOut("mission \(id) is already cancelled")
+            } else {
+                throw CommandError("mission \(id) already ended (\(state.rawValue)); there is nothing to cancel")
+            }
+        case .notFound:
+            throw CommandError("no mission \(id) in \(stateDir.path) (see vigil mission list)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Opens the queue and runs `body`, turning database trouble into a sentence: what happened,
+    /// that nothing was done, and what to do.
+    static func withQueue<T>(_ stateDir: StateDirectory, doing consequence: String, _ body: (MissionQueue) throws -> T) throws -> T {
+        let timeout = busyTimeout()
+        do {
+            try AtomicFile.makeDirectory(stateDir.path)
+        } catch {
+            throw CommandError("cannot create the state directory \(stateDir.path): \(error); \(consequence). Check the path and its permissions, or pass --state-dir.")
+        }
+        do {
+            let q = MissionQueue(db: try Database(path: stateDir.database, busyTimeout: timeout.seconds))
+            return try body(q)
+        } catch let e as Database.Error where e.isBusy {
+            throw CommandError("the database \(stateDir.database) is locked by another process and stayed locked past the busy timeout (\(timeout)); \(consequence). Try again; if it stays locked, find the holder with `fuser \(stateDir.database)`.", code: 75)
+        } catch let e as Database.Error {
+            throw CommandError("\(e); \(consequence).")
+        }
+    }
+
+    static func busyTimeout() -> TimeSpan {
+        if let text = ProcessInfo.processInfo.environment["VIGIL_BUSY_TIMEOUT"], let t = TimeSpan.parse(text), t.nanoseconds >= 0 { return t }
+        return .seconds(5)
+    }
+
+    static func missionID(_ positional: [String], _ verb: String) throws -> Int64 {
+        guard positional.count == 1 else {
+            throw UsageError("mission \(verb) needs one mission id (see vigil mission list)")
+        }
+        guard let id = Int64(positional[0]), id > 0 else {
+            throw UsageError("\(positional[0].debugDescription) is not a mission id (a positive number; see vigil mission list)")
+        }
+        return id
+    }
+
+    static func json(_ m: Mission, _ view: MissionQueue.LockView, _ stateDir: StateDirectory) -> JSONValue {
+        func date(_ d: Date?) -> JSONValue { d.map { .string(Clock.iso($0)) } ?? .null }
+        return .object([
+            "id": .int(m.id),
+            "state": .string(view.state(of: m).rawValue),
+            "attempts": .int(Int64(m.attempts)),
+            "max_attempts": .int(Int64(m.maxAttempts)),
+            "exit_code": m.exitCode.map { .int(Int64($0)) } ?? .null,
+            "signal": m.signal.map { .int(Int64($0)) } ?? .null,
+            "reason": m.reason.map { .string($0) } ?? .null,
+            "output": .string(MissionPaths(stateDir: stateDir, id: m.id).output),
+            "lock": m.lockKey.map { .string($0) } ?? .null,
+            "argv": .array(m.argv.map { .string($0) }),
+            "cwd": .string(m.cwd),
+            "cancel_requested": .bool(m.cancelRequested),
+            "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
+            "created": date(m.createdAt),
+            "started": date(m.startedAt),
+            "finished": date(m.finishedAt),
+        ])
+    }
+
+    static func row(_ cells: String...) -> String {
+        let widths = [6, 11, 9, 5, 14]
+        var line = ""
+        for (i, c) in cells.enumerated() {
+            line += i < widths.count ? c.padding(toLength: max(widths[i], c.count + 1), withPad: " ", startingAt: 0) : c
+        }
+        return line
+    }
+
+    /// argv for people: words quoted when they hold anything a shell would read (display only;
+    /// missions never pass through a shell).
+    static func display(_ argv: [String]) -> String {
+        argv.map { word in
+            let plain = !word.isEmpty && word.allSatisfy { $0.isLetter || $0.isNumber || "-_./=:@%+,".contains($0) }
+            return plain ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+
+    /// Copies the output file from `offset` to stdout; returns the new offset.
+    static func copyOutput(_ path: String, from offset: Int) -> Int {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return offset }
+        defer { close(fd) }
+        var pos = offset
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
+            if n < 0 && lastErrno() == EINTR { continue }
+            if n <= 0 { break }
+            FileHandle.standardOutput.write(Data(buf[0..<n]))
+            pos += n
+        }
+        return pos
+    }
 }

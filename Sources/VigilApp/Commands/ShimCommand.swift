@@ -1,5 +1,54 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// `vigil shim`: internal. The detached process that owns one attempt of a mission (started by
+/// the runner), plus two drivers for tests and the benchmark.
 enum ShimCommand {
-    static let command = Command(name: "shim", summary: "(not built yet)", help: "usage: vigil shim", run: { _ in
-        throw CommandError("vigil shim is not built yet")
-    })
+    static let command = Command(name: "shim", summary: "", help: """
+    usage: vigil shim --mission ID --attempt N --max-attempts M --cwd DIR -- CMD [ARG…]
+           vigil shim --drive [--max-parallel N] [--tick D] [--term-grace D]
+           vigil shim --bench-fill COUNT
+           vigil shim --bench [-- BENCH-OPTIONS]   (same as vigil bench missions)
+
+    Internal; not for people. The first form is how the runner starts a mission: a shim in its
+    own session runs CMD in its own process group (argv as given, never through a shell) with
+    output appended to the mission's output file, then writes the exit status to the mission's
+    result file atomically. See docs/missions.md.
+
+    --drive runs a runner loop that only runs missions (tests kill -9 it).
+    --bench-fill adds COUNT pending missions in one transaction, then kills itself with SIGKILL
+    (the benchmark's "100,000 queued missions after kill -9").
+    """, run: run)
+
+    static func run(_ inv: Invocation) throws {
+        let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "max-parallel", "tick", "term-grace", "bench-fill"],
+                                 booleans: ["drive", "bench"])
+        if args.has("bench") {
+            // Until `vigil bench missions` is wired: the same benchmark.
+            try MissionBench.run(args.rest ?? [], stateDir: inv.stateDir)
+            return
+        }
+        if args.has("drive") {
+            try MissionRunner.runStandalone(stateDir: inv.stateDir, maxParallel: try args.int("max-parallel", min: 1) ?? 1,
+                                            tick: try args.duration("tick") ?? .seconds(1),
+                                            termGrace: try args.duration("term-grace") ?? .seconds(5))
+            return
+        }
+        if let count = try args.int("bench-fill", min: 1) {
+            try MissionBench.fill(stateDir: inv.stateDir, count: count)
+            kill(getpid(), SIGKILL)
+            return
+        }
+        guard let mission = try args.int("mission", min: 1), let attempt = try args.int("attempt", min: 1),
+              let maxAttempts = try args.int("max-attempts", min: 1), let cwd = args.value("cwd"),
+              let argv = args.rest, !argv.isEmpty else {
+            throw UsageError("vigil shim is started by the runner: it needs --mission, --attempt, --max-attempts, --cwd and -- CMD")
+        }
+        let code = ShimMain.run(.init(stateDir: inv.stateDir, mission: Int64(mission), attempt: attempt,
+                                         maxAttempts: maxAttempts, cwd: cwd, argv: argv))
+        if code != 0 { throw ExitCode(code) }
+    }
 }

@@ -1,0 +1,145 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// Finding and signalling the processes of missions through /proc. See docs/missions.md,
+/// "Shim protocol": a shim is the leader of its own session S; the mission runs in other
+/// process groups of S.
+enum MissionProcesses {
+    /// A running `vigil shim` of one state directory, recognised by its argv.
+    struct ShimProcess: Equatable {
+        var identity: ProcessIdentity
+        var mission: Int64
+        var attempt: Int
+    }
+
+    /// A process whose environment says it belongs to a mission of one state directory.
+    struct MemberProcess: Equatable {
+        var identity: ProcessIdentity
+        var mission: Int64
+        var session: Int32
+    }
+
+    /// The argv a runner gives a shim. Fixed positions, so /proc can be matched cheaply.
+    static func shimArguments(executable: String, stateDir: StateDirectory, mission: Mission) -> [String] {
+        [executable, "shim", "--state-dir", stateDir.path, "--mission", "\(mission.id)", "--attempt", "\(mission.attempts)",
+         "--max-attempts", "\(mission.maxAttempts)", "--cwd", mission.cwd, "--"] + mission.argv
+    }
+
+    static func parseShim(_ argv: [String], stateDir: StateDirectory) -> (mission: Int64, attempt: Int)? {
+        guard argv.count >= 8, argv[1] == "shim", argv[2] == "--state-dir", argv[3] == stateDir.path,
+              argv[4] == "--mission", argv[6] == "--attempt",
+              let id = Int64(argv[5]), let attempt = Int(argv[7]) else { return nil }
+        return (id, attempt)
+    }
+
+    /// Every live (non-zombie) shim of `stateDir`.
+    static func shims(of stateDir: StateDirectory) -> [ShimProcess] {
+        var out: [ShimProcess] = []
+        for pid in allPIDs() {
+            guard let data = readFile("/proc/\(pid)/cmdline", limit: 64 << 10), data.count > 6 else { continue }
+            let argv = data.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+            guard let (mission, attempt) = parseShim(argv, stateDir: stateDir),
+                  let identity = ProcessIdentity.of(pid: pid) else { continue }
+            out.append(ShimProcess(identity: identity, mission: mission, attempt: attempt))
+        }
+        return out
+    }
+
+    /// Every live process (not a shim) whose environment names a mission of `stateDir`.
+    static func members(of stateDir: StateDirectory) -> [MemberProcess] {
+        let dirMark = Array("VIGIL_STATE_DIR=\(stateDir.path)".utf8)
+        let idMark = Array("VIGIL_MISSION_ID=".utf8)
+        var out: [MemberProcess] = []
+        for pid in allPIDs() where pid != getpid() {
+            guard let env = readFile("/proc/\(pid)/environ", limit: 1 << 20) else { continue }
+            var mission: Int64? = nil
+            var ours = false
+            for entry in env.split(separator: 0) {
+                if entry.elementsEqual(dirMark) { ours = true }
+                if entry.starts(with: idMark) { mission = Int64(String(decoding: entry.dropFirst(idMark.count), as: UTF8.self)) }
+            }
+            guard ours, let mission, let stat = ProcStat.read(pid: pid), !stat.isZombie else { continue }
+            out.append(MemberProcess(identity: ProcessIdentity(pid: pid, startTicks: stat.startTicks), mission: mission, session: stat.session))
+        }
+        return out
+    }
+
+    /// Sends `signal` to every process group of the session led by `shim` (its pid is the
+    /// session id), except the shim's own group when `sparingShim`. Returns the groups signalled.
+    ///
+    /// Safe against PID reuse: while the shim lives the session id is pinned, so every member
+    /// is a mission process. After the shim died, a different process holding its PID means
+    /// the id was reused, which the kernel allows only once our session is empty: nothing is
+    /// sent then.
+    @discardableResult
+    static func signalSession(of shim: ProcessIdentity, _ signal: Int32, sparingShim: Bool) -> Int {
+        let sid = shim.pid
+        if let leader = ProcStat.read(pid: sid), leader.startTicks != shim.startTicks { return 0 }
+        var groups = Set<Int32>()
+        for pid in allPIDs() {
+            guard let st = ProcStat.read(pid: pid), st.session == sid, !st.isZombie else { continue }
+            if sparingShim && st.processGroup == sid { continue }
+            groups.insert(st.processGroup)
+        }
+        for g in groups where g > 1 { kill(-g, signal) }
+        return groups.count
+    }
+
+    /// SIGKILLs everything left in a dead (or doomed) shim's session, including the shim, and
+    /// waits up to `patience` until none of it runs (zombies count as gone), so a requeued
+    /// attempt never overlaps the old one. Returns the groups signalled.
+    @discardableResult
+    static func killSession(of shim: ProcessIdentity, sparingShim: Bool = false, patience: TimeSpan = .milliseconds(500)) -> Int {
+        var total = 0
+        let deadline = Clock.boot() + patience
+        while true {
+            let n = signalSession(of: shim, SIGKILL, sparingShim: sparingShim)
+            total += n
+            if n == 0 || Clock.boot() >= deadline { return total }
+            usleep(2_000)
+        }
+    }
+
+    static func allPIDs() -> [Int32] {
+        guard let dir = opendir("/proc") else { return [] }
+        defer { closedir(dir) }
+        var out: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let pid = Int32(name), pid > 0 { out.append(pid) }
+        }
+        return out
+    }
+
+    /// Reads a whole (small) file; nil when it cannot be opened.
+    static func readFile(_ path: String, limit: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while out.count < limit {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 4096) }
+            if n < 0 && lastErrno() == EINTR { continue }
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+}
+
+/// Fault injection for crash tests: `VIGIL_MISSIONS_CRASH_AT=name[,name…]` makes the process
+/// SIGKILL itself when it reaches that point. Names are listed in docs/missions.md.
+enum CrashPoint {
+    static let armed: Set<String> = Set(
+        (ProcessInfo.processInfo.environment["VIGIL_MISSIONS_CRASH_AT"] ?? "").split(separator: ",").map(String.init))
+
+    static func hit(_ name: String) {
+        if !armed.isEmpty && armed.contains(name) { kill(getpid(), SIGKILL) }
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+extension MissionRunner {
+    /// A minimal runner loop that only runs missions: what tests and the benchmark drive (and
+    /// kill -9) without the watchdog. `vigil shim --drive` runs it. Returns on SIGTERM or
+    /// SIGINT, leaving running missions alone.
+    ///
+    /// The loop is the model for the real runner's: `tick` in do/catch with database errors
+    /// journaled at a low rate; poll the signal pipe, an inotify watch of the state directory
+    /// (the CLI's wake file) and `wakeDescriptors`, with a timeout of the tick period or
+    /// `nextDeadline`; after a failed tick, wait a whole period before the next.
+    public static func runStandalone(stateDir: StateDirectory, maxParallel: Int, tick period: TimeSpan,
+                                     termGrace: TimeSpan, shimExecutable: String = Executable.path) throws {
+        try stateDir.prepare()
+        let journal = Journal(path: stateDir.journal, source: "runner")
+        let signals = try SignalPipe(signals: [SIGTERM, SIGINT])
+        let inotify = try Inotify()
+        try inotify.watch(directory: stateDir.path)
+        let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,
+                                       notify: { _, _ in }, termGrace: termGrace)
+        journal.append("mission-runner-started", ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
+        var lastErrorJournaled: BootInstant? = nil
+        var failing = false
+        while true {
+            let now = Clock.boot()
+            var ok = true
+            do {
+                try runner.tick(now: now)
+                if failing {
+                    journal.append("missions-db-available", [:])
+                    failing = false
+                }
+            } catch {
+                ok = false
+                failing = true
+                if lastErrorJournaled.map({ now - $0 >= .seconds(2) }) ?? true {
+                    journal.append("missions-db-unavailable", ["error": .string("\(error)")])
+                    lastErrorJournaled = now
+                }
+            }
+            var timeout = period
+            if ok, let due = runner.nextDeadline { timeout = min(timeout, max(.zero, due - Clock.boot())) }
+            let fds = [signals.readFD, inotify.fd] + (ok ? runner.wakeDescriptors : [])
+            let ready = pollReadable(fds, timeoutMilliseconds: Int32(min(60_000, timeout.milliseconds.rounded(.up))))
+            if ready.contains(signals.readFD), !signals.drain().isEmpty {
+                journal.append("mission-runner-stopped", ["running": .int(Int64(runner.runningCount))])
+                return
+            }
+            if ready.contains(inotify.fd) { _ = inotify.drain() }
+        }
+    }
+}

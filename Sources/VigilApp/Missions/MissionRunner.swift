@@ -1,0 +1,521 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// What start-up recovery did (docs/missions.md, "Start-up recovery").
+public struct MissionRecoverySummary: Sendable, Equatable {
+    /// Running missions whose shim is alive: watched again.
+    public var reattached = 0
+    /// Missions whose shim finished while no runner watched: recorded from their result file.
+    public var finalized = 0
+    /// Missions whose shim died without a result: queued again.
+    public var requeued = 0
+    /// Missions that failed during recovery (out of attempts, or a corrupt result file).
+    public var failed = 0
+    /// Missions whose cancel was asked and whose shim ended unseen.
+    public var cancelled = 0
+    /// Locks whose holder was not running any more.
+    public var locksReleased = 0
+    /// Orphans removed: process groups of shims no mission claims, stray mission processes,
+    /// scratch and mission directories no mission claims.
+    public var orphansCleaned = 0
+
+    public init() {}
+
+    public var isEmpty: Bool {
+        reattached == 0 && finalized == 0 && requeued == 0 && failed == 0 && cancelled == 0 && locksReleased == 0 && orphansCleaned == 0
+    }
+
+    /// One line for people (journal, chat).
+    public var text: String {
+        if isEmpty { return "Missions: nothing to recover." }
+        var parts: [String] = []
+        func add(_ n: Int, _ one: String, _ many: String) { if n > 0 { parts.append("\(n) \(n == 1 ? one : many)") } }
+        add(reattached, "still running (reattached)", "still running (reattached)")
+        add(finalized, "finished while no runner watched (recorded)", "finished while no runner watched (recorded)")
+        add(requeued, "requeued after its shim died", "requeued after their shim died")
+        add(failed, "failed", "failed")
+        add(cancelled, "cancelled", "cancelled")
+        add(locksReleased, "lock of a dead holder released", "locks of dead holders released")
+        add(orphansCleaned, "orphan cleaned up", "orphans cleaned up")
+        return "Missions recovered after a runner restart: " + parts.joined(separator: ", ") + "."
+    }
+
+    var journalFields: [String: JSONValue] {
+        ["reattached": .int(Int64(reattached)), "finalized": .int(Int64(finalized)), "requeued": .int(Int64(requeued)),
+         "failed": .int(Int64(failed)), "cancelled": .int(Int64(cancelled)), "locks_released": .int(Int64(locksReleased)),
+         "orphans_cleaned": .int(Int64(orphansCleaned)), "text": .string(text)]
+    }
+}
+
+/// Runs missions: one per runner process, used from the runner's single loop thread.
+///
+/// The runner calls `recover()` once at start (it is also run by the first `tick` that finds
+/// it not done), then `tick(now:)` every loop turn, polling `wakeDescriptors` and waking by
+/// `nextDeadline`. Every method that touches the database may throw (locked, full, corrupt):
+/// the caller journals that and ticks again later; nothing in memory is lost by a throw.
+///
+/// - Important: only one `MissionRunner` may exist per state directory (it holds
+///   `<state>/missions.lock`); a second one, in any process, fails in `init`.
+public final class MissionRunner {
+    public let stateDir: StateDirectory
+    let journal: Journal
+    let maxParallel: Int
+    let shimExecutable: String
+    let notify: (_ key: String, _ text: String) -> Void
+    let termGrace: TimeSpan
+    let busyTimeout: TimeSpan
+    private let lock: FileLock
+    private let files: StateFiles
+    private var queue: MissionQueue?
+    private var recovered = false
+    private var tracked: [Int64: Tracked] = [:]
+    private var lastDataVersion: Int64? = nil
+    private var claimNeeded = true
+
+    /// A running attempt this runner watches.
+    final class Tracked {
+        let id: Int64
+        let attempt: Int
+        var shim: MissionShim?
+        var pidfd: PidFD?
+        var identityRecorded: Bool
+        var cancelRequested = false
+        var termSentAt: BootInstant?
+        var killSentAt: BootInstant?
+        /// The shim has ended; its result is not recorded yet.
+        var exited = false
+        /// The shim could not be started; the claim must be taken back.
+        var spawnFailure: String?
+        /// Ended or failed without a pidfd to wake the loop: the next tick is due at once.
+        var needsTick = false
+
+        init(id: Int64, attempt: Int, shim: MissionShim?, identityRecorded: Bool) {
+            self.id = id
+            self.attempt = attempt
+            self.shim = shim
+            self.identityRecorded = identityRecorded
+        }
+    }
+
+    /// - Parameters:
+    ///   - maxParallel: missions running at once (at least 1).
+    ///   - shimExecutable: the `vigil` executable to start shims with (`Executable.path`).
+    ///   - notify: queues a chat message (idempotency key, text); may be a no-op.
+    ///   - termGrace: SIGTERM → SIGKILL wait when a mission is cancelled.
+    ///   - busyTimeout: how long one statement of the runner waits for another writer.
+    public init(stateDir: StateDirectory, journal: Journal, maxParallel: Int, shimExecutable: String,
+                notify: @escaping (_ key: String, _ text: String) -> Void,
+                termGrace: TimeSpan = .seconds(5), busyTimeout: TimeSpan = .milliseconds(250)) throws {
+        self.stateDir = stateDir
+        self.journal = journal
+        self.maxParallel = max(1, maxParallel)
+        self.shimExecutable = shimExecutable
+        self.notify = notify
+        self.termGrace = termGrace
+        self.busyTimeout = busyTimeout
+        self.files = StateFiles(dir: stateDir, journal: journal)
+        try AtomicFile.makeDirectory(stateDir.path)
+        let lockPath = stateDir.file("missions.lock")
+        guard let lock = try FileLock.tryLock(lockPath) else {
+            throw CommandError("another runner already runs the missions of \(stateDir.path) (it holds \(lockPath)); stop it first")
+        }
+        self.lock = lock
+    }
+
+    /// The wake file the CLI touches after `mission add`/`cancel`: an inotify event for the
+    /// runner's loop (which watches the state directory), not a durable record.
+    public static func wakeFile(_ stateDir: StateDirectory) -> String { stateDir.file("missions.wake") }
+
+    /// Touches the wake file: open for writing + close, which inotify reports as
+    /// `IN_CLOSE_WRITE`. No write and no `O_TRUNC` (a truncate makes ext4 flush on close).
+    /// Errors are ignored: the runner's next periodic tick sees the change anyway.
+    public static func poke(_ stateDir: StateDirectory) {
+        let fd = open(wakeFile(stateDir), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        close(fd)
+    }
+
+    /// Pidfds of the running shims: readable when a shim ended, so its result is recorded at once.
+    public var wakeDescriptors: [Int32] {
+        tracked.values.filter { !$0.exited }.compactMap { $0.pidfd?.fd }
+    }
+
+    /// When `tick` must run again at the latest (a cancel's SIGTERM → SIGKILL grace, or at once
+    /// for a shim that ended before it could be watched), if ever.
+    public var nextDeadline: BootInstant? {
+        var next: BootInstant? = tracked.values.contains { $0.needsTick } ? Clock.boot() : nil
+        for t in tracked.values where t.cancelRequested && !t.exited {
+            let due: BootInstant
+            if let k = t.killSentAt { due = k + termGrace } else if let s = t.termSentAt { due = s + termGrace } else { due = Clock.boot() }
+            next = next.map { min($0, due) } ?? due
+        }
+        return next
+    }
+
+    /// The runner's queue once opened (the benchmark claims through it).
+    var queueForBench: MissionQueue? { queue }
+
+    /// Missions this runner watches now.
+    public var runningCount: Int { tracked.count }
+
+    private func openQueue() throws -> MissionQueue {
+        if let queue { return queue }
+        let db = try Database(path: stateDir.database, busyTimeout: busyTimeout.seconds)
+        let q = MissionQueue(db: db)
+        queue = q
+        return q
+    }
+
+    // MARK: - Recovery
+
+    /// Start-up recovery, in order: reattach live shims → finalize from result files → requeue
+    /// (or fail) dead ones → release locks of dead holders → only then clean orphans. Journals
+    /// the summary and hands it to `notify` when not empty. Idempotent: when it throws (the
+    /// database is unavailable), calling it again redoes what is left; no mission starts
+    /// before it succeeded.
+    @discardableResult
+    public func recover() throws -> MissionRecoverySummary {
+        let q = try openQueue()
+        recovered = false
+        tracked.removeAll()
+        var summary = MissionRecoverySummary()
+        let running = try q.running()
+        let shims = MissionProcesses.shims(of: stateDir)
+
+        // 1. Reattach missions whose shim is alive.
+        var rest: [Mission] = []
+        var toRecord: [(id: Int64, attempt: Int, shim: MissionShim)] = []
+        for m in running {
+            if let shim = m.shim, shim.bootID == Clock.bootID, let fd = shim.identity.openPidFD() {
+                watch(m, shim: shim, pidfd: fd, recorded: true)
+                summary.reattached += 1
+            } else if m.shim == nil, let p = shims.first(where: { $0.mission == m.id && $0.attempt == m.attempts }),
+                      let fd = p.identity.openPidFD() {
+                let shim = MissionShim(identity: p.identity, bootID: Clock.bootID)
+                watch(m, shim: shim, pidfd: fd, recorded: false)
+                toRecord.append((m.id, m.attempts, shim))
+                summary.reattached += 1
+            } else {
+                rest.append(m)
+            }
+        }
+        try q.recordShims(toRecord)
+        for r in toRecord { tracked[r.id]?.identityRecorded = true }
+
+        // 2. Finalize those whose result file exists.
+        var dead: [Mission] = []
+        for m in rest {
+            switch try settle(m.id, attempt: m.attempts, q: q) {
+            case .finished:
+                summary.finalized += 1
+            case .corrupt:
+                summary.failed += 1
+            case .noResult:
+                dead.append(m)
+            }
+        }
+
+        // 3. Requeue (or fail) those whose shim died without a result.
+        for m in dead {
+            if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
+            let reason = m.shim == nil
+                ? "it was claimed but its shim never started (the runner stopped in between)"
+                : "its shim (\(m.shim!.identity)) ended without recording an exit status"
+            let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: m.shim != nil)
+            report(outcome, id: m.id, attempt: m.attempts, reason: reason, summary: &summary)
+            if outcome != nil && m.lockKey != nil { summary.locksReleased += 1 }
+            cleanAfterDeadShim(m.id)
+            CrashPoint.hit("recovery-after-requeue")
+        }
+
+        // 4. Release locks held by dead holders.
+        summary.locksReleased += try q.releaseStaleLocks()
+
+        // 5. Only now: orphans.
+        summary.orphansCleaned = try cleanOrphans(q)
+
+        recovered = true
+        lastDataVersion = nil
+        claimNeeded = true
+        journal.append("missions-recovered", summary.journalFields)
+        if !summary.isEmpty {
+            notify("missions-recovered-\(Clock.bootID)-\(ProcessIdentity.current.pid)-\(ProcessIdentity.current.startTicks)", summary.text)
+        }
+        return summary
+    }
+
+    private func watch(_ m: Mission, shim: MissionShim, pidfd: PidFD, recorded: Bool) {
+        let t = Tracked(id: m.id, attempt: m.attempts, shim: shim, identityRecorded: recorded)
+        t.pidfd = pidfd
+        t.cancelRequested = m.cancelRequested
+        tracked[m.id] = t
+    }
+
+    private func report(_ outcome: MissionQueue.ShimDeath?, id: Int64, attempt: Int, reason: String, summary: inout MissionRecoverySummary) {
+        guard let outcome else { return }
+        var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "reason": .string(reason)]
+        switch outcome {
+        case .requeued, .requeuedUncounted:
+            summary.requeued += 1
+            fields["uncounted"] = .bool(outcome == .requeuedUncounted)
+            journal.append("mission-requeued", fields)
+        case .failed(let text):
+            summary.failed += 1
+            fields["reason"] = .string(text)
+            journal.append("mission-failed", fields)
+        case .cancelled:
+            summary.cancelled += 1
+            journal.append("mission-cancelled", fields)
+        }
+    }
+
+    enum Settled {
+        case finished(MissionState)
+        case corrupt
+        case noResult
+    }
+
+    /// Records an ended attempt from its result file, if there is one.
+    private func settle(_ id: Int64, attempt: Int, q: MissionQueue) throws -> Settled {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
+        case .ok(let r) where r.mission == id && r.attempt == attempt:
+            guard let state = try q.finish(id: id, attempt: attempt, result: r) else { return .noResult }
+            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue),
+                                               "exit_code": .int(Int64(r.exitCode))]
+            if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+            if let reason = r.reason { fields["reason"] = .string(reason) }
+            journal.append("mission-finished", fields)
+            return .finished(state)
+        case .corrupt(let why):
+            let reason = "its result file was corrupt (\(why)); the file was quarantined"
+            // The database first: if we are killed between the two, the row is final and the
+            // leftover file harms nobody.
+            guard try q.fail(id: id, attempt: attempt, reason: reason) != nil else { return .noResult }
+            files.quarantine(paths.result, reason: "result of mission \(id) attempt \(attempt): \(why)")
+            journal.append("mission-failed", ["mission": .int(id), "attempt": .int(Int64(attempt)), "reason": .string(reason)])
+            return .corrupt
+        case .ok, .absent:
+            return .noResult
+        }
+    }
+
+    /// Shims no running attempt claims, processes of missions outside any claimed session,
+    /// scratch directories of missions that do not run, mission directories without a row.
+    private func cleanOrphans(_ q: MissionQueue) throws -> Int {
+        var cleaned = 0
+        let claimed = Set(tracked.values.compactMap { $0.shim?.identity })
+        for p in MissionProcesses.shims(of: stateDir) where !claimed.contains(p.identity) {
+            MissionProcesses.killSession(of: p.identity)
+            journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
+                                                     "attempt": .int(Int64(p.attempt)), "what": "shim session"])
+            cleaned += 1
+        }
+        // Mission processes left by a shim that is gone (its session has no live leader). A
+        // process in a session whose leader lives (a claimed shim, or a process that made its
+        // own session on purpose) is left alone.
+        let sessions = Set(claimed.map(\.pid))
+        for p in MissionProcesses.members(of: stateDir) where !sessions.contains(p.session) {
+            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { continue }
+            if p.identity.signal(SIGKILL) {
+                journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
+                cleaned += 1
+            }
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.missions)) ?? []
+        let ids = names.compactMap { Int64($0) }
+        let existing = try q.existing(ids)
+        for id in ids where tracked[id] == nil {
+            let paths = MissionPaths(stateDir: stateDir, id: id)
+            if !existing.contains(id) {
+                if (try? FileManager.default.removeItem(atPath: paths.directory)) != nil {
+                    journal.append("mission-orphan-removed", ["path": .string(paths.directory), "what": "directory of no mission"])
+                    cleaned += 1
+                }
+            } else if access(paths.scratch, F_OK) == 0 {
+                if (try? FileManager.default.removeItem(atPath: paths.scratch)) != nil {
+                    journal.append("mission-orphan-removed", ["path": .string(paths.scratch), "what": "scratch directory"])
+                    cleaned += 1
+                }
+            }
+        }
+        return cleaned
+    }
+
+    // MARK: - Tick
+
+    /// Records ended attempts, processes cancels, and claims and starts due missions up to
+    /// `maxParallel` (respecting lock keys). Never waits for a child and never holds a
+    /// transaction while anything runs: ended attempts, identities and claims share one
+    /// transaction, the fresh shims' identities a second. Runs `recover()` first when it has
+    /// not succeeded yet.
+    public func tick(now: BootInstant) throws {
+        processCancels(now: now)
+        let q = try openQueue()
+        if !recovered { try recover() }
+
+        // Ended shims and failed starts: decide what happened (no database yet).
+        var plan: [(t: Tracked, settlement: MissionQueue.Settlement, corrupt: String?)] = []
+        for t in tracked.values.sorted(by: { $0.id < $1.id }) {
+            t.needsTick = false
+            if let failure = t.spawnFailure {
+                plan.append((t, .revert(reason: failure), nil))
+                continue
+            }
+            if !t.exited, let fd = t.pidfd, fd.hasExited {
+                fd.reapIfChild()
+                t.exited = true
+            }
+            guard t.exited else { continue }
+            let (settlement, corrupt) = judge(t)
+            plan.append((t, settlement, corrupt))
+        }
+
+        // Changes by other processes: new missions, cancels.
+        let version = try q.dataVersion()
+        if version != lastDataVersion {
+            for m in try q.running() {
+                if let t = tracked[m.id], t.attempt == m.attempts { t.cancelRequested = m.cancelRequested }
+            }
+            lastDataVersion = version
+            claimNeeded = true
+        }
+
+        // One transaction: settle, record identities left from an earlier failure, claim.
+        let unrecorded = tracked.values.filter { !$0.identityRecorded && $0.shim != nil && !$0.exited }
+        let free = maxParallel - (tracked.count - plan.count)
+        let claimLimit = (claimNeeded || !plan.isEmpty) && free > 0 ? free : 0
+        if !plan.isEmpty || !unrecorded.isEmpty || claimLimit > 0 {
+            let (outcomes, claimed) = try q.settleAndClaim(
+                plan.map { ($0.t.id, $0.t.attempt, $0.settlement) },
+                recordShims: unrecorded.map { ($0.id, $0.attempt, $0.shim!) },
+                claimLimit: claimLimit)
+            for t in unrecorded { t.identityRecorded = true }
+            if claimLimit > 0 { claimNeeded = false }
+            for (item, outcome) in zip(plan, outcomes) {
+                tracked[item.t.id] = nil
+                after(item.t, item.settlement, outcome, corrupt: item.corrupt)
+            }
+            for m in claimed { start(m) }
+            let fresh = claimed.compactMap { tracked[$0.id] }.filter { $0.shim != nil && !$0.identityRecorded }
+            if !fresh.isEmpty {
+                try q.recordShims(fresh.map { ($0.id, $0.attempt, $0.shim!) })
+                for t in fresh { t.identityRecorded = true }
+            }
+        }
+
+        processCancels(now: now)
+    }
+
+    /// Cancels: SIGTERM to the mission's groups, SIGKILL after the grace (again every grace
+    /// while the shim lives, for a child that appeared late). Needs no database, so it runs
+    /// before the tick's first database call too: a locked database cannot stall a cancel.
+    private func processCancels(now: BootInstant) {
+        for t in tracked.values where t.cancelRequested && !t.exited {
+            guard let shim = t.shim else { continue }
+            if t.termSentAt == nil {
+                let n = MissionProcesses.signalSession(of: shim.identity, SIGTERM, sparingShim: true)
+                t.termSentAt = now
+                journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
+                                                  "grace_ms": .int(Int64(termGrace.milliseconds))])
+            } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
+                let n = MissionProcesses.signalSession(of: shim.identity, SIGKILL, sparingShim: true)
+                if t.killSentAt == nil || n > 0 {
+                    journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
+                }
+                t.killSentAt = now
+            }
+        }
+    }
+
+    /// What an ended attempt's files say: its result, a corrupt result (with the reason for
+    /// the quarantine), or a shim that died without one (whose leftover processes are killed
+    /// now, before the attempt can be started again).
+    private func judge(_ t: Tracked) -> (MissionQueue.Settlement, corrupt: String?) {
+        let paths = MissionPaths(stateDir: stateDir, id: t.id)
+        switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
+        case .ok(let r) where r.mission == t.id && r.attempt == t.attempt:
+            return (.finished(r), nil)
+        case .corrupt(let why):
+            return (.failed(reason: "its result file was corrupt (\(why)); the file was quarantined"), why)
+        case .ok, .absent:
+            if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
+            let who = t.shim.map { "\($0.identity)" } ?? "unknown"
+            return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
+        }
+    }
+
+    /// After the commit: journal, quarantine, clean up.
+    private func after(_ t: Tracked, _ settlement: MissionQueue.Settlement, _ outcome: MissionQueue.SettleOutcome, corrupt: String?) {
+        var summary = MissionRecoverySummary()
+        var fields: [String: JSONValue] = ["mission": .int(t.id), "attempt": .int(Int64(t.attempt))]
+        switch outcome {
+        case .stale:
+            return
+        case .reverted:
+            journal.append("mission-start-reverted", fields)
+            claimNeeded = true // try again (e.g. the executable was being replaced)
+        case .died(let death):
+            guard case .shimDied(let reason, _) = settlement else { return }
+            report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
+            cleanAfterDeadShim(t.id)
+        case .ended(let state, let reason):
+            let paths = MissionPaths(stateDir: stateDir, id: t.id)
+            if let why = corrupt {
+                // The database first: if we are killed between the two, the row is final and
+                // the leftover file harms nobody.
+                files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
+            }
+            fields["state"] = .string(state.rawValue)
+            if case .finished(let r) = settlement {
+                fields["exit_code"] = .int(Int64(r.exitCode))
+                if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+            }
+            if let reason { fields["reason"] = .string(reason) }
+            journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
+        }
+    }
+
+    /// Starts the shim of a claimed mission (after the claim committed).
+    private func start(_ m: Mission) {
+        CrashPoint.hit("after-claim")
+        let t = Tracked(id: m.id, attempt: m.attempts, shim: nil, identityRecorded: false)
+        tracked[m.id] = t
+        let paths = MissionPaths(stateDir: stateDir, id: m.id)
+        do {
+            try AtomicFile.makeDirectory(paths.directory)
+            unlink(paths.result) // an older attempt's; ignored by attempt number anyway
+            var options = Spawner.Options()
+            options.newSession = true
+            options.outputPath = paths.output
+            options.workingDirectory = "/"
+            let identity = try Spawner.spawn(MissionProcesses.shimArguments(executable: shimExecutable, stateDir: stateDir, mission: m), options)
+            t.shim = MissionShim(identity: identity, bootID: Clock.bootID)
+            if let fd = identity.openPidFD() {
+                t.pidfd = fd
+            } else {
+                // Already ended (a zombie child of ours): nothing to poll; record it next tick.
+                Spawner.reap(identity.pid)
+                t.exited = true
+                t.needsTick = true
+            }
+            journal.append("mission-started", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)),
+                                               "shim_pid": .int(Int64(identity.pid))])
+        } catch {
+            t.spawnFailure = "cannot start its shim: \(error)"
+            t.needsTick = true
+            journal.append("mission-start-failed", ["mission": .int(m.id), "error": .string("\(error)")])
+        }
+        CrashPoint.hit("after-spawn")
+    }
+
+    /// What a dead shim could not clean: its scratch directory and a half-written result.
+    private func cleanAfterDeadShim(_ id: Int64) {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        try? FileManager.default.removeItem(atPath: paths.scratch)
+        AtomicFile.sweepTemps(in: paths.directory)
+    }
+}

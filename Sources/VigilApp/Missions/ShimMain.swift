@@ -1,0 +1,97 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The shim: the detached process that owns one attempt of a mission (docs/missions.md, "Shim
+/// protocol"). Started by the runner as the leader of its own session with stdout/stderr on
+/// the mission's output file. It never touches the database.
+enum ShimMain {
+    struct Spec {
+        var stateDir: StateDirectory
+        var mission: Int64
+        var attempt: Int
+        var maxAttempts: Int
+        var cwd: String
+        var argv: [String]
+    }
+
+    /// Runs the attempt to its end and writes the result file. Returns the shim's exit code
+    /// (0 once the result is durable).
+    static func run(_ spec: Spec) -> Int32 {
+        let paths = MissionPaths(stateDir: spec.stateDir, id: spec.mission)
+        let started = Clock.iso(Clock.wall())
+        if spec.attempt > 1 {
+            note("--- vigil: attempt \(spec.attempt) of \(spec.maxAttempts) ---\n")
+        }
+        try? AtomicFile.makeDirectory(paths.scratch)
+
+        var exitCode: Int32 = 127
+        var signal: Int32? = nil
+        var reason: String? = nil
+        var childPID: Int32? = nil
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: spec.cwd, isDirectory: &isDirectory) || !isDirectory.boolValue {
+            reason = "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
+        } else {
+            var options = Spawner.Options()
+            options.newSession = false
+            options.newProcessGroup = true
+            options.workingDirectory = spec.cwd
+            options.environment = [
+                "VIGIL_STATE_DIR": spec.stateDir.path,
+                "VIGIL_MISSION_ID": "\(spec.mission)",
+                "VIGIL_MISSION_ATTEMPT": "\(spec.attempt)",
+                "VIGIL_MISSION_SCRATCH": paths.scratch,
+            ]
+            do {
+                let child = try Spawner.spawn(spec.argv, options)
+                childPID = child.pid
+                waitWithoutReaping(child.pid)
+                // The zombie pins its process group: kill what the mission left behind, then
+                // any other group it made in our session, then reap.
+                kill(-child.pid, SIGKILL)
+                MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
+                if let status = Spawner.wait(child.pid) {
+                    exitCode = exitCodeFromStatus(status)
+                    signal = terminatingSignal(fromWaitStatus: status)
+                } else {
+                    reason = "lost track of its process (waitpid failed)"
+                    exitCode = 255
+                }
+            } catch {
+                reason = "\(error)"
+            }
+        }
+        if let reason { note("vigil: \(reason)\n") }
+
+        CrashPoint.hit("shim-before-result")
+        fsync(1)
+        try? FileManager.default.removeItem(atPath: paths.scratch)
+        let result = MissionResult(mission: spec.mission, attempt: spec.attempt, exitCode: exitCode, signal: signal, reason: reason,
+                                   childPID: childPID, started: started, finished: Clock.iso(Clock.wall()))
+        do {
+            try StateFile.write(result, kind: MissionResult.kind, to: paths.result)
+            return 0
+        } catch {
+            note("vigil: cannot write the result file \(paths.result): \(error)\n")
+            return 1
+        }
+    }
+
+    static func exitCodeFromStatus(_ status: Int32) -> Int32 { VigilSystem.exitCode(fromWaitStatus: status) }
+
+    /// Blocks until `pid` (our child) has exited, leaving it a zombie.
+    static func waitWithoutReaping(_ pid: Int32) {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 {
+            if lastErrno() != EINTR { return }
+        }
+    }
+
+    /// A line of the shim's own in the mission's output (fd 1 is the output file).
+    static func note(_ text: String) {
+        _ = try? AtomicFile.writeAll(1, Data(text.utf8), subject: "output")
+    }
+}

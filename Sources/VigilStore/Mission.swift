@@ -1,0 +1,109 @@
+import Foundation
+import VigilSystem
+
+/// The state of a mission as people see it. `waiting` is derived (see `MissionQueue.LockView`),
+/// the others are stored.
+public enum MissionState: String, Sendable, Codable, CaseIterable {
+    case pending
+    case waiting
+    case running
+    case done
+    case failed
+    case cancelled
+
+    /// Done, failed or cancelled: nothing will change any more.
+    public var isFinal: Bool { self == .done || self == .failed || self == .cancelled }
+}
+
+/// The shim that runs (or ran) the current attempt of a mission.
+public struct MissionShim: Sendable, Equatable {
+    public var identity: ProcessIdentity
+    /// The kernel boot id when it was recorded: start ticks only mean something within one boot.
+    public var bootID: String
+
+    public init(identity: ProcessIdentity, bootID: String) {
+        self.identity = identity
+        self.bootID = bootID
+    }
+
+    /// Alive with this identity, in this boot.
+    public var isAlive: Bool { bootID == Clock.bootID && identity.isAlive }
+}
+
+/// One row of the `missions` table.
+public struct Mission: Sendable, Equatable {
+    public var id: Int64
+    public var argv: [String]
+    public var cwd: String
+    public var lockKey: String?
+    /// The stored state (never `.waiting`; see `MissionQueue.LockView.state(of:)`).
+    public var state: MissionState
+    public var attempts: Int
+    public var maxAttempts: Int
+    public var cancelRequested: Bool
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var reason: String?
+    public var shim: MissionShim?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+}
+
+/// Where a mission's files live: `<state>/missions/<id>/`.
+public struct MissionPaths: Sendable {
+    public let directory: String
+
+    public init(stateDir: StateDirectory, id: Int64) {
+        directory = "\(stateDir.missions)/\(id)"
+    }
+
+    /// stdout and stderr of every attempt, appended as they are produced.
+    public var output: String { directory + "/output.log" }
+    /// The shim's record of how the attempt ended (`MissionResult`, a `StateFile`).
+    public var result: String { directory + "/result" }
+    /// The mission's scratch directory (`$VIGIL_MISSION_SCRATCH`), removed after the attempt.
+    public var scratch: String { directory + "/scratch" }
+}
+
+/// What a shim writes when its child has ended: the `result` state file of a mission.
+public struct MissionResult: Codable, Sendable, Equatable {
+    public static let kind = "mission-result"
+
+    public var mission: Int64
+    public var attempt: Int
+    /// Exit code, or 128 + signal when the child was killed (as a shell reports it).
+    public var exitCode: Int32
+    public var signal: Int32?
+    /// Set when the child could not be started (then `exitCode` is 127).
+    public var reason: String?
+    public var childPID: Int32?
+    public var started: String
+    public var finished: String
+
+    public init(mission: Int64, attempt: Int, exitCode: Int32, signal: Int32?, reason: String?, childPID: Int32?, started: String, finished: String) {
+        self.mission = mission
+        self.attempt = attempt
+        self.exitCode = exitCode
+        self.signal = signal
+        self.reason = reason
+        self.childPID = childPID
+        self.started = started
+        self.finished = finished
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case mission, attempt, signal, reason, started, finished
+        case exitCode = "exit_code"
+        case childPID = "child_pid"
+    }
+}
+
+/// Signal names for people ("SIGTERM").
+public enum SignalName {
+    public static func of(_ signal: Int32) -> String {
+        let names: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS",
+                                      8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"]
+        return names[signal] ?? "signal \(signal)"
+    }
+}

@@ -1,0 +1,379 @@
+import Foundation
+import VigilCore
+import VigilSystem
+
+/// The durable mission queue: typed access to the `missions` and `mission_locks` tables.
+/// Every change is one `BEGIN IMMEDIATE` transaction; when a method returns, the change is
+/// committed (durable with synchronous=FULL) and may be acknowledged. Transitions of a running
+/// mission are guarded by `state='running' AND attempts=?`, so an actor holding a stale view
+/// (an older attempt) changes nothing and gets nil back. See docs/missions.md.
+public final class MissionQueue {
+    public let db: Database
+
+    public init(db: Database) {
+        self.db = db
+    }
+
+    public static let defaultMaxAttempts = 3
+
+    static let columns = """
+        id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
+        reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at
+        """
+
+    static func decode(_ r: Database.Row) -> Mission {
+        let argv = (r[1].text.flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }) ?? []
+        var shim: MissionShim? = nil
+        if let pid = r[11].int, let start = r[12].int, let boot = r[13].text {
+            shim = MissionShim(identity: ProcessIdentity(pid: Int32(pid), startTicks: UInt64(start)), bootID: boot)
+        }
+        return Mission(
+            id: r[0].int ?? 0, argv: argv, cwd: r[2].text ?? "/", lockKey: r[3].text,
+            state: MissionState(rawValue: r[4].text ?? "") ?? .failed,
+            attempts: Int(r[5].int ?? 0), maxAttempts: Int(r[6].int ?? 1), cancelRequested: (r[7].int ?? 0) != 0,
+            exitCode: r[8].int.map { Int32(truncatingIfNeeded: $0) }, signal: r[9].int.map { Int32(truncatingIfNeeded: $0) },
+            reason: r[10].text, shim: shim,
+            createdAt: Date(timeIntervalSince1970: r[14].double ?? 0),
+            startedAt: r[15].double.map { Date(timeIntervalSince1970: $0) },
+            finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) })
+    }
+
+    static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
+
+    // MARK: - Adding and reading
+
+    /// Enqueues a mission and returns its id once the commit returned.
+    public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts) throws -> Int64 {
+        precondition(!argv.isEmpty && maxAttempts >= 1)
+        let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
+        return try db.write {
+            try db.execute("INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
+                           [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now()])
+            return db.lastInsertRowID
+        }
+    }
+
+    public func mission(_ id: Int64) throws -> Mission? {
+        try db.query("SELECT \(MissionQueue.columns) FROM missions WHERE id = ?", [.int(id)]).first.map(MissionQueue.decode)
+    }
+
+    /// Missions in id order; `last` keeps only the newest N.
+    public func missions(last: Int? = nil) throws -> [Mission] {
+        if let last {
+            return try db.query("SELECT \(MissionQueue.columns) FROM missions ORDER BY id DESC LIMIT ?", [.int(Int64(last))])
+                .map(MissionQueue.decode).reversed()
+        }
+        return try db.query("SELECT \(MissionQueue.columns) FROM missions ORDER BY id").map(MissionQueue.decode)
+    }
+
+    /// Missions in state `running`, in id order.
+    public func running() throws -> [Mission] {
+        try db.query("SELECT \(MissionQueue.columns) FROM missions WHERE state = 'running' ORDER BY id").map(MissionQueue.decode)
+    }
+
+    /// Counts per displayed state (waiting counted apart from pending).
+    public func counts() throws -> [MissionState: Int] {
+        var out: [MissionState: Int] = [:]
+        for r in try db.query("SELECT state, count(*) FROM missions GROUP BY state") {
+            if let s = r[0].text.flatMap(MissionState.init(rawValue:)) { out[s] = Int(r[1].int ?? 0) }
+        }
+        let view = try lockView()
+        let waiting = try db.query("SELECT id, lock_key FROM missions WHERE state = 'pending' AND lock_key IS NOT NULL")
+            .filter { r in
+                guard let key = r[1].text, let id = r[0].int else { return false }
+                return view.held[key] != nil || view.firstPending[key] != id
+            }.count
+        if waiting > 0 {
+            out[.waiting] = waiting
+            out[.pending, default: 0] -= waiting
+        }
+        return out
+    }
+
+    /// Who holds which key, and the first pending mission per key: what `waiting` is made of.
+    public struct LockView: Sendable {
+        /// key → the running mission holding it.
+        public var held: [String: Int64]
+        /// key → the lowest pending id naming it (the next to take it).
+        public var firstPending: [String: Int64]
+
+        /// `waiting` for a pending mission whose key is held or has an earlier pending
+        /// mission; otherwise the stored state.
+        public func state(of m: Mission) -> MissionState {
+            guard m.state == .pending, let key = m.lockKey else { return m.state }
+            return held[key] != nil || firstPending[key] != m.id ? .waiting : .pending
+        }
+    }
+
+    public func lockView() throws -> LockView {
+        var held: [String: Int64] = [:]
+        for r in try db.query("SELECT key, mission_id FROM mission_locks") {
+            if let k = r[0].text, let id = r[1].int { held[k] = id }
+        }
+        var first: [String: Int64] = [:]
+        for r in try db.query("SELECT lock_key, min(id) FROM missions WHERE state = 'pending' AND lock_key IS NOT NULL GROUP BY lock_key") {
+            if let k = r[0].text, let id = r[1].int { first[k] = id }
+        }
+        return LockView(held: held, firstPending: first)
+    }
+
+    // MARK: - Runner transitions
+
+    /// How a running attempt ended, as the runner saw it.
+    public enum Settlement: Sendable, Equatable {
+        /// The shim wrote this result.
+        case finished(MissionResult)
+        /// No usable result (e.g. a corrupt result file): failed with this reason.
+        case failed(reason: String)
+        /// The shim ended without a result: requeue, or fail after the max.
+        case shimDied(reason: String, countAttempt: Bool)
+        /// The shim could not be started: pending again, the attempt not counted.
+        case revert(reason: String)
+    }
+
+    /// What a settlement did.
+    public enum SettleOutcome: Sendable, Equatable {
+        case ended(MissionState, reason: String?)
+        case died(ShimDeath)
+        case reverted
+        /// The attempt was not running any more: nothing changed.
+        case stale
+    }
+
+    /// The runner's tick in one transaction (one fsync): settle ended attempts (releasing their
+    /// locks), record shim identities, then claim up to `claimLimit` missions. Pending missions
+    /// freed by a settlement (a released key) can be claimed in the same transaction.
+    public func settleAndClaim(_ settlements: [(id: Int64, attempt: Int, settlement: Settlement)],
+                               recordShims shims: [(id: Int64, attempt: Int, shim: MissionShim)] = [],
+                               claimLimit: Int) throws -> (outcomes: [SettleOutcome], claimed: [Mission]) {
+        try db.write {
+            let outcomes = try settlements.map { try settleLocked($0.id, attempt: $0.attempt, $0.settlement) }
+            try recordShimsLocked(shims)
+            return (outcomes, try claimLocked(limit: claimLimit))
+        }
+    }
+
+    /// Claims up to `limit` pending missions in id order, in one transaction: each becomes
+    /// running with `attempts + 1` and takes its lock key. A key that is held, or already taken
+    /// earlier in this pass, makes its mission wait (FIFO per key).
+    public func claim(limit: Int) throws -> [Mission] {
+        guard limit > 0 else { return [] }
+        return try db.write { try claimLocked(limit: limit) }
+    }
+
+    /// Records the shims of freshly started attempts (one transaction for all).
+    public func recordShims(_ shims: [(id: Int64, attempt: Int, shim: MissionShim)]) throws {
+        guard !shims.isEmpty else { return }
+        try db.write { try recordShimsLocked(shims) }
+    }
+
+    /// Undoes a claim whose shim could not be started: pending again, the attempt not counted.
+    public func revertClaim(id: Int64, attempt: Int, reason: String) throws {
+        try db.write { _ = try settleLocked(id, attempt: attempt, .revert(reason: reason)) }
+    }
+
+    /// Finalizes a running attempt from its shim's result and releases its lock. Returns the
+    /// final state, or nil when the attempt is not running any more (stale).
+    @discardableResult
+    public func finish(id: Int64, attempt: Int, result: MissionResult) throws -> MissionState? {
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .finished(result)) }
+        if case .ended(let state, _) = outcome { return state }
+        return nil
+    }
+
+    /// Ends a running attempt as failed (or cancelled when that was asked) without a usable
+    /// result, e.g. a corrupt result file. Nil when stale.
+    @discardableResult
+    public func fail(id: Int64, attempt: Int, reason: String) throws -> MissionState? {
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .failed(reason: reason)) }
+        if case .ended(let state, _) = outcome { return state }
+        return nil
+    }
+
+    public enum ShimDeath: Equatable, Sendable {
+        /// Pending again; `attempts` starts so far.
+        case requeued(attempts: Int)
+        /// Pending again, the attempt not counted (it never started).
+        case requeuedUncounted
+        /// Out of attempts.
+        case failed(reason: String)
+        /// A cancel was asked: that is what it became.
+        case cancelled
+    }
+
+    /// The shim of a running attempt died without a result: requeue it (attempts stay counted),
+    /// fail it after `max_attempts` starts, or mark it cancelled when a cancel was asked. The
+    /// lock is released in the same transaction. With `countAttempt: false` (a claim whose shim
+    /// never started) the attempt is taken back. Nil when stale.
+    @discardableResult
+    public func shimDied(id: Int64, attempt: Int, reason: String, countAttempt: Bool = true) throws -> ShimDeath? {
+        let outcome = try db.write { try settleLocked(id, attempt: attempt, .shimDied(reason: reason, countAttempt: countAttempt)) }
+        if case .died(let death) = outcome { return death }
+        return nil
+    }
+
+    /// How a finished attempt's result maps to a final state.
+    public static func outcome(of result: MissionResult, cancelRequested: Bool) -> (state: MissionState, reason: String?) {
+        if let reason = result.reason { return (.failed, reason) }
+        let how = result.signal.map { "killed by \(SignalName.of($0))" } ?? "exited with status \(result.exitCode)"
+        if result.exitCode == 0 { return (.done, nil) }
+        if cancelRequested { return (.cancelled, "cancelled by an operator (\(how))") }
+        return (.failed, how)
+    }
+
+    // MARK: - Inside a write transaction
+
+    private func claimLocked(limit: Int) throws -> [Mission] {
+        guard limit > 0 else { return [] }
+        var claimed: [Mission] = []
+        var taken = Set<String>()
+        var after: Int64 = 0
+        let now = MissionQueue.now()
+        while claimed.count < limit {
+            let batch = limit - claimed.count + 16
+            let rows = try db.query("""
+                SELECT \(MissionQueue.columns) FROM missions
+                WHERE state = 'pending' AND id > ? AND (lock_key IS NULL OR lock_key NOT IN (SELECT key FROM mission_locks))
+                ORDER BY id LIMIT ?
+                """, [.int(after), .int(Int64(batch))])
+            for r in rows {
+                var m = MissionQueue.decode(r)
+                after = m.id
+                if let key = m.lockKey {
+                    guard !taken.contains(key) else { continue }
+                    taken.insert(key)
+                    try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
+                }
+                try db.execute("""
+                    UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
+                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                    WHERE id = ?
+                    """, [now, .int(m.id)])
+                m.state = .running
+                m.attempts += 1
+                m.shim = nil
+                claimed.append(m)
+                if claimed.count == limit { break }
+            }
+            if rows.count < batch { break }
+        }
+        return claimed
+    }
+
+    private func recordShimsLocked(_ shims: [(id: Int64, attempt: Int, shim: MissionShim)]) throws {
+        for s in shims {
+            try db.execute("UPDATE missions SET shim_pid = ?, shim_start = ?, shim_boot = ? WHERE id = ? AND state = 'running' AND attempts = ?",
+                           [.int(Int64(s.shim.identity.pid)), .int(Int64(s.shim.identity.startTicks)), .text(s.shim.bootID),
+                            .int(s.id), .int(Int64(s.attempt))])
+        }
+    }
+
+    private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
+        guard let row = try db.query("SELECT cancel_requested, max_attempts FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
+                                     [.int(id), .int(Int64(attempt))]).first else { return .stale }
+        let cancel = (row[0].int ?? 0) != 0
+        let maxAttempts = Int(row[1].int ?? 1)
+        let outcome: SettleOutcome
+        switch settlement {
+        case .finished(let result):
+            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: cancel)
+            try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
+                           [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
+                            reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
+            outcome = .ended(state, reason: reason)
+        case .failed(let reason):
+            let state: MissionState = cancel ? .cancelled : .failed
+            try db.execute("UPDATE missions SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
+                           [.text(state.rawValue), .text(reason), MissionQueue.now(), .int(id)])
+            outcome = .ended(state, reason: reason)
+        case .revert(let reason):
+            try db.execute("""
+                UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                WHERE id = ?
+                """, [.text(reason), .int(id)])
+            outcome = .reverted
+        case .shimDied(let reason, let countAttempt):
+            if cancel {
+                try db.execute("UPDATE missions SET state = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
+                               [.text("cancelled by an operator (\(reason))"), MissionQueue.now(), .int(id)])
+                outcome = .died(.cancelled)
+            } else if !countAttempt {
+                try db.execute("""
+                    UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                    WHERE id = ?
+                    """, [.text(reason), .int(id)])
+                outcome = .died(.requeuedUncounted)
+            } else if attempt >= maxAttempts {
+                let text = "\(reason) on attempt \(attempt) of \(maxAttempts); giving up"
+                try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ? WHERE id = ?",
+                               [.text(text), MissionQueue.now(), .int(id)])
+                outcome = .died(.failed(reason: text))
+            } else {
+                try db.execute("""
+                    UPDATE missions SET state = 'pending', reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
+                    """, [.text("attempt \(attempt) of \(maxAttempts): \(reason); requeued"), .int(id)])
+                outcome = .died(.requeued(attempts: attempt))
+            }
+        }
+        try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
+        return outcome
+    }
+
+    /// Deletes locks whose holder is not running (a holder that died, or a row edited by hand).
+    public func releaseStaleLocks() throws -> Int {
+        try db.write {
+            try db.execute("DELETE FROM mission_locks WHERE mission_id NOT IN (SELECT id FROM missions WHERE state = 'running')")
+            return db.changes
+        }
+    }
+
+    // MARK: - Cancel
+
+    public enum CancelOutcome: Equatable, Sendable {
+        /// It had not started: cancelled now.
+        case cancelled
+        /// It runs: the runner will stop it (SIGTERM, SIGKILL after a grace).
+        case requested
+        case alreadyRequested
+        case alreadyFinished(MissionState)
+        case notFound
+    }
+
+    public func requestCancel(id: Int64) throws -> CancelOutcome {
+        try db.write {
+            guard let m = try mission(id) else { return .notFound }
+            switch m.state {
+            case .pending, .waiting:
+                try db.execute("UPDATE missions SET state = 'cancelled', cancel_requested = 1, reason = ?, finished_at = ? WHERE id = ?",
+                               [.text("cancelled by an operator before it started"), MissionQueue.now(), .int(id)])
+                return .cancelled
+            case .running:
+                if m.cancelRequested { return .alreadyRequested }
+                try db.execute("UPDATE missions SET cancel_requested = 1 WHERE id = ?", [.int(id)])
+                return .requested
+            case .done, .failed, .cancelled:
+                return .alreadyFinished(m.state)
+            }
+        }
+    }
+
+    /// Ids of all missions that have a row, among `ids`.
+    public func existing(_ ids: [Int64]) throws -> Set<Int64> {
+        var out = Set<Int64>()
+        var i = 0
+        while i < ids.count {
+            let chunk = ids[i..<min(ids.count, i + 500)]
+            let marks = chunk.map { _ in "?" }.joined(separator: ",")
+            for r in try db.query("SELECT id FROM missions WHERE id IN (\(marks))", chunk.map { .int($0) }) {
+                if let id = r[0].int { out.insert(id) }
+            }
+            i += 500
+        }
+        return out
+    }
+
+    /// `PRAGMA data_version`: changes when another connection committed.
+    public func dataVersion() throws -> Int64 {
+        try db.scalarInt("PRAGMA data_version") ?? 0
+    }
+}
