@@ -1,21 +1,105 @@
+import Foundation
+import VigilChat
 import VigilCore
 import VigilStore
-import VigilChat
+import VigilSystem
 
-/// Missions as the runner and chat see them. Filled in when the mission engine lands.
+/// The runner's missions: recovery once (retried until the database answers), then a tick
+/// on every loop turn. A locked or unavailable database never stops the watchdog: the error is
+/// journaled at a low rate and the next try waits a tick.
 final class RunnerMissions {
-    init?(runner: Runner, notifier: Notifier) { return nil }
-    func tick(now: BootInstant) {}
-    var nextDeadline: BootInstant? { nil }
-    var wakeDescriptors: [Int32] { [] }
+    let engine: MissionRunner
+    let journal: Journal
+    let tickPeriod: TimeSpan
+    private var recovered = false
+    private var retryAt = BootInstant.zero
+    private var failing: BootInstant?
+
+    init?(runner: Runner, notifier: Notifier) {
+        let t = runner.config.tunables
+        do {
+            engine = try MissionRunner(stateDir: runner.ctx.dir, journal: runner.ctx.journal, maxParallel: t.maxParallel,
+                                       shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
+                                       termGrace: t.termGrace)
+        } catch {
+            runner.ctx.journal.append("missions-unavailable", ["error": .string("\(error)")])
+            return nil
+        }
+        journal = runner.ctx.journal
+        tickPeriod = t.tick
+    }
+
+    func tick(now: BootInstant) {
+        guard now >= retryAt else { return }
+        do {
+            if !recovered {
+                _ = try engine.recover()
+                recovered = true
+            }
+            try engine.tick(now: now)
+            if failing != nil {
+                failing = nil
+                journal.append("missions-db-available", [:])
+            }
+        } catch {
+            retryAt = now + tickPeriod
+            if failing.map({ now - $0 > .seconds(60) }) ?? true {
+                failing = now
+                journal.append("missions-db-unavailable", ["error": .string("\(error)"), "recovered": .bool(recovered)])
+            }
+        }
+    }
+
+    var nextDeadline: BootInstant? {
+        if failing != nil { return retryAt }
+        return recovered ? engine.nextDeadline : nil
+    }
+    var wakeDescriptors: [Int32] { recovered && failing == nil ? engine.wakeDescriptors : [] }
 }
 
+/// Missions from chat (`/missions`, `/mission TEXT`, `/cancel ID`), on the bridge's thread.
 enum ChatMissions {
-    static func list(_ dir: StateDirectory) throws -> String { "Missions are not available in this build." }
-    static func add(_ dir: StateDirectory, argv: [String], by: String) throws -> String { "Missions are not available in this build." }
-    static func cancel(_ dir: StateDirectory, id: String, by: String) throws -> String { "Missions are not available in this build." }
+    static func queue(_ dir: StateDirectory) throws -> MissionQueue {
+        MissionQueue(db: try Database(path: dir.database, busyTimeout: 0.5))
+    }
+
+    static func list(_ dir: StateDirectory) throws -> String {
+        let q = try queue(dir)
+        let view = try q.lockView()
+        let ms = try q.missions(last: 10)
+        guard !ms.isEmpty else { return "No missions yet." }
+        return ms.map { m in
+            var line = "#\(m.id) \(view.state(of: m).rawValue) attempts \(m.attempts)"
+            if let c = m.exitCode { line += " exit \(c)" }
+            if let k = m.lockKey { line += " lock \(k)" }
+            return line + ": " + m.argv.joined(separator: " ").prefix(80)
+        }.joined(separator: "\n")
+    }
+
+    static func add(_ dir: StateDirectory, argv: [String], by: String) throws -> String {
+        let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath)
+        MissionRunner.poke(dir)
+        return "Mission \(id) queued."
+    }
+
+    static func cancel(_ dir: StateDirectory, id text: String, by: String) throws -> String {
+        guard let id = Int64(text.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "#"))) else {
+            return "Say /cancel ID with a mission number."
+        }
+        let outcome = try queue(dir).requestCancel(id: id)
+        MissionRunner.poke(dir)
+        switch outcome {
+        case .cancelled: return "Mission \(id) cancelled (it had not started)."
+        case .requested: return "Mission \(id) is being stopped (SIGTERM, then SIGKILL after the grace)."
+        case .alreadyRequested: return "Mission \(id) is already being stopped."
+        case .alreadyFinished(let s): return "Mission \(id) already ended (\(s.rawValue))."
+        case .notFound: return "There is no mission \(id)."
+        }
+    }
 }
 
 enum MissionCounts {
-    static func gather(_ db: Database) throws -> JSONValue? { nil }
+    static func gather(_ db: Database) throws -> JSONValue? {
+        .object(try MissionQueue(db: db).counts().reduce(into: [:]) { $0[$1.key.rawValue] = .int(Int64($1.value)) })
+    }
 }

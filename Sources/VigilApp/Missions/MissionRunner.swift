@@ -462,6 +462,9 @@ public final class MissionRunner {
             guard case .shimDied(let reason, _) = settlement else { return }
             report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
             cleanAfterDeadShim(t.id)
+            if case .failed(let text) = death {
+                notify("mission-\(t.id)-\(t.attempt)-end", "Mission \(t.id) failed: \(text)")
+            }
         case .ended(let state, let reason):
             let paths = MissionPaths(stateDir: stateDir, id: t.id)
             if let why = corrupt {
@@ -476,6 +479,10 @@ public final class MissionRunner {
             }
             if let reason { fields["reason"] = .string(reason) }
             journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
+            var text = "Mission \(t.id) \(state == .done ? "done" : state.rawValue)"
+            if case .finished(let r) = settlement { text += " (exit \(r.exitCode))" }
+            if let reason { text += ": \(reason)" }
+            notify("mission-\(t.id)-\(t.attempt)-end", text + ".")
         }
     }
 
