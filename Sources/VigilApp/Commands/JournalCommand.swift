@@ -21,7 +21,7 @@ enum JournalCommand {
             guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
             let since = try args.duration("since")
             let last = try args.int("last", min: 1)
-            let path = inv.stateDir.journal
+            let path = try existing(inv.stateDir).journal
             guard args.has("follow") || FileManager.default.fileExists(atPath: path) else {
                 throw CommandError("no journal at \(path): nothing has run on this state dir yet")
             }
