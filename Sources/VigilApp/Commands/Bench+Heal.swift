@@ -45,8 +45,10 @@ enum HealBench {
         table.add("drifted bridge → healthy", dr.seconds(), "≤ 0.5 s median, no signal", "monit 1.37 s (by killing)")
         table.add("signals sent for drift", "\(driftSignals)", "0")
         table.add("probe CPU per tick", String(format: "%.1f µs", idleStats.probeMicros), "≤ 100 µs", "Kōan 2.2 ms (git call)")
-        table.add("idle runner CPU / RSS", String(format: "%.3f %% / %@", idleStats.runnerCPU, ByteSize.format(idleStats.runnerRSS)), "≤ 0.2 % / ≤ 15 MB", "monit 0.88 % · 7.4 MB")
-        table.add("idle bridge CPU / RSS", String(format: "%.3f %% / %@", idleStats.bridgeCPU, ByteSize.format(idleStats.bridgeRSS)), "≤ 0.2 % / ≤ 15 MB", "supervisord 0.02 % · 30 MB")
+        table.add("idle runner CPU", String(format: "%.3f %%", idleStats.runnerCPU), "≤ 0.2 %", "monit 0.88 %, supervisord 0.02 %, runit 0 %")
+        table.add("idle bridge CPU", String(format: "%.3f %%", idleStats.bridgeCPU), "≤ 0.2 %")
+        table.add("idle runner memory", idleStats.runner.text, "RSS ≤ 15 MB", "monit 7.4 MB, supervisord 30 MB, runit 2.5 MB")
+        table.add("idle bridge memory", idleStats.bridge.text, "RSS ≤ 15 MB")
         pair.finish()
 
         // Crash loop: a bridge that dies at every start.
@@ -145,27 +147,61 @@ final class BenchPair {
         var probeMicros: Double
         var runnerCPU: Double
         var bridgeCPU: Double
-        var runnerRSS: UInt64
-        var bridgeRSS: UInt64
+        var runner: Memory
+        var bridge: Memory
+    }
+
+    struct Memory {
+        var rss: UInt64
+        /// Proportional set size: shared pages (the Swift runtime libraries both processes map)
+        /// divided among their users.
+        var pss: UInt64
+        /// Private pages only (what this process alone costs).
+        var uss: UInt64
+
+        init(pid: Int32) {
+            var r: UInt64 = 0, p: UInt64 = 0, u: UInt64 = 0
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 2, let kb = UInt64(f[1]) else { continue }
+                switch f[0] {
+                case "Rss:": r = kb * 1024
+                case "Pss:": p = kb * 1024
+                case "Private_Clean:", "Private_Dirty:": u += kb * 1024
+                default: break
+                }
+            }
+            rss = r; pss = p; uss = u
+        }
+
+        var text: String { "RSS \(ByteSize.format(rss)), PSS \(ByteSize.format(pss)), private \(ByteSize.format(uss))" }
+    }
+
+    /// CPU time of all threads of `pid`, from /proc/PID/task/*/schedstat (nanoseconds).
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var ns: Double = 0
+        for t in tasks {
+            if let s = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/schedstat", encoding: .utf8),
+               let first = s.split(separator: " ").first, let v = Double(first) { ns += v }
+        }
+        return ns / 1e9
     }
 
     func idle(for span: TimeSpan) throws -> Idle {
         try waitHealthy()
         usleep(1_000_000)
         guard let b = bridge else { throw CommandError("no bridge") }
-        func cpu(_ pid: Int32) -> Double {
-            guard let s = ProcStat.read(pid: pid) else { return 0 }
-            return Double(s.userTicks + s.systemTicks) / Double(Clock.ticksPerSecond)
-        }
-        let r0 = cpu(runner.pid), b0 = cpu(b.pid), t0 = Clock.boot()
+        let r0 = BenchPair.cpuSeconds(runner.pid), b0 = BenchPair.cpuSeconds(b.pid), t0 = Clock.boot()
         usleep(UInt32(span.seconds * 1e6))
         let elapsed = (Clock.boot() - t0).seconds
-        let r1 = cpu(runner.pid), b1 = cpu(b.pid)
+        let r1 = BenchPair.cpuSeconds(runner.pid), b1 = BenchPair.cpuSeconds(b.pid)
         let rec = try? StateFile.read(dir.pidFile(.runner), kind: ProcessRecord.kind, as: ProcessRecord.self)
         var probe = Double.nan
         if case .ok(let r)? = rec { probe = r.probeCPUMicros ?? .nan }
         return Idle(probeMicros: probe, runnerCPU: (r1 - r0) / elapsed * 100, bridgeCPU: (b1 - b0) / elapsed * 100,
-                    runnerRSS: runner.residentBytes() ?? 0, bridgeRSS: b.residentBytes() ?? 0)
+                    runner: Memory(pid: runner.pid), bridge: Memory(pid: b.pid))
     }
 
     /// Stops the pair (SIGTERM to the runner stops the bridge too) and removes the directory.
