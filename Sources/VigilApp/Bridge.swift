@@ -99,7 +99,7 @@ final class Bridge {
         let t = config.tunables
         let limit = max(t.staleAfter, t.tick * 3)
         var problem: String? = nil
-        if let r = ctx.files.loadRecord(.runner) {
+        if let r = ctx.files.loadLiveRecord(.runner) {
             if r.identity.liveness() == .gone { problem = "dead (pid \(r.identity.pid))" }
             else if now - r.beat > limit { problem = "not beating for \(now - r.beat) (pid \(r.identity.pid))" }
         } else if ctx.stopRequested() == nil {

@@ -34,24 +34,42 @@ final class ProcessContext {
                                seq: 0, bootID: Clock.bootID, lastVerdict: nil, currentVersion: nil, probeCPUMicros: nil)
     }
 
-    /// Writes the PID file with a fresh heartbeat. A failed write is journaled at a low rate
-    /// and reported; the caller goes on (the next beat tries again).
+    /// The PID file needs rewriting (a field other than the heartbeat changed).
+    var recordDirty = true
+    /// The inode of the PID file we wrote last: if the file is gone or replaced (quarantined,
+    /// overwritten), the next beat writes it again.
+    private var writtenInode: UInt?
+
+    private func pidFileIsOurs() -> Bool {
+        var st = stat()
+        return stat(dir.pidFile(role), &st) == 0 && UInt(st.st_ino) == writtenInode
+    }
+
+    /// Writes the heartbeat (and the PID file when it changed). A failed write is journaled at
+    /// a low rate and reported; the caller goes on (the next beat tries again).
     @discardableResult
     func beat(now: BootInstant = Clock.boot()) -> Bool {
         record.beat = now
-        record.beatWall = Clock.iso(Clock.wall())
         record.seq &+= 1
         do {
-            try files.save(record, kind: ProcessRecord.kind, to: dir.pidFile(role))
+            if recordDirty || !pidFileIsOurs() {
+                record.beatWall = Clock.iso(Clock.wall())
+                try files.save(record, kind: ProcessRecord.kind, to: dir.pidFile(role))
+                var st = stat()
+                writtenInode = stat(dir.pidFile(role), &st) == 0 ? UInt(st.st_ino) : nil
+                recordDirty = false
+            }
+            try AtomicFile.write(Heartbeat(identity: record.identity, beat: now, seq: record.seq).encoded(), to: dir.beatFile(role))
             if lastWriteProblem != nil {
                 lastWriteProblem = nil
-                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).json")])
+                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")])
             }
             return true
         } catch {
+            recordDirty = true
             if lastWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
                 lastWriteProblem = now
-                journal.append("state-write-failed", ["file": .string("\(role.rawValue).json"), "error": .string("\(error)")])
+                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")])
             }
             return false
         }
@@ -61,6 +79,7 @@ final class ProcessContext {
     func removeOwnPidFile() {
         if let r = files.loadRecord(role), r.identity == ProcessIdentity.current {
             try? AtomicFile.remove(dir.pidFile(role))
+            try? AtomicFile.remove(dir.beatFile(role))
         }
     }
 

@@ -35,6 +35,8 @@ final class Runner {
     /// CPU time of recent quiet probes (no action taken), for the probe-cost figure.
     private var probeCosts: [TimeSpan] = []
     private var lastRecord: ProcessRecord?
+    private let records = RecordCache()
+    private var lastRecordWrite = BootInstant.zero
     /// Identities confirmed (or refuted) to be a bridge of this state dir, by /proc cmdline.
     private var confirmed: [ProcessIdentity: Bool] = [:]
 
@@ -105,9 +107,14 @@ final class Runner {
                 }
             }
             if now >= nextTick {
-                ctx.record.lastVerdict = lastVerdict
-                ctx.record.currentVersion = versions.current(now: now)
-                ctx.record.probeCPUMicros = probeCosts.isEmpty ? nil : probeCosts.sorted()[probeCosts.count / 2].seconds * 1e6
+                let current = versions.current(now: now)
+                if ctx.record.lastVerdict != lastVerdict || ctx.record.currentVersion != current || now - lastRecordWrite > .seconds(30) {
+                    ctx.record.lastVerdict = lastVerdict
+                    ctx.record.currentVersion = current
+                    ctx.record.probeCPUMicros = probeCosts.isEmpty ? nil : probeCosts.sorted()[probeCosts.count / 2].seconds * 1e6
+                    ctx.recordDirty = true
+                    lastRecordWrite = now
+                }
                 ctx.beat(now: now)
                 nextTick = now + t.tick
                 hooks?.tick(now: now)
@@ -128,7 +135,7 @@ final class Runner {
     /// State-directory names whose change should wake a probe (not our own heartbeat, temp
     /// files, the journal or the database).
     static func isRelevant(_ name: String) -> Bool {
-        !(name.hasPrefix(".") || name == "runner.json" || name.hasPrefix("journal") || name.hasPrefix("vigil.db")
+        !(name.hasPrefix(".") || name == "runner.json" || name == "runner.beat" || name.hasPrefix("journal") || name.hasPrefix("vigil.db")
           || name.hasSuffix(".log"))
     }
 
@@ -138,7 +145,8 @@ final class Runner {
     @discardableResult
     private func probeAndHeal(now: BootInstant) -> Bool {
         let t = config.tunables
-        let record = ctx.files.loadRecord(.bridge)
+        var record = records.load(ctx.files, .bridge)
+        record?.foldIn(ctx.files.heartbeat(.bridge, quiet: false))
         lastRecord = record
         if let s = starting, record?.identity == s { starting = nil }
         let current = versions.current(now: now)

@@ -66,7 +66,23 @@ public final class VersionSource {
         }
     }
 
+    private var fileKey: (ino: UInt, size: Int, sec: Int, nsec: Int)?
+
+    /// The version file's contents, re-read only when the file changed (a stat per probe).
     private func readVersionFile(_ path: String) -> String? {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            let k = (UInt(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
+            if let key = fileKey, key == k, let cached { return cached }
+            fileKey = k
+        } else {
+            fileKey = nil
+        }
+        cached = readVersionFileNow(path)
+        return cached
+    }
+
+    private func readVersionFileNow(_ path: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path) else {
             problem = "cannot read the version file \(path)"
             return nil

@@ -22,7 +22,7 @@ struct WatchdogTests {
         #expect(respawn["verdict"]?.stringValue == "dead")
         #expect(respawn["tier"]?.intValue == 3)
         #expect(respawn["bridge_before"]?["pid"]?.intValue == Int64(first.pid))
-        #expect(h.events("recovered").count >= 2)
+        try h.waitUntil("second recovery journaled") { h.events("recovered").count >= 2 }
     }
 
     @Test func stoppedBridgeGetsTier2ThenTier3() throws {
@@ -130,7 +130,7 @@ struct WatchdogTests {
         #expect(h.heals().first?["verdict"]?.stringValue == "dead")
     }
 
-    @Test(arguments: ["bridge.json", "runner.json", "heal.json", "bridge.restart", "runner.restart", "stop", "heal.reset"])
+    @Test(arguments: ["bridge.json", "bridge.beat", "runner.json", "runner.beat", "heal.json", "bridge.restart", "runner.restart", "stop", "heal.reset"])
     func garbageStateFileIsQuarantined(file: String) throws {
         let h = Harness()
         defer { h.finish() }

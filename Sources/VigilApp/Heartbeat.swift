@@ -1,0 +1,108 @@
+import Foundation
+import Glibc
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// A process's heartbeat (`bridge.beat`, `runner.beat`): one short line, replaced atomically
+/// every beat and read by the probe on every tick, so it is parsed as bytes, not JSON:
+///
+///     vigil-beat 1 PID START_TICKS BOOT_NS SEQ CRC32
+///
+/// The CRC-32 covers everything before it. Identity, version and start live in the JSON PID
+/// file (`bridge.json`), which changes only at start and re-exec.
+struct Heartbeat: Equatable, Sendable {
+    var identity: ProcessIdentity
+    var beat: BootInstant
+    var seq: UInt64
+
+    static let magic = "vigil-beat 1"
+
+    func encoded() -> Data {
+        let body = "\(Heartbeat.magic) \(identity.pid) \(identity.startTicks) \(beat.nanoseconds) \(seq)"
+        return Data("\(body) \(CRC32.hex(Array(body.utf8)))\n".utf8)
+    }
+
+    static func decode(_ raw: UnsafeRawBufferPointer) -> StateFile.Read<Heartbeat> {
+        guard !raw.isEmpty else { return .corrupt("empty file") }
+        guard let nl = raw.firstIndex(of: 0x0A) else { return .corrupt("torn: no end of line") }
+        guard let lastSpace = raw[0..<nl].lastIndex(of: 0x20) else { return .corrupt("not a heartbeat") }
+        let body = UnsafeRawBufferPointer(rebasing: raw[0..<lastSpace])
+        let crcText = String(decoding: UnsafeRawBufferPointer(rebasing: raw[(lastSpace + 1)..<nl]), as: UTF8.self)
+        guard let want = UInt32(crcText, radix: 16), CRC32.checksum(body) == want else { return .corrupt("checksum mismatch") }
+        let fields = String(decoding: body, as: UTF8.self).split(separator: " ")
+        guard fields.count == 6, fields[0] == "vigil-beat", fields[1] == "1",
+              let pid = Int32(fields[2]), let start = UInt64(fields[3]), let boot = Int64(fields[4]), let seq = UInt64(fields[5]) else {
+            return .corrupt("not a heartbeat")
+        }
+        return .ok(Heartbeat(identity: ProcessIdentity(pid: pid, startTicks: start), beat: BootInstant(nanoseconds: boot), seq: seq))
+    }
+
+    /// One `read` into a stack buffer.
+    static func read(_ path: String) -> StateFile.Read<Heartbeat> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            let e = lastErrno()
+            return e == ENOENT ? .absent : .corrupt("unreadable: \(String(cString: strerror(e)))")
+        }
+        defer { close(fd) }
+        return withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { buf in
+            let n = Glibc.read(fd, buf.baseAddress, 256)
+            guard n >= 0 else { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
+            return decode(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
+    }
+}
+
+extension StateDirectory {
+    func beatFile(_ role: Role) -> String { file("\(role.rawValue).beat") }
+}
+
+extension StateFiles {
+    /// The PID file with the latest heartbeat folded in (when the heartbeat is the same
+    /// process's). A corrupt heartbeat is quarantined like any state file.
+    func loadLiveRecord(_ role: StateDirectory.Role, quiet: Bool = false) -> ProcessRecord? {
+        guard var record = quiet ? loadRecordQuietly(role) : loadRecord(role) else { return nil }
+        record.foldIn(heartbeat(role, quiet: quiet))
+        return record
+    }
+
+    func heartbeat(_ role: StateDirectory.Role, quiet: Bool) -> Heartbeat? {
+        switch Heartbeat.read(dir.beatFile(role)) {
+        case .ok(let b): return b
+        case .absent: return nil
+        case .corrupt(let why):
+            if !quiet { quarantine(dir.beatFile(role), reason: why) }
+            return nil
+        }
+    }
+}
+
+extension ProcessRecord {
+    mutating func foldIn(_ hb: Heartbeat?) {
+        guard let hb, hb.identity == identity, hb.beat > beat else { return }
+        beat = hb.beat
+        seq = hb.seq
+    }
+}
+
+/// The PID file, re-read only when the file changed (inode, size or mtime): the probe's hot
+/// path reads it on every tick, but it changes only at a (re)start.
+final class RecordCache {
+    private var key: (ino: UInt, size: Int, mtime: Int, nsec: Int)?
+    private var cached: ProcessRecord?
+
+    func load(_ files: StateFiles, _ role: StateDirectory.Role) -> ProcessRecord? {
+        var st = stat()
+        guard stat(files.dir.pidFile(role), &st) == 0 else {
+            key = nil
+            cached = nil
+            return files.loadRecord(role) // absent, or unreadable: the usual policy
+        }
+        let k = (UInt(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
+        if let key, key == k, cached != nil { return cached }
+        cached = files.loadRecord(role)
+        key = cached == nil ? nil : k
+        return cached
+    }
+}
