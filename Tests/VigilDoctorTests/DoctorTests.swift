@@ -261,6 +261,39 @@ struct DoctorTests {
         #expect(try q.mission(done)?.state == .done)
     }
 
+    @Test func liveRunnerIsLeftAloneAndGetsMissionsLockAfterDoctor() throws {
+        let env = try DoctorEnv("runner")
+        defer { env.finish() }
+        _ = try env.queue // the database exists from the start
+        // Doctor's recovery holds missions.lock while a runner starts.
+        var doctorsLock: FileLock? = try env.hold(env.state.file("missions.lock"))
+        let runner = try env.spawn([vigilPath, "runner", "--state-dir", env.state.path, "--tick", "0.05", "--heartbeat-interval", "0.1",
+                                    "--stale-after", "2"], output: env.path("runner.out"))
+        try waitUntil("the runner to find missions.lock taken") { !env.journal("missions-unavailable").isEmpty }
+        let orphan = MissionPaths(stateDir: env.state, id: 999).directory
+        try AtomicFile.makeDirectory(orphan)
+
+        // A runner is running: doctor reports the orphan and leaves it to the runner.
+        var r = try env.fix()
+        #expect(r.finding("runner") == nil)
+        let ws = try #require(r.finding("missions.orphan-workspaces"))
+        #expect(!ws.fixed && ws.note?.contains("runner") == true && env.exists(orphan), "\(ws)")
+
+        // Released: the runner takes the lock on a later tick, recovers, runs missions.
+        doctorsLock?.release()
+        doctorsLock = nil
+        let id = try env.queue.enqueue(argv: ["true"], cwd: "/")
+        MissionRunner.poke(env.state)
+        try waitUntil("the mission to run") { try env.queue.mission(id)?.state == .done }
+        #expect(!env.exists(orphan), "the runner's start-up recovery removed the orphan")
+        try waitUntil("doctor to find nothing that needs attention") { try env.doctor().exitCode == 0 }
+
+        let bridge = StatusCommand.readQuietly(env.state.pidFile(.bridge), kind: ProcessRecord.kind, ProcessRecord.self).0?.identity
+        kill(runner.pid, SIGTERM)
+        env.reap(runner.pid)
+        if let bridge { try waitUntil("the bridge to stop") { !bridge.isAlive } }
+    }
+
     // MARK: - Files
 
     @Test func corruptStateFilesAreQuarantinedWhenTheirWriterIsNotRunning() throws {
