@@ -83,7 +83,7 @@ extension Doctor {
                 return .skipped("a runner started meanwhile; its start-up recovery does this")
             }
             let summary = try engine.recover()
-            return .done("ran the runner's start-up recovery: " + summary.text)
+            return .done("ran the runner's start-up recovery: " + summary.details)
 
         case .cancelMission(let id):
             switch try MissionQueue(db: database()).requestCancel(id: id) {

@@ -30,7 +30,12 @@ public struct MissionRecoverySummary: Sendable, Equatable {
 
     /// One line for people (journal, chat).
     public var text: String {
-        if isEmpty { return "Missions: nothing to recover." }
+        isEmpty ? "Missions: nothing to recover." : "Missions recovered after a runner restart: " + details + "."
+    }
+
+    /// What was done, as a list ("1 requeued after its shim died, 2 orphans cleaned up").
+    public var details: String {
+        if isEmpty { return "nothing to recover" }
         var parts: [String] = []
         func add(_ n: Int, _ one: String, _ many: String) { if n > 0 { parts.append("\(n) \(n == 1 ? one : many)") } }
         add(reattached, "still running (reattached)", "still running (reattached)")
@@ -40,7 +45,7 @@ public struct MissionRecoverySummary: Sendable, Equatable {
         add(cancelled, "cancelled", "cancelled")
         add(locksReleased, "lock of a dead holder released", "locks of dead holders released")
         add(orphansCleaned, "orphan cleaned up", "orphans cleaned up")
-        return "Missions recovered after a runner restart: " + parts.joined(separator: ", ") + "."
+        return parts.joined(separator: ", ")
     }
 
     var journalFields: [String: JSONValue] {
