@@ -274,7 +274,7 @@ struct DoctorTests {
         try AtomicFile.makeDirectory(orphan)
 
         // A runner is running: doctor reports the orphan and leaves it to the runner.
-        var r = try env.fix()
+        let r = try env.fix()
         #expect(r.finding("runner") == nil)
         let ws = try #require(r.finding("missions.orphan-workspaces"))
         #expect(!ws.fixed && ws.note?.contains("runner") == true && env.exists(orphan), "\(ws)")
