@@ -32,6 +32,8 @@ let package = Package(
         .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
         // Missions end to end: the real `vigil` binary, real processes, kill -9 at crash points.
         .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        // `vigil doctor`: every anomaly made for real in a temp state dir, found, fixed when safe.
+        .testTarget(name: "VigilDoctorTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

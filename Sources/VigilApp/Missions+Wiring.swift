@@ -6,32 +6,42 @@ import VigilSystem
 
 /// The runner's missions: recovery once (retried until the database answers), then a tick
 /// on every loop turn. A locked or unavailable database never stops the watchdog: the error is
-/// journaled at a low rate and the next try waits a tick.
+/// journaled at a low rate and the next try waits a tick. When another process holds
+/// `missions.lock` at start (e.g. `vigil doctor --fix` running the same recovery), taking it is
+/// retried every tick, so a runner started in that moment still runs missions.
 final class RunnerMissions {
-    let engine: MissionRunner
+    private var engine: MissionRunner?
+    private let makeEngine: () throws -> MissionRunner
     let journal: Journal
     let tickPeriod: TimeSpan
     private var recovered = false
     private var retryAt = BootInstant.zero
     private var failing: BootInstant?
 
-    init?(runner: Runner, notifier: Notifier) {
+    init(runner: Runner, notifier: Notifier) {
         let t = runner.config.tunables
-        do {
-            engine = try MissionRunner(stateDir: runner.ctx.dir, journal: runner.ctx.journal, maxParallel: t.maxParallel,
-                                       shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
-                                       termGrace: t.termGrace)
-        } catch {
-            runner.ctx.journal.append("missions-unavailable", ["error": .string("\(error)")])
-            return nil
+        let dir = runner.ctx.dir
+        let journal = runner.ctx.journal
+        makeEngine = {
+            try MissionRunner(stateDir: dir, journal: journal, maxParallel: t.maxParallel,
+                              shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
+                              termGrace: t.termGrace)
         }
-        journal = runner.ctx.journal
+        self.journal = journal
         tickPeriod = t.tick
+        do {
+            engine = try makeEngine()
+        } catch {
+            failing = Clock.boot()
+            journal.append("missions-unavailable", ["error": .string("\(error)")])
+        }
     }
 
     func tick(now: BootInstant) {
         guard now >= retryAt else { return }
         do {
+            let engine = try self.engine ?? makeEngine()
+            self.engine = engine
             if !recovered {
                 _ = try engine.recover()
                 recovered = true
@@ -52,9 +62,9 @@ final class RunnerMissions {
 
     var nextDeadline: BootInstant? {
         if failing != nil { return retryAt }
-        return recovered ? engine.nextDeadline : nil
+        return recovered ? engine?.nextDeadline : nil
     }
-    var wakeDescriptors: [Int32] { recovered && failing == nil ? engine.wakeDescriptors : [] }
+    var wakeDescriptors: [Int32] { recovered && failing == nil ? engine?.wakeDescriptors ?? [] : [] }
 }
 
 /// Missions from chat (`/missions`, `/mission TEXT`, `/cancel ID`), on the bridge's thread.

@@ -173,8 +173,20 @@ public final class ChatService: @unchecked Sendable {
     /// `<state>/chat/status.json` (a state file, kind `chat-status`): adapter circuits, for
     /// `vigil status` and `vigil doctor`. Written when a circuit changes and at shutdown.
     public static func readStatus(_ dir: StateDirectory) -> [ChatAdapterStatus]? {
-        if case .ok(let s) = StateFile.read(dir.file("chat/status.json"), kind: "chat-status", as: StatusFile.self) { return s.adapters }
+        if case .ok(let adapters) = readStatusFile(dir) { return adapters }
         return nil
+    }
+
+    /// The path of the chat status file.
+    public static func statusPath(_ dir: StateDirectory) -> String { dir.file("chat/status.json") }
+
+    /// `readStatus` that tells absent and corrupt apart (read-only; nothing is quarantined).
+    public static func readStatusFile(_ dir: StateDirectory) -> StateFile.Read<[ChatAdapterStatus]> {
+        switch StateFile.read(statusPath(dir), kind: "chat-status", as: StatusFile.self) {
+        case .absent: return .absent
+        case .ok(let s): return .ok(s.adapters)
+        case .corrupt(let why): return .corrupt(why)
+        }
     }
 
     struct StatusFile: Codable, Sendable {
@@ -184,7 +196,7 @@ public final class ChatService: @unchecked Sendable {
 
     private func writeStatusFile() {
         let s = StatusFile(adapters: adapterStatus, pid: getpid())
-        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: stateDir.file("chat/status.json")) }
+        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: ChatService.statusPath(stateDir)) }
     }
 
     // MARK: - Inside

@@ -319,11 +319,22 @@ public final class MissionQueue {
         return outcome
     }
 
+    /// A lock row whose holder is not running.
+    static let staleLock = "mission_id NOT IN (SELECT id FROM missions WHERE state = 'running')"
+
     /// Deletes locks whose holder is not running (a holder that died, or a row edited by hand).
     public func releaseStaleLocks() throws -> Int {
         try db.write {
-            try db.execute("DELETE FROM mission_locks WHERE mission_id NOT IN (SELECT id FROM missions WHERE state = 'running')")
+            try db.execute("DELETE FROM mission_locks WHERE \(MissionQueue.staleLock)")
             return db.changes
+        }
+    }
+
+    /// The locks `releaseStaleLocks` would delete: (key, holder id), by key. Read-only.
+    public func staleLocks() throws -> [(key: String, mission: Int64)] {
+        try db.query("SELECT key, mission_id FROM mission_locks WHERE \(MissionQueue.staleLock) ORDER BY key").compactMap { r in
+            guard let k = r[0].text, let id = r[1].int else { return nil }
+            return (k, id)
         }
     }
 

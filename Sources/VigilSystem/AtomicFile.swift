@@ -84,16 +84,24 @@ public enum AtomicFile {
     /// Removes temp files left in `dir` by writers that are no longer running.
     @discardableResult
     public static func sweepTemps(in dir: String) -> Int {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return 0 }
         var removed = 0
+        for name in staleTemps(in: dir) where unlink("\(dir)/\(name)") == 0 { removed += 1 }
+        return removed
+    }
+
+    /// Names of the temp files in `dir` whose writer is no longer running (what `sweepTemps`
+    /// removes). Read-only.
+    public static func staleTemps(in dir: String) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        var stale: [String] = []
         for name in names where name.hasPrefix(".") && name.contains(tempMarker) {
             guard let range = name.range(of: tempMarker) else { continue }
             let rest = name[range.upperBound...].split(separator: ".")
             if let pidText = rest.first, let pid = Int32(pidText), pid != getpid(), kill(pid, 0) == 0 || lastErrno() == EPERM {
                 continue // its writer may still be running
             }
-            if unlink("\(dir)/\(name)") == 0 { removed += 1 }
+            stale.append(name)
         }
-        return removed
+        return stale
     }
 }

@@ -30,7 +30,12 @@ public struct MissionRecoverySummary: Sendable, Equatable {
 
     /// One line for people (journal, chat).
     public var text: String {
-        if isEmpty { return "Missions: nothing to recover." }
+        isEmpty ? "Missions: nothing to recover." : "Missions recovered after a runner restart: " + details + "."
+    }
+
+    /// What was done, as a list ("1 requeued after its shim died, 2 orphans cleaned up").
+    public var details: String {
+        if isEmpty { return "nothing to recover" }
         var parts: [String] = []
         func add(_ n: Int, _ one: String, _ many: String) { if n > 0 { parts.append("\(n) \(n == 1 ? one : many)") } }
         add(reattached, "still running (reattached)", "still running (reattached)")
@@ -40,7 +45,7 @@ public struct MissionRecoverySummary: Sendable, Equatable {
         add(cancelled, "cancelled", "cancelled")
         add(locksReleased, "lock of a dead holder released", "locks of dead holders released")
         add(orphansCleaned, "orphan cleaned up", "orphans cleaned up")
-        return "Missions recovered after a runner restart: " + parts.joined(separator: ", ") + "."
+        return parts.joined(separator: ", ")
     }
 
     var journalFields: [String: JSONValue] {
@@ -189,14 +194,9 @@ public final class MissionRunner {
         var rest: [Mission] = []
         var toRecord: [(id: Int64, attempt: Int, shim: MissionShim)] = []
         for m in running {
-            if let shim = m.shim, shim.bootID == Clock.bootID, let fd = shim.identity.openPidFD() {
-                watch(m, shim: shim, pidfd: fd, recorded: true)
-                summary.reattached += 1
-            } else if m.shim == nil, let p = shims.first(where: { $0.mission == m.id && $0.attempt == m.attempts }),
-                      let fd = p.identity.openPidFD() {
-                let shim = MissionShim(identity: p.identity, bootID: Clock.bootID)
-                watch(m, shim: shim, pidfd: fd, recorded: false)
-                toRecord.append((m.id, m.attempts, shim))
+            if let (shim, recorded) = MissionRunner.shimCandidate(of: m, among: shims), let fd = shim.identity.openPidFD() {
+                watch(m, shim: shim, pidfd: fd, recorded: recorded)
+                if !recorded { toRecord.append((m.id, m.attempts, shim)) }
                 summary.reattached += 1
             } else {
                 rest.append(m)
@@ -245,6 +245,16 @@ public final class MissionRunner {
             notify("missions-recovered-\(Clock.bootID)-\(ProcessIdentity.current.pid)-\(ProcessIdentity.current.startTicks)", summary.text)
         }
         return summary
+    }
+
+    /// The shim that may run the current attempt of a running mission: the recorded one (this
+    /// boot), or, when none is recorded yet (the runner stopped between spawn and record), a
+    /// shim of this attempt found in /proc by its argv. Whether it is alive is the caller's
+    /// question (recovery opens a pidfd; `vigil doctor` asks /proc).
+    static func shimCandidate(of m: Mission, among shims: [MissionProcesses.ShimProcess]) -> (shim: MissionShim, recorded: Bool)? {
+        if let shim = m.shim { return shim.bootID == Clock.bootID ? (shim, true) : nil }
+        guard let p = shims.first(where: { $0.mission == m.id && $0.attempt == m.attempts }) else { return nil }
+        return (MissionShim(identity: p.identity, bootID: Clock.bootID), false)
     }
 
     private func watch(_ m: Mission, shim: MissionShim, pidfd: PidFD, recorded: Bool) {
@@ -308,41 +318,66 @@ public final class MissionRunner {
     private func cleanOrphans(_ q: MissionQueue) throws -> Int {
         var cleaned = 0
         let claimed = Set(tracked.values.compactMap { $0.shim?.identity })
-        for p in MissionProcesses.shims(of: stateDir) where !claimed.contains(p.identity) {
+        for p in MissionRunner.orphanShims(of: stateDir, claimed: claimed) {
             MissionProcesses.killSession(of: p.identity)
             journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
-        // Mission processes left by a shim that is gone (its session has no live leader). A
-        // process in a session whose leader lives (a claimed shim, or a process that made its
-        // own session on purpose) is left alone.
-        let sessions = Set(claimed.map(\.pid))
-        for p in MissionProcesses.members(of: stateDir) where !sessions.contains(p.session) {
-            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { continue }
+        for p in MissionRunner.orphanProcesses(of: stateDir, claimedSessions: Set(claimed.map(\.pid))) {
             if p.identity.signal(SIGKILL) {
                 journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
             }
         }
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.missions)) ?? []
-        let ids = names.compactMap { Int64($0) }
-        let existing = try q.existing(ids)
-        for id in ids where tracked[id] == nil {
-            let paths = MissionPaths(stateDir: stateDir, id: id)
-            if !existing.contains(id) {
-                if (try? FileManager.default.removeItem(atPath: paths.directory)) != nil {
-                    journal.append("mission-orphan-removed", ["path": .string(paths.directory), "what": "directory of no mission"])
-                    cleaned += 1
-                }
-            } else if access(paths.scratch, F_OK) == 0 {
-                if (try? FileManager.default.removeItem(atPath: paths.scratch)) != nil {
-                    journal.append("mission-orphan-removed", ["path": .string(paths.scratch), "what": "scratch directory"])
-                    cleaned += 1
-                }
-            }
+        let paths = try MissionRunner.orphanPaths(of: stateDir, q, running: Set(tracked.keys))
+        for dir in paths.directories where (try? FileManager.default.removeItem(atPath: dir)) != nil {
+            journal.append("mission-orphan-removed", ["path": .string(dir), "what": "directory of no mission"])
+            cleaned += 1
+        }
+        for dir in paths.scratch where (try? FileManager.default.removeItem(atPath: dir)) != nil {
+            journal.append("mission-orphan-removed", ["path": .string(dir), "what": "scratch directory"])
+            cleaned += 1
         }
         return cleaned
+    }
+
+    // MARK: - Orphans (read-only: recovery's last step acts on them, `vigil doctor` reports them)
+
+    /// Live shims of `stateDir` that are none of `claimed` (the shims of running attempts).
+    static func orphanShims(of stateDir: StateDirectory, claimed: Set<ProcessIdentity>) -> [MissionProcesses.ShimProcess] {
+        MissionProcesses.shims(of: stateDir).filter { !claimed.contains($0.identity) }
+    }
+
+    /// Mission processes of `stateDir` (by environment) left by a shim that is gone: outside
+    /// `claimedSessions` and in a session whose leader is gone. A process in a session whose
+    /// leader lives (a claimed shim, or a process that made its own session on purpose) is not
+    /// an orphan.
+    static func orphanProcesses(of stateDir: StateDirectory, claimedSessions: Set<Int32>) -> [MissionProcesses.MemberProcess] {
+        MissionProcesses.members(of: stateDir).filter { p in
+            guard !claimedSessions.contains(p.session) else { return false }
+            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { return false }
+            return true
+        }
+    }
+
+    /// Mission directories with no row, and scratch directories of missions that are not in
+    /// `running`.
+    static func orphanPaths(of stateDir: StateDirectory, _ q: MissionQueue, running: Set<Int64>) throws -> (directories: [String], scratch: [String]) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.missions)) ?? []
+        let ids = names.compactMap { Int64($0) }.sorted()
+        let existing = try q.existing(ids)
+        var directories: [String] = []
+        var scratch: [String] = []
+        for id in ids where !running.contains(id) {
+            let paths = MissionPaths(stateDir: stateDir, id: id)
+            if !existing.contains(id) {
+                directories.append(paths.directory)
+            } else if access(paths.scratch, F_OK) == 0 {
+                scratch.append(paths.scratch)
+            }
+        }
+        return (directories, scratch)
     }
 
     // MARK: - Tick
