@@ -37,9 +37,10 @@ final class Harness {
         return copy
     }
 
-    /// Fast tunables for tests (sub-second everything).
-    static let fast = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "1", "--cooldown", "0.6",
-                       "--term-grace", "0.4", "--start-grace", "2", "--stable-after", "1.5"]
+    /// Fast tunables for tests: sub-second ticks and beats; the limits that turn a slow moment
+    /// into a heal action (stale, cooldown) keep a margin, because CI machines are loaded.
+    static let fast = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "3", "--cooldown", "3",
+                       "--term-grace", "1", "--start-grace", "5", "--stable-after", "1.5"]
 
     var env: [String: String] { ["VIGIL_TEST_FAULTS": "1", "VIGIL_STATE_DIR": dir] }
 

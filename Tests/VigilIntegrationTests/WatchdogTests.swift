@@ -157,12 +157,14 @@ struct WatchdogTests {
     @Test func runnerKilledMidEscalationIsContinuedByTheNext() throws {
         let h = Harness()
         defer { h.finish() }
-        let flags = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "1", "--cooldown", "0.6",
-                     "--term-grace", "3", "--start-grace", "2"]
+        let flags = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "2", "--cooldown", "3",
+                     "--term-grace", "4", "--start-grace", "5"]
         // A bridge whose loop hangs: it stops beating and cannot act on SIGTERM.
         h.write("fault", "hang")
         let runner1 = try h.startRunner(flags)
-        let first = try h.waitHealthy()
+        try h.waitUntil("the hanging bridge started") { !h.events("fault-injected").isEmpty && h.bridgeIdentity != nil }
+        let first = try #require(h.bridgeIdentity)
+        h.track(first)
         try FileManager.default.removeItem(atPath: h.dir + "/fault")
         try h.waitUntil("tier 2 sent") { !h.heals(action: "terminate").isEmpty }
         #expect(kill(runner1.pid, SIGKILL) == 0)
