@@ -124,8 +124,10 @@ extension MissionTests {
         #expect(m.attempts == 2 && m.exitCode == nil)
         #expect(m.reason?.contains("giving up") == true)
         #expect(readText(MissionPaths(stateDir: env.state, id: id).output) == "hi\n--- vigil: attempt 2 of 2 ---\nhi\n")
-        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []
-        #expect(leftovers.sorted() == ["output.log"])
+        // The row is final before the scratch dir is removed (database first): wait for both.
+        try waitUntil("only the output left") {
+            ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log"]
+        }
     }
 
     /// Crash point 9: the runner dies in the middle of recovery; the next one finishes it.
