@@ -128,7 +128,10 @@ final class Harness {
         try waitUntil("bridge healthy (last status: \(last))", timeout: timeout, sourceLocation: sourceLocation) {
             guard let s = try? status() else { return false }
             last = s.jsonString
+            // Healthy as `vigil status` sees it and as the runner last judged it (a test that
+            // injects the next fault before the runner saw the recovery would merge incidents).
             return s["bridge"]?["verdict"]?.stringValue == "healthy"
+                && (s["runner"]?["alive"]?.boolValue != true || s["runner"]?["last_verdict"]?.stringValue == "healthy")
         }
         let id = try #require(bridgeIdentity)
         track(id)

@@ -234,7 +234,7 @@ struct WatchdogTests {
         try h.waitUntil("a new healthy bridge") {
             guard let id = h.bridgeIdentity, id != other, let s = try? h.status() else { return false }
             h.track(id)
-            return s["bridge"]?["verdict"]?.stringValue == "healthy"
+            return s["bridge"]?["verdict"]?.stringValue == "healthy" && s["runner"]?["last_verdict"]?.stringValue == "healthy"
         }
         return try #require(h.bridgeIdentity)
     }
