@@ -92,6 +92,8 @@ public final class MissionRunner {
         var killSentAt: BootInstant?
         /// The shim has ended; its result is not recorded yet.
         var exited = false
+        /// Its wait status, when we reaped it.
+        var waitStatus: Int32?
         /// The shim could not be started; the claim must be taken back.
         var spawnFailure: String?
         /// Ended or failed without a pidfd to wake the loop: the next tick is due at once.
@@ -401,7 +403,7 @@ public final class MissionRunner {
                 continue
             }
             if !t.exited, let fd = t.pidfd, fd.hasExited {
-                fd.reapIfChild()
+                t.waitStatus = fd.reapIfChild()
                 t.exited = true
             }
             guard t.exited else { continue }
@@ -477,6 +479,13 @@ public final class MissionRunner {
         case .corrupt(let why):
             return (.failed(reason: "its result file was corrupt (\(why)); the file was quarantined"), why)
         case .ok, .absent:
+            if let status = t.waitStatus, exitCode(fromWaitStatus: status) == ShimMain.busyExit {
+                // Another shim of this mission (left by a runner that died before recording
+                // it) holds the run lock: take the claim back without counting an attempt;
+                // the mission is claimed again once that shim has finished and its result
+                // is found.
+                return (.revert(reason: "another shim of this mission was still running"), nil)
+            }
             if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
             let who = t.shim.map { "\($0.identity)" } ?? "unknown"
             return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
@@ -529,7 +538,14 @@ public final class MissionRunner {
         let paths = MissionPaths(stateDir: stateDir, id: m.id)
         do {
             try AtomicFile.makeDirectory(paths.directory)
-            unlink(paths.result) // an older attempt's; ignored by attempt number anyway
+            // An older attempt's result goes; this attempt's stays (a shim of it ran already,
+            // started by a runner that died before recording it): the new shim sees it and
+            // runs nothing, and the result is recorded.
+            if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self),
+               r.mission == m.id, r.attempt == m.attempts {
+            } else {
+                unlink(paths.result)
+            }
             var options = Spawner.Options()
             options.newSession = true
             options.outputPath = paths.output

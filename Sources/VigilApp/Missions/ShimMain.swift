@@ -8,6 +8,9 @@ import VigilSystem
 /// protocol"). Started by the runner as the leader of its own session with stdout/stderr on
 /// the mission's output file. It never touches the database.
 enum ShimMain {
+    /// Exit code of a shim that found another shim of its mission running: nothing was run.
+    static let busyExit: Int32 = 75
+
     struct Spec {
         var stateDir: StateDirectory
         var mission: Int64
@@ -21,6 +24,17 @@ enum ShimMain {
     /// (0 once the result is durable).
     static func run(_ spec: Spec) -> Int32 {
         let paths = MissionPaths(stateDir: spec.stateDir, id: spec.mission)
+        // One shim per mission at a time, whatever crashed: a runner killed between spawning a
+        // shim and recording it may leave one the next runner cannot see yet (before its
+        // exec); the second shim of a mission finds the run lock held and runs nothing.
+        // The lock is on the output file (which every attempt appends to): no extra file.
+        try? AtomicFile.makeDirectory(paths.directory)
+        guard let runLock = try? FileLock.tryLock(paths.output) else { return ShimMain.busyExit }
+        defer { runLock.release() }
+        if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self),
+           r.mission == spec.mission, r.attempt == spec.attempt {
+            return 0 // this attempt ran already (its result is there): nothing to do
+        }
         let started = Clock.iso(Clock.wall())
         if spec.attempt > 1 {
             note("--- vigil: attempt \(spec.attempt) of \(spec.maxAttempts) ---\n")
