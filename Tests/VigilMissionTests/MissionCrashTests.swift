@@ -128,6 +128,28 @@ extension MissionTests {
         #expect(leftovers.sorted() == ["output.log"])
     }
 
+    /// A result file that cannot be written for a while (a full disk; here a directory in its
+    /// place) is retried by the shim: the mission that ran is not started again.
+    @Test func resultWriteRetried() throws {
+        let env = try MissionEnv("result-retry")
+        defer { env.finish() }
+        let runs = env.path("runs")
+        let id = try env.add(waitingMission(flag: env.path("go"), runs: runs))
+        try env.startDriver()
+        try waitUntil("it to run") { try env.mission(id).shim != nil }
+        let result = MissionPaths(stateDir: env.state, id: id).result
+        try FileManager.default.createDirectory(atPath: result, withIntermediateDirectories: false)
+        touch(env.path("go"))
+        try waitUntil("the mission ran") { lines(runs).count == 1 }
+        usleep(500_000)
+        #expect(try env.mission(id).state == .running)
+        try FileManager.default.removeItem(atPath: result)
+        try waitUntil("recorded") { try env.mission(id).state.isFinal }
+        let m = try env.mission(id)
+        #expect(m.state == .done && m.attempts == 1, "\(m.reason ?? "")")
+        #expect(lines(runs) == ["ran \(id) 1"])
+    }
+
     /// Crash point 9: the runner dies in the middle of recovery; the next one finishes it.
     @Test func crashDuringRecovery() throws {
         let env = try MissionEnv("recovery-crash")
