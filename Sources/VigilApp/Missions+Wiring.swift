@@ -25,6 +25,8 @@ final class RunnerMissions {
             runner.ctx.journal.append("missions-unavailable", ["error": .string("\(error)")])
             return nil
         }
+        let chat = notifier.config
+        engine.endNoticesInOutbox = (chat.adapters, { ChatText.clean($0, maxLength: chat.maxMessageLength) })
         journal = runner.ctx.journal
         tickPeriod = t.tick
     }
