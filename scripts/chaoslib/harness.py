@@ -565,6 +565,7 @@ class Ledger:
         self.add_errors = []
         self.says = {}  # inbox command id -> text
         self.say_rc = {}
+        self.say_errors = []
         self.rows = {}  # outbox row id -> {"key", "adapter", "first_state"}
         self.rows_vanished = []  # (row id, key) seen once, missing from a later full snapshot
         self.snapshots = 0
@@ -628,6 +629,8 @@ class Load:
                     self.l.says[int(m.group(1))] = text
                 else:
                     self.l.say_rc[str(rc)] = self.l.say_rc.get(str(rc), 0) + 1
+                    if len(self.l.say_errors) < 10:
+                        self.l.say_errors.append(f"rc={rc}: {(err or out).strip()[:200]}")
 
     def snapshot(self):
         rows = self.s.outbox()
@@ -661,6 +664,7 @@ class Watcher:
         self.samples = 0
         self.max_seen = {"bridge": 0, "runner": 0, "wrapper": 0, "shim": 0}
         self._streak = {"bridge": 0, "runner": 0}
+        self.shim_excess = []  # samples with more live shims than --max-parallel
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self):
@@ -676,8 +680,16 @@ class Watcher:
             procs = [p for p in scan() if p.pid not in decoys]
             roles = self.s.procs(procs)
             self.samples += 1
+            if len(roles["shim"]) > self.s.max_parallel:
+                # A /proc scan takes a while: a shim that exited and one that started during it
+                # are both in it. Count only those still alive together right now.
+                roles["shim"] = [p for p in roles["shim"] if (read_stat(p.pid) or ("Z", 0, -1))[0] != "Z"
+                                 and (read_stat(p.pid) or ("Z", 0, -1))[2] == p.start]
             for r in self.max_seen:
                 self.max_seen[r] = max(self.max_seen[r], len(roles[r]))
+            if len(roles["shim"]) > self.s.max_parallel and len(self.shim_excess) < 20:
+                self.shim_excess.append({"t": round(time.time(), 3), "boot_ns": boot_ns(), "shims": [
+                    {"pid": p.pid, "state": p.state, "ppid": p.ppid, "argv": " ".join(p.argv[4:10])} for p in roles["shim"]]})
             for r in ("bridge", "runner"):
                 if len(roles[r]) > 1:
                     self._streak[r] += 1
@@ -811,6 +823,8 @@ def final_checks(system, ledger, journal_entries):
         "acknowledged": len(acked), "states": states,
         "add_failures_by_exit_code": ledger.add_rc,
         "completed_more_than_once": sum(1 for i in acked if runs.get(i, 0) > 1),
+        "completed_more_than_once_ids": sorted(i for i in acked if runs.get(i, 0) > 1)[:30],
+        "add_errors": ledger.add_errors[:10],
         "started_more_than_once": sum(1 for i in acked if starts_by.get(i, 0) > 1),
         "runs_started": len(starts), "runs_completed": len(ends),
         "failed_reasons": sorted({(by_id[i].get("reason") or "")[:120] for i in acked if by_id.get(i, {}).get("state") == "failed"}),
@@ -849,7 +863,7 @@ def final_checks(system, ledger, journal_entries):
         "delivered": sum(1 for r in rows if r["state"] == "delivered"), "failed": len(failed_rows),
         "duplicates_delivered": sum(c - 1 for c in dups.values()), "duplicate_rows": dict(list(dups.items())[:20]),
         "chat_lines_without_row": unknown_tags[:20],
-        "chat_commands_acknowledged": len(says), "say_failures_by_exit_code": ledger.say_rc,
+        "chat_commands_acknowledged": len(says), "say_failures_by_exit_code": ledger.say_rc, "say_errors": ledger.say_errors[:10],
         "heal_actions_journaled": heal_events, "heal_action_notifications": heal_notes,
     }
     return inv, stats
