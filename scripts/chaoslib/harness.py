@@ -165,13 +165,18 @@ def dist(values):
 
 
 def find_vigil():
-    """$VIGIL_BIN, or this checkout's release build (built first if missing)."""
+    """$VIGIL_BIN, or this checkout's release build, or its debug build (what `swift build`
+    made), or a release build made now."""
     b = os.environ.get("VIGIL_BIN")
     if b:
         if not os.access(b, os.X_OK):
             raise SystemExit(f"VIGIL_BIN={b} is not an executable")
         return os.path.abspath(b)
     b = os.path.join(REPO, ".build", "release", "vigil")
+    debug = os.path.join(REPO, ".build", "debug", "vigil")
+    if not os.access(b, os.X_OK) and os.access(debug, os.X_OK):
+        log(f"using the debug build {debug} (no release build; set VIGIL_BIN to choose)")
+        return debug
     if not os.access(b, os.X_OK):
         log("no release build: running swift build -c release --product vigil (once)")
         rc = subprocess.call(["swift", "build", "-c", "release", "--product", "vigil"], cwd=REPO)
@@ -680,11 +685,12 @@ class Watcher:
             procs = [p for p in scan() if p.pid not in decoys]
             roles = self.s.procs(procs)
             self.samples += 1
-            if len(roles["shim"]) > self.s.max_parallel:
-                # A /proc scan takes a while: a shim that exited and one that started during it
-                # are both in it. Count only those still alive together right now.
-                roles["shim"] = [p for p in roles["shim"] if (read_stat(p.pid) or ("Z", 0, -1))[0] != "Z"
-                                 and (read_stat(p.pid) or ("Z", 0, -1))[2] == p.start]
+            # A /proc scan takes a while: a process that exited and its successor started during
+            # it are both in it. Count only those still alive together right after the scan.
+            for r, limit in (("shim", self.s.max_parallel), ("bridge", 1), ("runner", 1)):
+                if len(roles[r]) > limit:
+                    roles[r] = [p for p in roles[r] if (read_stat(p.pid) or ("Z", 0, -1))[0] != "Z"
+                                and (read_stat(p.pid) or ("Z", 0, -1))[2] == p.start]
             for r in self.max_seen:
                 self.max_seen[r] = max(self.max_seen[r], len(roles[r]))
             if len(roles["shim"]) > self.s.max_parallel and len(self.shim_excess) < 20:
@@ -857,7 +863,7 @@ def final_checks(system, ledger, journal_entries):
                          and (f"mission-{i}-{by_id[i]['attempts']}-end", "console") not in keys)
     inv["mission_end_notified"] = {"ok": not no_end_note, "missing": no_end_note[:30], "count": len(no_end_note)}
     heal_events = sum(1 for e in journal_entries if e.get("event") == "heal")
-    heal_notes = sum(1 for r in rows if r["key"].startswith("heal-") and re.search(r"-t\d$", r["key"]))
+    heal_notes = sum(1 for r in rows if r["adapter"] == "console" and r["key"].startswith("heal-") and re.search(r"-t\d$", r["key"]))
     stats["notifications"] = {
         "rows": len(rows), "seen_during_run": len(seen), "snapshots": ledger.snapshots,
         "delivered": sum(1 for r in rows if r["state"] == "delivered"), "failed": len(failed_rows),
