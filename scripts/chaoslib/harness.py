@@ -686,8 +686,11 @@ class Watcher:
             roles = self.s.procs(procs)
             self.samples += 1
             # A /proc scan takes a while: a process that exited and its successor started during
-            # it are both in it. Count only those still alive together right after the scan.
+            # it are both in it. Count only those still alive together right after the scan; and
+            # not a child forked by one of them that has not exec'd yet (same argv as its parent).
             for r, limit in (("shim", self.s.max_parallel), ("bridge", 1), ("runner", 1)):
+                pids = {p.pid for p in roles[r]}
+                roles[r] = [p for p in roles[r] if p.ppid not in pids]
                 if len(roles[r]) > limit:
                     roles[r] = [p for p in roles[r] if (read_stat(p.pid) or ("Z", 0, -1))[0] != "Z"
                                 and (read_stat(p.pid) or ("Z", 0, -1))[2] == p.start]
