@@ -43,7 +43,8 @@ final class Bridge {
             "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),
             "previous_version": reexecFrom.map { .string($0) } ?? .null,
         ])
-        let fault = FaultInjection.current(ctx.dir)
+        var fault = FaultInjection.current(ctx.dir)
+        var ignoreTerm = fault == "ignore-term"
         if let fault { injectFault(fault) }
         hooks = try BridgeHooks.make(bridge: self)
 
@@ -54,7 +55,15 @@ final class Bridge {
                 ctx.beat(now: now)
                 nextBeat = now + t.heartbeatInterval
             }
-            _ = ctx.inotify.drain()
+            let changed = ctx.inotify.drain()
+            if FaultInjection.enabled {
+                if changed.contains(where: { $0.name == "fault" }), let f = FaultInjection.current(ctx.dir), f != fault {
+                    fault = f
+                    if f == "ignore-term" { ignoreTerm = true }
+                    injectFault(f, runtime: true)
+                }
+                bloat.grow(now: now)
+            }
             if let m = ctx.pendingRestartMarker() {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
                 ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
@@ -67,7 +76,7 @@ final class Bridge {
                 return
             }
             for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
-                if fault == "ignore-term" && sig == SIGTERM { continue }
+                if ignoreTerm && sig == SIGTERM { continue }
                 stop(reason: "signal \(sig)")
                 return
             }
@@ -116,9 +125,14 @@ final class Bridge {
         }
     }
 
-    private func injectFault(_ fault: String) {
-        ctx.journal.append("fault-injected", ["fault": .string(fault)])
-        if fault == "exit-at-start" { exit(1) }
+    private var bloat = FaultInjection.Bloat()
+
+    private func injectFault(_ fault: String, runtime: Bool = false) {
+        ctx.journal.append("fault-injected", ["fault": .string(fault), "runtime": .bool(runtime)])
+        if fault == "exit-at-start" && !runtime { exit(1) }
+        if fault.hasPrefix("bloat-grow="), let rate = Int(fault.dropFirst(11).replacingOccurrences(of: "/s", with: "")), rate > 0 {
+            bloat.start(mbPerSecond: rate, now: Clock.boot())
+        }
         if fault == "hang" { while true { pause() } }
         if fault.hasPrefix("bloat="), let mb = Int(fault.dropFirst(6)) {
             let bytes = mb << 20

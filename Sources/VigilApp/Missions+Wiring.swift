@@ -22,10 +22,14 @@ final class RunnerMissions {
         let t = runner.config.tunables
         let dir = runner.ctx.dir
         let journal = runner.ctx.journal
+        let chat = notifier.config
         makeEngine = {
-            try MissionRunner(stateDir: dir, journal: journal, maxParallel: t.maxParallel,
-                              shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
-                              termGrace: t.termGrace)
+            let engine = try MissionRunner(stateDir: dir, journal: journal, maxParallel: t.maxParallel,
+                                           shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
+                                           termGrace: t.termGrace)
+            // "Mission N done" is queued in the transaction that records the end.
+            engine.endNoticesInOutbox = (chat.adapters, { ChatText.clean($0, maxLength: chat.maxMessageLength) })
+            return engine
         }
         self.journal = journal
         tickPeriod = t.tick

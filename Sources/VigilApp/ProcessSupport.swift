@@ -102,13 +102,42 @@ final class ProcessContext {
 /// Fault injection for tests, the benchmark and the chaos soak. Only when the environment has
 /// `VIGIL_TEST_FAULTS=1` does the bridge read `<state>/fault` at start: `exit-at-start` (dies
 /// right after writing its PID file), `ignore-term` (ignores SIGTERM), `hang` (its loop stops
-/// turning), `bloat=MB` (touches MB of memory).
+/// turning), `bloat=MB` (touches MB of memory), `bloat-grow=MB/s` (touches MB more memory every
+/// second, up to 4 GiB: runaway memory). The running bridge also re-reads the file when inotify
+/// reports it changed (for `scripts/chaos`): `hang`, `ignore-term` and `bloat-grow` then take
+/// effect at once and stay until the process exits or re-execs; removing the file undoes nothing.
 enum FaultInjection {
+    static let enabled = ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1"
+
     static func current(_ dir: StateDirectory) -> String? {
-        guard ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1",
-              let data = FileManager.default.contents(atPath: dir.file("fault")) else { return nil }
+        guard enabled, let data = FileManager.default.contents(atPath: dir.file("fault")) else { return nil }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
+    }
+
+    /// Runaway memory: grows by `mbPerSecond` (touched, so it counts in RSS) on every loop turn.
+    struct Bloat {
+        private var rate = 0
+        private var since = BootInstant.zero
+        private var held = 0
+        private var blocks: [UnsafeMutableRawPointer] = []
+        static let capMB = 4096
+
+        mutating func start(mbPerSecond: Int, now: BootInstant) {
+            if rate == 0 { since = now }
+            rate = mbPerSecond
+        }
+
+        mutating func grow(now: BootInstant) {
+            guard rate > 0 else { return }
+            let want = min(Bloat.capMB, Int((now - since).seconds * Double(rate)))
+            while held < want {
+                guard let p = malloc(1 << 20) else { return }
+                memset(p, 1, 1 << 20)
+                blocks.append(p)
+                held += 1
+            }
+        }
     }
 }
 

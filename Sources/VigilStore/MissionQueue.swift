@@ -14,6 +14,11 @@ public final class MissionQueue {
         self.db = db
     }
 
+    /// Outbox messages (key, adapter, body) to queue in the same transaction as a settlement,
+    /// e.g. a mission's end notification: committed together, so a crash right after the
+    /// commit cannot lose the message. Set by the runner; nil queues nothing.
+    public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome) -> [(key: String, adapter: String, body: String)])?
+
     public static let defaultMaxAttempts = 3
 
     static let columns = """
@@ -316,6 +321,9 @@ public final class MissionQueue {
             }
         }
         try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
+        for m in announce?(id, attempt, settlement, outcome) ?? [] {
+            try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body)
+        }
         return outcome
     }
 

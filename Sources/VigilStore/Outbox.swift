@@ -73,14 +73,19 @@ public final class Outbox {
     /// (key, adapter) changes nothing and returns false. Durable when it returns.
     @discardableResult
     public func enqueue(key: String, adapter: String, body: String) throws -> Bool {
+        try db.write { try Outbox.insertLocked(db, key: key, adapter: adapter, body: body) }
+    }
+
+    /// The insert of `enqueue`, inside a write transaction the caller holds (another table's
+    /// change and its message committed together). True when the message is new.
+    @discardableResult
+    static func insertLocked(_ db: Database, key: String, adapter: String, body: String) throws -> Bool {
         let now = Clock.wall().timeIntervalSince1970
-        return try db.write {
-            try db.execute("""
-                INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id)
-                VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, adapter) DO NOTHING
-                """, [.text(key), .text(adapter), .text(body), .double(now), .double(now), .text(Clock.bootID)])
-            return db.changes > 0
-        }
+        try db.execute("""
+            INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id)
+            VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, adapter) DO NOTHING
+            """, [.text(key), .text(adapter), .text(body), .double(now), .double(now), .text(Clock.bootID)])
+        return db.changes > 0
     }
 
     /// Several messages in one transaction (draining a spool or a memory backlog). Returns how

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -128,6 +129,53 @@ extension MissionTests {
         try waitUntil("only the output left") {
             ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log"]
         }
+    }
+
+    /// A mission that ended while no runner watched is announced by the recovery like any
+    /// other end (same key), not only in the recovery summary; and the message is in the outbox
+    /// with the commit that recorded the end (a crash right after that commit cannot lose it).
+    @Test func recoveryAnnouncesEndedMissions() throws {
+        let env = try MissionEnv("recovery-notify")
+        defer { env.finish() }
+        let runs = env.path("runs")
+        let id = try env.add(waitingMission(flag: env.path("go"), runs: runs))
+        let driver = try env.startDriver()
+        try waitUntil("it to run") { try env.mission(id).shim != nil }
+        env.kill9(driver)
+        touch(env.path("go"))
+        try waitUntil("its result file") { FileManager.default.fileExists(atPath: MissionPaths(stateDir: env.state, id: id).result) }
+        final class Notes: @unchecked Sendable { var items: [(key: String, text: String)] = [] }
+        let notes = Notes()
+        let runner = try MissionRunner(stateDir: env.state, journal: Journal(path: env.state.journal, source: "test"), maxParallel: 1,
+                                       shimExecutable: vigilPath, notify: { notes.items.append(($0, $1)) })
+        runner.endNoticesInOutbox = (["console"], { $0 })
+        let summary = try runner.recover()
+        #expect(summary.finalized == 1)
+        #expect(notes.items.contains { $0.key == "mission-\(id)-1-end" && $0.text.hasPrefix("Mission \(id) done (exit 0)") }, "\(notes.items)")
+        let row = try Outbox(try env.queue.db).message(key: "mission-\(id)-1-end", adapter: "console")
+        #expect(row?.body == "Mission \(id) done (exit 0).")
+    }
+
+    /// A result file that cannot be written for a while (a full disk; here a directory in its
+    /// place) is retried by the shim: the mission that ran is not started again.
+    @Test func resultWriteRetried() throws {
+        let env = try MissionEnv("result-retry")
+        defer { env.finish() }
+        let runs = env.path("runs")
+        let id = try env.add(waitingMission(flag: env.path("go"), runs: runs))
+        try env.startDriver()
+        try waitUntil("it to run") { try env.mission(id).shim != nil }
+        let result = MissionPaths(stateDir: env.state, id: id).result
+        try FileManager.default.createDirectory(atPath: result, withIntermediateDirectories: false)
+        touch(env.path("go"))
+        try waitUntil("the mission ran") { lines(runs).count == 1 }
+        usleep(500_000)
+        #expect(try env.mission(id).state == .running)
+        try FileManager.default.removeItem(atPath: result)
+        try waitUntil("recorded") { try env.mission(id).state.isFinal }
+        let m = try env.mission(id)
+        #expect(m.state == .done && m.attempts == 1, "\(m.reason ?? "")")
+        #expect(lines(runs) == ["ran \(id) 1"])
     }
 
     /// Crash point 9: the runner dies in the middle of recovery; the next one finishes it.

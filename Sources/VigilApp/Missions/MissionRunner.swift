@@ -168,12 +168,47 @@ public final class MissionRunner {
     /// Missions this runner watches now.
     public var runningCount: Int { tracked.count }
 
+    /// When set, a mission's end notification is queued in the outbox (one row per adapter,
+    /// body cleaned by `clean`) in the same transaction that records the end, so a runner
+    /// killed right after that commit cannot lose it; `notify` still runs after the commit (a
+    /// no-op then: same key). Set before the first `recover`/`tick`.
+    public var endNoticesInOutbox: (adapters: [String], clean: (String) -> String)?
+
     private func openQueue() throws -> MissionQueue {
         if let queue { return queue }
         let db = try Database(path: stateDir.database, busyTimeout: busyTimeout.seconds)
         let q = MissionQueue(db: db)
+        if let outbox = endNoticesInOutbox {
+            q.announce = { id, attempt, settlement, outcome in
+                guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome) else { return [] }
+                let body = outbox.clean(n.text)
+                return outbox.adapters.map { (key: n.key, adapter: $0, body: body) }
+            }
+        }
         queue = q
         return q
+    }
+
+    /// The chat message for an attempt that ended its mission (nil when it did not: requeued,
+    /// reverted, stale, or cancelled because its shim died).
+    static func endNotice(id: Int64, attempt: Int, settlement: MissionQueue.Settlement,
+                          outcome: MissionQueue.SettleOutcome) -> (key: String, text: String)? {
+        let key = "mission-\(id)-\(attempt)-end"
+        switch outcome {
+        case .ended(let state, let reason):
+            var text = "Mission \(id) \(state == .done ? "done" : state.rawValue)"
+            if case .finished(let r) = settlement { text += " (exit \(r.exitCode))" }
+            if let reason { text += ": \(reason)" }
+            return (key, text + ".")
+        case .died(.failed(let reason)):
+            return (key, "Mission \(id) failed: \(reason)")
+        default:
+            return nil
+        }
+    }
+
+    private func announceEnd(_ id: Int64, _ attempt: Int, _ settlement: MissionQueue.Settlement, _ outcome: MissionQueue.SettleOutcome) {
+        if let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome) { notify(n.key, n.text) }
     }
 
     // MARK: - Recovery
@@ -228,6 +263,7 @@ public final class MissionRunner {
                 : "its shim (\(m.shim!.identity)) ended without recording an exit status"
             let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: m.shim != nil)
             report(outcome, id: m.id, attempt: m.attempts, reason: reason, summary: &summary)
+            if let outcome { announceEnd(m.id, m.attempts, .shimDied(reason: reason, countAttempt: m.shim != nil), .died(outcome)) }
             if outcome != nil && m.lockKey != nil { summary.locksReleased += 1 }
             cleanAfterDeadShim(m.id)
             CrashPoint.hit("recovery-after-requeue")
@@ -301,14 +337,16 @@ public final class MissionRunner {
             if let s = r.signal { fields["signal"] = .int(Int64(s)) }
             if let reason = r.reason { fields["reason"] = .string(reason) }
             journal.append("mission-finished", fields)
+            announceEnd(id, attempt, .finished(r), .ended(state, reason: MissionQueue.outcome(of: r, cancelRequested: state == .cancelled).reason))
             return .finished(state)
         case .corrupt(let why):
             let reason = "its result file was corrupt (\(why)); the file was quarantined"
             // The database first: if we are killed between the two, the row is final and the
             // leftover file harms nobody.
-            guard try q.fail(id: id, attempt: attempt, reason: reason) != nil else { return .noResult }
+            guard let state = try q.fail(id: id, attempt: attempt, reason: reason) else { return .noResult }
             files.quarantine(paths.result, reason: "result of mission \(id) attempt \(attempt): \(why)")
             journal.append("mission-failed", ["mission": .int(id), "attempt": .int(Int64(attempt)), "reason": .string(reason)])
+            announceEnd(id, attempt, .failed(reason: reason), .ended(state, reason: reason))
             return .corrupt
         case .ok, .absent:
             return .noResult
@@ -506,9 +544,7 @@ public final class MissionRunner {
             guard case .shimDied(let reason, _) = settlement else { return }
             report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
             cleanAfterDeadShim(t.id)
-            if case .failed(let text) = death {
-                notify("mission-\(t.id)-\(t.attempt)-end", "Mission \(t.id) failed: \(text)")
-            }
+            announceEnd(t.id, t.attempt, settlement, outcome)
         case .ended(let state, let reason):
             let paths = MissionPaths(stateDir: stateDir, id: t.id)
             if let why = corrupt {
@@ -523,10 +559,7 @@ public final class MissionRunner {
             }
             if let reason { fields["reason"] = .string(reason) }
             journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
-            var text = "Mission \(t.id) \(state == .done ? "done" : state.rawValue)"
-            if case .finished(let r) = settlement { text += " (exit \(r.exitCode))" }
-            if let reason { text += ": \(reason)" }
-            notify("mission-\(t.id)-\(t.attempt)-end", text + ".")
+            announceEnd(t.id, t.attempt, settlement, outcome)
         }
     }
 

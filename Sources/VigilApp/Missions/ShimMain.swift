@@ -85,14 +85,34 @@ enum ShimMain {
         try? FileManager.default.removeItem(atPath: paths.scratch)
         let result = MissionResult(mission: spec.mission, attempt: spec.attempt, exitCode: exitCode, signal: signal, reason: reason,
                                    childPID: childPID, started: started, finished: Clock.iso(Clock.wall()))
-        do {
-            try StateFile.write(result, kind: MissionResult.kind, to: paths.result)
-            return 0
-        } catch {
-            note("vigil: cannot write the result file \(paths.result): \(error)\n")
-            return 1
+        // The mission has run: if the result cannot be written now (a full disk, say), keep
+        // trying instead of exiting without one, which would make the runner start the
+        // mission again. A fresh temp file each try; the runner sees us alive meanwhile.
+        let giveUp = Clock.boot() + resultPatience
+        var pause = TimeSpan.milliseconds(50)
+        var noted = false
+        while true {
+            do {
+                try StateFile.write(result, kind: MissionResult.kind, to: paths.result)
+                if noted { note("vigil: result file written after all\n") }
+                return 0
+            } catch {
+                if !noted {
+                    note("vigil: cannot write the result file \(paths.result): \(error); retrying\n")
+                    noted = true
+                }
+                if Clock.boot() + pause > giveUp {
+                    note("vigil: giving up on the result file after \(resultPatience): \(error)\n")
+                    return 1
+                }
+                usleep(UInt32(pause.nanoseconds / 1000))
+                pause = min(pause * 2, .seconds(1))
+            }
         }
     }
+
+    /// How long the shim keeps trying to write its result file.
+    static let resultPatience = TimeSpan.seconds(3600)
 
     static func exitCodeFromStatus(_ status: Int32) -> Int32 { VigilSystem.exitCode(fromWaitStatus: status) }
 
