@@ -22,13 +22,7 @@ final class Bridge {
     init(invocation: Invocation, config: Configuration) throws {
         self.config = config
         let dir = invocation.stateDir
-        try dir.prepare()
-        guard let lock = try FileLock.lock(dir.lock(.bridge), attempts: 25) else {
-            let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "bridge"))
-                .loadRecord(.bridge).map { " (pid \($0.identity.pid))" } ?? ""
-            throw CommandError("another bridge is already running on \(dir.path)\(holder); stop it first (`vigil stop`) or use another --state-dir", code: 3)
-        }
-        self.lock = lock
+        lock = try takeSingletonLock(.bridge, dir: dir, attempts: 25, hint: "stop it first (`vigil stop`) or use another --state-dir")
         let version = VersionSource(tunables: config.tunables).stamp()
         ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
         arguments = invocation.fullArguments

@@ -99,6 +99,16 @@ final class ProcessContext {
     }
 }
 
+/// Prepares the state directory and takes the role's singleton lock (retrying briefly: a
+/// prober may hold it for a moment), or fails with exit code 3 naming the holder.
+func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempts: Int, hint: String) throws -> FileLock {
+    try dir.prepare()
+    if let lock = try FileLock.lock(dir.lock(role), attempts: attempts) { return lock }
+    let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: role.rawValue))
+        .loadRecordQuietly(role).map { " (pid \($0.identity.pid))" } ?? ""
+    throw CommandError("another \(role.rawValue) is already running on \(dir.path)\(holder); \(hint)", code: 3)
+}
+
 /// Fault injection for tests, the benchmark and the chaos soak. Only when the environment has
 /// `VIGIL_TEST_FAULTS=1` does the bridge read `<state>/fault` at start: `exit-at-start` (dies
 /// right after writing its PID file), `ignore-term` (ignores SIGTERM), `hang` (its loop stops

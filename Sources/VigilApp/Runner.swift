@@ -44,13 +44,7 @@ final class Runner {
         self.config = config
         self.clearStop = clearStop
         let dir = invocation.stateDir
-        try dir.prepare()
-        guard let lock = try FileLock.lock(dir.lock(.runner), attempts: 10) else {
-            let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "runner"))
-                .loadRecord(.runner).map { " (pid \($0.identity.pid))" } ?? ""
-            throw CommandError("another runner is already running on \(dir.path)\(holder); use `vigil restart runner` or `vigil stop`", code: 3)
-        }
-        self.lock = lock
+        lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables)
         runningVersion = Executable.runningIdentity
         ctx = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
