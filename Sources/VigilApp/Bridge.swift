@@ -23,7 +23,7 @@ final class Bridge {
         self.config = config
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.bridge, dir: dir, attempts: 25, hint: "stop it first (`vigil stop`) or use another --state-dir")
-        let version = VersionSource(tunables: config.tunables).stamp()
+        let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp()
         ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
         arguments = invocation.fullArguments
     }

@@ -45,7 +45,7 @@ final class Runner {
         self.clearStop = clearStop
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
-        versions = VersionSource(tunables: config.tunables)
+        versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
         runningVersion = Executable.runningIdentity
         ctx = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }

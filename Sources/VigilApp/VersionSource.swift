@@ -26,7 +26,13 @@ public final class VersionSource {
     /// Set when the last attempt failed (shown in status and journaled by the runner).
     public private(set) var problem: String?
 
-    public init(tunables: Tunables, executable: String = Executable.path, timeout: TimeSpan = .seconds(5), refresh: TimeSpan = .seconds(5)) {
+    /// Where a version command's output is collected: a temp-file name in the state directory,
+    /// so a writer killed meanwhile leaves nothing that the start-up sweep does not remove.
+    let scratchDir: String
+
+    public init(tunables: Tunables, scratchDir: String = NSTemporaryDirectory(), executable: String = Executable.path,
+                timeout: TimeSpan = .seconds(5), refresh: TimeSpan = .seconds(5)) {
+        self.scratchDir = scratchDir
         if let f = tunables.versionFile { kind = .file(f) }
         else if let c = tunables.versionCommand { kind = .command(c.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)) }
         else { kind = .executable(executable) }
@@ -62,6 +68,7 @@ public final class VersionSource {
                 usleep(5_000)
                 pollCommand(argv, now: Clock.boot())
             }
+            cancel()
             return cached ?? "unknown"
         }
     }
@@ -107,7 +114,7 @@ public final class VersionSource {
                     problem = "the version command \(argv.joined(separator: " ")) failed (exit \(code))"
                 }
             } else if now - r.started > timeout {
-                r.identity.signal(SIGKILL)
+                killGroup(r.identity)
                 _ = Spawner.wait(r.identity.pid)
                 unlink(r.output)
                 running = nil
@@ -117,7 +124,7 @@ public final class VersionSource {
         }
         if let last = lastRun, now - last < refresh, cached != nil || problem != nil { return }
         lastRun = now
-        let output = NSTemporaryDirectory() + "vigil-version-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let output = "\(scratchDir)/.version.tmp.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
         var opts = Spawner.Options()
         opts.newSession = false
         opts.newProcessGroup = true
@@ -130,10 +137,16 @@ public final class VersionSource {
         }
     }
 
+    /// The command runs as the leader of its own process group: end the group (its children
+    /// too), through the identity-checked leader first.
+    private func killGroup(_ id: ProcessIdentity) {
+        if id.signal(SIGKILL) || id.liveness() == .alive { kill(-id.pid, SIGKILL) }
+    }
+
     /// Kills a version command still running (on exit).
     public func cancel() {
         if let r = running {
-            r.identity.signal(SIGKILL)
+            killGroup(r.identity)
             _ = Spawner.wait(r.identity.pid)
             unlink(r.output)
             running = nil

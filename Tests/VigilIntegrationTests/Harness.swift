@@ -192,6 +192,13 @@ final class Harness {
         // Processes started by processes we started (a wrapper's runner): their argv names our
         // private temp directory, so they are ours too.
         for (pid, _) in leftovers() { if let id = ProcessIdentity.of(pid: pid) { track(id) } }
+        // And what those started in their sessions (a version command, a mission's child).
+        let sessions = Set(started.compactMap { id in id.isAlive ? ProcStat.read(pid: id.pid)?.session : nil })
+        let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
+        for pid in pids where pid != getpid() {
+            if let st = ProcStat.read(pid: pid), sessions.contains(st.session), st.session != ProcStat.read(pid: getpid())?.session,
+               let id = ProcessIdentity.of(pid: pid) { track(id) }
+        }
         for id in started where id.isAlive {
             id.signal(SIGCONT)
             id.signal(SIGKILL)
