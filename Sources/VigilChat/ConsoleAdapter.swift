@@ -26,16 +26,28 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
 
     func deliver(_ message: OutboxMessage) -> DeliveryResult {
         let tag = "[#\(message.id)]"
-        if message.attempts > 1, ConsoleAdapter.tailContains(path, tag) {
+        let entry = "\(tag) \(ConsoleAdapter.escape(message.body))\n"
+        // A retry after a crash: delivered already if the whole line is there (a torn line from
+        // a failed write does not count).
+        if message.attempts > 1, ConsoleAdapter.tailContains(path, entry) {
             return .delivered(remoteID: tag)
         }
-        let line = "\(Clock.iso(Clock.wall())) \(tag) \(ConsoleAdapter.escape(message.body))\n"
+        let line = "\(Clock.iso(Clock.wall())) \(entry)"
         do {
             rotateIfNeeded()
             let created = access(path, F_OK) != 0
             let fd = try sys("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
             defer { close(fd) }
-            try AtomicFile.writeAll(fd, Data(line.utf8), subject: path)
+            var st = stat()
+            let before = fstat(fd, &st) == 0 ? st.st_size : -1
+            do {
+                try AtomicFile.writeAll(fd, Data(line.utf8), subject: path)
+            } catch {
+                // Disk full mid-line: cut the partial line off (the bridge is chat.log's only
+                // writer), so the retry starts on a clean line.
+                if before >= 0 { _ = ftruncate(fd, before) }
+                throw error
+            }
             try sys("fdatasync", path) { fdatasync(fd) }
             if created { try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent) }
             return .delivered(remoteID: tag)
@@ -101,7 +113,7 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
         var buf = [UInt8](repeating: 0, count: size - start)
         let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
         guard n > 0 else { return false }
-        return String(decoding: buf[0..<n], as: UTF8.self).contains(" " + tag + " ")
+        return String(decoding: buf[0..<n], as: UTF8.self).contains(" " + tag)
     }
 }
 
