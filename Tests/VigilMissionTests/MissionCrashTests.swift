@@ -144,6 +144,8 @@ extension MissionTests {
         env.kill9(driver)
         touch(env.path("go"))
         try waitUntil("its result file") { FileManager.default.fileExists(atPath: MissionPaths(stateDir: env.state, id: id).result) }
+        // The shim exits just after writing the result; until then recovery rightly reattaches.
+        try waitUntil("its shim to exit") { try env.mission(id).shim.map { !$0.isAlive } ?? true }
         final class Notes: @unchecked Sendable { var items: [(key: String, text: String)] = [] }
         let notes = Notes()
         let runner = try MissionRunner(stateDir: env.state, journal: Journal(path: env.state.journal, source: "test"), maxParallel: 1,
