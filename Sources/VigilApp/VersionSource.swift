@@ -62,12 +62,12 @@ public final class VersionSource {
         case .executable: return Executable.runningIdentity
         case .file(let path): return readVersionFile(path) ?? "unknown"
         case .command(let argv):
-            let deadline = Clock.boot() + timeout
             pollCommand(argv, now: Clock.boot())
-            while running != nil && Clock.boot() < deadline + .milliseconds(100) {
-                usleep(5_000)
-                pollCommand(argv, now: Clock.boot())
+            // Wait on the command's pidfd (bounded by the timeout), then collect its output.
+            if let r = running, let pidfd = r.identity.openPidFD() {
+                _ = pidfd.waitForExit(timeoutMilliseconds: timeout.pollMilliseconds)
             }
+            pollCommand(argv, now: Clock.boot())
             cancel()
             return cached ?? "unknown"
         }
@@ -137,10 +137,12 @@ public final class VersionSource {
         }
     }
 
-    /// The command runs as the leader of its own process group: end the group (its children
-    /// too), through the identity-checked leader first.
+    /// The command runs as the leader of its own process group and is our child, not reaped
+    /// yet: its PID (even as a zombie) pins the group id, so the group signal cannot reach
+    /// anyone else. End the leader through its verified identity, then the rest of the group.
     private func killGroup(_ id: ProcessIdentity) {
-        if id.signal(SIGKILL) || id.liveness() == .alive { kill(-id.pid, SIGKILL) }
+        id.signal(SIGKILL)
+        kill(-id.pid, SIGKILL)
     }
 
     /// Kills a version command still running (on exit).
