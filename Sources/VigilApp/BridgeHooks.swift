@@ -44,7 +44,7 @@ final class BridgeHooks: ChatCommandHandler {
         do {
             switch command {
             case .status:
-                return StatusCommand.human(try StatusCommand.gather(dir))
+                return try ChatCommandActions.status(dir)
             case .missions:
                 return try ChatMissions.list(dir)
             case .mission(let text):
@@ -63,9 +63,7 @@ final class BridgeHooks: ChatCommandHandler {
                 let entries = Journal.read(path: dir.journal).entries.suffix(min(max(n ?? 10, 1), 50))
                 return entries.isEmpty ? "The journal is empty." : entries.map(JournalCommand.format).joined(separator: "\n")
             case .healReset:
-                let files = StateFiles(dir: dir, journal: journal)
-                try files.writeMarker(dir.healReset, by: "chat \(sender)", reason: "/heal reset")
-                return "Heal reset requested; the runner applies it within a tick."
+                return try ChatCommandActions.healReset(dir, journal: journal, sender: sender)
             case .help, .unknown:
                 return ""
             }

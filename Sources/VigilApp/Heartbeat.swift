@@ -67,6 +67,15 @@ extension StateFiles {
         return record
     }
 
+    /// The PID file with its heartbeat folded in, read-only (nothing is quarantined), and the
+    /// reason when the PID file is corrupt: for `vigil status` and `vigil doctor`, which must
+    /// see the heartbeat age from `*.beat`, not the start-time beat in `*.json`.
+    static func readLiveRecordQuietly(_ dir: StateDirectory, _ role: StateDirectory.Role) -> (ProcessRecord?, String?) {
+        var (record, problem) = StatusCommand.readQuietly(dir.pidFile(role), kind: ProcessRecord.kind, ProcessRecord.self)
+        record?.foldIn(StateFiles(dir: dir, journal: Journal(path: "/dev/null", source: "status")).heartbeat(role, quiet: true))
+        return (record, problem)
+    }
+
     func heartbeat(_ role: StateDirectory.Role, quiet: Bool) -> Heartbeat? {
         switch Heartbeat.read(dir.beatFile(role)) {
         case .ok(let b): return b

@@ -95,6 +95,7 @@ final class Runner {
             if probeDue {
                 let cpu0 = Clock.threadCPU()
                 let acted = probeAndHeal(now: now)
+                hooks?.observe(verdict: lastVerdict, circuit: heal.circuit)
                 if !acted {
                     if probeCosts.count >= 64 { probeCosts.removeFirst() }
                     probeCosts.append(Clock.threadCPU() - cpu0)

@@ -19,6 +19,21 @@ enum DeliveryResult: Sendable, Equatable {
 /// delivery thread; `cancel` may be called from any thread (shutdown).
 protocol ChatAdapter: AnyObject, Sendable {
     var name: String { get }
+    /// How long a claim of a row lasts (the longest one call can take, plus a margin): past it,
+    /// another deliverer may take the row over (`OutboxLifecycle`).
+    var lease: TimeSpan { get }
     func deliver(_ message: OutboxMessage) -> DeliveryResult
     func cancel()
+}
+
+extension DeliveryResult {
+    /// The pure core's name for it.
+    var outcome: OutboxLifecycle.Outcome {
+        switch self {
+        case .delivered(let id): return .delivered(remoteID: id)
+        case .retry(let why, let after): return .retryable(why, after: after)
+        case .failed(let why): return .refused(why)
+        case .cancelled: return .cancelled
+        }
+    }
 }

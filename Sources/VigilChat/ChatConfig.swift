@@ -6,7 +6,7 @@ import VigilCore
 ///
 ///     "chat": {
 ///       "adapters": ["console", "matrix"],
-///       "max_attempts": 10, "backoff_initial": "1s", "backoff_max": "5m",
+///       "max_attempts": 10, "max_age": "72h", "backoff_initial": "1s", "backoff_max": "5m",
 ///       "circuit_failures": 3, "circuit_cooloff": "5s", "circuit_cooloff_max": "2m",
 ///       "webhook": { "url": "https://chat.example/hooks/…", "headers": { "Authorization": "…" } },
 ///       "matrix": { "homeserver": "https://matrix.example", "user": "@vigil:example",
@@ -21,8 +21,12 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
     /// The adapters messages go to, in order. Default: `console`, plus `webhook` and `matrix`
     /// when their sections are present.
     public var adapters: [String]
-    /// Attempts per message before it is marked failed.
+    /// Attempts after which a message still not out is reported stuck (journal
+    /// `chat_delivery_stuck`, `vigil status`); it keeps being retried until `maxAge`.
     public var maxAttempts: Int
+    /// A message that could not be delivered for this long (retryable failures only: network,
+    /// timeout, 5xx, 429) is marked failed. A refusal for good (another 4xx) fails it at once.
+    public var maxAge: TimeSpan
     /// First retry delay; doubles per attempt, with jitter, up to `backoffMax`.
     public var backoffInitial: TimeSpan
     public var backoffMax: TimeSpan
@@ -135,9 +139,10 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
     public init(adapters: [String] = ["console"], maxAttempts: Int = 10, backoffInitial: TimeSpan = .seconds(1),
                 backoffMax: TimeSpan = .seconds(300), backoffJitter: Double = 0.5, circuitFailures: Int = 3,
                 circuitCooloff: TimeSpan = .seconds(5), circuitCooloffMax: TimeSpan = .seconds(120),
-                maxMessageLength: Int = 4000, webhook: Webhook? = nil, matrix: Matrix? = nil) {
+                maxMessageLength: Int = 4000, webhook: Webhook? = nil, matrix: Matrix? = nil, maxAge: TimeSpan = .seconds(72 * 3600)) {
         self.adapters = adapters
         self.maxAttempts = maxAttempts
+        self.maxAge = maxAge
         self.backoffInitial = backoffInitial
         self.backoffMax = backoffMax
         self.backoffJitter = backoffJitter
@@ -160,6 +165,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         case backoffJitter = "backoff_jitter", circuitFailures = "circuit_failures"
         case circuitCooloff = "circuit_cooloff", circuitCooloffMax = "circuit_cooloff_max"
         case maxMessageLength = "max_message_length"
+        case maxAge = "max_age"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -196,6 +202,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         circuitCooloff = try ChatConfig.duration(c, .circuitCooloff) ?? d.circuitCooloff
         circuitCooloffMax = try ChatConfig.duration(c, .circuitCooloffMax) ?? d.circuitCooloffMax
         maxMessageLength = try c.decodeIfPresent(Int.self, forKey: .maxMessageLength) ?? d.maxMessageLength
+        maxAge = try ChatConfig.duration(c, .maxAge) ?? d.maxAge
         guard maxAttempts >= 1, circuitFailures >= 1, maxMessageLength >= 100 else {
             throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription:
                 "chat: max_attempts and circuit_failures must be at least 1, max_message_length at least 100"))

@@ -40,13 +40,22 @@ public final class ChatInbox {
         return db.changes > 0 ? db.lastInsertRowID : nil
     }
 
-    /// Takes the oldest new command: new → handling. One transaction.
-    public func takeNext() throws -> InboxCommand? {
+    /// Takes the oldest new command: new → handling, stamped with `handler` (who runs it). One
+    /// transaction. With `accepting`, only a command it says yes to (among the oldest 64 new
+    /// ones) is taken, the rest stay new for another handler (the runner takes only what it can
+    /// answer while the bridge is down).
+    public func takeNext(handler: String? = nil, accepting: ((InboxCommand) -> Bool)? = nil) throws -> InboxCommand? {
         try db.write {
-            guard let row = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'new' ORDER BY id LIMIT 1").first,
-                  let id = row[0].int else { return nil }
-            try db.execute("UPDATE chat_inbox SET state = 'handling' WHERE id = ?", [.int(id)])
-            return InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling")
+            let rows = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'new' ORDER BY id LIMIT ?",
+                                    [.int(accepting == nil ? 1 : 64)])
+            for row in rows {
+                guard let id = row[0].int else { continue }
+                let cmd = InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling")
+                if let accepting, !accepting(cmd) { continue }
+                try db.execute("UPDATE chat_inbox SET state = 'handling', handler = ? WHERE id = ?", [handler.map { .text($0) } ?? .null, .int(id)])
+                return cmd
+            }
+            return nil
         }
     }
 
@@ -70,13 +79,19 @@ public final class ChatInbox {
         }
     }
 
-    /// Commands left `handling` by a crashed bridge: marked interrupted. Returns them.
-    public func interruptHandling() throws -> [InboxCommand] {
+    /// Commands left `handling` by a handler that is gone (`isGone(handler)`; a row without a
+    /// handler is from an older Vigil and counts as gone): marked interrupted. Returns them.
+    public func interruptHandling(where isGone: (String) -> Bool = { _ in true }) throws -> [InboxCommand] {
         try db.write {
-            let rows = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'handling' ORDER BY id")
-            try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ? WHERE state = 'handling'",
-                           [.double(Clock.wall().timeIntervalSince1970)])
-            return rows.map { InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: "interrupted") }
+            let rows = try db.query("SELECT id, adapter, sender, body, handler FROM chat_inbox WHERE state = 'handling' ORDER BY id")
+            var out: [InboxCommand] = []
+            for row in rows {
+                guard let id = row[0].int, row[4].text.map(isGone) ?? true else { continue }
+                try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ? WHERE id = ? AND state = 'handling'",
+                               [.double(Clock.wall().timeIntervalSince1970), .int(id)])
+                out.append(InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "interrupted"))
+            }
+            return out
         }
     }
 

@@ -14,9 +14,35 @@ import VigilSystem
 /// its heartbeat. `pump` does only short database work with a 50 ms busy timeout, and runs the
 /// handler for waiting commands.
 ///
-/// - Important: create one per bridge process; call `pump`, `shutdown` and the handler from the
-///   bridge's loop thread only.
+/// The runner runs one too, in `standby` mode (docs/chat.md, "Delivery"): its workers deliver
+/// only while the bridge cannot (not healthy, circuit open) or a message has waited too long; its
+/// Matrix poller syncs only while the bridge cannot; it takes only the commands it can answer
+/// itself (`/heal reset`, `/status`) and leaves the rest for the bridge.
+///
+/// - Important: create one per process; call `pump`, `shutdown` and the handler from the
+///   owner's loop thread only.
+///
+/// `@unchecked Sendable`: the mutable state is touched only from the owner's loop thread (see
+/// above); the worker threads read only the `let`s and the closures, and `writeStatusFile` is
+/// serialised by `statusLock`.
 public final class ChatService: @unchecked Sendable {
+    /// Who runs this service.
+    public enum Mode: Sendable {
+        /// The bridge: delivers everything, takes every command.
+        case primary
+        /// The runner standing in for the bridge. `role` is asked before every claim (and tells
+        /// whether the runner is needed now); only commands `accepts` says yes to are taken.
+        case standby(role: @Sendable () -> OutboxLifecycle.Role, accepts: @Sendable (ChatCommand) -> Bool)
+
+        var role: @Sendable () -> OutboxLifecycle.Role {
+            switch self {
+            case .primary: return { .primary }
+            case .standby(let role, _): return role
+            }
+        }
+    }
+
+    public let mode: Mode
     public let stateDir: StateDirectory
     public let config: ChatConfig
     private let journal: Journal
@@ -43,7 +69,9 @@ public final class ChatService: @unchecked Sendable {
     /// Commands handled per pump at most (the rest wait for the next turn, which `nextWake` asks for at once).
     static let commandsPerPump = 8
 
-    public init(stateDir: StateDirectory, config: ChatConfig, journal: Journal, handler: any ChatCommandHandler) throws {
+    public init(stateDir: StateDirectory, config: ChatConfig, journal: Journal, handler: any ChatCommandHandler,
+                mode: Mode = .primary) throws {
+        self.mode = mode
         self.stateDir = stateDir
         self.config = config
         self.journal = journal
@@ -78,10 +106,12 @@ public final class ChatService: @unchecked Sendable {
                 throw ChatConfigError(message: "unknown chat adapter \(name.debugDescription)")
             }
             workers[name] = try DeliveryWorker(adapter: adapter, stateDir: stateDir, config: config, journal: journal, owner: ownerName,
-                                               isGone: ChatService.isGone, onCircuitChange: { [weak self] in self?.writeStatusFile() })
+                                               isGone: ChatService.isGone, onCircuitChange: { [weak self] in self?.writeStatusFile() },
+                                               role: mode.role)
         }
         if let s = matrixSession {
             poller = MatrixPoller(session: s, stateDir: stateDir, journal: journal, onCommand: wakeUp)
+            if case .standby(let role, _) = mode { poller?.paused = { !ChatService.needed(role()) } }
         }
         ChatService.liveInstances.withLock { _ = $0.insert(instance) }
     }
@@ -107,11 +137,17 @@ public final class ChatService: @unchecked Sendable {
 
     /// One turn: start the workers (first call), take queued commands and run them, queue their
     /// replies. Returns within a few tens of milliseconds whatever the network does (the
-    /// handler's own time aside).
+    /// handler's own time aside). In standby mode it does nothing but drain its wake-ups while
+    /// the bridge can deliver.
     public func pump(now: BootInstant) {
         guard !stopped else { return }
         drainWakeups()
         if !started { startUp() }
+        var accepts: (@Sendable (ChatCommand) -> Bool)? = nil
+        if case .standby(let role, let a) = mode {
+            guard ChatService.needed(role()) else { return }
+            accepts = a
+        }
         guard let db = openDatabase(now) else { return }
         if !recovered, lastRecoveryAttempt.map({ now - $0 >= .seconds(5) }) ?? true { recover(db) }
         let inbox = ChatInbox(db)
@@ -131,9 +167,12 @@ public final class ChatService: @unchecked Sendable {
         for i in 0..<ChatService.commandsPerPump {
             if i > 0 && Clock.boot() > turnEnd { moreCommands = true; break }
             do {
-                guard let cmd = try inbox.takeNext() else { break }
+                let filter: ((InboxCommand) -> Bool)? = accepts.map { accepts in
+                    { [self] cmd in isAllowed(cmd) && ChatService.parse(cmd).map(accepts) == true }
+                }
+                guard let cmd = try inbox.takeNext(handler: owner, accepting: filter) else { break }
                 handle(cmd, inbox: inbox)
-                if i == ChatService.commandsPerPump - 1 { moreCommands = (try? inbox.hasNew()) ?? true }
+                if i == ChatService.commandsPerPump - 1 && accepts == nil { moreCommands = (try? inbox.hasNew()) ?? true }
             } catch {
                 moreCommands = true
                 break
@@ -195,6 +234,7 @@ public final class ChatService: @unchecked Sendable {
     }
 
     private func writeStatusFile() {
+        guard case .primary = mode else { return } // the file is the bridge's
         let s = StatusFile(adapters: adapterStatus, pid: getpid())
         statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: ChatService.statusPath(stateDir)) }
     }
@@ -218,7 +258,11 @@ public final class ChatService: @unchecked Sendable {
 
     private func startUp() {
         started = true
-        if let db = openDatabase(Clock.boot()) { recover(db) }
+        if case .standby = mode {
+            recovered = true // the bridge's start-up recovery; a standby takes over rows as it needs them
+        } else if let db = openDatabase(Clock.boot()) {
+            recover(db)
+        }
         for name in config.adapters { workers[name]?.start() }
         poller?.start()
         writeStatusFile()
@@ -232,7 +276,7 @@ public final class ChatService: @unchecked Sendable {
             let released = try Outbox(db).releaseInFlight(where: ChatService.isGone)
             if released > 0 { journal.append("chat_redeliver", ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
             let inbox = ChatInbox(db)
-            for cmd in try inbox.interruptHandling() {
+            for cmd in try inbox.interruptHandling(where: ChatService.isGone) {
                 journal.append("chat_command_interrupted", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                                             "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
                 let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
@@ -268,12 +312,27 @@ public final class ChatService: @unchecked Sendable {
         }
     }
 
+    /// A command's text as a command (`vigil say status` may leave out the slash).
+    static func parse(_ cmd: InboxCommand) -> ChatCommand? {
+        if let c = ChatCommand.parse(cmd.body) { return c }
+        return cmd.adapter == "console" ? ChatCommand.parse("/" + cmd.body) : nil
+    }
+
+    /// Whether a standby deliverer is needed now (the bridge cannot deliver or take commands).
+    static func needed(_ role: OutboxLifecycle.Role) -> Bool {
+        if case .standby(let active, _) = role { return active }
+        return true
+    }
+
     private func drainWakeups() {
         wake.drain()
         _ = inotify?.drain()
     }
 
     private func nudgeAll() { for w in workers.values { w.nudge() } }
+
+    /// Makes every delivery worker look at its queue now (a standby that just became needed).
+    public func wakeWorkers() { nudgeAll() }
 
     private func isAllowed(_ cmd: InboxCommand) -> Bool {
         switch cmd.adapter {
@@ -290,8 +349,7 @@ public final class ChatService: @unchecked Sendable {
             queueReply(inbox, inboxID: cmd.id, adapter: nil, body: nil, state: "ignored")
             return
         }
-        var parsed = ChatCommand.parse(cmd.body)
-        if parsed == nil && cmd.adapter == "console" { parsed = ChatCommand.parse("/" + cmd.body) }
+        let parsed = ChatService.parse(cmd)
         let reply: String
         switch parsed {
         case nil:

@@ -9,16 +9,23 @@ import VigilSystem
 /// descriptor and fdatasync. The foreground runner shows new lines with `ConsoleFollower`.
 /// Commands come in through `vigil say` (the inbox), so this adapter only sends.
 ///
-/// A retry (the bridge died after writing, before marking delivered) first looks for the
-/// message's `[#ID]` near the end of the log, so it is not written twice.
+/// A retry (a deliverer died, or stopped, after writing and before marking delivered) first
+/// looks for the message's `[#ID]` near the end of the log, so it is not written twice. Bridge
+/// and runner both deliver (docs/chat.md, "Delivery"): the look and the write happen under an
+/// flock on `chat/console.lock`, so a deliverer that was stopped mid-delivery and resumes after
+/// another took its row over still sees the line and does not write it again.
 final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
     let name = "console"
+    let lease = TimeSpan.seconds(5)
     let path: String
+    let lockPath: String
     /// The log is rotated to `chat.log.1` past this size.
     let rotateBytes: Int
 
     init(stateDir: StateDirectory, rotateBytes: Int = 8 << 20) {
+        try? AtomicFile.makeDirectory(stateDir.chatDirectory)
         path = stateDir.chatLog
+        lockPath = stateDir.chatConsoleLock
         self.rotateBytes = rotateBytes
     }
 
@@ -27,13 +34,19 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
     func deliver(_ message: OutboxMessage) -> DeliveryResult {
         let tag = "[#\(message.id)]"
         let entry = "\(tag) \(ConsoleAdapter.escape(message.body))\n"
-        // A retry after a crash: delivered already if the whole line is there (a torn line from
-        // a failed write does not count).
-        if message.attempts > 1, ConsoleAdapter.tailContains(path, entry) {
-            return .delivered(remoteID: tag)
-        }
         let line = "\(Clock.iso(Clock.wall())) \(entry)"
         do {
+            // Up to 1 s: the other deliverer holds it only for one append.
+            guard let lock = try FileLock.lock(lockPath, attempts: 50) else {
+                return .retry("chat.log is being written by another process", after: nil)
+            }
+            defer { lock.release() }
+            // A retry after a crash or a take-over — or the first claimer resuming after being
+            // stopped while another took its row over: delivered already if the whole line is
+            // there (a torn line from a failed write does not count).
+            if ConsoleAdapter.tailContains(path, entry) {
+                return .delivered(remoteID: tag)
+            }
             rotateIfNeeded()
             let created = access(path, F_OK) != 0
             let fd = try sys("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
@@ -101,19 +114,21 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
         return out
     }
 
-    /// Whether the last 256 KiB of the file contain `tag`.
-    static func tailContains(_ path: String, _ tag: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+    /// Whether the last 256 KiB of the file contain `" " + entry` (a byte search).
+    static func tailContains(_ path: String, _ entry: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { return false }
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
         let size = Int(st.st_size)
         let start = max(0, size - (256 << 10))
+        guard size > start else { return false }
         var buf = [UInt8](repeating: 0, count: size - start)
         let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
         guard n > 0 else { return false }
-        return String(decoding: buf[0..<n], as: UTF8.self).contains(" " + tag)
+        let needle = Array((" " + entry).utf8)
+        return buf[0..<n].firstRange(of: needle) != nil
     }
 }
 

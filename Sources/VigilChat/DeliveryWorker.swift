@@ -19,9 +19,14 @@ public struct ChatAdapterStatus: Sendable, Equatable, Codable {
 }
 
 /// Delivers one adapter's outbox on its own thread: claims the head of the queue when due,
-/// calls the adapter (blocking, off the bridge's loop), marks the row, and schedules retries
+/// calls the adapter (blocking, off the caller's loop), marks the row, and schedules retries
 /// with backoff and jitter behind a circuit breaker. Sleeps in `poll` on a wake pipe and an
 /// inotify watch of `<state>/chat/` (kicked by `Notifier`/`vigil say`), with a 1 s fallback.
+/// The decisions (claim, take over, retry, fail) are `OutboxLifecycle`'s; `role` says whether
+/// this is the bridge's worker (primary) or the runner's (standby, docs/chat.md "Delivery").
+///
+/// `@unchecked Sendable`: the mutable state below (`circuit`, `drainDeadline`, `hardStop`,
+/// counters, `lastError`) is only touched under `lock`; `thread` is set once before start.
 final class DeliveryWorker: @unchecked Sendable {
     let adapter: any ChatAdapter
     let stateDir: StateDirectory
@@ -31,6 +36,10 @@ final class DeliveryWorker: @unchecked Sendable {
     let backoff: Backoff
     let isGone: @Sendable (String) -> Bool
     let onCircuitChange: @Sendable () -> Void
+    /// Asked before every claim: primary (bridge) or standby (runner) and whether it is needed.
+    let role: @Sendable () -> OutboxLifecycle.Role
+    /// The other adapters (a message that fails here is told through them).
+    let otherAdapters: [String]
 
     private let lock = NSLock()
     private var circuit: CircuitBreaker
@@ -49,8 +58,11 @@ final class DeliveryWorker: @unchecked Sendable {
     static let faultAfterSend = ProcessInfo.processInfo.environment["VIGIL_CHAT_FAULT"] == "after-send"
 
     init(adapter: any ChatAdapter, stateDir: StateDirectory, config: ChatConfig, journal: Journal, owner: String,
-         isGone: @escaping @Sendable (String) -> Bool, onCircuitChange: @escaping @Sendable () -> Void) throws {
+         isGone: @escaping @Sendable (String) -> Bool, onCircuitChange: @escaping @Sendable () -> Void,
+         role: @escaping @Sendable () -> OutboxLifecycle.Role = { .primary }) throws {
         self.adapter = adapter
+        self.role = role
+        otherAdapters = config.adapters.filter { $0 != adapter.name }
         self.stateDir = stateDir
         self.config = config
         self.journal = journal
@@ -168,22 +180,27 @@ final class DeliveryWorker: @unchecked Sendable {
                     wait(until: lock.withLock { circuit.openUntil })
                     continue
                 }
-                switch try ob.claimNext(adapter: adapter.name, now: now, owner: owner) {
+                switch try ob.claimNext(adapter: adapter.name, now: now, owner: owner, lease: adapter.lease, role: role(), isGone: isGone) {
                 case .empty:
                     if m == .draining { return }
                     wait(until: nil)
                 case .notDue(let at):
                     if m == .draining { return }
                     wait(until: at)
+                case .notNeeded(let after):
+                    if m == .draining { return }
+                    wait(until: after.map { now + $0 })
                 case .inFlight(let msg):
-                    // Claimed by a sender that died (or another instance): release it if it is gone.
-                    if let claimer = msg.claimedBy, isGone(claimer) {
-                        _ = try ob.releaseInFlight(where: isGone)
-                    } else {
-                        if m == .draining { return }
-                        wait(until: now + .seconds(1))
+                    // A live claimer is sending it: look again when its lease runs out (or sooner).
+                    if m == .draining { return }
+                    wait(until: msg.leaseUntil ?? now + .seconds(1))
+                case .claimed(let msg, let tookOver):
+                    if tookOver {
+                        journal.append("chat_delivery_takeover", [
+                            "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
+                            "attempts": .int(Int64(msg.attempts)),
+                        ])
                     }
-                case .claimed(let msg):
                     let result = adapter.deliver(msg)
                     if DeliveryWorker.faultAfterSend, case .delivered = result { kill(getpid(), SIGKILL) }
                     let retryAt = retryTime(for: result, attempts: msg.attempts)
@@ -203,15 +220,10 @@ final class DeliveryWorker: @unchecked Sendable {
         }
     }
 
+    /// The backoff schedule's wait after this attempt (the transition adds a wait the server
+    /// asked for). Drawn once per attempt so a mark retried after a busy database keeps it.
     private func retryTime(for result: DeliveryResult, attempts: Int) -> BootInstant {
-        let now = Clock.boot()
-        switch result {
-        case .retry(_, let after):
-            let d = backoff.delay(afterAttempt: attempts)
-            return now + max(d, after ?? .zero)
-        default:
-            return now
-        }
+        Clock.boot() + backoff.delay(afterAttempt: attempts)
     }
 
     private func updateCircuit(_ result: DeliveryResult, now: BootInstant) {
@@ -240,26 +252,40 @@ final class DeliveryWorker: @unchecked Sendable {
     }
 
     private func apply(_ result: DeliveryResult, to msg: OutboxMessage, retryAt: BootInstant, outbox: Outbox) throws {
-        switch result {
+        let now = Clock.boot()
+        let policy = OutboxLifecycle.Policy(maxAge: config.maxAge, stuckAfterAttempts: config.maxAttempts)
+        let age = TimeSpan.seconds(max(0, Clock.wall().timeIntervalSince(msg.created)))
+        switch OutboxLifecycle.after(result.outcome, attempts: msg.attempts, age: age, now: now, backoff: max(.zero, retryAt - now), policy: policy) {
         case .delivered(let rid):
             try outbox.markDelivered(id: msg.id, owner: owner, remoteID: rid)
             lock.withLock { deliveredCount += 1 }
         case .failed(let why):
-            try outbox.markFailed(id: msg.id, owner: owner, error: why)
+            guard try outbox.markFailed(id: msg.id, owner: owner, error: why) else { return }
             lock.withLock { failedCount += 1 }
             journalFailed(msg, why)
-        case .retry(let why, _):
-            if msg.attempts >= config.maxAttempts {
-                let text = "gave up after \(msg.attempts) attempts: \(why)"
-                try outbox.markFailed(id: msg.id, owner: owner, error: text)
-                lock.withLock { failedCount += 1 }
-                journalFailed(msg, text)
-            } else {
-                try outbox.markRetry(id: msg.id, owner: owner, error: why, at: retryAt)
+            tellOthers(msg, why, outbox: outbox)
+        case .retry(let at, let why, let stuck):
+            guard try outbox.markRetry(id: msg.id, owner: owner, error: why, at: at) else { return }
+            if stuck && !msg.stuck {
+                try outbox.markStuck(id: msg.id)
+                journal.append("chat_delivery_stuck", [
+                    "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
+                    "attempts": .int(Int64(msg.attempts)), "error": .string(ChatText.brief(why, maxLength: 300)),
+                    "gives_up_in_s": .double(max(0, (config.maxAge - age).seconds.rounded())),
+                ])
             }
-        case .cancelled:
-            try outbox.markRetry(id: msg.id, owner: owner, error: "interrupted by shutdown", at: Clock.boot())
         }
+    }
+
+    /// A message that failed for good here is told through the other adapters (once per
+    /// message: the key names it), so a person hears that something did not arrive.
+    private func tellOthers(_ msg: OutboxMessage, _ why: String, outbox: Outbox) {
+        guard !otherAdapters.isEmpty, !msg.key.hasPrefix("undelivered:") else { return }
+        let text = ChatText.clean("Vigil: a message to \(adapter.name) could not be delivered (\(ChatText.brief(why, maxLength: 200))): \"\(ChatText.brief(msg.body, maxLength: 300))\"",
+                                  maxLength: config.maxMessageLength)
+        let items = otherAdapters.map { (key: "undelivered:\(adapter.name):\(msg.id)", adapter: $0, body: text) }
+        _ = try? outbox.enqueue(items)
+        ChatKick.poke(stateDir)
     }
 
     private func journalFailed(_ msg: OutboxMessage, _ why: String) {

@@ -199,6 +199,7 @@ final class MatrixSession: @unchecked Sendable {
 final class MatrixAdapter: ChatAdapter, @unchecked Sendable {
     let name = "matrix"
     let session: MatrixSession
+    var lease: TimeSpan { session.config.timeout + .seconds(5) }
     private let client = HTTPClient()
     private let inbox: () -> ChatInbox?
 

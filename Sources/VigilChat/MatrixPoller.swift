@@ -22,6 +22,9 @@ final class MatrixPoller: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private var ignoredJournaled: [BootInstant] = []
     private var failure: String?
+    /// Set before `start`: while it says true the poller does not sync (the runner's standby
+    /// poller syncs only while the bridge cannot).
+    var paused: (@Sendable () -> Bool)?
 
     /// The last /sync failure, while failing.
     var lastError: String? {
@@ -85,6 +88,10 @@ final class MatrixPoller: @unchecked Sendable {
         var db: Database?
         var failures = 0
         while !isStopping {
+            if let paused, paused() {
+                pause(.milliseconds(250))
+                continue
+            }
             do {
                 if db == nil { db = try Database(path: stateDir.database, busyTimeout: 2) }
                 let inbox = ChatInbox(db!)

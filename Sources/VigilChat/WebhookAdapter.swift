@@ -10,6 +10,7 @@ import VigilStore
 final class WebhookAdapter: ChatAdapter, @unchecked Sendable {
     let name = "webhook"
     let config: ChatConfig.Webhook
+    var lease: TimeSpan { config.timeout + .seconds(5) }
     let url: URL
     private let client = HTTPClient()
 

@@ -29,8 +29,13 @@ public struct OutboxMessage: Sendable, Equatable {
     /// When a pending message may be tried next (boot clock); nil when due now or not pending.
     public var nextAttempt: BootInstant?
     public var lastError: String?
-    /// Who is sending it (`pid:start_ticks:instance`) while `sending`.
+    /// Who is sending it (`pid:start_ticks:instance`) while `sending`; once `delivered`, who
+    /// delivered it (the bridge, or the runner standing in for it).
     public var claimedBy: String?
+    /// When a `sending` row's claim runs out (boot clock; nil when unknown or not sending).
+    public var leaseUntil: BootInstant?
+    /// Reported stuck once (still retrying after `max_attempts`).
+    public var stuck: Bool = false
     /// What the chat server called it (a Matrix event id).
     public var remoteID: String?
     public var created: Date
@@ -44,6 +49,7 @@ public struct OutboxMessage: Sendable, Equatable {
             "attempts": .int(Int64(attempts)), "body": .string(body),
             "last_error": lastError.map { .string($0) } ?? .null,
             "remote_id": remoteID.map { .string($0) } ?? .null,
+            "claimed_by": claimedBy.map { .string($0) } ?? .null, "stuck": .bool(stuck),
             "created": .string(Clock.iso(created)), "updated": .string(Clock.iso(updated)),
             "delivered": delivered.map { .string(Clock.iso($0)) } ?? .null,
             "next_attempt_in": nextAttempt.map { .double(max(0, ($0 - Clock.boot()).seconds)) } ?? .null,
@@ -51,12 +57,15 @@ public struct OutboxMessage: Sendable, Equatable {
     }
 }
 
-/// The outbox: every message meant for a person, in the database, delivered by the bridge.
+/// The outbox: every message meant for a person, in the database, delivered by the bridge and,
+/// while the bridge cannot, by the runner (`OutboxLifecycle.Role`).
 ///
-/// Life of a row: `enqueue` (pending) → `claimNext` (sending, attempts + 1) → `markDelivered`,
-/// or `markRetry` (pending again, due after a backoff), or `markFailed`. Per adapter the
-/// messages go out strictly in order: only the oldest unfinished row (the head) is ever
-/// claimed, so a message waiting for its retry holds back the ones after it.
+/// Life of a row (`OutboxLifecycle`): `enqueue` (pending) → `claimNext` (sending, attempts + 1,
+/// claimer and lease) → `markDelivered`, or `markRetry` (pending again, due after a backoff), or
+/// `markFailed`. A sending row whose claimer is gone or whose lease ran out is taken over by the
+/// next `claimNext`. Per adapter the messages go out strictly in order: only the oldest
+/// unfinished row (the head) is ever claimed, so a message waiting for its retry holds back the
+/// ones after it.
 ///
 /// Every method is one short transaction on the given connection (`BEGIN IMMEDIATE` for
 /// writes); durable when it returns. Use one `Outbox` per connection, one connection per thread.
@@ -67,7 +76,7 @@ public final class Outbox {
         self.db = db
     }
 
-    static let columns = "id, key, adapter, body, state, attempts, next_attempt, boot_id, last_error, claimed_by, remote_id, created_wall, updated_wall, delivered_wall"
+    static let columns = "id, key, adapter, body, state, attempts, next_attempt, boot_id, last_error, claimed_by, remote_id, created_wall, updated_wall, delivered_wall, lease_until, stuck"
 
     /// Queues `body` for `adapter` under the idempotency key `key`. A second enqueue with the same
     /// (key, adapter) changes nothing and returns false. Durable when it returns.
@@ -150,33 +159,61 @@ public final class Outbox {
         case empty
         /// The head is pending but its next attempt is later.
         case notDue(BootInstant)
-        /// The head is being sent by `claimedBy` (another instance, or one that died and has
-        /// not been released yet).
+        /// The head is being sent by a live claimer whose lease has not run out; look again by
+        /// the lease's end.
         case inFlight(OutboxMessage)
+        /// A standby deliverer is not needed for the head yet; look again after `wait`.
+        case notNeeded(wait: TimeSpan?)
         /// Now `sending`, claimed by the caller; `attempts` already counts this attempt.
-        case claimed(OutboxMessage)
+        /// `tookOver` when it was taken from a claimer that is gone or out of lease.
+        case claimed(OutboxMessage, tookOver: Bool)
     }
 
-    /// Claims the head of `adapter`'s queue when it is due: pending → sending, attempts + 1,
-    /// `claimed_by = owner`. Looks first without a write lock (the common idle case takes no
-    /// lock and writes nothing), then claims in one `BEGIN IMMEDIATE` transaction.
-    public func claimNext(adapter: String, now: BootInstant, owner: String) throws -> Claim {
+    /// Claims the head of `adapter`'s queue when `OutboxLifecycle.decide` says so: pending (or a
+    /// dead or out-of-lease claim) → sending, attempts + 1, `claimed_by = owner`, lease until
+    /// `now + lease`. Looks first without a write lock (the common idle case takes no lock and
+    /// writes nothing), then claims in one `BEGIN IMMEDIATE` transaction, deciding again there.
+    public func claimNext(adapter: String, now: BootInstant, owner: String, lease: TimeSpan = .seconds(60),
+                          role: OutboxLifecycle.Role = .primary, isGone: (String) -> Bool = { _ in false }) throws -> Claim {
+        func decision(_ head: OutboxMessage) -> OutboxLifecycle.Decision {
+            let facts = OutboxLifecycle.Head(sending: head.state == .sending, nextAttempt: head.nextAttempt, leaseUntil: head.leaseUntil,
+                                             waited: .seconds(max(0, Clock.wall().timeIntervalSince(head.created))))
+            let gone = head.state == .sending && (head.claimedBy.map(isGone) ?? true)
+            return OutboxLifecycle.decide(facts, now: now, claimerGone: gone, role: role)
+        }
         guard let peek = try head(adapter: adapter) else { return .empty }
-        if peek.state == .sending { return .inFlight(peek) }
-        if let next = peek.nextAttempt, next > now { return .notDue(next) }
+        switch decision(peek) {
+        case .notDue(let at): return .notDue(at)
+        case .busy: return .inFlight(peek)
+        case .notNeeded(let wait): return .notNeeded(wait: wait)
+        case .claim, .takeOver: break
+        }
         return try db.write {
             guard var head = try head(adapter: adapter) else { return .empty }
-            if head.state == .sending { return .inFlight(head) }
-            if let next = head.nextAttempt, next > now { return .notDue(next) }
+            let d = decision(head)
+            switch d {
+            case .notDue(let at): return .notDue(at)
+            case .busy: return .inFlight(head)
+            case .notNeeded(let wait): return .notNeeded(wait: wait)
+            case .claim, .takeOver: break
+            }
+            let leaseEnd = now + lease
             try db.execute("""
-                UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_by = ?, updated_wall = ?
-                WHERE id = ? AND state = 'pending'
-                """, [.text(owner), .double(Clock.wall().timeIntervalSince1970), .int(head.id)])
+                UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_by = ?, lease_until = ?, boot_id = ?, updated_wall = ?
+                WHERE id = ? AND state = ?
+                """, [.text(owner), .int(leaseEnd.nanoseconds), .text(Clock.bootID), .double(Clock.wall().timeIntervalSince1970), .int(head.id),
+                      .text(head.state.rawValue)])
             head.state = .sending
             head.attempts += 1
             head.claimedBy = owner
-            return .claimed(head)
+            head.leaseUntil = leaseEnd
+            return .claimed(head, tookOver: d == .takeOver)
         }
+    }
+
+    /// Remembers that a row was reported stuck (so it is reported once).
+    public func markStuck(id: Int64) throws {
+        try db.write { try db.execute("UPDATE outbox SET stuck = 1 WHERE id = ?", [.int(id)]) }
     }
 
     /// The remote call succeeded. Only the claimer can mark (a released, re-claimed row is left
@@ -186,7 +223,7 @@ public final class Outbox {
         let now = Clock.wall().timeIntervalSince1970
         return try db.write {
             try db.execute("""
-                UPDATE outbox SET state = 'delivered', remote_id = ?, claimed_by = NULL, last_error = NULL,
+                UPDATE outbox SET state = 'delivered', remote_id = ?, last_error = NULL,
                     updated_wall = ?, delivered_wall = ?
                 WHERE id = ? AND state = 'sending' AND claimed_by = ?
                 """, [remoteID.map { .text($0) } ?? .null, .double(now), .double(now), .int(id), .text(owner)])
@@ -274,16 +311,20 @@ public final class Outbox {
     }
 
     static func message(_ row: Database.Row) -> OutboxMessage? {
-        guard row.count >= 14, let id = row[0].int, let key = row[1].text, let adapter = row[2].text,
+        guard row.count >= 16, let id = row[0].int, let key = row[1].text, let adapter = row[2].text,
               let body = row[3].text, let state = row[4].text.flatMap(OutboxState.init(rawValue:)) else { return nil }
         var next: BootInstant? = nil
         if state == .pending, let ns = row[6].int, ns > 0, row[7].text == Clock.bootID {
             next = BootInstant(nanoseconds: ns)
         }
+        var lease: BootInstant? = nil
+        if state == .sending, let ns = row[14].int, ns > 0, row[7].text == Clock.bootID {
+            lease = BootInstant(nanoseconds: ns)
+        }
         return OutboxMessage(
             id: id, key: key, adapter: adapter, body: body, state: state,
             attempts: Int(row[5].int ?? 0), nextAttempt: next, lastError: row[8].text, claimedBy: row[9].text,
-            remoteID: row[10].text,
+            leaseUntil: lease, stuck: (row[15].int ?? 0) != 0, remoteID: row[10].text,
             created: Date(timeIntervalSince1970: row[11].double ?? 0),
             updated: Date(timeIntervalSince1970: row[12].double ?? 0),
             delivered: row[13].double.map { Date(timeIntervalSince1970: $0) })

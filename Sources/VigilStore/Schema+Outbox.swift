@@ -55,4 +55,17 @@ extension Schema {
         )
         """,
     ]
+
+    /// Migration 3: two deliverers (bridge and runner) share the outbox and the inbox.
+    /// - `outbox.lease_until`: a sending row's claim runs out at this `CLOCK_BOOTTIME` instant
+    ///   (nanoseconds, valid within `boot_id`); after it, or when the claimer is gone, another
+    ///   deliverer may take the row over (`OutboxLifecycle`).
+    /// - `outbox.stuck`: 1 once the row was reported stuck (still retrying after `max_attempts`).
+    /// - `chat_inbox.handler`: who is handling a `handling` command (`pid:start_ticks:instance`),
+    ///   so a starting bridge marks interrupted only the commands of a handler that is gone.
+    static let outboxV2: [String] = [
+        "ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE outbox ADD COLUMN stuck INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE chat_inbox ADD COLUMN handler TEXT",
+    ]
 }

@@ -12,9 +12,11 @@ public final class FileLock: @unchecked Sendable {
         self.fd = fd
     }
 
-    /// Takes the lock, or returns nil when another process holds it.
+    /// Takes the lock, or returns nil when another process holds it. The file is opened
+    /// read-only (flock needs no write access, and closing it then wakes no inotify
+    /// `IN_CLOSE_WRITE` watcher) and never through a symlink.
     public static func tryLock(_ path: String) throws(SystemError) -> FileLock? {
-        let fd = try sys("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        let fd = try sys("open", path) { open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600) }
         if flock(fd, LOCK_EX | LOCK_NB) == 0 { return FileLock(path: path, fd: fd) }
         let e = lastErrno()
         close(fd)

@@ -62,7 +62,7 @@ import VigilSystem
         let outbox = Outbox(try state.database())
         try outbox.enqueue(key: "heal:1", adapter: "console", body: "restarted")
         try outbox.enqueue(key: "heal:2", adapter: "matrix", body: "also")
-        guard case .claimed(let m) = try outbox.claimNext(adapter: "matrix", now: Clock.boot(), owner: "x") else { Issue.record("no claim"); return }
+        guard case .claimed(let m, _) = try outbox.claimNext(adapter: "matrix", now: Clock.boot(), owner: "x") else { Issue.record("no claim"); return }
         try outbox.markFailed(id: m.id, owner: "x", error: "HTTP 403 M_FORBIDDEN")
         let r = try run(["outbox", "--json"], state: state)
         #expect(r.status == 0)

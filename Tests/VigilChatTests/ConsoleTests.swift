@@ -67,7 +67,7 @@ import VigilSystem
         let outbox = Outbox(try state.database())
         try outbox.enqueue(key: "k1", adapter: "console", body: "only once")
         // A bridge claimed it, wrote the line, and died before marking delivered.
-        guard case .claimed(let m) = try outbox.claimNext(adapter: "console", now: Clock.boot(), owner: "1:999999999:dead") else { Issue.record("no claim"); return }
+        guard case .claimed(let m, _) = try outbox.claimNext(adapter: "console", now: Clock.boot(), owner: "1:999999999:dead") else { Issue.record("no claim"); return }
         #expect(ConsoleAdapter(stateDir: state.dir).deliver(m) == .delivered(remoteID: "[#\(m.id)]"))
         let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: RecordingHandler())
         defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }

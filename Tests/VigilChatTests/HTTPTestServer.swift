@@ -22,6 +22,8 @@ final class HTTPTestServer: @unchecked Sendable {
     private let listenFD: Int32
     private let lock = NSLock()
     private var received: [Request] = []
+    /// The status answered to each request, in order (nil while hanging).
+    private var answered: [Int?] = []
     private var script: @Sendable (Int) -> Answer
     private var stopped = false
     private var hung: [Int32] = []
@@ -53,6 +55,7 @@ final class HTTPTestServer: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)/hooks/SECRET-PATH-123" }
 
     var requests: [Request] { lock.withLock { received } }
+    var responses: [Int?] { lock.withLock { answered } }
 
     func setScript(_ s: @escaping @Sendable (Int) -> Answer) { lock.withLock { script = s } }
 
@@ -107,12 +110,14 @@ final class HTTPTestServer: @unchecked Sendable {
                           headers: headers, body: Data(data[h.upperBound...]))
         let (index, s) = lock.withLock { () -> (Int, @Sendable (Int) -> Answer) in
             received.append(req)
+            answered.append(nil)
             return (received.count - 1, script)
         }
         switch s(index) {
         case .hang:
             lock.withLock { hung.append(c) }
         case .status(let code, let body):
+            lock.withLock { answered[index] = code }
             let response = "HTTP/1.0 \(code) X\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
             _ = response.withCString { send(c, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             close(c)

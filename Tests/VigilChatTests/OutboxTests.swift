@@ -26,19 +26,19 @@ import VigilSystem
         try outbox.enqueue(key: "a", adapter: "x", body: "first")
         try outbox.enqueue(key: "b", adapter: "x", body: "second")
         let now = Clock.boot()
-        guard case .claimed(let m1) = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("no claim"); return }
+        guard case .claimed(let m1, _) = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("no claim"); return }
         #expect(m1.key == "a" && m1.attempts == 1 && m1.state == .sending)
         // The head is in flight: nothing else goes (order).
         guard case .inFlight = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("claimed past the head"); return }
         #expect(try outbox.markRetry(id: m1.id, owner: "me", error: "HTTP 503", at: now + .seconds(60)))
         guard case .notDue(let at) = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("due too early"); return }
         #expect(at == now + .seconds(60))
-        guard case .claimed(let again) = try outbox.claimNext(adapter: "x", now: now + .seconds(61), owner: "me") else { Issue.record("not due"); return }
+        guard case .claimed(let again, _) = try outbox.claimNext(adapter: "x", now: now + .seconds(61), owner: "me") else { Issue.record("not due"); return }
         #expect(again.id == m1.id && again.attempts == 2 && again.lastError == "HTTP 503")
         // Only the claimer marks.
         #expect(try !outbox.markDelivered(id: again.id, owner: "someone else", remoteID: nil))
         #expect(try outbox.markDelivered(id: again.id, owner: "me", remoteID: "$ev"))
-        guard case .claimed(let m2) = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("second not claimed"); return }
+        guard case .claimed(let m2, _) = try outbox.claimNext(adapter: "x", now: now, owner: "me") else { Issue.record("second not claimed"); return }
         #expect(m2.key == "b")
         #expect(try outbox.markFailed(id: m2.id, owner: "me", error: "HTTP 404"))
         #expect(try outbox.claimNext(adapter: "x", now: now, owner: "me") == .empty)
@@ -56,7 +56,7 @@ import VigilSystem
         try outbox.enqueue(key: "a", adapter: "x", body: "hello")
         // A sender that no longer exists: PID 1's identity with a wrong start time.
         let dead = "1:999999999:zzz"
-        guard case .claimed = try outbox.claimNext(adapter: "x", now: Clock.boot(), owner: dead) else { Issue.record("no claim"); return }
+        guard case .claimed(_, _) = try outbox.claimNext(adapter: "x", now: Clock.boot(), owner: dead) else { Issue.record("no claim"); return }
         #expect(ChatService.isGone(dead))
         #expect(try outbox.releaseInFlight(where: ChatService.isGone) == 1)
         let m = try #require(try outbox.list(limit: 1).first)

@@ -73,20 +73,53 @@ import VigilSystem
         #expect(service.adapterStatus.first?.circuit == .closed) // the server answered
     }
 
-    @Test func maxAttemptsMarksFailedVisibly() throws {
+    @Test func anOutageLongerThanMaxAttemptsLosesNothing() throws {
+        // Down (503, then connection refused-like 500s) for 10 s with max_attempts 3: every
+        // message is delivered after, each once, in order; the head was reported stuck once.
+        let start = Clock.boot()
+        let server = try HTTPTestServer { _ in Clock.boot() - start < .seconds(10) ? .status(503, "down") : .status(200, "ok") }
+        defer { server.stop() }
+        let state = try TempState()
+        var config = webhookConfig(server)
+        config.maxAttempts = 3
+        let service = try ChatService(stateDir: state.dir, config: config, journal: state.journal, handler: RecordingHandler())
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        let n = Notifier(stateDir: state.dir, config: config, journal: state.journal)
+        for i in 1...4 { n.notify(key: "heal-\(i)", text: "notice \(i)") }
+        #expect(try pumpUntil(service, timeout: .seconds(40)) { try state.outboxRows().allSatisfy { $0.state == .delivered } })
+        let delivered = server.requests.filter { $0.headers["idempotency-key"] != nil }
+        let okKeys = server.requests.enumerated().compactMap { i, r in server.responses[i] == 200 ? r.headers["idempotency-key"] : nil }
+        #expect(okKeys == ["heal-1", "heal-2", "heal-3", "heal-4"])
+        #expect(delivered.count > 4) // it did retry through the outage
+        #expect(state.journalEvents("chat_delivery_failed").isEmpty)
+        #expect(state.journalEvents("chat_delivery_stuck").count == 1) // the head, once
+    }
+
+    @Test func maxAgeFailsVisiblyAndIsToldThroughTheOtherAdapters() throws {
         let server = try HTTPTestServer { _ in .status(500, "down") }
         defer { server.stop() }
         let state = try TempState()
         var config = webhookConfig(server)
+        config.adapters = ["webhook", "console"]
         config.maxAttempts = 2
+        config.maxAge = .milliseconds(1500)
         config.circuitFailures = 100
         let service = try ChatService(stateDir: state.dir, config: config, journal: state.journal, handler: RecordingHandler())
         defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
-        Notifier(stateDir: state.dir, config: config, journal: state.journal).notify(key: "k", text: "x")
-        #expect(try pumpUntil(service) { try state.outboxRows().first?.state == .failed })
-        let row = try #require(try state.outboxRows().first)
-        #expect(row.attempts == 2)
-        #expect(row.lastError?.hasPrefix("gave up after 2 attempts") == true)
+        Notifier(stateDir: state.dir, config: config, journal: state.journal).notify(key: "k", text: "the bridge healed")
+        #expect(try pumpUntil(service) {
+            try state.outboxRows().contains { $0.adapter == "webhook" && $0.state == .failed }
+                && state.outboxRows().contains { $0.key.hasPrefix("undelivered:") && $0.state == .delivered }
+        })
+        let row = try #require(try state.outboxRows().first { $0.adapter == "webhook" && $0.key == "k" })
+        #expect(row.attempts > 2) // max_attempts did not end it; the age did
+        #expect(row.lastError?.hasPrefix("gave up after") == true)
+        #expect(state.journalEvents("chat_delivery_stuck").count == 1)
+        // Told once through the console, never back to the webhook.
+        let told = try state.outboxRows().filter { $0.key.hasPrefix("undelivered:") }
+        #expect(told.map(\.adapter) == ["console"])
+        let log = try String(contentsOfFile: state.dir.chatLog, encoding: .utf8)
+        #expect(log.contains("a message to webhook could not be delivered") && log.contains("the bridge healed"))
     }
 
     @Test func hungServerOpensTheCircuitWithoutBlockingTheLoop() throws {

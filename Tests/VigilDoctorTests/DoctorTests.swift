@@ -456,13 +456,13 @@ struct DoctorTests {
         try outbox.enqueue(key: "d", adapter: "webhook", body: "four")
         let dead = try env.deadIdentity()
         let deadOwner = "\(dead.pid):\(dead.startTicks):x"
-        guard case .claimed(let one) = try outbox.claimNext(adapter: "console", now: Clock.boot(), owner: deadOwner) else {
+        guard case .claimed(let one, _) = try outbox.claimNext(adapter: "console", now: Clock.boot(), owner: deadOwner) else {
             Issue.record("could not claim")
             return
         }
         let live = try env.spawn(["sleep", "1000"])
         let liveOwner = "\(live.pid):\(live.startTicks):y"
-        guard case .claimed(let three) = try outbox.claimNext(adapter: "webhook", now: Clock.boot(), owner: liveOwner) else {
+        guard case .claimed(let three, _) = try outbox.claimNext(adapter: "webhook", now: Clock.boot(), owner: liveOwner) else {
             Issue.record("could not claim")
             return
         }

@@ -38,11 +38,8 @@ enum StatusCommand {
         let config = (try? Configuration.load(stateDir: dir, arguments: try Arguments([], valued: []))) ?? Configuration(tunables: Tunables(), chat: nil, agentCommand: nil)
         let t = config.tunables
         let now = Clock.boot()
-        var (bridge, bridgeProblem) = readQuietly(dir.pidFile(.bridge), kind: ProcessRecord.kind, ProcessRecord.self)
-        var (runner, runnerProblem) = readQuietly(dir.pidFile(.runner), kind: ProcessRecord.kind, ProcessRecord.self)
-        let files = StateFiles(dir: dir, journal: Journal(path: "/dev/null", source: "status"))
-        bridge?.foldIn(files.heartbeat(.bridge, quiet: true))
-        runner?.foldIn(files.heartbeat(.runner, quiet: true))
+        let (bridge, bridgeProblem) = StateFiles.readLiveRecordQuietly(dir, .bridge)
+        let (runner, runnerProblem) = StateFiles.readLiveRecordQuietly(dir, .runner)
         let (healFile, healProblem) = readQuietly(dir.healState, kind: HealFile.kind, HealFile.self)
         let runnerAlive = runner.map { $0.identity.liveness() == .alive && $0.bootID == Clock.bootID } ?? false
         let current = runnerAlive ? runner?.currentVersion : VersionSource(tunables: t).current()

@@ -77,8 +77,8 @@ final class DoctorScan {
 
     func checkProcesses() {
         let now = Clock.boot()
-        let (runner, _) = StatusCommand.readQuietly(dir.pidFile(.runner), kind: ProcessRecord.kind, ProcessRecord.self)
-        let (bridge, _) = StatusCommand.readQuietly(dir.pidFile(.bridge), kind: ProcessRecord.kind, ProcessRecord.self)
+        let (runner, _) = StateFiles.readLiveRecordQuietly(dir, .runner)
+        let (bridge, _) = StateFiles.readLiveRecordQuietly(dir, .bridge)
         if case .ok(let h) = StateFile.read(dir.healState, kind: HealFile.kind, as: HealFile.self), h.bootID == Clock.bootID {
             circuit = h.state.circuit
         }
