@@ -54,8 +54,25 @@ final class DeliveryWorker: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     /// Fault injection for crash tests: `VIGIL_CHAT_FAULT=after-send` kills the process with
-    /// SIGKILL right after a successful send, before the row is marked delivered.
-    static let faultAfterSend = ProcessInfo.processInfo.environment["VIGIL_CHAT_FAULT"] == "after-send"
+    /// SIGKILL right after a successful send, before the row is marked delivered;
+    /// `after-send:TEXT` does it once per state dir (`chat/fault-fired`), for the first row whose
+    /// key contains TEXT.
+    static let faultAfterSend: String? = {
+        guard let f = ProcessInfo.processInfo.environment["VIGIL_CHAT_FAULT"] else { return nil }
+        if f == "after-send" { return "" }
+        return f.hasPrefix("after-send:") ? String(f.dropFirst(11)) : nil
+    }()
+
+    private func injectAfterSendFault(_ msg: OutboxMessage) {
+        guard let match = DeliveryWorker.faultAfterSend else { return }
+        if match.isEmpty { kill(getpid(), SIGKILL) }
+        guard msg.key.contains(match) else { return }
+        let fd = open(stateDir.file("chat/fault-fired"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return } // fired already
+        fsync(fd)
+        close(fd)
+        kill(getpid(), SIGKILL)
+    }
 
     init(adapter: any ChatAdapter, stateDir: StateDirectory, config: ChatConfig, journal: Journal, owner: String,
          isGone: @escaping @Sendable (String) -> Bool, onCircuitChange: @escaping @Sendable () -> Void,
@@ -202,7 +219,7 @@ final class DeliveryWorker: @unchecked Sendable {
                         ])
                     }
                     let result = adapter.deliver(msg)
-                    if DeliveryWorker.faultAfterSend, case .delivered = result { kill(getpid(), SIGKILL) }
+                    if case .delivered = result { injectAfterSendFault(msg) }
                     let retryAt = retryTime(for: result, attempts: msg.attempts)
                     updateCircuit(result, now: Clock.boot())
                     pendingMark = PendingMark(message: msg, result: result, retryAt: retryAt)
