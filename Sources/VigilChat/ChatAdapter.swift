@@ -24,6 +24,14 @@ protocol ChatAdapter: AnyObject, Sendable {
     var lease: TimeSpan { get }
     func deliver(_ message: OutboxMessage) -> DeliveryResult
     func cancel()
+    /// Called once on the delivery thread before the first claim: log in, resolve, join — so
+    /// the first message (perhaps the circuit alert) does not wait for that. Failures are left
+    /// for `deliver` to meet and report.
+    func prepare()
+}
+
+extension ChatAdapter {
+    func prepare() {}
 }
 
 extension DeliveryResult {

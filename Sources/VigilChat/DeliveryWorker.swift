@@ -169,6 +169,7 @@ final class DeliveryWorker: @unchecked Sendable {
         var outbox: Outbox?
         var pendingMark: PendingMark?
         var dbFailures = 0
+        if mode(Clock.boot()) == .running { adapter.prepare() }
         while true {
             let now = Clock.boot()
             let m = mode(now)

@@ -210,6 +210,12 @@ final class MatrixAdapter: ChatAdapter, @unchecked Sendable {
 
     func cancel() { client.cancel() }
 
+    func prepare() {
+        let inbox = inbox()
+        _ = try? session.ensureReady(client, inbox: inbox)
+        _ = try? inbox?.instanceID()
+    }
+
     func deliver(_ message: OutboxMessage) -> DeliveryResult {
         do {
             let inbox = inbox()

@@ -74,13 +74,14 @@ final class BenchPair {
     let runner: ProcessIdentity
     private var finished = false
 
-    init(flags: [String], version: String? = nil, fault: String? = nil) throws {
+    init(flags: [String], version: String? = nil, fault: String? = nil, config: String? = nil) throws {
         var template = Array("/tmp/vigil-bench-XXXXXX".utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw CommandError("cannot create a temp dir") }
         dir = StateDirectory(String(cString: p))
         var flags = flags
         if let i = flags.firstIndex(of: "VERSION") { flags[i] = dir.file("VERSION") }
         if let version { try Data(version.utf8).write(to: URL(fileURLWithPath: dir.file("VERSION"))) }
+        if let config { try Data(config.utf8).write(to: URL(fileURLWithPath: dir.config)) }
         var o = Spawner.Options()
         o.newSession = true
         o.outputPath = dir.file("runner.out")

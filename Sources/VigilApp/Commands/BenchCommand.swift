@@ -6,17 +6,20 @@ import VigilStore
 enum BenchCommand {
     static let command = Command(
         name: "bench",
-        summary: "benchmarks: heal | missions | chat (prints a table)",
+        summary: "benchmarks: heal | missions | chat | alert (prints a table)",
         help: """
         usage: vigil bench heal [--trials N] [--idle D] [--out FILE]
                vigil bench missions [OPTIONS]
                vigil bench chat [OPTIONS]
+               vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
 
         Runs a benchmark in a temporary state directory and prints a table: each figure beside
         its target. Build with `swift build -c release` first: a debug build is much slower.
         heal: a live pair at the default tick and heartbeat (1 s): N trials each of kill -9,
         SIGSTOP (at --stale-after 3), version drift and a crash loop; probe CPU per tick;
         idle CPU and RSS of runner and bridge.
+        alert: a crash loop with no live bridge; circuit open → alert seen in console chat.log,
+        at a local webhook receiver and in a Synapse room (the runner delivers it).
         """,
         run: { inv in
             guard let which = inv.arguments.first else { throw UsageError("say which benchmark: vigil bench heal|missions|chat") }
@@ -26,7 +29,8 @@ enum BenchCommand {
             case "probe": try ProbeBench.run(inv.stateDir)
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
             case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
-            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions or chat")
+            case "alert": try AlertBench.run(rest)
+            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat or alert")
             }
         })
 }
