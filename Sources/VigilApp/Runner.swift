@@ -177,7 +177,7 @@ final class Runner {
                 pidfd.signal(SIGCONT)
                 pidfd.signal(SIGKILL)
             }
-        case .respawn:
+        case .start, .respawn:
             do { after = try spawnBridge() } catch { failure = "\(error)" }
         }
         for note in step.notes { report(note, probe: probe, after: after, failure: failure, now: now) }
@@ -235,6 +235,7 @@ final class Runner {
             }
         }
         if let r = heal.respawnedAt { d.append(r + t.startGrace) }
+        if let p = heal.pendingDeadline(policy: t.policy) { d.append(p) }
         if let k = heal.killedAt { d.append(k + t.cooldown) }
         if heal.circuit == .open, let o = heal.circuitOpenedAt { d.append(o + t.circuitCooloff) }
         return d.filter { $0 > now }.min()
@@ -250,7 +251,19 @@ final class Runner {
         let incident: JSONValue = heal.incidentSince.map { .double(((now - $0).milliseconds * 10).rounded() / 10) } ?? .null
         let key = "heal-\(now.nanoseconds)"
         let pidText = probe.identity.map { "pid \($0.pid)" } ?? "no pid"
+        let limit = config.tunables.circuitLimit
         switch note {
+        case .starting:
+            // The bridge journals its own `bridge-started`; the runner speaks only when it could
+            // not start one.
+            if let failure {
+                ctx.journal.append("bridge-start-failed", ["error": .string(failure)])
+                hooks?.notify(key: "\(key)-start-failed", text: "Vigil: could not start the bridge: \(failure).")
+            }
+        case .started(let since, let took):
+            let version = probe.record?.version ?? versions.current(now: now) ?? runningVersion
+            hooks?.notify(key: "vigil-started-\(since.nanoseconds)",
+                          text: String(format: "Vigil started (version %@): the bridge (%@) is up after %.2f s.", version, pidText, took.seconds))
         case .acted(let tier, let verdict, let action):
             var fields: [String: JSONValue] = [
                 "tier": .int(Int64(tier)), "verdict": .string(verdict.rawValue), "action": .string(action.rawValue),
@@ -264,26 +277,46 @@ final class Runner {
             case .restartMarker: what = "asked it to restart itself (restart marker)"
             case .terminate: what = "sent SIGTERM"
             case .kill: what = "sent SIGKILL"
-            case .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"
+            case .start, .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"
             case .none: what = "waited"
             }
             hooks?.notify(key: "\(key)-t\(tier)", text: "Vigil: bridge \(verdict.rawValue) (\(pidText)); tier \(tier): \(what).")
-        case .recovered(let after, let verdict, let tier):
+        case .recovered(let down, let verdict, let tier, let since):
+            let healthyAt = since + down
             ctx.journal.append("recovered", [
-                "verdict": .string(verdict.rawValue), "tier": .int(Int64(tier)), "after_ms": .double((after.milliseconds * 10).rounded() / 10),
-                "bridge": idJSON(probe.identity),
+                "verdict": .string(verdict.rawValue), "tier": .int(Int64(tier)), "after_ms": .double((down.milliseconds * 10).rounded() / 10),
+                "bridge": idJSON(probe.identity), "healthy_boot": .int(healthyAt.nanoseconds),
+                "stable_ms": .double(((now - healthyAt).milliseconds * 10).rounded() / 10),
             ])
-            hooks?.notify(key: "\(key)-recovered", text: String(format: "Vigil: bridge healthy again after %.2f s (was %@, tier %d).", after.seconds, verdict.rawValue, tier))
+            let proven = now - healthyAt > .zero ? String(format: "; stable for %.1f s", (now - healthyAt).seconds) : ""
+            hooks?.notify(key: "incident-\(since.nanoseconds)-recovered",
+                          text: String(format: "Vigil: bridge healthy again after %.2f s (was %@, tier %d%@).", down.seconds, verdict.rawValue, tier, proven))
         case .respawnFailed(let count, let verdict):
-            ctx.journal.append("respawn-failed", ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(config.tunables.circuitLimit))])
-        case .circuitOpened(let failures):
-            ctx.journal.append("circuit-open", [
+            ctx.journal.append("respawn-failed", ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(limit)),
+                                                  "bridge": idJSON(probe.identity)])
+            let next = count >= limit ? "the circuit opens" : "trying again"
+            hooks?.notify(key: "\(key)-failed", text: "Vigil: the respawned bridge is \(verdict.rawValue) (\(pidText)): failed respawn \(count) of \(limit); \(next).")
+        case .circuitOpened(let failures, let reason):
+            var fields: [String: JSONValue] = [
                 "tier": 4, "verdict": .string(probe.verdict.rawValue), "failures": .int(Int64(failures)),
-                "retry_in_s": .double(config.tunables.circuitCooloff.seconds),
-            ])
-            hooks?.notify(key: "\(key)-circuit", text: "Vigil ALERT: the bridge failed \(failures) respawns in a row; the watchdog stopped acting (circuit open). It retries once in \(config.tunables.circuitCooloff), or now with `vigil heal reset` (chat: /heal reset).")
+                "retry_in_s": .double(config.tunables.circuitCooloff.seconds), "reason": .string(reason.rawValue),
+            ]
+            let text: String
+            switch reason {
+            case .failedRespawns:
+                text = "Vigil ALERT: the bridge failed \(failures) respawns in a row; the watchdog stopped acting (circuit open). It retries once in \(config.tunables.circuitCooloff), or now with `vigil heal reset` (chat: /heal reset)."
+            case .unkillable:
+                let state = probe.identity.flatMap { ProcStat.read(pid: $0.pid) }.map { String($0.state) } ?? "?"
+                fields["detail"] = "bridge stuck in uninterruptible sleep — needs a person"
+                fields["process_state"] = .string(state)
+                fields["bridge"] = idJSON(probe.identity)
+                text = "Vigil ALERT: bridge stuck in uninterruptible sleep — needs a person: \(pidText) survived \(config.tunables.policy.unkillableAfter) SIGKILLs (process state \(state)). The watchdog stopped acting (circuit open); find what it waits on (`cat /proc/PID/stack`, a hung mount), then `vigil heal reset`."
+            }
+            ctx.journal.append("circuit-open", fields)
+            hooks?.notify(key: "\(key)-circuit", text: text)
         case .circuitReminder(let openFor):
-            ctx.journal.append("circuit-reminder", ["tier": 4, "verdict": .string(probe.verdict.rawValue), "open_s": .double(openFor.seconds)])
+            ctx.journal.append("circuit-reminder", ["tier": 4, "verdict": .string(probe.verdict.rawValue), "open_s": .double(openFor.seconds),
+                                                    "reason": heal.circuitReason.map { .string($0.rawValue) } ?? .null])
             hooks?.notify(key: "\(key)-reminder", text: "Vigil reminder: the circuit is still open (for \(openFor)); the bridge is \(probe.verdict.rawValue).")
         case .circuitHalfOpen:
             ctx.journal.append("circuit-half-open", ["tier": 4, "verdict": .string(probe.verdict.rawValue)])
@@ -302,7 +335,10 @@ final class Runner {
 
     // MARK: - Heal state persistence
 
+    /// Loads heal.json and tells the machine a new runner took over: its first probe decides
+    /// whether this is a start of the pair (docs/architecture.md, "A start is not an incident").
     private func loadHealState() {
+        defer { heal = HealMachine.runnerStarted(heal, pairStart: clearStop, now: Clock.boot()) }
         guard let file = ctx.files.load(ctx.dir.healState, kind: HealFile.kind, as: HealFile.self) else { return }
         if file.bootID == Clock.bootID {
             heal = file.state
@@ -360,6 +396,8 @@ final class Runner {
             _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
         }
         reapChildren()
+        // A stop is not an incident: whatever was under way is abandoned, never failed.
+        heal = HealMachine.stopped(heal)
         saveHealState(now: Clock.boot())
         hooks?.shutdown()
         versions.cancel()

@@ -1,29 +1,46 @@
 /// The watchdog's escalation logic as a pure state machine: an observation, a state and a time
 /// go in; one action, a new state and notes for the journal come out. Nothing here touches
 /// the system, so every verdict × tier × boundary × circuit state can be tested with
-/// made-up times (Tests/VigilCoreTests/HealMachineTests.swift).
+/// made-up times (Tests/VigilCoreTests/HealMachine*Tests.swift).
 ///
 /// Tiers: 1 restart marker · 2 SIGCONT+SIGTERM · 3 SIGKILL then respawn · circuit open.
-/// See docs/architecture.md for the state diagram.
+/// Besides the tiers the machine knows the pair's start (`runnerStarted`, `.start`) and its
+/// stop (`stopped`), so neither is ever mistaken for an incident or a failed respawn.
+/// See docs/architecture.md, "The escalation state machine", for the rules and the diagram.
 public enum Circuit: String, Codable, Sendable {
     case closed
     case open
     case halfOpen = "half-open"
 }
 
+/// Why the circuit opened.
+public enum CircuitReason: String, Codable, Sendable {
+    /// `circuitLimit` respawns in a row failed (crash loop, flapping).
+    case failedRespawns = "failed-respawns"
+    /// SIGKILL did not end the bridge, twice: it is stuck in uninterruptible sleep (state D).
+    case unkillable
+}
+
 /// The persisted heal state (heal.json). Times are boot-clock instants, valid for one boot.
+/// Fields added after the first release are optional, so an older heal.json still decodes.
 public struct HealState: Codable, Equatable, Sendable {
     /// 0 when nothing is being healed; otherwise the tier whose action was taken last.
     public var tier: Int = 0
     /// When the current tier's (last) action was taken.
     public var tierSince: BootInstant?
-    /// When the current incident was first observed, and its first verdict.
+    /// When the current incident was first observed, and its first verdict. An incident stays
+    /// open until it is over: healthy without a respawn to prove, or the respawned bridge
+    /// healthy for `stableAfter`.
     public var incidentSince: BootInstant?
     public var incidentVerdict: Verdict?
-    /// Tier 3 bookkeeping: when SIGKILL went out, and when the replacement was started.
+    /// The highest tier (4: circuit open) the current incident reached.
+    public var incidentTier: Int?
+    /// Tier 3 bookkeeping: when SIGKILL went out, how many SIGKILLs this live bridge got, and
+    /// when the replacement was started (cleared once it is seen healthy).
     public var killedAt: BootInstant?
+    public var kills: Int?
     public var respawnedAt: BootInstant?
-    /// The last respawn that has not yet proven itself stable.
+    /// The last respawn that has neither proven itself stable nor failed.
     public var unprovenRespawnAt: BootInstant?
     /// Consecutive failed respawns.
     public var failedRespawns: Int = 0
@@ -31,12 +48,38 @@ public struct HealState: Codable, Equatable, Sendable {
     public var healthySince: BootInstant?
     public var circuit: Circuit = .closed
     public var circuitOpenedAt: BootInstant?
+    public var circuitReason: CircuitReason?
     public var lastReminderAt: BootInstant?
+    /// Set by `runnerStarted`: the next probe is a new runner's first look at the bridge and
+    /// decides whether this is a start of the pair.
+    public var startCheck: BootInstant?
+    /// When the first bridge of a start was spawned; cleared when it is healthy (announced
+    /// as started) or when it did not come up (then an incident begins).
+    public var startedAt: BootInstant?
 
     public init() {}
 
     /// The tier as people read it: 4 while the circuit is open.
     public var displayTier: Int { circuit == .open ? 4 : tier }
+
+    /// True while an incident is open (possibly healthy already, its respawn on probation).
+    public var incidentOpen: Bool { incidentSince != nil || tier != 0 }
+
+    /// True while a respawned bridge is healthy but has not yet proven stable.
+    public var onProbation: Bool { unprovenRespawnAt != nil && respawnedAt == nil && healthySince != nil }
+
+    /// The next instant at which the machine decides something without any new observation
+    /// besides the tick: the end of the start grace of a starting bridge, and the moment a
+    /// healthy bridge has been healthy for `stableAfter` (a respawn proven, the recovery
+    /// announced, the circuit closed). Tier windows are computed by the runner itself.
+    public func pendingDeadline(policy: HealPolicy) -> BootInstant? {
+        var d: [BootInstant] = []
+        if let s = startedAt { d.append(s + policy.startGrace) }
+        if let h = healthySince, unprovenRespawnAt != nil || circuit != .closed || failedRespawns > 0 {
+            d.append(h + policy.stableAfter)
+        }
+        return d.min()
+    }
 }
 
 public struct HealPolicy: Equatable, Sendable {
@@ -49,9 +92,12 @@ public struct HealPolicy: Equatable, Sendable {
     public var stableAfter: TimeSpan
     /// How often an open circuit is announced again.
     public var reminderEvery: TimeSpan
+    /// SIGKILLs that did not end a live bridge (each followed by a full cooldown) before the
+    /// circuit opens as `unkillable`.
+    public var unkillableAfter: Int
 
     public init(cooldown: TimeSpan, termGrace: TimeSpan, startGrace: TimeSpan, circuitLimit: Int,
-                circuitCooloff: TimeSpan, stableAfter: TimeSpan, reminderEvery: TimeSpan) {
+                circuitCooloff: TimeSpan, stableAfter: TimeSpan, reminderEvery: TimeSpan, unkillableAfter: Int = 2) {
         self.cooldown = cooldown
         self.termGrace = termGrace
         self.startGrace = startGrace
@@ -59,6 +105,7 @@ public struct HealPolicy: Equatable, Sendable {
         self.circuitCooloff = circuitCooloff
         self.stableAfter = stableAfter
         self.reminderEvery = reminderEvery
+        self.unkillableAfter = max(1, unkillableAfter)
     }
 }
 
@@ -75,6 +122,8 @@ public struct HealObservation: Equatable, Sendable {
 /// One action per probe.
 public enum HealAction: String, Equatable, Sendable {
     case none
+    /// The first bridge of a starting pair: start a new detached bridge (not a heal action).
+    case start
     /// Tier 1: write the bridge's restart marker.
     case restartMarker = "restart-marker"
     /// Tier 2: SIGCONT then SIGTERM to the identified bridge.
@@ -87,13 +136,18 @@ public enum HealAction: String, Equatable, Sendable {
 
 /// What the journal (and chat) should hear about a step.
 public enum HealNote: Equatable, Sendable {
+    /// The first bridge of a starting pair is being started (comes with `.start`).
+    case starting
+    /// The first bridge of the start is healthy, `after` its spawn at `since`.
+    case started(since: BootInstant, after: TimeSpan)
     /// A heal action was taken at `tier` for `verdict`.
     case acted(tier: Int, verdict: Verdict, action: HealAction)
-    /// Healthy again after an incident that began with `verdict`.
-    case recovered(after: TimeSpan, verdict: Verdict, tier: Int)
-    /// A respawned bridge did not become (or stay) healthy.
+    /// The incident that began at `since` with `verdict` is over: the bridge that stayed was
+    /// first seen healthy `after` its beginning (the downtime); `tier` is the highest reached.
+    case recovered(after: TimeSpan, verdict: Verdict, tier: Int, since: BootInstant)
+    /// A respawned bridge died or hung on its own, or did not come up within its start grace.
     case respawnFailed(count: Int, verdict: Verdict)
-    case circuitOpened(failures: Int)
+    case circuitOpened(failures: Int, reason: CircuitReason = .failedRespawns)
     case circuitReminder(openFor: TimeSpan)
     case circuitHalfOpen
     case circuitClosed
@@ -106,53 +160,96 @@ public struct HealStep: Equatable, Sendable {
 }
 
 public enum HealMachine {
+    /// A new runner took over (after loading heal.json, before its first probe). With
+    /// `pairStart` (a person launched the pair: the wrapper's first runner) an incident left
+    /// open by a runner that died without stopping is abandoned, as by `stopped`.
+    public static func runnerStarted(_ state: HealState, pairStart: Bool, now: BootInstant) -> HealState {
+        var s = pairStart ? stopped(state) : state
+        s.startCheck = now
+        return s
+    }
+
+    /// The pair was stopped on purpose (`vigil stop`, SIGTERM or SIGINT of the runner): the
+    /// open incident, the start and the respawn on probation are abandoned, neither recovered
+    /// nor failed. Real failures already counted and an open circuit stay (an interrupted
+    /// half-open attempt falls back to open).
+    public static func stopped(_ state: HealState) -> HealState {
+        var s = HealState()
+        s.failedRespawns = state.failedRespawns
+        s.circuit = state.circuit == .halfOpen ? .open : state.circuit
+        s.circuitOpenedAt = state.circuitOpenedAt
+        s.circuitReason = state.circuitReason
+        s.lastReminderAt = state.lastReminderAt
+        return s
+    }
+
     /// Decides the next step. Pure: same inputs, same output.
     public static func step(_ obs: HealObservation, state: HealState, now: BootInstant, policy: HealPolicy) -> HealStep {
+        var step = decide(obs, state: state, now: now, policy: policy)
+        if step.state.incidentSince != nil {
+            step.state.incidentTier = max(step.state.incidentTier ?? 0, step.state.displayTier)
+        } else {
+            step.state.incidentTier = nil
+        }
+        return step
+    }
+
+    private static func decide(_ obs: HealObservation, state: HealState, now: BootInstant, policy: HealPolicy) -> HealStep {
         var s = state
         var notes: [HealNote] = []
 
-        if obs.verdict == .healthy {
-            if s.tier != 0 || s.incidentSince != nil {
-                let since = s.incidentSince ?? s.tierSince ?? now
-                notes.append(.recovered(after: now - since, verdict: s.incidentVerdict ?? .missing, tier: s.displayTier))
+        // A new runner's first look: no bridge, nothing to continue → this is a start.
+        if s.startCheck != nil {
+            let continuing = obs.verdict.processAlive || s.incidentOpen || s.startedAt != nil || s.respawnedAt != nil
+            if continuing {
+                s.startCheck = nil
+            } else if s.circuit == .open {
+                // Failures counted before the stop stand: no start until the cool-off or a reset.
+                s.startCheck = nil
+                s.lastReminderAt = now
+                notes.append(.circuitReminder(openFor: now - (s.circuitOpenedAt ?? now)))
+            } else {
+                // Never race a dying bridge of the last run: start once its lock is free.
+                guard obs.lockFree else { return HealStep(action: .none, state: s, notes: notes) }
+                s.startCheck = nil
+                s.startedAt = now
+                s.healthySince = nil
+                return HealStep(action: .start, state: s, notes: [.starting])
             }
-            s.tier = 0
-            s.tierSince = nil
-            s.incidentSince = nil
-            s.incidentVerdict = nil
-            s.killedAt = nil
-            s.respawnedAt = nil
-            if s.healthySince == nil { s.healthySince = now }
-            if let since = s.healthySince, now - since >= policy.stableAfter {
-                s.unprovenRespawnAt = nil
-                s.failedRespawns = 0
-                if s.circuit != .closed {
-                    s.circuit = .closed
-                    s.circuitOpenedAt = nil
-                    s.lastReminderAt = nil
-                    notes.append(.circuitClosed)
-                }
-            }
-            return HealStep(action: .none, state: s, notes: notes)
         }
+
+        if obs.verdict == .healthy { return healthy(&s, now: now, policy: policy, notes: notes) }
 
         // Unhealthy from here on.
         s.healthySince = nil
+        if !obs.verdict.processAlive { s.kills = nil } // the kills took
+
+        // The first bridge of a start gets its start grace; one that dies or does not come up
+        // in time turns the start into an incident, never into a failed respawn.
+        if let started = s.startedAt {
+            if obs.verdict != .dead && now - started < policy.startGrace {
+                return HealStep(action: .none, state: s, notes: notes)
+            }
+            s.startedAt = nil
+        }
+
         if s.incidentSince == nil {
             s.incidentSince = now
             s.incidentVerdict = obs.verdict
         }
 
-        // Did the last respawn fail? It did if its bridge died, hung, or never became healthy.
-        // Inside the start grace a bridge may not have written its PID file or first beat yet:
-        // missing or hung then is "not yet", not a failure (only a dead one has failed).
+        // Did the last respawn fail? It did if its bridge died or hung on its own, or did not
+        // come up within its start grace. Inside the start grace a bridge may not have written
+        // its PID file or first beat yet: missing or hung then is "not yet" (only a dead one has
+        // failed). A bridge that was up and then is missing removed its own PID file: it exited
+        // cleanly because it was asked to (SIGTERM, `vigil stop`), which is no failure.
         if let spawned = s.respawnedAt ?? s.unprovenRespawnAt {
             let inStartGrace = s.respawnedAt != nil && now - spawned < policy.startGrace
             let failed: Bool
             switch obs.verdict {
             case .dead: failed = true
-            case .missing, .hung: failed = !inStartGrace
-            case .drifted, .bloated, .healthy: failed = s.respawnedAt != nil && !inStartGrace
+            case .hung: failed = !inStartGrace
+            case .missing, .drifted, .bloated, .healthy: failed = s.respawnedAt != nil && !inStartGrace
             }
             if failed {
                 s.failedRespawns += 1
@@ -160,15 +257,15 @@ public enum HealMachine {
                 s.unprovenRespawnAt = nil
                 notes.append(.respawnFailed(count: s.failedRespawns, verdict: obs.verdict))
                 if s.failedRespawns >= policy.circuitLimit && s.circuit != .open {
-                    s.circuit = .open
-                    s.circuitOpenedAt = now
-                    s.lastReminderAt = now
+                    openCircuit(&s, .failedRespawns, now: now)
                     notes.append(.circuitOpened(failures: s.failedRespawns))
                     return HealStep(action: .none, state: s, notes: notes)
                 }
             } else if s.respawnedAt != nil {
                 // A fresh bridge still inside its start grace: give it time.
                 return HealStep(action: .none, state: s, notes: notes)
+            } else if obs.verdict == .missing {
+                s.unprovenRespawnAt = nil // exited cleanly: neither proven nor failed
             }
         }
 
@@ -176,6 +273,7 @@ public enum HealMachine {
             let opened = s.circuitOpenedAt ?? now
             if now - opened >= policy.circuitCooloff {
                 s.circuit = .halfOpen
+                s.kills = nil
                 notes.append(.circuitHalfOpen)
                 return tier3(obs, &s, now: now, notes: notes)
             }
@@ -199,16 +297,66 @@ public enum HealMachine {
             // SIGTERM had its grace period: SIGKILL is tier 3's first step.
             if now - since >= policy.termGrace { return act(tier: 3, obs, &s, now: now, notes: notes) }
         default:
-            // Tier 3 in progress: a kill that has not taken yet is repeated after the cooldown;
-            // a dead bridge is respawned once its lock is free.
-            if obs.verdict.processAlive {
-                if let killed = s.killedAt, now - killed < policy.cooldown {
+            // Tier 3 in progress: a kill that has not taken yet is repeated after the cooldown,
+            // until `unkillableAfter` kills did not take (one in a half-open attempt): then the
+            // bridge is stuck in uninterruptible sleep and only a person can help. A dead
+            // bridge is respawned once its lock is free.
+            if obs.verdict.processAlive, let killed = s.killedAt {
+                if now - killed < policy.cooldown {
+                    return HealStep(action: .none, state: s, notes: notes)
+                }
+                if (s.kills ?? 0) >= policy.unkillableAfter || s.circuit == .halfOpen {
+                    openCircuit(&s, .unkillable, now: now)
+                    notes.append(.circuitOpened(failures: s.failedRespawns, reason: .unkillable))
                     return HealStep(action: .none, state: s, notes: notes)
                 }
             }
             return tier3(obs, &s, now: now, notes: notes)
         }
         return HealStep(action: .none, state: s, notes: notes)
+    }
+
+    private static func healthy(_ s: inout HealState, now: BootInstant, policy: HealPolicy, notes: [HealNote]) -> HealStep {
+        var notes = notes
+        if let started = s.startedAt {
+            s.startedAt = nil
+            notes.append(.started(since: started, after: now - started))
+        }
+        s.tier = 0
+        s.tierSince = nil
+        s.killedAt = nil
+        s.kills = nil
+        s.respawnedAt = nil // it came up; from now on it proves itself (unprovenRespawnAt)
+        let healthySince = s.healthySince ?? now
+        s.healthySince = healthySince
+        let stable = now - healthySince >= policy.stableAfter
+        // The incident is over when there is no respawn to prove, or the respawn proved stable:
+        // a respawned bridge that beats once and dies is no recovery to announce.
+        if let began = s.incidentSince, s.unprovenRespawnAt == nil || stable {
+            notes.append(.recovered(after: healthySince - began, verdict: s.incidentVerdict ?? .missing,
+                                    tier: max(s.incidentTier ?? 0, s.displayTier), since: began))
+            s.incidentSince = nil
+            s.incidentVerdict = nil
+        }
+        if stable {
+            s.unprovenRespawnAt = nil
+            s.failedRespawns = 0
+            if s.circuit != .closed {
+                s.circuit = .closed
+                s.circuitOpenedAt = nil
+                s.circuitReason = nil
+                s.lastReminderAt = nil
+                notes.append(.circuitClosed)
+            }
+        }
+        return HealStep(action: .none, state: s, notes: notes)
+    }
+
+    private static func openCircuit(_ s: inout HealState, _ reason: CircuitReason, now: BootInstant) {
+        s.circuit = .open
+        s.circuitOpenedAt = now
+        s.circuitReason = reason
+        s.lastReminderAt = now
     }
 
     private static func act(tier: Int, _ obs: HealObservation, _ s: inout HealState, now: BootInstant, notes: [HealNote]) -> HealStep {
@@ -220,6 +368,8 @@ public enum HealMachine {
         case 2:
             s.tier = 2
             s.tierSince = now
+            // The exit this asks for is no failed respawn (a failure was judged by the verdict).
+            s.unprovenRespawnAt = nil
             return HealStep(action: .terminate, state: s, notes: notes + [.acted(tier: 2, verdict: obs.verdict, action: .terminate)])
         default:
             return tier3(obs, &s, now: now, notes: notes)
@@ -233,11 +383,14 @@ public enum HealMachine {
         }
         if obs.verdict.processAlive {
             s.killedAt = now
+            s.kills = (s.kills ?? 0) + 1
+            s.unprovenRespawnAt = nil // a death the watchdog causes is no failed respawn
             return HealStep(action: .kill, state: s, notes: notes + [.acted(tier: 3, verdict: obs.verdict, action: .kill)])
         }
         // Never race the dying bridge: respawn only once its lock is free.
         guard obs.lockFree else { return HealStep(action: .none, state: s, notes: notes) }
         s.killedAt = nil
+        s.kills = nil
         s.respawnedAt = now
         s.unprovenRespawnAt = now
         return HealStep(action: .respawn, state: s, notes: notes + [.acted(tier: 3, verdict: obs.verdict, action: .respawn)])

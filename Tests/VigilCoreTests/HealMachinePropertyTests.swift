@@ -42,12 +42,32 @@ struct HealMachinePropertyTests {
     func invariants(policyIndex: Int, seed: Int) throws {
         let policy = Self.policies[policyIndex]
         let seed = UInt64(seed) &* 0x1234_5678_9ABC_DEF1 &+ UInt64(policyIndex)
+        var rng = SplitMix64(seed: seed ^ 0xA5A5)
         var state = HealState()
         var now = t0
-        var respawnsSinceReset = 0
+        var respawnsWithoutUp = 0
         var lastReminder: BootInstant?
         for (i, (obs, dt)) in Self.sequence(seed: seed, length: 400, policy: policy).enumerated() {
             now = now + dt
+            // Now and then the runner is restarted (sometimes by a person: a pair start), or the
+            // pair is stopped. Neither transition counts, forgives or opens anything.
+            switch Int.random(in: 0..<40, using: &rng) {
+            case 0:
+                let was = state
+                let pairStart = Bool.random(using: &rng)
+                state = HealMachine.runnerStarted(state, pairStart: pairStart, now: now)
+                if pairStart { respawnsWithoutUp = 0 } // abandoned, like a stop
+                #expect(state.failedRespawns == was.failedRespawns && state.startCheck == now, "seed \(seed), probe \(i)")
+                #expect((state.circuit == .open) == (was.circuit != .closed) || state.circuit == was.circuit, "seed \(seed), probe \(i)")
+            case 1:
+                let was = state
+                state = HealMachine.stopped(state)
+                #expect(state.failedRespawns == was.failedRespawns, "seed \(seed), probe \(i)")
+                #expect(!state.incidentOpen && state.startedAt == nil && state.respawnedAt == nil && state.unprovenRespawnAt == nil)
+                #expect(state.circuit == (was.circuit == .closed ? .closed : .open))
+                respawnsWithoutUp = 0
+            default: break
+            }
             let before = state
             let step = HealMachine.step(obs, state: before, now: now, policy: policy)
             let after = step.state
@@ -58,9 +78,10 @@ struct HealMachinePropertyTests {
             #expect(HealMachine.step(obs, state: before, now: now, policy: policy) == step, where_)
             #expect(try roundTrip(after) == after, where_)
 
-            // At most one action, and exactly one note saying so.
+            // At most one action, and exactly one note saying so (a start is no heal action).
             let acted = step.notes.filter(\.isActed)
-            #expect(acted.count == (step.action == .none ? 0 : 1), where_)
+            #expect(acted.count == (step.action == .none || step.action == .start ? 0 : 1), where_)
+            #expect(step.notes.contains(.starting) == (step.action == .start), where_)
             if case .acted(let tier, let verdict, let action)? = acted.first {
                 #expect(action == step.action && verdict == obs.verdict && tier == after.tier, where_)
             }
@@ -68,25 +89,46 @@ struct HealMachinePropertyTests {
             // Actions fit the observation.
             switch step.action {
             case .none: break
-            case .respawn:
-                #expect(!obs.verdict.processAlive, "\(ctx): never respawn beside a live bridge")
-                #expect(obs.lockFree, "\(ctx): never respawn while the lock is held")
+            case .respawn, .start:
+                #expect(!obs.verdict.processAlive, "\(ctx): never start beside a live bridge")
+                #expect(obs.lockFree, "\(ctx): never start while the lock is held")
             case .kill, .terminate:
                 #expect(obs.verdict.processAlive, "\(ctx): only a live process is signalled")
             case .restartMarker:
                 #expect(obs.verdict == .drifted || obs.verdict == .bloated, "\(ctx): a marker only for a live loop")
             }
-            if obs.verdict == .healthy {
-                #expect(step.action == .none && after.tier == 0 && after.incidentSince == nil, where_)
+
+            // A start only at a new runner's first look, with nothing to continue; never an incident.
+            if step.action == .start {
+                #expect(before.startCheck != nil && !before.incidentOpen && before.circuit != .open, where_)
+                #expect(before.startedAt == nil && before.respawnedAt == nil, "\(ctx): one start at a time")
+                #expect(!after.incidentOpen && after.startedAt == now, where_)
+            }
+            if step.notes.contains(where: \.isStarted) {
+                #expect(before.startedAt != nil && obs.verdict == .healthy, where_)
+            }
+            if before.startedAt != nil && !step.notes.contains(where: \.isStarted) {
+                #expect(!step.notes.contains { $0.isRespawnFailed }, "\(ctx): a start never fails as a respawn")
             }
 
-            // Tiers only go up during an incident; down only to 0, on healthy.
+            if obs.verdict == .healthy {
+                #expect(step.action == .none && after.tier == 0, where_)
+                // The incident stays open only while a respawn is on probation.
+                if after.incidentSince != nil {
+                    let since = try #require(after.healthySince)
+                    #expect(after.unprovenRespawnAt != nil && now - since < policy.stableAfter, where_)
+                }
+            }
+
+            // Tiers only go up during an unhealthy stretch; down only to 0, on healthy. A start in
+            // its grace, or a start check waiting for the lock, is tier 0.
             if obs.verdict != .healthy {
                 #expect(after.tier >= before.tier, where_)
-                #expect(after.tier >= obs.verdict.firstTier || after.circuit == .open, where_)
+                #expect(after.tier >= obs.verdict.firstTier || after.circuit == .open || after.startedAt != nil || after.startCheck != nil, where_)
             }
             #expect((0...3).contains(after.tier), where_)
             if after.tier > 0 { #expect(after.incidentSince != nil, where_) }
+            if after.incidentSince != nil { #expect((after.incidentTier ?? -1) >= after.displayTier, where_) }
 
             // An open circuit is quiet, except for the half-open attempt after the cool-off.
             if before.circuit == .open && step.action != .none {
@@ -96,21 +138,37 @@ struct HealMachinePropertyTests {
             }
             if after.circuit == .open { #expect(step.action == .none, where_) }
 
-            // Circuit transitions come with their notes.
+            // Circuit transitions come with their notes, for one of the two reasons.
             if before.circuit != .open && after.circuit == .open {
-                #expect(step.notes.contains(.circuitOpened(failures: after.failedRespawns)), where_)
-                #expect(after.failedRespawns >= policy.circuitLimit, where_)
+                let reason = try #require(after.circuitReason)
+                #expect(step.notes.contains(.circuitOpened(failures: after.failedRespawns, reason: reason)), where_)
+                switch reason {
+                case .failedRespawns:
+                    #expect(after.failedRespawns >= policy.circuitLimit, where_)
+                case .unkillable:
+                    // Only after kills that did not take, each given a full cooldown.
+                    let killed = try #require(before.killedAt)
+                    #expect(obs.verdict.processAlive && now - killed >= policy.cooldown, where_)
+                    #expect((before.kills ?? 0) >= policy.unkillableAfter || before.circuit == .halfOpen, where_)
+                }
             }
             if before.circuit != .closed && after.circuit == .closed {
                 #expect(step.notes.contains(.circuitClosed) && obs.verdict == .healthy, where_)
             }
             if before.circuit == .closed { #expect(after.circuit != .halfOpen, where_) }
             #expect(step.notes.filter(\.isCircuitOpened).count <= 1, where_)
+            // Never more kills of one live bridge than unkillableAfter (one in a half-open attempt).
+            #expect((after.kills ?? 0) <= policy.unkillableAfter, where_)
+            if step.action == .kill && before.circuit == .closed {
+                #expect((before.kills ?? 0) < policy.unkillableAfter, where_)
+            }
 
             // Failure counting: one per step at most, with its note; reset only by stable health.
             let delta = after.failedRespawns - before.failedRespawns
             if delta > 0 {
                 #expect(delta == 1 && step.notes.contains(.respawnFailed(count: after.failedRespawns, verdict: obs.verdict)), where_)
+                // Only a respawn can fail, and only by dying or hanging on its own or not coming up.
+                #expect(before.respawnedAt != nil || (before.unprovenRespawnAt != nil && (obs.verdict == .dead || obs.verdict == .hung)), where_)
             } else if delta < 0 {
                 #expect(after.failedRespawns == 0 && obs.verdict == .healthy, where_)
                 let since = try #require(after.healthySince)
@@ -120,31 +178,70 @@ struct HealMachinePropertyTests {
             }
             if after.circuit == .closed { #expect(after.failedRespawns < policy.circuitLimit, where_) }
 
-            // While the circuit is closed, no more than circuitLimit respawns without a stable bridge.
-            if obs.verdict == .healthy, let since = after.healthySince, now - since >= policy.stableAfter {
-                respawnsSinceReset = 0
-            }
+            // No thrashing: while the circuit is closed, no more than circuitLimit respawns in a
+            // row without the bridge ever being seen up in between (each of them failed).
+            if obs.verdict == .healthy || obs.verdict == .drifted || obs.verdict == .bloated { respawnsWithoutUp = 0 }
             if step.action == .respawn && before.circuit == .closed {
-                respawnsSinceReset += 1
-                #expect(respawnsSinceReset <= policy.circuitLimit, where_)
+                respawnsWithoutUp += 1
+                #expect(respawnsWithoutUp <= policy.circuitLimit, where_)
             }
 
-            // Reminders are spaced by reminderEvery.
+            // Reminders are spaced by reminderEvery (or come at once at a start the circuit stops).
             for note in step.notes where note.isReminder {
-                if let last = lastReminder { #expect(now - last >= policy.reminderEvery, where_) }
+                if let last = lastReminder, before.startCheck == nil { #expect(now - last >= policy.reminderEvery, where_) }
                 lastReminder = now
             }
             if step.notes.contains(where: { $0.isCircuitOpened }) { lastReminder = now }
 
-            // A recovery reports the incident from its first observation.
+            // A recovery ends the incident and reports it whole: from its first observation to the
+            // first healthy probe of the bridge that stayed; never while a respawn is on probation.
             for note in step.notes {
-                if case .recovered(let took, let verdict, let tier) = note {
-                    #expect(took == now - (before.incidentSince ?? now), where_)
+                if case .recovered(let took, let verdict, let tier, let since) = note {
+                    let healthySince = try #require(after.healthySince)
+                    #expect(since == before.incidentSince && took == healthySince - since, where_)
                     #expect(verdict == before.incidentVerdict, where_)
-                    #expect(tier == before.displayTier, where_)
+                    #expect(tier == max(before.incidentTier ?? 0, after.displayTier), where_)
+                    #expect(before.unprovenRespawnAt == nil || now - healthySince >= policy.stableAfter, where_)
+                    #expect(after.incidentSince == nil, where_)
                 }
             }
             state = after
+        }
+    }
+
+    @Test("The random sequences reach what the invariants are about (starts, probation, unkillable)")
+    func coverage() throws {
+        var seen: [String: Int] = [:]
+        for (policyIndex, policy) in Self.policies.enumerated() {
+            for seed in 0..<40 {
+                let seed = UInt64(seed) &* 0x1234_5678_9ABC_DEF1 &+ UInt64(policyIndex)
+                var rng = SplitMix64(seed: seed ^ 0xA5A5)
+                var state = HealState()
+                var now = t0
+                for (obs, dt) in Self.sequence(seed: seed, length: 400, policy: policy) {
+                    now = now + dt
+                    switch Int.random(in: 0..<40, using: &rng) {
+                    case 0: state = HealMachine.runnerStarted(state, pairStart: Bool.random(using: &rng), now: now)
+                    case 1: state = HealMachine.stopped(state)
+                    default: break
+                    }
+                    let wasOnProbation = state.onProbation
+                    let step = HealMachine.step(obs, state: state, now: now, policy: policy)
+                    if step.action == .start { seen["start", default: 0] += 1 }
+                    for n in step.notes {
+                        if n.isStarted { seen["started", default: 0] += 1 }
+                        if n.isUnkillable { seen["unkillable", default: 0] += 1 }
+                        if n.isRespawnFailed { seen["respawn-failed", default: 0] += 1 }
+                        if n.isRespawnFailed && wasOnProbation { seen["failed on probation", default: 0] += 1 }
+                        if n.isRecovered && wasOnProbation { seen["recovered after probation", default: 0] += 1 }
+                        if n.isCircuitOpened { seen["circuit-open", default: 0] += 1 }
+                    }
+                    state = step.state
+                }
+            }
+        }
+        for what in ["start", "started", "unkillable", "respawn-failed", "failed on probation", "recovered after probation", "circuit-open"] {
+            #expect(seen[what, default: 0] >= 1, "\(what): \(seen)")
         }
     }
 

@@ -44,7 +44,7 @@ struct HealMachineScenarioTests {
 
     // MARK: The ladder
 
-    @Test("Drifted: marker, SIGTERM after the cooldown, SIGKILL after the term grace, respawn once dead, recovered",
+    @Test("Drifted: marker, SIGTERM after the cooldown, SIGKILL after the term grace, respawn once dead, recovered once proven",
           arguments: [false, true])
     func fullLadder(persist: Bool) throws {
         var d = Driver(persist: persist)
@@ -65,9 +65,17 @@ struct HealMachineScenarioTests {
         #expect(try d.probe(.dead, lockFree: true, after: tick) == .respawn)
         #expect(try d.probe(.hung, after: tick) == .none, "inside its start grace a new bridge is left alone")
         #expect(try d.probe(.healthy, after: tick) == .none)
-        #expect(d.lastNotes == [.recovered(after: d.now - start, verdict: .drifted, tier: 3)])
+        let up = d.now
+        // On probation: tier 0, but the incident is not over (no recovery to announce yet).
+        #expect(d.lastNotes.isEmpty)
+        #expect(d.state.tier == 0 && d.state.onProbation && d.state.incidentSince == start)
+        try d.probe(.healthy, after: p.stableAfter - oneNanosecond)
+        #expect(d.lastNotes.isEmpty)
+        try d.probe(.healthy, after: oneNanosecond)
+        #expect(d.lastNotes == [.recovered(after: up - start, verdict: .drifted, tier: 3, since: start)])
         #expect(d.state.tier == 0)
         #expect(d.state.incidentSince == nil && d.state.tierSince == nil && d.state.killedAt == nil && d.state.respawnedAt == nil)
+        #expect(d.state.unprovenRespawnAt == nil && d.state.incidentTier == nil)
         #expect(d.actions.filter { $0 != .none } == [.restartMarker, .terminate, .kill, .respawn])
         // Exactly one acted note per action, in order.
         let acted = d.notes.filter(\.isActed)
@@ -87,8 +95,8 @@ struct HealMachineScenarioTests {
         let began = d.now
         try d.probe(.bloated, after: .milliseconds(300))
         #expect(try d.probe(.healthy, after: .milliseconds(450)) == .none)
-        #expect(d.lastNotes == [.recovered(after: d.now - began, verdict: .bloated, tier: 1)])
-        #expect(d.lastNotes == [.recovered(after: .milliseconds(750), verdict: .bloated, tier: 1)])
+        #expect(d.lastNotes == [.recovered(after: d.now - began, verdict: .bloated, tier: 1, since: began)])
+        #expect(d.lastNotes == [.recovered(after: .milliseconds(750), verdict: .bloated, tier: 1, since: began)])
         // Only once.
         try d.probe(.healthy, after: tick)
         #expect(d.lastNotes.isEmpty)
@@ -225,6 +233,32 @@ struct HealMachineScenarioTests {
         #expect(d.actions.filter { $0 == .respawn }.count == p.circuitLimit)
         #expect(d.notes.filter(\.isCircuitOpened) == [.circuitOpened(failures: p.circuitLimit)])
         #expect(d.state.circuit == .open)
+        let opened = try #require(d.steps.firstIndex { $0.notes.contains { $0.isCircuitOpened } })
+        #expect(!d.steps[...opened].flatMap(\.notes).contains { $0.isRecovered }, "a flapping bridge is never announced as recovered")
+    }
+
+    @Test("A flapping bridge is one incident: no recovery between failed respawns", arguments: [false, true])
+    func flappingIsOneIncident(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.probe(.healthy)
+        #expect(try d.probe(.dead, after: tick) == .respawn)
+        let began = d.now
+        // Beats once and dies, twice: failed respawns, told as such, never as "healthy again".
+        for n in 1...2 {
+            try d.probe(.healthy, after: .milliseconds(30))
+            #expect(try d.probe(.dead, after: .milliseconds(30)) == .respawn)
+            #expect(d.lastNotes.first == .respawnFailed(count: n, verdict: .dead))
+        }
+        #expect(!d.notes.contains { $0.isRecovered })
+        #expect(d.state.incidentSince == began)
+        // The third stays: one recovery, once it proved stable, with the whole downtime.
+        try d.probe(.healthy, after: .milliseconds(30))
+        let up = d.now
+        try d.probe(.healthy, times: 29, every: tick)
+        #expect(!d.notes.contains { $0.isRecovered })
+        try d.probe(.healthy, after: p.stableAfter - .seconds(29))
+        #expect(d.notes.filter(\.isRecovered) == [.recovered(after: up - began, verdict: .dead, tier: 3, since: began)])
+        #expect(d.state.failedRespawns == 0)
     }
 
     @Test("A bridge that stays healthy for stableAfter resets the failure count", arguments: [false, true])
@@ -309,12 +343,12 @@ struct HealMachineScenarioTests {
         #expect(try d.probe(.dead, after: p.circuitCooloff) == .respawn)
         try d.probe(.healthy, after: tick)
         #expect(d.state.circuit == .halfOpen)
-        #expect(d.lastNotes.count == 1 && d.lastNotes[0].isRecovered)
+        #expect(d.lastNotes.isEmpty, "on probation: not recovered yet")
         try d.probe(.healthy, after: p.stableAfter - oneNanosecond)
         #expect(d.state.circuit == .halfOpen)
         try d.probe(.healthy, after: oneNanosecond)
         #expect(d.state.circuit == .closed)
-        #expect(d.lastNotes == [.circuitClosed])
+        #expect(d.lastNotes.count == 2 && d.lastNotes[0].isRecovered && d.lastNotes[1] == .circuitClosed)
         #expect(d.state.failedRespawns == 0 && d.state.circuitOpenedAt == nil && d.state.lastReminderAt == nil)
         // Healed and closed: the next incident starts at its first tier with a full budget.
         #expect(try d.probe(.drifted, after: tick) == .restartMarker)
@@ -335,12 +369,240 @@ struct HealMachineScenarioTests {
         var d = try openedCircuit(persist: persist)
         let began = try #require(d.state.incidentSince)
         try d.probe(.healthy, after: .seconds(50))
-        #expect(d.lastNotes == [.recovered(after: d.now - began, verdict: .dead, tier: 4)])
+        #expect(d.lastNotes == [.recovered(after: d.now - began, verdict: .dead, tier: 4, since: began)])
         #expect(d.state.tier == 0)
         #expect(d.state.circuit == .open, "the circuit closes only once the bridge proved stable")
         try d.probe(.healthy, after: p.stableAfter)
         #expect(d.state.circuit == .closed)
         #expect(d.lastNotes == [.circuitClosed])
+    }
+
+    // MARK: A start is not an incident
+
+    @Test("Cold start: the first bridge is started, not healed; told as started, never as recovered",
+          arguments: [false, true], [false, true])
+    func coldStart(persist: Bool, pairStart: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.runnerStarts(pairStart: pairStart)
+        #expect(try d.probe(.missing) == .start)
+        #expect(d.lastNotes == [.starting])
+        let spawned = d.now
+        // Not stamped yet (the runner sees its child alive without a beat), then up.
+        #expect(try d.probe(.hung, after: .milliseconds(5)) == .none)
+        #expect(try d.probe(.missing, after: .milliseconds(5)) == .none)
+        #expect(try d.probe(.healthy, after: .milliseconds(40)) == .none)
+        #expect(d.lastNotes == [.started(since: spawned, after: .milliseconds(50))])
+        try d.probe(.healthy, times: 40, every: tick)
+        #expect(d.notes == [.starting, .started(since: spawned, after: .milliseconds(50))])
+        #expect(d.state == { var x = HealState(); x.healthySince = spawned + .milliseconds(50); return x }())
+        // The next death is an incident like any other.
+        #expect(try d.probe(.dead, after: tick) == .respawn)
+        #expect(d.state.failedRespawns == 0)
+    }
+
+    @Test("The start check waits for a dying bridge's lock, and is not a start when there is something to continue",
+          arguments: [false, true])
+    func startCheck(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.runnerStarts()
+        #expect(try d.probe(.dead, lockFree: false) == .none)
+        #expect(try d.probe(.dead, lockFree: false, after: tick) == .none)
+        #expect(try d.probe(.dead, lockFree: true, after: tick) == .start)
+        // A runner restarted (exit 42) beside a live bridge: nothing to start, nothing told.
+        var e = Driver(persist: persist)
+        try e.probe(.healthy)
+        try e.runnerStarts(pairStart: false, after: tick)
+        #expect(try e.probe(.healthy, after: tick) == .none)
+        #expect(e.notes.isEmpty && e.state.startCheck == nil)
+        // A runner killed mid-escalation: the next one continues the incident.
+        var f = Driver(persist: persist)
+        try f.probe(.hung)
+        try f.probe(.hung, after: p.termGrace) // kill
+        try f.probe(.dead, lockFree: false, after: tick)
+        try f.runnerStarts(pairStart: false, after: tick)
+        #expect(try f.probe(.dead, after: tick) == .respawn)
+        #expect(f.lastNotes == [.acted(tier: 3, verdict: .dead, action: .respawn)])
+        // Restarted while its start was under way: the start goes on, no second bridge.
+        var g = Driver(persist: persist)
+        try g.runnerStarts()
+        #expect(try g.probe(.missing) == .start)
+        try g.runnerStarts(pairStart: false, after: .milliseconds(10))
+        #expect(try g.probe(.missing, after: .milliseconds(10)) == .none)
+        #expect(try g.probe(.healthy, after: .milliseconds(10)) == .none)
+        #expect(g.lastNotes.first?.isStarted == true)
+    }
+
+    @Test("A start whose bridge dies or does not come up is an incident, not a failed respawn", arguments: [false, true], [Verdict.dead, .missing, .hung])
+    func startFails(persist: Bool, verdict: Verdict) throws {
+        var d = Driver(persist: persist)
+        try d.runnerStarts()
+        #expect(try d.probe(.missing) == .start)
+        let within: TimeSpan = verdict == .dead ? .milliseconds(50) : p.startGrace
+        let expected: HealAction = verdict == .hung ? .terminate : .respawn
+        if verdict != .dead { #expect(try d.probe(verdict, after: within - oneNanosecond) == .none) }
+        #expect(try d.probe(verdict, after: verdict == .dead ? within : oneNanosecond) == expected)
+        #expect(d.state.failedRespawns == 0 && d.state.incidentVerdict == verdict && d.state.startedAt == nil)
+        #expect(!d.notes.contains { $0.isRespawnFailed || $0.isStarted })
+    }
+
+    @Test("Crash loop from the very start: one start, then the circuit after exactly circuitLimit failed respawns",
+          arguments: [false, true], [1, 3])
+    func crashLoopFromStart(persist: Bool, limit: Int) throws {
+        var policy = p
+        policy.circuitLimit = limit
+        var d = Driver(policy: policy, persist: persist)
+        try d.runnerStarts()
+        for _ in 0..<100 { try d.probe(.dead, after: .milliseconds(100)) }
+        #expect(d.actions.filter { $0 == .start }.count == 1)
+        #expect(d.actions.filter { $0 == .respawn }.count == limit)
+        #expect(d.notes.filter(\.isRespawnFailed).count == limit)
+        #expect(d.notes.filter(\.isCircuitOpened) == [.circuitOpened(failures: limit)])
+    }
+
+    @Test("Six stop/start cycles within 20 s: circuit closed, no failed respawn, no heal", arguments: [false, true])
+    func stopStartCycles(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        let began = d.now
+        for _ in 0..<6 {
+            try d.runnerStarts(pairStart: true, after: .milliseconds(500))
+            #expect(try d.probe(.missing) == .start)
+            try d.probe(.hung, after: .milliseconds(20))
+            try d.probe(.healthy, after: .milliseconds(30))
+            try d.probe(.healthy, times: 20, every: .milliseconds(100))
+            // vigil stop: the bridge exits cleanly (PID file removed), the runner records the stop.
+            try d.probe(.missing, after: .milliseconds(100))
+            try d.stops()
+        }
+        #expect(d.now - began < .seconds(20))
+        #expect(d.state.circuit == .closed && d.state.failedRespawns == 0)
+        #expect(d.actions.filter { $0 == .start }.count == 6)
+        #expect(d.notes.filter(\.isStarted).count == 6)
+        #expect(!d.notes.contains { $0.isRespawnFailed || $0.isRecovered || $0.isCircuitOpened })
+    }
+
+    @Test("A stop abandons a respawn on probation: the next start does not count it as failed (heal.json kept across)",
+          arguments: [false, true], [false, true])
+    func stopDuringProbation(persist: Bool, pairStart: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.probe(.healthy)
+        for _ in 0..<6 {
+            // kill -9 → respawn → up, on probation; then stopped before it proved stable.
+            #expect(try d.probe(.dead, after: tick) == .respawn)
+            try d.probe(.healthy, after: .milliseconds(50))
+            #expect(d.state.onProbation)
+            try d.probe(.missing, after: .milliseconds(500))
+            try d.stops()
+            #expect(!d.state.incidentOpen && d.state.unprovenRespawnAt == nil && d.state.startedAt == nil)
+            try d.runnerStarts(pairStart: pairStart, after: .milliseconds(500))
+            #expect(try d.probe(.missing) == .start)
+            try d.probe(.healthy, after: .milliseconds(50))
+        }
+        #expect(d.state.failedRespawns == 0 && d.state.circuit == .closed)
+        #expect(!d.notes.contains { $0.isRespawnFailed || $0.isCircuitOpened })
+        // The abandoned incidents were neither recovered nor failed.
+        #expect(!d.notes.contains { $0.isRecovered })
+    }
+
+    @Test("Failures and an open circuit survive a stop; the start then waits for the cool-off or a reset",
+          arguments: [false, true])
+    func openCircuitSurvivesStop(persist: Bool) throws {
+        var d = try openedCircuit(persist: persist)
+        try d.stops(after: tick)
+        try d.runnerStarts(after: tick)
+        #expect(d.state.circuit == .open && d.state.failedRespawns == p.circuitLimit)
+        #expect(try d.probe(.missing) == .none)
+        #expect(d.lastNotes.count == 1 && d.lastNotes[0].isReminder)
+        // A half-open attempt interrupted by a stop falls back to open.
+        var e = try openedCircuit(persist: persist)
+        try e.probe(.dead, after: p.circuitCooloff)
+        #expect(e.state.circuit == .halfOpen)
+        try e.stops()
+        #expect(e.state.circuit == .open && e.state.respawnedAt == nil)
+    }
+
+    // MARK: Not failed respawns
+
+    @Test("A respawned bridge that exits cleanly (missing after it was up) has not failed", arguments: [false, true])
+    func cleanExitIsNoFailure(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        #expect(try d.probe(.dead) == .respawn)
+        for _ in 0..<10 {
+            try d.probe(.healthy, after: .milliseconds(50))
+            #expect(d.state.onProbation)
+            // Someone sent it SIGTERM: it removed its PID file and exited.
+            #expect(try d.probe(.missing, after: .milliseconds(50)) == .respawn)
+        }
+        #expect(d.state.failedRespawns == 0 && d.state.circuit == .closed)
+        // Missing before it ever came up, past its start grace, has failed.
+        var e = Driver(persist: persist)
+        #expect(try e.probe(.dead) == .respawn)
+        #expect(try e.probe(.missing, after: p.startGrace) == .respawn)
+        #expect(e.state.failedRespawns == 1)
+    }
+
+    @Test("Tier 2 on a respawn on probation: its clean exit, or the kill after, is no failed respawn", arguments: [false, true], [false, true])
+    func watchdogCausedExit(persist: Bool, ignoresTerm: Bool) throws {
+        var d = Driver(persist: persist)
+        #expect(try d.probe(.dead) == .respawn)
+        try d.probe(.healthy, after: tick)
+        // Still on probation; it drifts and its marker does not work: tier 2.
+        #expect(try d.probe(.drifted, after: tick) == .restartMarker)
+        #expect(try d.probe(.drifted, after: p.cooldown) == .terminate)
+        if ignoresTerm {
+            #expect(try d.probe(.drifted, after: p.termGrace) == .kill)
+            #expect(try d.probe(.dead, after: .milliseconds(10)) == .respawn)
+        } else {
+            #expect(try d.probe(.missing, after: .milliseconds(10)) == .respawn)
+        }
+        #expect(d.state.failedRespawns == 0)
+        #expect(!d.notes.contains { $0.isRespawnFailed })
+    }
+
+    // MARK: Stuck in uninterruptible sleep
+
+    @Test("Two SIGKILLs that do not take open the circuit as unkillable; no third kill", arguments: [false, true])
+    func unkillable(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        #expect(try d.probe(.hung) == .terminate)
+        #expect(try d.probe(.hung, after: p.termGrace) == .kill)
+        #expect(try d.probe(.hung, after: p.cooldown - oneNanosecond) == .none)
+        #expect(try d.probe(.hung, after: oneNanosecond) == .kill)
+        #expect(try d.probe(.hung, after: p.cooldown - oneNanosecond) == .none)
+        #expect(try d.probe(.hung, after: oneNanosecond) == .none)
+        #expect(d.lastNotes == [.circuitOpened(failures: 0, reason: .unkillable)])
+        #expect(d.state.circuit == .open && d.state.circuitReason == .unkillable && d.state.displayTier == 4)
+        #expect(d.state.failedRespawns == 0, "no respawn failed")
+        // Quiet until the cool-off, however long: it is never re-killed.
+        let opened = d.now
+        while d.now + tick < opened + p.circuitCooloff { #expect(try d.probe(.hung, after: tick) == .none) }
+        #expect(d.actions.filter { $0 == .kill }.count == 2)
+        // Half-open: one more kill; when it does not take either, open again.
+        #expect(try d.probe(.hung, after: opened + p.circuitCooloff - d.now) == .kill)
+        #expect(d.state.circuit == .halfOpen)
+        #expect(try d.probe(.hung, after: p.cooldown) == .none)
+        #expect(d.state.circuit == .open)
+        #expect(d.lastNotes == [.circuitOpened(failures: 0, reason: .unkillable)])
+        // It ends at last (the mount came back): the next half-open respawns it.
+        try d.probe(.dead, after: p.circuitCooloff)
+        #expect(d.steps.last?.action == .respawn)
+        try d.probe(.healthy, after: tick)
+        try d.probe(.healthy, after: p.stableAfter)
+        #expect(d.state.circuit == .closed && d.state.circuitReason == nil)
+    }
+
+    @Test("A kill that takes the second time is no unkillable bridge; nor are kills of different processes", arguments: [false, true])
+    func secondKillTakes(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.probe(.hung)
+        #expect(try d.probe(.hung, after: p.termGrace) == .kill)
+        #expect(try d.probe(.hung, after: p.cooldown) == .kill)
+        #expect(try d.probe(.dead, after: tick) == .respawn)
+        #expect(d.state.circuit == .closed && d.state.kills == nil)
+        // Its replacement hangs (a failed respawn) and gets its own two kills.
+        try d.probe(.hung, after: p.startGrace)
+        try d.probe(.hung, after: p.termGrace)
+        #expect(d.state.circuit == .closed)
+        #expect(!d.notes.contains { $0.isUnkillable })
     }
 
     // MARK: Persistence
@@ -373,7 +635,9 @@ struct HealMachineScenarioTests {
         s.tierSince = BootInstant(nanoseconds: 1)
         s.incidentSince = BootInstant(nanoseconds: 2)
         s.incidentVerdict = .bloated
+        s.incidentTier = 4
         s.killedAt = BootInstant(nanoseconds: 3)
+        s.kills = 2
         s.respawnedAt = BootInstant(nanoseconds: 4)
         s.unprovenRespawnAt = BootInstant(nanoseconds: Int64.max)
         s.failedRespawns = 7
@@ -381,7 +645,14 @@ struct HealMachineScenarioTests {
         s.circuit = .halfOpen
         s.circuitOpenedAt = BootInstant(nanoseconds: 8)
         s.lastReminderAt = BootInstant(nanoseconds: 9)
+        s.circuitReason = .unkillable
+        s.startCheck = BootInstant(nanoseconds: 10)
+        s.startedAt = BootInstant(nanoseconds: 11)
         #expect(try roundTrip(s) == s)
+        // A heal.json from before these fields existed still decodes.
+        let old = #"{"tier":3,"failedRespawns":1,"circuit":"closed","unprovenRespawnAt":5}"#
+        let decoded = try JSONDecoder().decode(HealState.self, from: Data(old.utf8))
+        #expect(decoded.tier == 3 && decoded.unprovenRespawnAt == BootInstant(nanoseconds: 5) && decoded.startCheck == nil)
         #expect(try roundTrip(HealState()) == HealState())
         let json = String(decoding: try JSONEncoder().encode(s), as: UTF8.self)
         #expect(json.contains(#""circuit":"half-open""#))

@@ -2,9 +2,10 @@ import Foundation
 import Testing
 import VigilCore
 
-/// Every verdict × every situation of the escalation (tier 0–3, a kill under way, a respawn in
-/// its start grace, waiting for the lock, a respawn not yet proven stable, circuit open and
-/// half-open) × lock free or held × the elapsed time just before, exactly at and just after
+/// Every verdict × every situation of the escalation (a new runner's start check, the first
+/// bridge of a start in its start grace, tier 0–3, a kill under way, a second kill that did not
+/// take, a respawn in its start grace, waiting for the lock, a respawn on probation, circuit open
+/// and half-open) × lock free or held × the elapsed time just before, exactly at and just after
 /// every window of the policy. The expected step is written from DESIGN.md's rules, not from
 /// the implementation.
 @Suite("Heal machine: one step from every situation")
@@ -12,19 +13,26 @@ struct HealMachineTableTests {
     enum Situation: String, CaseIterable, CustomTestStringConvertible {
         /// Healthy, nothing going on.
         case idle
+        /// A new runner took over a quiet state: its first probe is the start check.
+        case startCheck
+        /// The first bridge of a start was spawned, inside its start grace.
+        case starting
         /// Restart marker written (drifted).
         case tier1
         /// SIGTERM sent (hung).
         case tier2
         /// SIGKILL sent, the process still alive.
         case tier3Killing
+        /// A second SIGKILL sent after the first did not take (the process still alive).
+        case tier3KilledTwice
         /// Dead, waiting for its lock to be released before respawning.
         case tier3AwaitingLock
         /// Respawned, inside its start grace, no failures so far.
         case tier3Respawned
         /// Respawned after circuitLimit − 1 failures: one more opens the circuit.
         case tier3LastChance
-        /// A respawned bridge became healthy but has not been healthy for stableAfter yet.
+        /// A respawned bridge became healthy but has not been healthy for stableAfter yet: on
+        /// probation, its incident still open.
         case unproven
         /// The circuit just opened.
         case circuitOpen
@@ -44,6 +52,12 @@ struct HealMachineTableTests {
         switch situation {
         case .idle:
             try d.probe(.healthy, at: t0)
+        case .startCheck:
+            try d.probe(.healthy, at: t0)
+            try d.runnerStarts()
+        case .starting:
+            try d.runnerStarts(pairStart: false)
+            try d.probe(.missing, at: t0)
         case .tier1:
             try d.probe(.healthy)
             try d.probe(.drifted, at: t0)
@@ -53,6 +67,11 @@ struct HealMachineTableTests {
         case .tier3Killing:
             try d.probe(.healthy)
             try d.probe(.hung, at: t0 - (p.termGrace))
+            try d.probe(.hung, at: t0)
+        case .tier3KilledTwice:
+            try d.probe(.healthy)
+            try d.probe(.hung, at: t0 - (p.termGrace + p.cooldown))
+            try d.probe(.hung, at: t0 - p.cooldown)
             try d.probe(.hung, at: t0)
         case .tier3AwaitingLock:
             try d.probe(.healthy)
@@ -94,11 +113,13 @@ struct HealMachineTableTests {
         var reminder = false
         var recovered = false
         var circuitClosed = false
+        var unkillable = false
+        var started = false
         var description: String {
             "\(action) tier \(tier) \(circuit.rawValue) failures \(failedRespawns)"
                 + (respawnFailed ? " respawnFailed" : "") + (circuitOpened ? " circuitOpened" : "")
                 + (halfOpen ? " halfOpen" : "") + (reminder ? " reminder" : "") + (recovered ? " recovered" : "")
-                + (circuitClosed ? " circuitClosed" : "")
+                + (circuitClosed ? " circuitClosed" : "") + (unkillable ? " unkillable" : "") + (started ? " started" : "")
         }
     }
 
@@ -130,17 +151,22 @@ struct HealMachineTableTests {
 
         if v == .healthy {
             switch situation {
-            case .idle:
+            case .idle, .startCheck:
                 return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: 0)
+            case .starting:
+                // The start worked: told as a start, not as a recovery.
+                return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: 0, started: true)
             case .unproven:
-                // Healthy since the situation's instant: stable once e ≥ stableAfter.
-                return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: e >= p.stableAfter ? 0 : 1)
+                // Healthy since the situation's instant: stable once e ≥ stableAfter, and only then
+                // is the incident over.
+                let stable = e >= p.stableAfter
+                return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: stable ? 0 : 1, recovered: stable)
             case .circuitOpen:
                 return Expected(action: .none, tier: 0, circuit: .open, failedRespawns: limit, recovered: true)
-            case .halfOpen:
-                return Expected(action: .none, tier: 0, circuit: .halfOpen, failedRespawns: limit, recovered: true)
-            case .tier3LastChance:
-                return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: limit - 1, recovered: true)
+            case .halfOpen, .tier3Respawned, .tier3LastChance:
+                // A respawn that just came up is on probation: no recovery yet.
+                let failures = situation == .halfOpen ? limit : situation == .tier3LastChance ? limit - 1 : 0
+                return Expected(action: .none, tier: 0, circuit: situation == .halfOpen ? .halfOpen : .closed, failedRespawns: failures)
             default:
                 return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: 0, recovered: true)
             }
@@ -149,10 +175,20 @@ struct HealMachineTableTests {
         switch situation {
         case .idle:
             return fresh(failures: 0)
+        case .startCheck:
+            // No bridge process and nothing to continue: a start, not a heal.
+            if !alive { return Expected(action: lockFree ? .start : .none, tier: 0, circuit: .closed, failedRespawns: 0) }
+            return fresh(failures: 0)
+        case .starting:
+            // The start's bridge gets its start grace; dead, or not up in time: an incident from
+            // its first tier, never a failed respawn.
+            if v != .dead && e < p.startGrace { return Expected(action: .none, tier: 0, circuit: .closed, failedRespawns: 0) }
+            return fresh(failures: 0)
         case .unproven:
             // Died or hung before it proved stable: that respawn failed. Drifted or bloated is a
-            // live, beating loop: not a failed respawn.
-            if v == .drifted || v == .bloated { return fresh(failures: 1) }
+            // live, beating loop, and missing a clean exit (it removed its own PID file): neither
+            // is a failed respawn.
+            if v == .drifted || v == .bloated || v == .missing { return fresh(failures: 1) }
             var x = fresh(failures: 2)
             x.respawnFailed = true
             return x
@@ -170,6 +206,13 @@ struct HealMachineTableTests {
         case .tier3Killing:
             if !alive { return Expected(action: respawnOrWait, tier: 3, circuit: .closed, failedRespawns: 0) }
             return Expected(action: e >= p.cooldown ? .kill : .none, tier: 3, circuit: .closed, failedRespawns: 0)
+        case .tier3KilledTwice:
+            if !alive { return Expected(action: respawnOrWait, tier: 3, circuit: .closed, failedRespawns: 0) }
+            // Two kills did not take: stuck in uninterruptible sleep; stop killing, open the circuit.
+            if e >= p.cooldown {
+                return Expected(action: .none, tier: 3, circuit: .open, failedRespawns: 0, circuitOpened: true, unkillable: true)
+            }
+            return Expected(action: .none, tier: 3, circuit: .closed, failedRespawns: 0)
         case .tier3AwaitingLock:
             // Something alive appeared where the dead bridge was: it is not ours, kill it.
             return Expected(action: alive ? .kill : respawnOrWait, tier: 3, circuit: .closed, failedRespawns: 0)
@@ -214,20 +257,30 @@ struct HealMachineTableTests {
                     halfOpen: notes.contains(.circuitHalfOpen),
                     reminder: notes.contains { $0.isReminder },
                     recovered: notes.contains { $0.isRecovered },
-                    circuitClosed: notes.contains(.circuitClosed))
+                    circuitClosed: notes.contains(.circuitClosed),
+                    unkillable: notes.contains { $0.isUnkillable },
+                    started: notes.contains { $0.isStarted })
                 #expect(got == want, "lock \(lockFree ? "free" : "held"), \(e) after the last probe")
 
                 // One action per step, and its note says what it was.
                 let acted = notes.filter(\.isActed)
-                if step.action == .none {
-                    #expect(acted.isEmpty)
-                } else {
+                switch step.action {
+                case .none:
+                    #expect(acted.isEmpty && !notes.contains(.starting))
+                case .start:
+                    #expect(acted.isEmpty && notes == [.starting])
+                default:
                     #expect(acted == [.acted(tier: step.state.tier, verdict: verdict, action: step.action)])
                 }
-                // A recovery reports the whole incident.
-                if let since = start.incidentSince, verdict == .healthy {
-                    #expect(notes.first == .recovered(after: now - since, verdict: try #require(start.incidentVerdict),
-                                                      tier: start.displayTier))
+                // A recovery reports the whole incident: from its first observation to the first
+                // healthy probe of the bridge that stayed, at the highest tier it reached.
+                if let since = start.incidentSince, verdict == .healthy, want.recovered {
+                    #expect(notes.first == .recovered(after: (start.healthySince ?? now) - since, verdict: try #require(start.incidentVerdict),
+                                                      tier: max(start.incidentTier ?? 0, step.state.displayTier), since: since))
+                }
+                // A start is never an incident.
+                if situation == .startCheck || situation == .starting {
+                    #expect(!notes.contains { $0.isRespawnFailed || $0.isRecovered })
                 }
                 // Pure: the same inputs give the same step, from memory or from disk.
                 #expect(HealMachine.step(obs, state: try roundTrip(start), now: now, policy: Self.p) == step)
@@ -241,13 +294,16 @@ struct HealMachineTableTests {
         let limit = Self.p.circuitLimit
         switch situation {
         case .idle: #expect(s == { var x = HealState(); x.healthySince = t0; return x }())
+        case .startCheck: #expect(s.startCheck == t0 && !s.incidentOpen)
+        case .starting: #expect(s.startedAt == t0 && s.startCheck == nil && !s.incidentOpen && s.respawnedAt == nil)
         case .tier1: #expect(s.tier == 1 && s.tierSince == t0)
         case .tier2: #expect(s.tier == 2 && s.tierSince == t0)
-        case .tier3Killing: #expect(s.tier == 3 && s.killedAt == t0 && s.respawnedAt == nil)
+        case .tier3Killing: #expect(s.tier == 3 && s.killedAt == t0 && s.respawnedAt == nil && s.kills == 1)
+        case .tier3KilledTwice: #expect(s.tier == 3 && s.killedAt == t0 && s.kills == 2 && s.circuit == .closed)
         case .tier3AwaitingLock: #expect(s.tier == 3 && s.killedAt == nil && s.respawnedAt == nil)
         case .tier3Respawned: #expect(s.tier == 3 && s.respawnedAt == t0 && s.failedRespawns == 0)
         case .tier3LastChance: #expect(s.tier == 3 && s.respawnedAt == t0 && s.failedRespawns == limit - 1)
-        case .unproven: #expect(s.tier == 0 && s.healthySince == t0 && s.unprovenRespawnAt != nil && s.failedRespawns == 1)
+        case .unproven: #expect(s.tier == 0 && s.healthySince == t0 && s.onProbation && s.incidentOpen && s.failedRespawns == 1)
         case .circuitOpen: #expect(s.circuit == .open && s.circuitOpenedAt == t0 && s.lastReminderAt == t0)
         case .halfOpen: #expect(s.circuit == .halfOpen && s.respawnedAt == t0 && s.failedRespawns == limit)
         }

@@ -58,6 +58,18 @@ struct Driver {
         return try probe(verdict, lockFree: lockFree, after: dt)
     }
 
+    /// A new runner takes over (as after loading heal.json), `dt` after the last probe.
+    mutating func runnerStarts(pairStart: Bool = true, after dt: TimeSpan = .zero) throws {
+        now = now + dt
+        state = HealMachine.runnerStarted(persist ? try roundTrip(state) : state, pairStart: pairStart, now: now)
+    }
+
+    /// The pair is stopped on purpose (`vigil stop`, SIGTERM of the runner).
+    mutating func stops(after dt: TimeSpan = .zero) throws {
+        now = now + dt
+        state = HealMachine.stopped(persist ? try roundTrip(state) : state)
+    }
+
     /// Probes `count` times, `every` apart, and returns the actions.
     mutating func probe(_ verdict: Verdict, lockFree: Bool = true, times count: Int, every: TimeSpan) throws -> [HealAction] {
         var out: [HealAction] = []
@@ -72,6 +84,10 @@ extension HealNote {
     var isRespawnFailed: Bool { if case .respawnFailed = self { return true }; return false }
     var isCircuitOpened: Bool { if case .circuitOpened = self { return true }; return false }
     var isReminder: Bool { if case .circuitReminder = self { return true }; return false }
+    var isStarted: Bool { if case .started = self { return true }; return false }
+    var isUnkillable: Bool { if case .circuitOpened(_, .unkillable) = self { return true }; return false }
+    /// Any note that is told in chat as part of an incident (not the start).
+    var isIncidentNote: Bool { isActed || isRecovered || isRespawnFailed || isCircuitOpened }
 }
 
 /// A small deterministic generator (SplitMix64), so every random run can be replayed from its seed.

@@ -75,6 +75,7 @@ enum StatusCommand {
             "failed_respawns": .int(Int64(heal.failedRespawns)),
             "incident_since_ms": heal.incidentSince.map { ms(now - $0) } ?? .null,
             "incident_verdict": heal.incidentVerdict.map { .string($0.rawValue) } ?? .null,
+            "circuit_reason": heal.circuit == .closed ? .null : heal.circuitReason.map { .string($0.rawValue) } ?? .null,
         ]
         if heal.circuit == .open, let o = heal.circuitOpenedAt {
             h["half_open_in_ms"] = ms(max(.zero, o + t.circuitCooloff - now))
