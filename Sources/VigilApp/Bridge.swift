@@ -62,7 +62,7 @@ final class Bridge {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
                 ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
                 hooks?.shutdown(deadline: Clock.boot() + .milliseconds(200))
-                let err = reexec(path: Executable.path, arguments: arguments, environment: ["VIGIL_REEXEC_FROM": ctx.record.version])
+                let err = reexec(path: Rollback.programOnDisk(ctx.dir), arguments: arguments, environment: ["VIGIL_REEXEC_FROM": ctx.record.version])
                 ctx.journal.append("bridge-reexec-failed", ["error": .string("\(err)")])
             }
             if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {
