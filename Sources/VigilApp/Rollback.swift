@@ -69,7 +69,7 @@ final class Rollback {
            let program = env[Rollback.programVariable], !program.isEmpty, Rollback.runsKeptCopy(ctx.dir) {
             rolledBack = (program, broken)
             // The bridges we spawn keep VIGIL_ROLLBACK_PROGRAM: their re-exec goes to the
-            // program on disk (`Rollback.programOnDisk`), not to the kept copy.
+            // program on disk once it is fixed (`Rollback.reexecTarget`), not to the kept copy.
             try? ctx.inotify.watch(directory: (program as NSString).deletingLastPathComponent)
         } else {
             rolledBack = nil
@@ -83,11 +83,19 @@ final class Rollback {
             && !(describesCopy && record?.source == Executable.runningIdentity)
     }
 
-    /// The program a bridge re-execs: the program on disk. For a bridge running the kept copy
-    /// (spawned by a rolled-back runner) that is the program the wrapper runs, not the copy.
-    static func programOnDisk(_ dir: StateDirectory) -> String {
-        if runsKeptCopy(dir), let p = ProcessInfo.processInfo.environment[programVariable], !p.isEmpty { return p }
-        return Executable.path
+    /// The program a bridge re-execs into (with the environment to add): the program on disk,
+    /// except while a rollback from it is in effect (the record names its identity), when it is
+    /// the kept copy. A bridge that runs the kept copy was spawned by a rolled-back runner and
+    /// has the program on disk in `VIGIL_ROLLBACK_PROGRAM`.
+    static func reexecTarget(_ dir: StateDirectory) -> (path: String, environment: [String: String]) {
+        var program = Executable.path
+        if runsKeptCopy(dir), let p = ProcessInfo.processInfo.environment[programVariable], !p.isEmpty { program = p }
+        if case .ok(let kept) = StateFile.read(dir.keptProgramRecord, kind: KeptProgram.kind, as: KeptProgram.self),
+           let broken = kept.rolledBackFrom, Executable.fileIdentity(program) == broken,
+           Executable.fileIdentity(dir.keptProgram) == kept.copy {
+            return (dir.keptProgram, [programVariable: program])
+        }
+        return (program, [:])
     }
 
     /// This process runs the kept copy (by path, or by identity when the state dir's path has a
