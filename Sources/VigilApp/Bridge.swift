@@ -62,7 +62,8 @@ final class Bridge {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
                 ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
                 hooks?.shutdown(deadline: Clock.boot() + .milliseconds(200))
-                let err = reexec(path: Executable.path, arguments: arguments, environment: ["VIGIL_REEXEC_FROM": ctx.record.version])
+                let target = Rollback.reexecTarget(ctx.dir) // the kept copy while a rollback is in effect
+                let err = reexec(path: target.path, arguments: arguments, environment: target.environment.merging(["VIGIL_REEXEC_FROM": ctx.record.version]) { $1 })
                 ctx.journal.append("bridge-reexec-failed", ["error": .string("\(err)")])
             }
             if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {

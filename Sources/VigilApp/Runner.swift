@@ -19,6 +19,8 @@ final class Runner {
     let versions: VersionSource
     let clearStop: Bool
     let runningVersion: String
+    /// Keeps the last good program; runs rolled back (docs/operator-guide.md, "Rollback of a broken update").
+    let rollback: Rollback
     var hooks: RunnerHooks?
 
     private(set) var heal = HealState()
@@ -47,7 +49,9 @@ final class Runner {
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
         runningVersion = Executable.runningIdentity
-        ctx = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
+        let context = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
+        ctx = context
+        rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
         try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
     }
@@ -63,6 +67,7 @@ final class Runner {
             "circuit": .string(heal.circuit.rawValue),
         ])
         hooks = try RunnerHooks.make(runner: self)
+        if let reason = rollback.begin(hooks: hooks) { return exitForRestart(reason: reason) }
 
         var nextTick = Clock.boot()
         while true {
@@ -85,6 +90,7 @@ final class Runner {
             if let onDisk = Executable.fileIdentity(Executable.path), onDisk != runningVersion {
                 return exitForRestart(reason: "own program on disk changed")
             }
+            if let reason = rollback.restartReason() { return exitForRestart(reason: reason) }
             if let reset = ctx.files.loadMarker(ctx.dir.healReset) {
                 try? AtomicFile.remove(ctx.dir.healReset)
                 if reset.bootID == Clock.bootID { resetHeal(by: reset.by) }
@@ -113,6 +119,7 @@ final class Runner {
                 ctx.beat(now: now)
                 nextTick = now + t.tick
                 hooks?.tick(now: now)
+                rollback.tick(now: now, verdict: lastVerdict, bridge: lastRecord)
             } else if !events.isEmpty {
                 hooks?.tick(now: now)
             }

@@ -26,6 +26,12 @@ public struct StateDirectory: Sendable {
     /// `vigil heal reset` asked for: the runner closes the circuit and removes it.
     public var healReset: String { file("heal.reset") }
     public var healState: String { file("heal.json") }
+    /// The kept copy of the last program that ran a healthy pair, and its record (what it is a
+    /// copy of, whether a rollback to it was announced). See docs/operator-guide.md, "Rollback
+    /// of a broken update"; scripts/vigil-run names the same `program/good`.
+    public var programDir: String { file("program") }
+    public var keptProgram: String { file("program/good") }
+    public var keptProgramRecord: String { file("program/good.json") }
 
     public func lock(_ role: Role) -> String { file("\(role.rawValue).lock") }
     /// Identity, version stamp and heartbeat of a running process ("PID file").

@@ -90,8 +90,8 @@ public enum StateFile {
         }
     }
 
-    public static func write<T: Encodable>(_ value: T, kind: String, to path: String) throws {
-        try AtomicFile.write(try encode(value, kind: kind), to: path)
+    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = 0o644) throws {
+        try AtomicFile.write(try encode(value, kind: kind), to: path, mode: mode)
     }
 
     static func shortDecodingError(_ error: any Error) -> String {
@@ -128,8 +128,8 @@ public struct StateFiles: Sendable {
         }
     }
 
-    public func save<T: Encodable>(_ value: T, kind: String, to path: String) throws {
-        try StateFile.write(value, kind: kind, to: path)
+    public func save<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = 0o644) throws {
+        try StateFile.write(value, kind: kind, to: path, mode: mode)
     }
 
     /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.

@@ -13,12 +13,33 @@ public enum AtomicFile {
     static let tempMarker = ".tmp."
 
     public static func write(_ data: Data, to path: String, mode: mode_t = 0o644) throws(SystemError) {
+        try replace(path, mode: mode) { fd, temp throws(SystemError) in try writeAll(fd, data, subject: temp) }
+    }
+
+    /// Copies the file at `source` over `path` with the same steps as `write` (temp, fsync,
+    /// rename, fsync of the directory), in chunks: a large file (an executable) is never held
+    /// in memory whole.
+    public static func copy(from source: String, to path: String, mode: mode_t) throws(SystemError) {
+        let src = try sys("open", source) { open(source, O_RDONLY | O_CLOEXEC) }
+        defer { close(src) }
+        try replace(path, mode: mode) { fd, temp throws(SystemError) in
+            var chunk = Data(count: 1 << 18)
+            while true {
+                let n = try sys("read", source) { chunk.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) } }
+                if n == 0 { return }
+                try writeAll(fd, chunk.prefix(n), subject: temp)
+            }
+        }
+    }
+
+    /// The steps every replace shares; `fill` writes the contents into the temp file.
+    private static func replace(_ path: String, mode: mode_t, fill: (Int32, String) throws(SystemError) -> Void) throws(SystemError) {
         let dir = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         let temp = "\(dir.isEmpty ? "." : dir)/.\(base)\(tempMarker)\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
         let fd = try sys("open", temp) { open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
         do {
-            try writeAll(fd, data, subject: temp)
+            try fill(fd, temp)
             try sys("fsync", temp) { fsync(fd) }
             close(fd)
         } catch {

@@ -26,6 +26,23 @@ struct AtomicFileTests {
         #expect(dir.names() == ["state.json"])
     }
 
+    @Test("Copies a file whole with the given mode; a missing source leaves nothing behind")
+    func copy() throws {
+        let dir = try TempDir()
+        let big = Data((0..<3_000_001).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        try big.write(to: URL(fileURLWithPath: dir.file("source")))
+        try AtomicFile.copy(from: dir.file("source"), to: dir.file("copy"), mode: 0o700)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("copy"))) == big)
+        var st = stat()
+        #expect(stat(dir.file("copy"), &st) == 0 && st.st_mode & 0o777 == 0o700)
+        let error = try #require(throws: SystemError.self) {
+            try AtomicFile.copy(from: dir.file("absent"), to: dir.file("copy"), mode: 0o700)
+        }
+        #expect(error.call == "open" && error.errno == ENOENT)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.file("copy"))) == big, "the old copy is untouched")
+        #expect(dir.names() == ["copy", "source"])
+    }
+
     @Test("A failed rename removes the temp file and names the call")
     func renameFailureCleansUp() throws {
         let dir = try TempDir()
