@@ -41,9 +41,16 @@ final class BridgeProcess {
 /// (docs/chat.md, "Matrix" and "Commands from chat").
 extension MatrixTests {
     /// Writes `vigil.json` (the setup's chat config and an agent command, so `/mission` queues a
-    /// mission row: a visible effect) and returns the since-token's name.
-    func writeBridgeConfig(_ s: Setup) throws -> String {
-        let json = "{\"chat\": \(s.configJSON), \"agent-command\": [\"/bin/true\"]}"
+    /// mission row: a visible effect) and returns the since-token's name. `syncTimeout`
+    /// replaces the setup's long-poll time.
+    @discardableResult
+    func writeBridgeConfig(_ s: Setup, syncTimeout: String? = nil) throws -> String {
+        var chat = s.configJSON
+        if let syncTimeout {
+            #expect(chat.contains("\"sync_timeout\": \"1s\""))
+            chat = chat.replacingOccurrences(of: "\"sync_timeout\": \"1s\"", with: "\"sync_timeout\": \"\(syncTimeout)\"")
+        }
+        let json = "{\"chat\": \(chat), \"agent-command\": [\"/bin/true\"]}"
         try json.write(toFile: s.state.dir.config, atomically: true, encoding: .utf8)
         return try MatrixSession(s.config.matrix!).sinceStateName
     }
@@ -58,7 +65,16 @@ extension MatrixTests {
     }
 
     /// Starts a bridge, waits for its first /sync to store the since-token, stops it.
+    ///
+    /// Synapse keeps the answer to a /sync request (same device, since-token, long-poll time, …)
+    /// for a while and hands it to a repeat of the same request. The stopped bridge leaves a
+    /// long-poll behind, which Synapse completes with whatever is said next; the next bridge
+    /// asking the same would be given that answer and see the first messages without a gap. So
+    /// this bridge long-polls for a different time than the next one: the next one's first
+    /// /sync is computed afresh and its timeline is `limited`, as after any long outage.
     func runBridgeUntilPositioned(_ s: Setup, sinceName: String) throws {
+        try writeBridgeConfig(s, syncTimeout: "1.5s")
+        defer { _ = try? writeBridgeConfig(s) }
         let bridge = try BridgeProcess(stateDir: s.state.path)
         defer { bridge.stop() }
         let inbox = ChatInbox(try s.state.database())
@@ -87,6 +103,9 @@ extension MatrixTests {
         let s = try setUp()
         let sinceName = try writeBridgeConfig(s)
         let mallory = try stranger(s)
+        // Said before the bridge's first /sync: history, never replayed (the read-back stops at
+        // the stored token).
+        let history = try s.server.send(as: s.alice, room: s.room, text: "/mission from before the first sync")
         try runBridgeUntilPositioned(s, sinceName: sinceName)
 
         // The bridge is down. The operator's command comes first, then 80 messages from someone
@@ -106,6 +125,8 @@ extension MatrixTests {
         #expect(backfills.count == 1)
         #expect(backfills.first?["truncated"] == .bool(false))
         #expect(backfills.first?["commands"] == .int(1))
+        #expect((backfills.first?["events"]?.intValue ?? 0) >= 31) // 81 said, 50 in the /sync timeline
+        #expect(try s.state.database().scalarInt("SELECT COUNT(*) FROM chat_inbox WHERE origin_id = ?", [.text(history)]) == 0)
         #expect(s.state.journalEvents("chat_command_too_old").isEmpty)
 
         // A restarted bridge goes on from the stored token: the command is not taken again.
