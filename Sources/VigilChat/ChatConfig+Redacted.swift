@@ -4,7 +4,8 @@ import Foundation
 extension ChatConfig: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var description: String {
         var parts = ["adapters: \(adapters.joined(separator: ","))", "max_attempts: \(maxAttempts)",
-                     "backoff: \(backoffInitial)…\(backoffMax)", "circuit: \(circuitFailures) failures, cooloff \(circuitCooloff)"]
+                     "backoff: \(backoffInitial)…\(backoffMax)", "circuit: \(circuitFailures) failures, cooloff \(circuitCooloff)",
+                     "command_max_age: \(commandMaxAge)"]
         if let webhook { parts.append("webhook: \(webhook)") }
         if let matrix { parts.append("matrix: \(matrix)") }
         return "ChatConfig(" + parts.joined(separator: "; ") + ")"

@@ -8,6 +8,7 @@ import VigilCore
 ///       "adapters": ["console", "matrix"],
 ///       "max_attempts": 10, "max_age": "72h", "backoff_initial": "1s", "backoff_max": "5m",
 ///       "circuit_failures": 3, "circuit_cooloff": "5s", "circuit_cooloff_max": "2m",
+///       "command_max_age": "10m",
 ///       "webhook": { "url": "https://chat.example/hooks/…", "headers": { "Authorization": "…" } },
 ///       "matrix": { "homeserver": "https://matrix.example", "user": "@vigil:example",
 ///                   "password_env": "VIGIL_MATRIX_PASSWORD", "room": "!abc:example",
@@ -39,6 +40,9 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
     public var circuitCooloffMax: TimeSpan
     /// Longest body sent (longer ones are cut with an ellipsis).
     public var maxMessageLength: Int
+    /// A command said longer ago than this (chat server timestamp, or `vigil say` time) is
+    /// answered "too old, not run" instead of being run late (docs/chat.md).
+    public var commandMaxAge: TimeSpan
     public var webhook: Webhook?
     public var matrix: Matrix?
 
@@ -139,7 +143,8 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
     public init(adapters: [String] = ["console"], maxAttempts: Int = 10, backoffInitial: TimeSpan = .seconds(1),
                 backoffMax: TimeSpan = .seconds(300), backoffJitter: Double = 0.5, circuitFailures: Int = 3,
                 circuitCooloff: TimeSpan = .seconds(5), circuitCooloffMax: TimeSpan = .seconds(120),
-                maxMessageLength: Int = 4000, webhook: Webhook? = nil, matrix: Matrix? = nil, maxAge: TimeSpan = .seconds(72 * 3600)) {
+                maxMessageLength: Int = 4000, webhook: Webhook? = nil, matrix: Matrix? = nil, maxAge: TimeSpan = .seconds(72 * 3600),
+                commandMaxAge: TimeSpan = .seconds(600)) {
         self.adapters = adapters
         self.maxAttempts = maxAttempts
         self.maxAge = maxAge
@@ -150,6 +155,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         self.circuitCooloff = circuitCooloff
         self.circuitCooloffMax = circuitCooloffMax
         self.maxMessageLength = maxMessageLength
+        self.commandMaxAge = commandMaxAge
         self.webhook = webhook
         self.matrix = matrix
     }
@@ -164,7 +170,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         case maxAttempts = "max_attempts", backoffInitial = "backoff_initial", backoffMax = "backoff_max"
         case backoffJitter = "backoff_jitter", circuitFailures = "circuit_failures"
         case circuitCooloff = "circuit_cooloff", circuitCooloffMax = "circuit_cooloff_max"
-        case maxMessageLength = "max_message_length"
+        case maxMessageLength = "max_message_length", commandMaxAge = "command_max_age"
         case maxAge = "max_age"
     }
 
@@ -203,6 +209,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         circuitCooloffMax = try ChatConfig.duration(c, .circuitCooloffMax) ?? d.circuitCooloffMax
         maxMessageLength = try c.decodeIfPresent(Int.self, forKey: .maxMessageLength) ?? d.maxMessageLength
         maxAge = try ChatConfig.duration(c, .maxAge) ?? d.maxAge
+        commandMaxAge = try ChatConfig.duration(c, .commandMaxAge) ?? d.commandMaxAge
         guard maxAttempts >= 1, circuitFailures >= 1, maxMessageLength >= 100 else {
             throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription:
                 "chat: max_attempts and circuit_failures must be at least 1, max_message_length at least 100"))

@@ -11,11 +11,15 @@ public struct InboxCommand: Sendable, Equatable {
     public var sender: String
     public var body: String
     public var state: String
+    /// When it was said (wall clock, seconds since 1970): the chat server's timestamp of the
+    /// message, or the enqueue time for `vigil say`. Commands too old are not run.
+    public var saidWall: Double = 0
 }
 
 /// Commands on their way to the bridge (`chat_inbox`), and the adapters' small persistent
 /// values (`chat_state`). `vigil say` and the Matrix poller add; the bridge's pump takes them
-/// one by one: new → handling (committed before the handler runs) → done. A command found
+/// one by one: new → handling (committed before the handler runs) → done, or → expired when
+/// it was said longer ago than `command_max_age` (answered, not run). A command found
 /// `handling` after a crash is not run again (it may have had effects): it is marked
 /// `interrupted` and the sender is told.
 public final class ChatInbox {
@@ -23,21 +27,27 @@ public final class ChatInbox {
 
     public init(_ db: Database) { self.db = db }
 
-    /// Adds a command. `originID` (e.g. a Matrix event id) makes it idempotent. Returns the row
-    /// id, or nil when it was already there.
+    /// Adds a command. `originID` (e.g. a Matrix event id) makes it idempotent; `saidWall` is
+    /// when it was said (default: now). Returns the row id, or nil when it was already there.
     @discardableResult
-    public func add(adapter: String, sender: String, body: String, originID: String? = nil) throws -> Int64? {
-        try db.write { try addInTransaction(adapter: adapter, sender: sender, body: body, originID: originID) }
+    public func add(adapter: String, sender: String, body: String, originID: String? = nil, saidWall: Double? = nil) throws -> Int64? {
+        try db.write { try addInTransaction(adapter: adapter, sender: sender, body: body, originID: originID, saidWall: saidWall) }
     }
 
     /// For callers that batch several adds with a state update in one transaction.
-    func addInTransaction(adapter: String, sender: String, body: String, originID: String?, state: String = "new") throws -> Int64? {
+    func addInTransaction(adapter: String, sender: String, body: String, originID: String?, saidWall: Double? = nil,
+                          state: String = "new") throws -> Int64? {
         try db.execute("""
-            INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall) VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall, origin_wall) VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (adapter, origin_id) DO NOTHING
             """, [.text(adapter), .text(sender), .text(body), originID.map { .text($0) } ?? .null, .text(state),
-                  .double(Clock.wall().timeIntervalSince1970)])
+                  .double(Clock.wall().timeIntervalSince1970), saidWall.map { .double($0) } ?? .null])
         return db.changes > 0 ? db.lastInsertRowID : nil
+    }
+
+    /// Whether a command with this origin id (e.g. a Matrix event id) was ever added.
+    func contains(adapter: String, originID: String) throws -> Bool {
+        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM chat_inbox WHERE adapter = ? AND origin_id = ?)", [.text(adapter), .text(originID)]) == 1
     }
 
     /// Takes the oldest new command: new → handling, stamped with `handler` (who runs it). One
@@ -46,11 +56,14 @@ public final class ChatInbox {
     /// answer while the bridge is down).
     public func takeNext(handler: String? = nil, accepting: ((InboxCommand) -> Bool)? = nil) throws -> InboxCommand? {
         try db.write {
-            let rows = try db.query("SELECT id, adapter, sender, body FROM chat_inbox WHERE state = 'new' ORDER BY id LIMIT ?",
-                                    [.int(accepting == nil ? 1 : 64)])
+            let rows = try db.query("""
+                SELECT id, adapter, sender, body, COALESCE(origin_wall, created_wall) FROM chat_inbox
+                WHERE state = 'new' ORDER BY id LIMIT ?
+                """, [.int(accepting == nil ? 1 : 64)])
             for row in rows {
                 guard let id = row[0].int else { continue }
-                let cmd = InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling")
+                let cmd = InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling",
+                                       saidWall: row[4].double ?? 0)
                 if let accepting, !accepting(cmd) { continue }
                 try db.execute("UPDATE chat_inbox SET state = 'handling', handler = ? WHERE id = ?", [handler.map { .text($0) } ?? .null, .int(id)])
                 return cmd
@@ -96,8 +109,10 @@ public final class ChatInbox {
     }
 
     public func command(id: Int64) throws -> InboxCommand? {
-        try db.query("SELECT id, adapter, sender, body, state FROM chat_inbox WHERE id = ?", [.int(id)]).first.map {
-            InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: $0[4].text ?? "")
+        try db.query("SELECT id, adapter, sender, body, state, COALESCE(origin_wall, created_wall) FROM chat_inbox WHERE id = ?",
+                     [.int(id)]).first.map {
+            InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: $0[4].text ?? "",
+                         saidWall: $0[5].double ?? 0)
         }
     }
 

@@ -60,7 +60,7 @@ public final class ChatService: @unchecked Sendable {
     private var lastOpenAttempt: BootInstant?
     private var lastSpoolCheck: BootInstant?
     private var lastPrune: BootInstant?
-    private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String)] = []
+    private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String, state: String)] = []
     private var moreCommands = false
     private let wake: WakePipe
     private let inotify: Inotify?
@@ -308,7 +308,7 @@ public final class ChatService: @unchecked Sendable {
         let cutoff = Clock.wall().timeIntervalSince1970 - ChatService.retention
         _ = try? Outbox(db).pruneDelivered(olderThan: ChatService.retention)
         _ = try? db.write {
-            try db.execute("DELETE FROM chat_inbox WHERE state IN ('done', 'ignored', 'interrupted') AND handled_wall < ?", [.double(cutoff)])
+            try db.execute("DELETE FROM chat_inbox WHERE state IN ('done', 'ignored', 'interrupted', 'expired') AND handled_wall < ?", [.double(cutoff)])
         }
     }
 
@@ -350,6 +350,10 @@ public final class ChatService: @unchecked Sendable {
             return
         }
         let parsed = ChatService.parse(cmd)
+        if let c = parsed, ChatService.reachesHandler(c), let age = tooOld(cmd) {
+            refuseTooOld(cmd, command: c, age: age, inbox: inbox)
+            return
+        }
         let reply: String
         switch parsed {
         case nil:
@@ -367,6 +371,46 @@ public final class ChatService: @unchecked Sendable {
         queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: body, state: "done")
     }
 
+    /// Whether the bridge's handler would run `c` (the service answers `/help` and unknown
+    /// commands itself, which is harmless however late).
+    private static func reachesHandler(_ c: ChatCommand) -> Bool {
+        switch c {
+        case .help, .unknown: return false
+        default: return true
+        }
+    }
+
+    /// How long ago `cmd` was said, when that is longer than `command_max_age` (nil: young
+    /// enough, or its time is unknown). A chat server's clock ahead of ours counts as age 0.
+    private func tooOld(_ cmd: InboxCommand) -> TimeSpan? {
+        guard cmd.saidWall > 0 else { return nil }
+        let age = TimeSpan.seconds(max(0, Clock.wall().timeIntervalSince1970 - cmd.saidWall))
+        return age > config.commandMaxAge ? age : nil
+    }
+
+    /// A command said too long ago is answered and journaled, never run late (docs/chat.md).
+    private func refuseTooOld(_ cmd: InboxCommand, command: ChatCommand, age: TimeSpan, inbox: ChatInbox) {
+        let shown = ChatText.brief(cmd.body, maxLength: 80)
+        journal.append("chat_command_too_old", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                                "command": .string(command.name), "text": .string(ChatText.brief(cmd.body, maxLength: 100)),
+                                                "age_s": .double((age.seconds * 10).rounded() / 10),
+                                                "limit_s": .double(config.commandMaxAge.seconds)])
+        let reply = "Too old, not run: your command \"\(shown)\" was sent \(ChatService.ageText(age)) ago, "
+            + "longer than the limit of \(config.commandMaxAge) (command_max_age). Send it again if you still want it."
+        queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: ChatText.clean(reply, maxLength: config.maxMessageLength), state: "expired")
+    }
+
+    /// `45s`, `3m 20s`, `2h 5m`, `3d 4h`: an age for people.
+    static func ageText(_ age: TimeSpan) -> String {
+        let s = Int64(max(0, age.seconds).rounded())
+        switch s {
+        case ..<60: return "\(s)s"
+        case ..<3600: return s % 60 == 0 ? "\(s / 60)m" : "\(s / 60)m \(s % 60)s"
+        case ..<86400: return (s % 3600) / 60 == 0 ? "\(s / 3600)h" : "\(s / 3600)h \((s % 3600) / 60)m"
+        default: return (s % 86400) / 3600 == 0 ? "\(s / 86400)d" : "\(s / 86400)d \((s % 86400) / 3600)h"
+        }
+    }
+
     private func queueReply(_ inbox: ChatInbox, inboxID: Int64, adapter: String?, body: String?, state: String) {
         let reply = adapter.flatMap { a in body.map { (key: "reply:\(inboxID)", adapter: a, body: $0) } }
         do {
@@ -374,14 +418,14 @@ public final class ChatService: @unchecked Sendable {
             if let a = adapter { workers[a]?.nudge() }
         } catch {
             // Kept until the database takes it; the command is not run again either way.
-            if let reply { replyBacklog.append((inboxID, reply.key, reply.adapter, reply.body)) }
+            if let reply { replyBacklog.append((inboxID, reply.key, reply.adapter, reply.body, state)) }
         }
     }
 
     private func flushReplyBacklog(_ inbox: ChatInbox) {
         while let r = replyBacklog.first {
             do {
-                try inbox.finish(r.inboxID, state: "done", reply: (r.key, r.adapter, r.body))
+                try inbox.finish(r.inboxID, state: r.state, reply: (r.key, r.adapter, r.body))
                 replyBacklog.removeFirst()
                 workers[r.adapter]?.nudge()
             } catch {

@@ -7,7 +7,9 @@ import VigilSystem
 /// Commands from the Matrix room: a /sync loop on its own thread (long-poll with
 /// `sync_timeout`, so it never touches the bridge's loop). The since-token is persisted in
 /// `chat_state` in the same transaction as the commands it brought, so each command is taken
-/// once across restarts. The first sync (no token yet) skips history. Only `m.room.message`
+/// once across restarts. The first sync (no token yet) skips history. When a /sync timeline is
+/// `limited` (more was said while we were away than it holds), the gap is read back with
+/// `/messages` before anything is stored (docs/chat.md, "Matrix"). Only `m.room.message`
 /// events in the configured room that look like commands are considered; the sender must be
 /// on the allow-list (exact user id), others are journaled and ignored.
 final class MatrixPoller: @unchecked Sendable {
@@ -126,6 +128,14 @@ final class MatrixPoller: @unchecked Sendable {
         }
     }
 
+    /// Back-fill pages: events asked for per `/messages` call, and the most events one catch-up
+    /// reads (older ones are not read; journaled).
+    static let backfillPageSize = 250
+    static let backfillMaxEvents = 5000
+
+    /// The room event filter of back-fill pages: messages only.
+    static let backfillFilter: String = (["types": ["m.room.message"], "lazy_load_members": true] as JSONValue).jsonString
+
     func syncOnce(_ inbox: ChatInbox) throws {
         let ready = try session.ensureReady(client, inbox: inbox)
         let since = try inbox.value(session.sinceStateName)
@@ -142,32 +152,100 @@ final class MatrixPoller: @unchecked Sendable {
         let r = try session.call(client, "GET", "/_matrix/client/v3/sync", query: query, token: ready.token,
                                  timeout: session.config.timeout + session.config.syncTimeout)
         guard let next = r["next_batch"]?.stringValue else { throw MatrixSession.Failure.retry("matrix /sync: no next_batch", after: nil) }
-        var commands: [(sender: String, body: String, eventID: String)] = []
+        var events: [JSONValue] = []
+        var backfill: Backfill?
+        if let since {
+            let timeline = r["rooms"]?["join"]?[ready.room]?["timeline"]
+            if case .array(let e)? = timeline?["events"] { events = e }
+            // A limited timeline has a gap before its first event: read it back to `since`, so
+            // no command said while we were away is missed.
+            if timeline?["limited"]?.boolValue == true, let prev = timeline?["prev_batch"]?.stringValue {
+                let b = try readBack(room: ready.room, token: ready.token, from: prev, to: since, inbox: inbox)
+                events = b.events + events
+                backfill = b
+            }
+        }
+        var commands: [(sender: String, body: String, eventID: String, saidWall: Double?)] = []
         var ignored: [(sender: String, body: String)] = []
-        if since != nil, case .array(let events)? = r["rooms"]?["join"]?[ready.room]?["timeline"]?["events"] {
-            let me = session.ownUserID
-            for e in events {
-                guard e["type"]?.stringValue == "m.room.message",
-                      let sender = e["sender"]?.stringValue, sender != me,
-                      let body = e["content"]?["body"]?.stringValue,
-                      let eventID = e["event_id"]?.stringValue else { continue }
-                guard ChatCommand.parse(body) != nil else { continue } // chatter
-                if session.config.allow.contains(sender) {
-                    commands.append((sender, ChatText.clean(body, maxLength: ChatCommand.maxMissionLength + 100), eventID))
-                } else {
-                    ignored.append((sender, body))
-                }
+        var seen = Set<String>()
+        let me = session.ownUserID
+        for e in events {
+            guard e["type"]?.stringValue == "m.room.message",
+                  let sender = e["sender"]?.stringValue, sender != me,
+                  let body = e["content"]?["body"]?.stringValue,
+                  let eventID = e["event_id"]?.stringValue, seen.insert(eventID).inserted else { continue }
+            guard ChatCommand.parse(body) != nil else { continue } // chatter
+            if session.config.allow.contains(sender) {
+                let said = e["origin_server_ts"]?.doubleValue.map { $0 / 1000 }
+                commands.append((sender, ChatText.clean(body, maxLength: ChatCommand.maxMissionLength + 100), eventID, said))
+            } else {
+                ignored.append((sender, body))
             }
         }
         if r["rooms"]?["invite"]?[ready.room] != nil || r["rooms"]?["leave"]?[ready.room] != nil { session.notJoined() }
         try inbox.db.write {
             for c in commands {
-                _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID)
+                _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID, saidWall: c.saidWall)
             }
             try inbox.setValueInTransaction(session.sinceStateName, next)
         }
+        if let b = backfill {
+            var fields: [String: JSONValue] = ["adapter": "matrix", "events": .int(Int64(b.events.count)), "pages": .int(Int64(b.pages)),
+                                               "commands": .int(Int64(commands.count)), "truncated": .bool(b.truncated)]
+            if b.truncated {
+                fields["note"] = .string("more than \(MatrixPoller.backfillMaxEvents) messages while away; older ones were not read")
+            }
+            journal.append("chat_backfill", fields)
+        }
         for i in ignored { journalIgnored(sender: i.sender, body: i.body) }
         if !commands.isEmpty { onCommand() }
+    }
+
+    /// What one catch-up read: the gap's events, oldest first.
+    struct Backfill {
+        var events: [JSONValue] = []
+        var pages = 0
+        /// The bound was hit before the stored token was reached.
+        var truncated = false
+    }
+
+    /// Pages back through the gap of a limited timeline: `GET /rooms/{room}/messages?dir=b`
+    /// from the timeline's `prev_batch` to the stored since-token, until the server says there
+    /// is no more (no `end`), the token stops moving, or a command already in the inbox is met
+    /// (everything before it was taken). Bounded by `backfillMaxEvents`. Nothing is stored here:
+    /// the caller commits the commands with the new since-token, so a failure part-way means
+    /// the whole sync is tried again from the old token.
+    func readBack(room: String, token: String, from: String, to since: String, inbox: ChatInbox) throws -> Backfill {
+        var b = Backfill()
+        var newestFirst: [JSONValue] = []
+        var cursor = from
+        let path = "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(room))/messages"
+        // Pages can come back empty while more follow (the spec allows it); bound those too.
+        let maxPages = 2 * (MatrixPoller.backfillMaxEvents / MatrixPoller.backfillPageSize) + 4
+        paging: while true {
+            if b.pages >= maxPages {
+                b.truncated = true
+                break
+            }
+            let page = try session.call(client, "GET", path, query: [
+                ("dir", "b"), ("from", cursor), ("to", since), ("limit", String(MatrixPoller.backfillPageSize)),
+                ("filter", MatrixPoller.backfillFilter),
+            ], token: token)
+            b.pages += 1
+            guard case .array(let chunk)? = page["chunk"] else { break }
+            for e in chunk {
+                if let id = e["event_id"]?.stringValue, try inbox.contains(adapter: "matrix", originID: id) { break paging }
+                newestFirst.append(e)
+                if newestFirst.count >= MatrixPoller.backfillMaxEvents {
+                    b.truncated = true
+                    break paging
+                }
+            }
+            guard let end = page["end"]?.stringValue, end != cursor else { break }
+            cursor = end
+        }
+        b.events = newestFirst.reversed()
+        return b
     }
 
     /// Ignored senders are journaled, at most 10 a minute (a flood cannot fill the journal).

@@ -68,4 +68,40 @@ extension Schema {
         "ALTER TABLE outbox ADD COLUMN stuck INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE chat_inbox ADD COLUMN handler TEXT",
     ]
+
+    /// Migration 4: `chat_inbox` learns when a command was said and a state for commands too
+    /// old to run (docs/chat.md, "Commands from chat").
+    ///
+    /// - `origin_wall`: when the command was said (wall seconds; a Matrix event's
+    ///   `origin_server_ts`); NULL for `vigil say`, whose `created_wall` is that time.
+    /// - `expired`: answered "too old, not run" instead of being run.
+    ///
+    /// SQLite cannot change a CHECK constraint in place, so the table is rebuilt (new table, copy,
+    /// drop, rename) inside the migration's transaction.
+    static let inboxAgeV1: [String] = [
+        """
+        CREATE TABLE chat_inbox_v4 (
+            id INTEGER PRIMARY KEY,
+            adapter TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            body TEXT NOT NULL,
+            origin_id TEXT,
+            state TEXT NOT NULL DEFAULT 'new'
+                CHECK (state IN ('new', 'handling', 'done', 'ignored', 'interrupted', 'expired')),
+            reply_key TEXT,
+            created_wall REAL NOT NULL,
+            handled_wall REAL,
+            handler TEXT,
+            origin_wall REAL,
+            UNIQUE (adapter, origin_id)
+        )
+        """,
+        """
+        INSERT INTO chat_inbox_v4 (id, adapter, sender, body, origin_id, state, reply_key, created_wall, handled_wall, handler)
+            SELECT id, adapter, sender, body, origin_id, state, reply_key, created_wall, handled_wall, handler FROM chat_inbox
+        """,
+        "DROP TABLE chat_inbox",
+        "ALTER TABLE chat_inbox_v4 RENAME TO chat_inbox",
+        "CREATE INDEX chat_inbox_state ON chat_inbox (state, id)",
+    ]
 }

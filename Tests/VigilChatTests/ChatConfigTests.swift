@@ -33,6 +33,14 @@ import VigilCore
         #expect(c.matrix?.syncTimeout == .seconds(2))
     }
 
+    @Test func commandMaxAgeIsADuration() throws {
+        #expect(try decode("{}").commandMaxAge == .seconds(600))
+        #expect(try decode(#"{"command_max_age": "2s"}"#).commandMaxAge == .seconds(2))
+        #expect(try decode(#"{"command_max_age": 90}"#).commandMaxAge == .seconds(90))
+        #expect(throws: DecodingError.self) { try decode(#"{"command_max_age": "soon"}"#) }
+        #expect(throws: DecodingError.self) { try decode(#"{"command_max_age": 0}"#) }
+    }
+
     @Test func sectionsImplyAdapters() throws {
         let c = try decode(#"{"webhook": {"url": "http://127.0.0.1:9/x"}}"#)
         #expect(c.adapters == ["console", "webhook"])

@@ -26,6 +26,37 @@ import VigilSystem
         #expect(log.split(separator: "\n").count == 1)
     }
 
+    @Test func commandOlderThanTheLimitIsAnsweredNotRun() throws {
+        let state = try TempState()
+        let handler = RecordingHandler()
+        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: handler)
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        let inbox = ChatInbox(try state.database())
+        // `vigil say` commands are as old as their enqueue time; one said an hour ago (moved back
+        // in the database), one now; a Matrix-style one with its own (old) timestamp.
+        let old = try #require(try inbox.add(adapter: "console", sender: "console", body: "/restart runner"))
+        try inbox.db.write { try inbox.db.execute("UPDATE chat_inbox SET created_wall = created_wall - 3725 WHERE id = ?", [.int(old)]) }
+        let fresh = try #require(try inbox.add(adapter: "console", sender: "console", body: "/status"))
+        let stamped = try #require(try inbox.add(adapter: "console", sender: "console", body: "/missions", originID: "e1",
+                                                 saidWall: Clock.wall().timeIntervalSince1970 - 601))
+        let help = try #require(try inbox.add(adapter: "console", sender: "console", body: "/help", originID: "e2",
+                                              saidWall: Clock.wall().timeIntervalSince1970 - 3600))
+        ChatKick.poke(state.dir)
+        #expect(try pumpUntil(service) { try state.outboxRows().filter { $0.state == .delivered }.count == 4 })
+        #expect(handler.calls.map(\.command) == [.status])
+        let bodies = Dictionary(uniqueKeysWithValues: try state.outboxRows().map { ($0.key, $0.body) })
+        #expect(bodies["reply:\(old)"] == "Too old, not run: your command \"/restart runner\" was sent 1h 2m ago, longer than the limit of 10m (command_max_age). Send it again if you still want it.")
+        #expect(bodies["reply:\(stamped)"]?.hasPrefix("Too old, not run: your command \"/missions\" was sent 10m") == true)
+        #expect(bodies["reply:\(fresh)"] == "status: all good")
+        #expect(bodies["reply:\(help)"] == ChatCommand.helpText) // answered by the service: harmless however late
+        #expect(try inbox.command(id: old)?.state == "expired")
+        #expect(try inbox.command(id: fresh)?.state == "done")
+        #expect(state.journalEvents("chat_command_too_old").map { $0["command"] } == ["restart", "missions"])
+        #expect(ChatService.ageText(.seconds(59.4)) == "59s")
+        #expect(ChatService.ageText(.seconds(7200)) == "2h")
+        #expect(ChatService.ageText(.seconds(90_000)) == "1d 1h")
+    }
+
     @Test func sayRunsTheHandlerAndRepliesInTheChatLog() throws {
         let state = try TempState()
         let handler = RecordingHandler()

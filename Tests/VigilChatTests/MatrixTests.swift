@@ -20,14 +20,15 @@ import VigilSystem
 
     static let counter = Atomicish()
 
-    func setUp(extraUsers: [String] = []) throws -> Setup {
+    /// `chatExtra`: more keys of the `chat` object, e.g. `"command_max_age": "2s", `.
+    func setUp(extraUsers: [String] = [], chatExtra: String = "") throws -> Setup {
         let (fx, server) = try SynapseFixture.require()
         let n = MatrixTests.counter.next()
         let alice = try server.register("alice\(n)\(getpid())")
         let bot = try #require(fx.bot)
         let room = try server.createRoom(as: alice, invite: [bot.id])
         let json = """
-        {"adapters": ["matrix"], "max_attempts": 50, "backoff_initial": "50ms", "backoff_max": "300ms",
+        {\(chatExtra)"adapters": ["matrix"], "max_attempts": 50, "backoff_initial": "50ms", "backoff_max": "300ms",
          "circuit_failures": 3, "circuit_cooloff": "300ms", "circuit_cooloff_max": "1s",
          "matrix": {"homeserver": "\(server.baseURL)", "user": "vigil", "password": "\(fx.botPassword)", "room": "\(room)",
                     "allow": ["\(alice.id)"], "sync_timeout": "1s", "timeout": "3s"}}

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-import VigilStore
+@testable import VigilStore
 
 @Suite("Database")
 struct DatabaseTests {
@@ -25,6 +25,35 @@ struct DatabaseTests {
         #expect(try again.scalarInt("PRAGMA synchronous") == 2)
         #expect(try again.scalarInt("PRAGMA busy_timeout") == 250)
         #expect(try again.scalarInt("PRAGMA user_version") == Int64(Schema.currentVersion))
+    }
+
+    @Test("Migration 4 keeps the chat inbox's rows and columns and adds origin_wall and the expired state")
+    func inboxMigration() throws {
+        let dir = try TempDir()
+        let path = dir.file("vigil.db")
+        do {
+            // A database as version 2 left it, with a handled and a waiting command.
+            let old = try Database(path: path, migrate: false)
+            try old.write {
+                for sql in Schema.missionsV1 + Schema.outboxV1 { try old.execute(sql) }
+                try old.execute("PRAGMA user_version = 2")
+                try old.execute("INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall) VALUES ('matrix', '@a:x', '/status', '$e1', 'done', 10)")
+                try old.execute("INSERT INTO chat_inbox (adapter, sender, body, state, created_wall) VALUES ('console', 'console', '/missions', 'new', 20)")
+            }
+        }
+        let db = try Database(path: path)
+        #expect(try db.scalarInt("PRAGMA user_version") == Int64(Schema.currentVersion))
+        let rows = try db.query("SELECT id, origin_id, state, created_wall, origin_wall, handler FROM chat_inbox ORDER BY id")
+        #expect(rows.count == 2)
+        #expect(rows.map { $0[2].text } == ["done", "new"])
+        #expect(rows.first?[1].text == "$e1")
+        #expect(rows.allSatisfy { $0[4].isNull && $0[5].isNull })
+        try db.write { try db.execute("UPDATE chat_inbox SET state = 'expired', origin_wall = 5 WHERE id = 2") }
+        // The unique origin id still holds (adds stay idempotent).
+        #expect(throws: Database.Error.self) {
+            try db.write { try db.execute("INSERT INTO chat_inbox (adapter, sender, body, origin_id, created_wall) VALUES ('matrix', '@a:x', '/x', '$e1', 1)") }
+        }
+        #expect(try db.integrityProblems() == [])
     }
 
     @Test("write commits; a throw inside rolls everything back and the connection stays usable")
