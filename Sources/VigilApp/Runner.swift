@@ -311,7 +311,7 @@ final class Runner {
             let text: String
             switch reason {
             case .failedRespawns:
-                text = "Vigil ALERT: the bridge failed \(failures) respawns in a row; the watchdog stopped acting (circuit open). It retries once in \(config.tunables.circuitCooloff), or now with `vigil heal reset` (chat: /heal reset)."
+                text = "Vigil ALERT: the bridge failed \(failures) respawns in a row; the watchdog stopped acting (circuit open). It retries once in \(config.tunables.circuitCooloff), or now with `vigil heal reset` (or /heal reset in this chat: the runner answers it while the bridge is down)."
             case .unkillable:
                 let state = probe.identity.flatMap { ProcStat.read(pid: $0.pid) }.map { String($0.state) } ?? "?"
                 fields["detail"] = "bridge stuck in uninterruptible sleep — needs a person"

@@ -22,7 +22,8 @@ final class RunnerHooks {
     init(runner: Runner, chatConfig: ChatConfig) throws {
         let dir = runner.ctx.dir
         notifier = Notifier(stateDir: dir, config: chatConfig, journal: runner.ctx.journal)
-        follower = chatConfig.adapters.contains("console") ? ConsoleFollower(stateDir: dir) : nil
+        follower = chatConfig.adapters.contains("console") ? ConsoleFollower(stateDir: dir, persist: true) : nil
+        if let f = follower, f.skipped > 0 { printOut("[chat] (\(f.skipped) bytes written while the runner was down are not shown here: see \(dir.chatLog))") }
         missions = RunnerMissions(runner: runner, notifier: notifier)
         let need = StandbyNeed()
         self.need = need
@@ -48,6 +49,7 @@ final class RunnerHooks {
         missions?.tick(now: now)
         if let lines = follower?.poll(), !lines.isEmpty {
             for l in lines { printOut(l) }
+            follower?.commit()
         }
     }
 

@@ -14,6 +14,8 @@ extension StateDirectory {
     /// file, moved into the outbox as soon as the database can be written.
     public var chatSpool: String { file("chat/spool.jsonl") }
     var chatSpoolLock: String { file("chat/spool.lock") }
+    /// Where the runner's console echo is in chat.log (`ConsoleFollower`).
+    var consoleEchoPosition: String { file("chat/echo.json") }
     /// Held by a console deliverer (bridge or runner) while it checks and appends `chat.log`.
     var chatConsoleLock: String { file("chat/console.lock") }
 }

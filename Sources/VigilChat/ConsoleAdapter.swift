@@ -133,24 +133,61 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
 }
 
 /// Shows new chat.log lines: the foreground runner polls it (every tick) and prints what it
-/// returns. Starts at the end of the log (old messages are not replayed); follows rotation.
+/// returns; follows rotation. Without `persist` it starts at the end of the log (old messages are
+/// not replayed). With `persist` it keeps its position in `chat/echo.json` (inode + offset), so
+/// lines written while the runner was down are printed when it is back; the position is saved
+/// after the lines are returned (a crash in between prints them again, never skips them).
 public final class ConsoleFollower {
     public let path: String
     private var offset: Int
     private var inode: UInt = 0
     private var partial = Data()
+    private let positionFile: String?
+    private var savedOffset: Int?
 
-    /// - Parameter fromStart: replay the whole log instead of starting at its end.
-    public init(stateDir: StateDirectory, fromStart: Bool = false) {
-        path = stateDir.chatLog
-        var st = stat()
-        if stat(path, &st) == 0 {
-            inode = UInt(st.st_ino)
-            offset = fromStart ? 0 : Int(st.st_size)
-        } else {
-            offset = 0
-        }
+    struct Position: Codable, Sendable {
+        var inode: UInt
+        var offset: Int
     }
+
+    static let positionKind = "console-echo"
+
+    /// At most this much of a backlog is replayed after a restart (the rest is skipped, saying so).
+    static let replayLimit = 256 << 10
+
+    /// - Parameters:
+    ///   - fromStart: replay the whole log instead of starting at its end.
+    ///   - persist: resume from (and keep) the position in `chat/echo.json`.
+    public init(stateDir: StateDirectory, fromStart: Bool = false, persist: Bool = false) {
+        path = stateDir.chatLog
+        positionFile = persist ? stateDir.consoleEchoPosition : nil
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            // No log yet: it will be shown from its start (inode 0 says so in the position).
+            offset = 0
+            if persist { commit() }
+            return
+        }
+        inode = UInt(st.st_ino)
+        let size = Int(st.st_size)
+        offset = fromStart ? 0 : size
+        var saved: Position?
+        if let file = positionFile, case .ok(let p) = StateFile.read(file, kind: ConsoleFollower.positionKind, as: Position.self) {
+            saved = p.inode == 0 ? Position(inode: inode, offset: 0) : p
+        }
+        if let p = saved, p.inode == inode, p.offset <= size {
+            offset = max(p.offset, size - ConsoleFollower.replayLimit)
+            skipped = offset - p.offset
+            savedOffset = p.offset
+            dropFirstLine = skipped > 0 // the cut is mid-line
+        }
+        if persist && savedOffset == nil { commit() } // the first start: from here on nothing is missed
+    }
+
+    private var dropFirstLine = false
+
+    /// Bytes of backlog skipped at start (more than `replayLimit` was written while down).
+    public private(set) var skipped = 0
 
     /// New messages since the last call, formatted for a terminal: `HH:MM:SS text`, continuation
     /// lines indented. Safe to print: control characters were removed when queued and are
@@ -164,7 +201,7 @@ public final class ConsoleFollower {
             partial.removeAll()
         }
         guard Int(st.st_size) > offset else { return [] }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return [] }
         defer { close(fd) }
         let want = min(Int(st.st_size) - offset, 4 << 20)
@@ -177,9 +214,24 @@ public final class ConsoleFollower {
         while let nl = partial.firstIndex(of: 0x0A) {
             let raw = String(decoding: partial[partial.startIndex..<nl], as: UTF8.self)
             partial.removeSubrange(partial.startIndex...nl)
+            if dropFirstLine {
+                dropFirstLine = false
+                continue
+            }
             if let shown = ConsoleFollower.format(raw) { lines.append(shown) }
         }
         return lines
+    }
+
+    /// Saves the position of the last whole line returned (call after printing what `poll`
+    /// returned). Writes only when it moved.
+    public func commit() {
+        guard let file = positionFile else { return }
+        let whole = offset - partial.count
+        guard whole != savedOffset else { return }
+        if (try? StateFile.write(Position(inode: inode, offset: whole), kind: ConsoleFollower.positionKind, to: file, mode: 0o600)) != nil {
+            savedOffset = whole
+        }
     }
 
     static func format(_ line: String) -> String? {

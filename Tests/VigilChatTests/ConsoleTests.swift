@@ -26,6 +26,52 @@ import VigilSystem
         #expect(log.split(separator: "\n").count == 1)
     }
 
+    /// The runner's echo keeps its place across restarts: lines written while it was down are
+    /// shown when it is back, none twice; a first start with no log yet shows the log from its
+    /// start; a backlog over the limit is skipped whole-line and said.
+    @Test func echoResumesWhereTheLastRunnerStopped() throws {
+        let state = try TempState()
+        let adapter = ConsoleAdapter(stateDir: state.dir)
+        let outbox = Outbox(try state.database())
+        func line(_ id: Int64, _ text: String) {
+            try? outbox.enqueue(key: "k\(id)", adapter: "console", body: text)
+            guard case .claimed(let m, _) = try? outbox.claimNext(adapter: "console", now: Clock.boot(), owner: "t") else {
+                Issue.record("no claim")
+                return
+            }
+            #expect(adapter.deliver(m) == .delivered(remoteID: "[#\(m.id)]"))
+            _ = try? outbox.markDelivered(id: m.id, owner: "t", remoteID: nil)
+        }
+        let first = ConsoleFollower(stateDir: state.dir, persist: true) // no chat.log yet
+        line(1, "one")
+        #expect(first.poll().map { $0.hasSuffix("one") } == [true])
+        first.commit()
+        // The runner is down while two lines are written.
+        line(2, "two")
+        line(3, "three")
+        let second = ConsoleFollower(stateDir: state.dir, persist: true)
+        #expect(second.poll().map { String($0.split(separator: " ").last!) } == ["two", "three"])
+        second.commit()
+        // Killed after printing, before committing: shown again (never skipped).
+        line(4, "four")
+        let third = ConsoleFollower(stateDir: state.dir, persist: true)
+        #expect(third.poll().count == 1)
+        let fourth = ConsoleFollower(stateDir: state.dir, persist: true)
+        #expect(fourth.poll().map { String($0.split(separator: " ").last!) } == ["four"])
+        fourth.commit()
+        // A backlog longer than the replay limit: the newest part, from a whole line.
+        let big = String(repeating: "x", count: 1000)
+        for i in 0..<400 { line(Int64(10 + i), "\(big) \(i)") }
+        let fifth = ConsoleFollower(stateDir: state.dir, persist: true)
+        #expect(fifth.skipped > 0)
+        let shown = fifth.poll()
+        #expect(shown.count < 400 && shown.count > 200)
+        #expect(shown.allSatisfy { $0.contains(big) })
+        #expect(shown.last?.hasSuffix(" 399") == true)
+        // Without persist (tests, `vigil say --wait`): from the end, as before.
+        #expect(ConsoleFollower(stateDir: state.dir).poll().isEmpty)
+    }
+
     @Test func commandOlderThanTheLimitIsAnsweredNotRun() throws {
         let state = try TempState()
         let handler = RecordingHandler()

@@ -71,6 +71,7 @@ struct Driver {
     }
 
     /// Probes `count` times, `every` apart, and returns the actions.
+    @discardableResult
     mutating func probe(_ verdict: Verdict, lockFree: Bool = true, times count: Int, every: TimeSpan) throws -> [HealAction] {
         var out: [HealAction] = []
         for _ in 0..<count { out.append(try probe(verdict, lockFree: lockFree, after: every)) }
