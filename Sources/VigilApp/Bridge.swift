@@ -23,7 +23,10 @@ final class Bridge {
         self.config = config
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.bridge, dir: dir, attempts: 25, hint: "stop it first (`vigil stop`) or use another --state-dir")
-        let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp()
+        // Only a runner's spawn hands a stamp; a re-exec (drift) must run the command itself.
+        let handed = ProcessInfo.processInfo.environment[VersionSource.handedStampVariable]
+        unsetenv(VersionSource.handedStampVariable)
+        let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp(handed: handed)
         ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
         arguments = invocation.fullArguments
     }

@@ -207,6 +207,9 @@ final class Runner {
         var opts = Spawner.Options()
         opts.newSession = true
         opts.outputPath = ctx.dir.log(.bridge)
+        // The bridge writes its identity and first beat before anything slow; a version
+        // command's answer it gets from us (docs/architecture.md, "Bridge start").
+        if let v = versions.stampForSpawn { opts.environment[VersionSource.handedStampVariable] = v }
         let argv = [Executable.path, "bridge", "--state-dir", ctx.dir.path] + config.tunables.flags
         let id = try Spawner.spawn(argv, opts)
         if let pidfd = id.openPidFD() { children.append(pidfd) }
