@@ -68,6 +68,8 @@ struct WatchdogTests {
         let lag = acted - (lastBeat + .seconds(stale))
         #expect(lag >= .zero, "acted before the heartbeat was stale: \(lag)")
         #expect(lag < .milliseconds(600), "acted \(lag) past last beat + stale-after (a runner waiting for its tick is ~1 s late)")
+        // Let the episode finish (tier 3 respawns), so no bridge is started while we clean up.
+        _ = try waitNewHealthyBridge(h, other: bridge)
     }
 
     @Test func versionDriftReexecsSamePidWithoutSignal() throws {
