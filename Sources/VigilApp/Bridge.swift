@@ -23,7 +23,10 @@ final class Bridge {
         self.config = config
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.bridge, dir: dir, attempts: 25, hint: "stop it first (`vigil stop`) or use another --state-dir")
-        let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp()
+        // Only a runner's spawn hands a stamp; a re-exec (drift) must run the command itself.
+        let handed = ProcessInfo.processInfo.environment[VersionSource.handedStampVariable]
+        unsetenv(VersionSource.handedStampVariable)
+        let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp(handed: handed)
         ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
         arguments = invocation.fullArguments
     }
@@ -32,6 +35,8 @@ final class Bridge {
         let t = config.tunables
         let reexecFrom = ProcessInfo.processInfo.environment["VIGIL_REEXEC_FROM"]
         unsetenv("VIGIL_REEXEC_FROM")
+        // A program that crashes at start never beats: the fault that plays one exits first.
+        if FaultInjection.current(ctx.dir) == "exit-at-start" { injectFault("exit-at-start") }
         ctx.beat()
         ctx.journal.append(reexecFrom == nil ? "bridge-started" : "bridge-reexec-done", [
             "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),

@@ -70,10 +70,16 @@ final class Runner {
         if let reason = rollback.begin(hooks: hooks) { return exitForRestart(reason: reason) }
 
         var nextTick = Clock.boot()
+        // The instants the last loop turn woke up for besides the tick (docs/architecture.md,
+        // "Wake-ups"): reaching one is a reason to probe (or to run the hooks) in itself, so a
+        // verdict that changes at a deadline is acted on then, not at the next tick.
+        var verdictDue: BootInstant? = nil
+        var hooksDue: BootInstant? = nil
         while true {
             var now = Clock.boot()
             let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
             var probeDue = now >= nextTick || !events.isEmpty || (watched?.hasExited ?? false)
+                || verdictDue.map { now >= $0 } ?? false
 
             for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
                 stopPair(reason: "signal \(sig)")
@@ -120,12 +126,14 @@ final class Runner {
                 nextTick = now + t.tick
                 hooks?.tick(now: now)
                 rollback.tick(now: now, verdict: lastVerdict, bridge: lastRecord)
-            } else if !events.isEmpty {
+            } else if !events.isEmpty || hooksDue.map({ now >= $0 }) ?? false {
                 hooks?.tick(now: now)
             }
 
             now = Clock.boot()
-            let wake = min(nextTick, nextDeadline(now: now) ?? nextTick, hooks?.nextDeadline ?? nextTick)
+            verdictDue = nextDeadline(now: now)
+            hooksDue = hooks?.nextDeadline
+            let wake = min(nextTick, verdictDue ?? nextTick, hooksDue ?? nextTick)
             var fds = [ctx.inotify.fd, ctx.signals.readFD]
             if let w = watched { fds.append(w.fd) }
             fds += children.map(\.fd)
@@ -207,6 +215,9 @@ final class Runner {
         var opts = Spawner.Options()
         opts.newSession = true
         opts.outputPath = ctx.dir.log(.bridge)
+        // The bridge writes its identity and first beat before anything slow; a version
+        // command's answer it gets from us (docs/architecture.md, "Bridge start").
+        if let v = versions.stampForSpawn { opts.environment[VersionSource.handedStampVariable] = v }
         let argv = [Executable.path, "bridge", "--state-dir", ctx.dir.path] + config.tunables.flags
         let id = try Spawner.spawn(argv, opts)
         if let pidfd = id.openPidFD() { children.append(pidfd) }
@@ -227,24 +238,36 @@ final class Runner {
         }
     }
 
-    /// The earliest time the heal state needs another look, besides the tick.
+    /// The earliest instant after `now` at which a probe could judge differently or the heal
+    /// machine could take its next step, besides the tick (docs/architecture.md, "Wake-ups"):
+    /// the loop sleeps until then and probes when it is reached.
+    ///
+    /// - the last beat the probe saw + stale-after (a beating bridge turns hung exactly then);
+    /// - the current tier's wait: tier 1's cooldown, tier 2's term grace, tier 3's kill cooldown
+    ///   and a respawned bridge's start grace;
+    /// - the stability window of a respawn not yet proven (failures reset, circuit closes);
+    /// - an open circuit's cool-off (half-open) and its next reminder.
     private func nextDeadline(now: BootInstant) -> BootInstant? {
-        let t = config.tunables
+        let p = config.tunables.policy
         var d: [BootInstant] = []
-        if let r = lastRecord, lastVerdict == .healthy || lastVerdict == .drifted || lastVerdict == .bloated {
-            d.append(r.beat + t.staleAfter)
+        if let r = lastRecord, let v = lastVerdict, v.processAlive, v != .hung {
+            d.append(r.beat + config.tunables.staleAfter)
         }
         if let since = heal.tierSince {
             switch heal.tier {
-            case 1: d.append(since + t.cooldown)
-            case 2: d.append(since + t.termGrace)
+            case 1: d.append(since + p.cooldown)
+            case 2: d.append(since + p.termGrace)
             default: break
             }
         }
-        if let r = heal.respawnedAt { d.append(r + t.startGrace) }
-        if let p = heal.pendingDeadline(policy: t.policy) { d.append(p) }
-        if let k = heal.killedAt { d.append(k + t.cooldown) }
-        if heal.circuit == .open, let o = heal.circuitOpenedAt { d.append(o + t.circuitCooloff) }
+        if let r = heal.respawnedAt { d.append(r + p.startGrace) }
+        // The start grace of a cold start and the end of a respawn's (or circuit's) probation.
+        if let pending = heal.pendingDeadline(policy: p) { d.append(pending) }
+        if let k = heal.killedAt { d.append(k + p.cooldown) }
+        if heal.circuit == .open, let o = heal.circuitOpenedAt {
+            d.append(o + p.circuitCooloff)
+            d.append((heal.lastReminderAt ?? o) + p.reminderEvery)
+        }
         return d.filter { $0 > now }.min()
     }
 

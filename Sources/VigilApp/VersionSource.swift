@@ -55,13 +55,28 @@ public final class VersionSource {
         }
     }
 
+    /// The version a runner hands to a bridge it spawns (`VersionSource.handedStampVariable`):
+    /// its last version command answer, so the bridge need not wait for the command before
+    /// its first heartbeat (docs/architecture.md, "Bridge start"). Nil for the other kinds
+    /// (the bridge's own stat or read is as cheap) and while the command has not answered.
+    public var stampForSpawn: String? {
+        if case .command = kind, problem == nil { return cached }
+        return nil
+    }
+
+    /// The environment variable carrying `stampForSpawn` to a spawned bridge.
+    public static let handedStampVariable = "VIGIL_VERSION_STAMP"
+
     /// The version this process stamps at start: the running image for the default kind;
-    /// otherwise the file or the command's output now (a command is waited for, bounded).
-    public func stamp() -> String {
+    /// otherwise the file or the command's output now (a command is waited for, bounded),
+    /// unless the runner that spawned us handed its answer (`handed`, command kind only: a
+    /// stale one costs at most one tier-1 re-exec, which runs the command itself).
+    public func stamp(handed: String? = nil) -> String {
         switch kind {
         case .executable: return Executable.runningIdentity
         case .file(let path): return readVersionFile(path) ?? "unknown"
         case .command(let argv):
+            if let handed, handed.hasPrefix("cmd:") { return handed }
             pollCommand(argv, now: Clock.boot())
             // Wait on the command's pidfd (bounded by the timeout), then collect its output.
             if let r = running, let pidfd = r.identity.openPidFD() {

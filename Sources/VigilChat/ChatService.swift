@@ -326,7 +326,10 @@ public final class ChatService: @unchecked Sendable {
 
     private func drainWakeups() {
         wake.drain()
-        _ = inotify?.drain()
+        // A kick in chat/ (something was queued by another process): the workers look now.
+        // One inotify instance per service, not one per worker: each costs ~5 ms at process
+        // exit, which a killed bridge's replacement waits for (docs/architecture.md).
+        if let events = inotify?.drain(), !events.isEmpty { nudgeAll() }
     }
 
     private func nudgeAll() { for w in workers.values { w.nudge() } }

@@ -20,8 +20,9 @@ public struct ChatAdapterStatus: Sendable, Equatable, Codable {
 
 /// Delivers one adapter's outbox on its own thread: claims the head of the queue when due,
 /// calls the adapter (blocking, off the caller's loop), marks the row, and schedules retries
-/// with backoff and jitter behind a circuit breaker. Sleeps in `poll` on a wake pipe and an
-/// inotify watch of `<state>/chat/` (kicked by `Notifier`/`vigil say`), with a 1 s fallback.
+/// with backoff and jitter behind a circuit breaker. Sleeps in `poll` on a wake pipe (nudged by
+/// its `ChatService`, which watches `<state>/chat/` for kicks from `Notifier`/`vigil say` with
+/// the one inotify instance of the service), with a 1 s fallback.
 /// The decisions (claim, take over, retry, fail) are `OutboxLifecycle`'s; `role` says whether
 /// this is the bridge's worker (primary) or the runner's (standby, docs/chat.md "Delivery").
 ///
@@ -49,7 +50,6 @@ final class DeliveryWorker: @unchecked Sendable {
     private var deliveredCount = 0
     private var failedCount = 0
     private let wake: WakePipe
-    private let inotify: Inotify?
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
@@ -89,9 +89,6 @@ final class DeliveryWorker: @unchecked Sendable {
         backoff = Backoff(initial: config.backoffInitial, max: config.backoffMax, jitter: config.backoffJitter)
         circuit = CircuitBreaker(threshold: config.circuitFailures, cooloff: config.circuitCooloff, maxCooloff: config.circuitCooloffMax)
         wake = try WakePipe()
-        let ino = try? Inotify()
-        if let ino { try? ino.watch(directory: stateDir.chatDirectory) }
-        inotify = ino
     }
 
     var status: ChatAdapterStatus {
@@ -145,17 +142,15 @@ final class DeliveryWorker: @unchecked Sendable {
         }
     }
 
-    /// Sleeps until `until` (at most 1 s), a nudge, or a kick in the chat directory.
+    /// Sleeps until `until` (at most 1 s) or a nudge.
     private func wait(until: BootInstant?) {
         let now = Clock.boot()
         var ms: Int64 = 1000
         if let until { ms = min(ms, max(0, (until - now).nanoseconds / 1_000_000 + 1)) }
         if let d = lock.withLock({ drainDeadline }) { ms = min(ms, max(0, (d - now).nanoseconds / 1_000_000)) }
-        var fds = [wake.readFD]
-        if let inotify { fds.append(inotify.fd) }
+        let fds = [wake.readFD]
         let ready = pollReadable(fds, timeoutMilliseconds: Int32(ms))
         if ready.contains(wake.readFD) { wake.drain() }
-        if let inotify, ready.contains(inotify.fd) { _ = inotify.drain() }
     }
 
     /// A mark that could not be written yet (database busy): retried before anything else.

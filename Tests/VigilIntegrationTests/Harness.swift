@@ -119,6 +119,17 @@ final class Harness {
         return (Int32(pid), UInt64(start), v["version"]?.stringValue ?? "", v["beat"]?.intValue ?? 0, v["seq"]?.intValue ?? 0)
     }
 
+    /// The boot time of the last heartbeat in `bridge.beat` / `runner.beat`.
+    var bridgeBeat: BootInstant? { beat("bridge.beat") }
+    var runnerBeat: BootInstant? { beat("runner.beat") }
+
+    private func beat(_ name: String) -> BootInstant? {
+        guard let text = try? String(contentsOfFile: dir + "/" + name, encoding: .utf8) else { return nil }
+        let f = text.split(separator: " ")
+        guard f.count == 7, f[0] == "vigil-beat", let ns = Int64(f[4]) else { return nil }
+        return BootInstant(nanoseconds: ns)
+    }
+
     var bridgeIdentity: ProcessIdentity? { bridgeRecord.map { ProcessIdentity(pid: $0.pid, startTicks: $0.start) } }
 
     /// Waits until the bridge is healthy (per `vigil status`) and returns its identity.
@@ -148,12 +159,14 @@ final class Harness {
         var description: String { "timed out waiting for: \(what)" }
     }
 
-    /// Polls `condition` every 20 ms until it holds; the timeout only matters when broken.
-    func waitUntil(_ what: @autoclosure () -> String, timeout: Double = 20, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () throws -> Bool) throws {
+    /// Polls `condition` every 20 ms (or `pollMicroseconds`) until it holds; the timeout only
+    /// matters when broken.
+    func waitUntil(_ what: @autoclosure () -> String, timeout: Double = 20, pollMicroseconds: UInt32 = 20_000,
+                   sourceLocation: SourceLocation = #_sourceLocation, _ condition: () throws -> Bool) throws {
         let deadline = Clock.boot() + .seconds(timeout)
         while Clock.boot() < deadline {
             if try condition() { return }
-            usleep(20_000)
+            usleep(pollMicroseconds)
         }
         if try condition() { return }
         let tail = journal.suffix(15).map { JSONValue.object($0).jsonString }.joined(separator: "\n")

@@ -47,6 +47,35 @@ struct WatchdogTests {
         #expect(first.liveness() == .gone)
     }
 
+    /// A hang is acted on at its deadline (last beat + stale-after), not at the runner's next
+    /// tick (issue 8). The bridge is stopped right after a runner tick, so with tick 2 s and
+    /// stale 3 s a runner that waits for a tick acts about 1 s past the deadline (1.0–1.2 s:
+    /// the deadline falls midway between two ticks); the margin is well under that.
+    @Test func hangIsActedOnAtItsDeadlineNotAtTheNextTick() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let stale = 3.0
+        try h.startRunner(["--tick", "2", "--heartbeat-interval", "0.2", "--stale-after", "\(stale)", "--cooldown", "3",
+                           "--term-grace", "1", "--start-grace", "5", "--stable-after", "1.5"])
+        let bridge = try h.waitHealthy()
+        // Stop the bridge just after a runner tick (the runner beats at every tick).
+        let tick = try #require(h.runnerBeat)
+        try h.waitUntil("the next runner tick", pollMicroseconds: 1_000) { (h.runnerBeat ?? tick) > tick }
+        #expect(kill(bridge.pid, SIGSTOP) == 0)
+        try h.waitUntil("the bridge stopped") { ProcStat.read(pid: bridge.pid)?.state == "T" }
+        // Stopped: its last beat is final (a continued bridge may beat once more before it exits).
+        let lastBeat = try #require(h.bridgeBeat)
+        try h.waitUntil("tier 2 for the hang") { !h.heals(action: "terminate").isEmpty }
+        let term = try #require(h.heals(action: "terminate").first)
+        #expect(term["verdict"]?.stringValue == "hung")
+        let acted = BootInstant(nanoseconds: try #require(term["boot"]?.intValue))
+        let lag = acted - (lastBeat + .seconds(stale))
+        #expect(lag >= .zero, "acted before the heartbeat was stale: \(lag)")
+        #expect(lag < .milliseconds(600), "acted \(lag) past last beat + stale-after (a runner waiting for its tick is ~1 s late)")
+        // Let the episode finish (tier 3 respawns), so no bridge is started while we clean up.
+        _ = try waitNewHealthyBridge(h, other: bridge)
+    }
+
     @Test func versionDriftReexecsSamePidWithoutSignal() throws {
         let h = Harness()
         defer { h.finish() }
@@ -99,7 +128,9 @@ struct WatchdogTests {
         // The first bridge was a start (it died: an incident), not a failed respawn.
         #expect(h.events("respawn-failed").map { $0["count"]?.intValue ?? 0 } == [1, 2, 3])
         #expect(h.events("circuit-open").first?["reason"]?.stringValue == "failed-respawns")
-        #expect(h.events("bridge-started").count == 4)
+        // Each of the four bridges died before its first beat, as a program crashing at start does.
+        #expect(h.events("bridge-started").isEmpty)
+        #expect(h.events("fault-injected").count == 4)
         #expect(h.events("recovered").isEmpty, "no recovery told between failed respawns")
         // Each failed respawn is told in chat too (queued; who delivers it is the outbox's business).
         let bodies = try outboxBodies(h)
