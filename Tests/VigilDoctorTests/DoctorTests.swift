@@ -294,6 +294,30 @@ struct DoctorTests {
         if let bridge { try waitUntil("the bridge to stop") { !bridge.isAlive } }
     }
 
+    /// A healthy pair is not "hung" or "stale" to doctor, however long ago the processes
+    /// started: their heartbeats are in `*.beat` (the `*.json` PID files keep the start-time beat).
+    @Test func healthyPairHasNoProcessFindingsLongAfterStart() throws {
+        let env = try DoctorEnv("healthy")
+        defer { env.finish() }
+        let runner = try env.spawn([vigilPath, "runner", "--state-dir", env.state.path, "--tick", "0.05", "--heartbeat-interval", "0.1",
+                                    "--stale-after", "1"], output: env.path("runner.out"))
+        func jsonBeatAge(_ role: StateDirectory.Role) -> TimeSpan? {
+            StatusCommand.readQuietly(env.state.pidFile(role), kind: ProcessRecord.kind, ProcessRecord.self).0.map { Clock.boot() - $0.beat }
+        }
+        // Until both PID files' own beat is older than the stale limit (this is what fooled doctor).
+        try waitUntil("both PID files older than the stale limit") {
+            (jsonBeatAge(.bridge) ?? .zero) > .seconds(1.5) && (jsonBeatAge(.runner) ?? .zero) > .seconds(1.5)
+        }
+        let r = try env.doctor()
+        #expect(r.finding("runner") == nil, "\(r.findings)")
+        #expect(r.finding("bridge") == nil, "\(r.findings)")
+
+        let bridge = StatusCommand.readQuietly(env.state.pidFile(.bridge), kind: ProcessRecord.kind, ProcessRecord.self).0?.identity
+        kill(runner.pid, SIGTERM)
+        env.reap(runner.pid)
+        if let bridge { try waitUntil("the bridge to stop") { !bridge.isAlive } }
+    }
+
     // MARK: - Files
 
     @Test func corruptStateFilesAreQuarantinedWhenTheirWriterIsNotRunning() throws {
