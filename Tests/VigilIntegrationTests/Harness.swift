@@ -220,6 +220,18 @@ final class Harness {
             if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }
             _ = Spawner.reap(id.pid)
         }
+        // A wrapper may have started a runner (or a runner a bridge) between the scan above and
+        // its own SIGKILL: scan again until nothing naming our directory is left.
+        for _ in 0..<5 {
+            let more = leftovers().compactMap { ProcessIdentity.of(pid: $0.0) }
+            if more.isEmpty { break }
+            for id in more {
+                id.signal(SIGCONT)
+                id.signal(SIGKILL)
+                if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }
+                _ = Spawner.reap(id.pid)
+            }
+        }
         let left = leftovers()
         #expect(left.isEmpty, "processes survived SIGKILL: \(left)", sourceLocation: sourceLocation)
         try? FileManager.default.removeItem(atPath: dir)
