@@ -53,6 +53,9 @@ public struct HealState: Codable, Equatable, Sendable {
     /// Set by `runnerStarted`: the next probe is a new runner's first look at the bridge and
     /// decides whether this is a start of the pair.
     public var startCheck: BootInstant?
+    /// The start check is a relaunched runner's (not the pair's first): a bridge found dead
+    /// there (its PID file left by a crash while no runner watched) is an incident, not a start.
+    public var startCheckIsRelaunch: Bool?
     /// When the first bridge of a start was spawned; cleared when it is healthy (announced
     /// as started) or when it did not come up (then an incident begins).
     public var startedAt: BootInstant?
@@ -166,6 +169,7 @@ public enum HealMachine {
     public static func runnerStarted(_ state: HealState, pairStart: Bool, now: BootInstant) -> HealState {
         var s = pairStart ? stopped(state) : state
         s.startCheck = now
+        s.startCheckIsRelaunch = pairStart ? nil : true
         return s
     }
 
@@ -200,7 +204,9 @@ public enum HealMachine {
 
         // A new runner's first look: no bridge, nothing to continue → this is a start.
         if s.startCheck != nil {
-            let continuing = obs.verdict.processAlive || s.incidentOpen || s.startedAt != nil || s.respawnedAt != nil
+            let crashedUnwatched = obs.verdict == .dead && s.startCheckIsRelaunch == true
+            let continuing = obs.verdict.processAlive || crashedUnwatched || s.incidentOpen || s.startedAt != nil || s.respawnedAt != nil
+            s.startCheckIsRelaunch = nil
             if continuing {
                 s.startCheck = nil
             } else if s.circuit == .open {

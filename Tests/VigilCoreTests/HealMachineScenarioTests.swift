@@ -408,6 +408,18 @@ struct HealMachineScenarioTests {
         #expect(try d.probe(.dead, lockFree: false) == .none)
         #expect(try d.probe(.dead, lockFree: false, after: tick) == .none)
         #expect(try d.probe(.dead, lockFree: true, after: tick) == .start)
+        // A relaunched runner (not the pair's first) finds the bridge dead, its PID file left by a
+        // crash while no runner watched: an incident, healed at tier 3 — not a start.
+        var r = Driver(persist: persist)
+        try r.probe(.healthy)
+        try r.runnerStarts(pairStart: false, after: tick)
+        #expect(try r.probe(.dead, after: tick) == .respawn)
+        #expect(r.state.incidentOpen && r.state.startedAt == nil)
+        #expect(r.lastNotes.contains { if case .acted(tier: 3, verdict: .dead, action: .respawn) = $0 { return true }; return false })
+        // But a missing one (it exited cleanly) at a relaunch is started, as at the pair's start.
+        var m = Driver(persist: persist)
+        try m.runnerStarts(pairStart: false)
+        #expect(try m.probe(.missing) == .start)
         // A runner restarted (exit 42) beside a live bridge: nothing to start, nothing told.
         var e = Driver(persist: persist)
         try e.probe(.healthy)
