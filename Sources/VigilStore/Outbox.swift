@@ -137,12 +137,14 @@ public final class Outbox {
             .first.flatMap(Outbox.message)
     }
 
-    /// Messages by state; every state is present (0 when none).
+    /// Messages by state; every state is present (0 when none); and `stuck`: unfinished ones
+    /// still retrying after `max_attempts`.
     public func counts() throws -> [String: Int] {
         var out = Dictionary(uniqueKeysWithValues: OutboxState.allCases.map { ($0.rawValue, 0) })
         for row in try db.query("SELECT state, COUNT(*) FROM outbox GROUP BY state") {
             if let s = row[0].text, let n = row[1].int { out[s] = Int(n) }
         }
+        out["stuck"] = Int(try db.scalarInt("SELECT COUNT(*) FROM outbox WHERE stuck = 1 AND state IN ('pending', 'sending')") ?? 0)
         return out
     }
 

@@ -17,7 +17,7 @@ import VigilSystem
         #expect(rows.map(\.adapter) == ["console", "matrix"])
         #expect(rows[0].body == "restarted")
         #expect(rows[0].state == .pending)
-        #expect(try outbox.counts() == ["pending": 2, "sending": 0, "delivered": 0, "failed": 0])
+        #expect(try outbox.counts() == ["pending": 2, "sending": 0, "delivered": 0, "failed": 0, "stuck": 0])
     }
 
     @Test func headOfLineClaimRetryDeliverFail() throws {
