@@ -32,7 +32,7 @@ public enum Spawner {
         let path = resolve(argv[0])
         var outFD: Int32 = -1
         if let out = options.outputPath {
-            outFD = try sys("open", out) { open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
+            outFD = try PrivateFile.open(out, O_WRONLY | O_CREAT | O_APPEND)
         }
         defer { if outFD >= 0 { close(outFD) } }
 
