@@ -45,6 +45,9 @@ extension StateDirectory {
                 """, code: 2)
         }
         try verifyAncestors(of: real)
+        // A symlinked state directory: the link's own directory must be safe too (whoever can
+        // write there can point the link elsewhere).
+        if real != path { try verifyAncestors(of: path) }
     }
 
     /// `verify()`, then `vigil.json`: absent, or a regular file owned by Vigil's user that
