@@ -75,6 +75,7 @@ public enum CLI {
                 print(command.help)
                 return 0
             }
+            try checkStateDirectory(stateDir, command: name, arguments: rest)
             try command.run(Invocation(arguments: rest, stateDir: stateDir, fullArguments: argv))
             return 0
         } catch let e as ExitCode {
@@ -85,9 +86,50 @@ public enum CLI {
         } catch let e as CommandError {
             printErr("vigil: \(e.message)\n")
             return e.code
+        } catch let e as StateDirectoryError {
+            printErr("vigil: \(e)\n")
+            return e.code
         } catch {
             printErr("vigil: \(error)\n")
             return 1
+        }
+    }
+
+    /// What a command does with the state directory, for `checkStateDirectory`.
+    enum StateAccess: Equatable {
+        /// Writes (or runs what the directory names): refused in an unsafe directory.
+        case writes
+        /// Only reads: runs in an unsafe directory with a warning on stderr.
+        case reads
+        /// Does not use it (the benchmark makes its own directories).
+        case none
+    }
+
+    /// One place that says which commands only read (docs/operator-guide.md, "Security of the
+    /// state directory"); anything not listed writes.
+    static func access(_ command: String, _ args: [String]) -> StateAccess {
+        switch command {
+        case "bench": return .none
+        case "status", "journal": return .reads
+        case "outbox": return args.contains { $0 == "--retry" || $0.hasPrefix("--retry=") } ? .writes : .reads
+        case "mission": return ["list", "ls", "show"].contains(args.first ?? "") ? .reads : .writes
+        case "doctor": return args.contains("--fix") ? .writes : .reads
+        default: return .writes
+        }
+    }
+
+    /// Every process entry point passes here (bridge, runner, shim, every command): a state
+    /// directory another user can write into (or a vigil.json they own or can write) is refused
+    /// with exit 2 before anything is read or written, or, for a command that only reads, named
+    /// in a warning.
+    static func checkStateDirectory(_ dir: StateDirectory, command: String, arguments: [String]) throws {
+        let access = access(command, arguments)
+        guard access != .none else { return }
+        do {
+            try dir.verifyConfig()
+        } catch {
+            guard access == .reads else { throw error }
+            printErr("vigil: warning: \(error)\n(\(command) only reads, so it goes on; every command that writes refuses this directory)\n")
         }
     }
 

@@ -99,10 +99,13 @@ final class ProcessContext {
     }
 }
 
-/// Prepares the state directory and takes the role's singleton lock (retrying briefly: a
-/// prober may hold it for a moment), or fails with exit code 3 naming the holder.
+/// Prepares the state directory (checked, created 0700, symlinks/FIFOs in its slots
+/// quarantined and loose permissions tightened: `StateDirectory.secure`) and takes the role's
+/// singleton lock (retrying briefly: a prober may hold it for a moment), or fails with exit
+/// code 3 naming the holder.
 func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempts: Int, hint: String) throws -> FileLock {
     try dir.prepare()
+    dir.secure(journal: Journal(path: dir.journal, source: role.rawValue))
     if let lock = try FileLock.lock(dir.lock(role), attempts: attempts) { return lock }
     let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: role.rawValue))
         .loadRecordQuietly(role).map { " (pid \($0.identity.pid))" } ?? ""

@@ -137,7 +137,7 @@ final class Rollback {
         var updated = kept ?? KeptProgram(source: copyIdentity, copy: copyIdentity, stamp: "unknown", keptWall: "", rolledBackFrom: nil)
         updated.rolledBackFrom = r.broken
         do {
-            try files.save(updated, kind: KeptProgram.kind, to: dir.keptProgramRecord, mode: 0o600)
+            try files.save(updated, kind: KeptProgram.kind, to: dir.keptProgramRecord)
             record = updated
         } catch {
             journal.append("state-write-failed", ["file": "program/good.json", "error": .string("\(error)")])
@@ -175,9 +175,9 @@ final class Rollback {
         Thread.detachNewThread { @Sendable in
             let outcome: KeepJob.Outcome
             do {
-                try AtomicFile.makeDirectory(programDir, mode: 0o700)
+                try AtomicFile.makeDirectory(programDir)
                 // Our own image (the inode we run, even if the file was replaced meanwhile).
-                try AtomicFile.copy(from: "/proc/self/exe", to: target, mode: 0o700)
+                try AtomicFile.copy(from: "/proc/self/exe", to: target, mode: PrivateFile.executableMode)
                 outcome = .copied(Executable.fileIdentity(target) ?? "exe:unknown")
             } catch {
                 outcome = .failed("\(error)")
@@ -194,7 +194,7 @@ final class Rollback {
         case .copied(let copy):
             let kept = KeptProgram(source: job.source, copy: copy, stamp: job.stamp, keptWall: Clock.iso(Clock.wall()), rolledBackFrom: nil)
             do {
-                try files.save(kept, kind: KeptProgram.kind, to: dir.keptProgramRecord, mode: 0o600)
+                try files.save(kept, kind: KeptProgram.kind, to: dir.keptProgramRecord)
                 record = kept
                 keepWanted = false
                 journal.append("program-kept", ["version": .string(job.source), "stamp": .string(job.stamp), "copy": .string(dir.keptProgram), "ms": .double(ms)])

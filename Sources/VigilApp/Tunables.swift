@@ -105,8 +105,11 @@ public struct Configuration: Sendable {
     /// The agent command that `/mission TEXT` runs (TEXT appended as one argument).
     public var agentCommand: [String]?
 
-    /// Loads vigil.json from the state directory (if present), then applies flags.
+    /// Loads vigil.json from the state directory (if present), then applies flags. The state
+    /// directory and the file are checked first, at every load (`verifyConfig`): vigil.json
+    /// names commands Vigil runs (docs/operator-guide.md, "Security of the state directory").
     public static func load(stateDir: StateDirectory, arguments: Arguments) throws -> Configuration {
+        try stateDir.verifyConfig()
         var t = Tunables()
         var chat: JSONValue? = nil
         var agent: [String]? = nil

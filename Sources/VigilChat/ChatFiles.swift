@@ -23,12 +23,12 @@ extension StateDirectory {
 /// Wakes the bridge's chat workers: "something was queued".
 public enum ChatKick {
     public static func poke(_ dir: StateDirectory) {
-        var fd = open(dir.chatKick, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
-        if fd < 0 && lastErrno() == ENOENT {
+        var fd = try? PrivateFile.open(dir.chatKick, O_WRONLY | O_CREAT)
+        if fd == nil && access(dir.chatDirectory, F_OK) != 0 {
             try? AtomicFile.makeDirectory(dir.chatDirectory)
-            fd = open(dir.chatKick, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
+            fd = try? PrivateFile.open(dir.chatKick, O_WRONLY | O_CREAT)
         }
-        if fd >= 0 { close(fd) }
+        if let fd { close(fd) }
     }
 }
 
@@ -71,7 +71,7 @@ enum NotificationSpool {
         }
         defer { lock.release() }
         let created = access(dir.chatSpool, F_OK) != 0
-        let fd = try sys("open", dir.chatSpool) { open(dir.chatSpool, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600) }
+        let fd = try PrivateFile.open(dir.chatSpool, O_WRONLY | O_APPEND | O_CREAT)
         defer { close(fd) }
         var data = Data()
         for item in items { data.append(encode(item)) }
@@ -93,8 +93,7 @@ enum NotificationSpool {
         guard !isEmpty(dir) else { return 0 }
         guard let lock = try FileLock.lock(dir.chatSpoolLock, attempts: 5) else { return 0 }
         defer { lock.release() }
-        let fd = open(dir.chatSpool, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { return 0 }
+        guard let fd = try? PrivateFile.open(dir.chatSpool, O_RDWR) else { return 0 }
         defer { close(fd) }
         var data = Data()
         var buf = [UInt8](repeating: 0, count: 65536)

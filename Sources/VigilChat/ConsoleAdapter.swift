@@ -49,7 +49,7 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
             }
             rotateIfNeeded()
             let created = access(path, F_OK) != 0
-            let fd = try sys("open", path) { open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
+            let fd = try PrivateFile.open(path, O_WRONLY | O_APPEND | O_CREAT)
             defer { close(fd) }
             var st = stat()
             let before = fstat(fd, &st) == 0 ? st.st_size : -1
@@ -229,7 +229,7 @@ public final class ConsoleFollower {
         guard let file = positionFile else { return }
         let whole = offset - partial.count
         guard whole != savedOffset else { return }
-        if (try? StateFile.write(Position(inode: inode, offset: whole), kind: ConsoleFollower.positionKind, to: file, mode: 0o600)) != nil {
+        if (try? StateFile.write(Position(inode: inode, offset: whole), kind: ConsoleFollower.positionKind, to: file)) != nil {
             savedOffset = whole
         }
     }

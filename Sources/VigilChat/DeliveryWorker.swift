@@ -67,7 +67,7 @@ final class DeliveryWorker: @unchecked Sendable {
         guard let match = DeliveryWorker.faultAfterSend else { return }
         if match.isEmpty { kill(getpid(), SIGKILL) }
         guard msg.key.contains(match) else { return }
-        let fd = open(stateDir.file("chat/fault-fired"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let fd = open(stateDir.file("chat/fault-fired"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFile.mode)
         guard fd >= 0 else { return } // fired already
         fsync(fd)
         close(fd)

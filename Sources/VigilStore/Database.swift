@@ -40,8 +40,10 @@ public final class Database: @unchecked Sendable {
         if let fs = FileSystem.networkKind(at: (path as NSString).deletingLastPathComponent) {
             throw Error(code: SQLITE_CANTOPEN, message: "the state directory is on a network file system (\(fs)); SQLite's WAL needs a local disk", sql: nil)
         }
+        try Database.createPrivately(path)
         var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        // NOFOLLOW: a symlink in the database's slot is refused, never written through.
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW
         let rc = sqlite3_open_v2(path, &handle, flags, nil)
         guard rc == SQLITE_OK, let handle else {
             let msg = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
@@ -64,6 +66,23 @@ public final class Database: @unchecked Sendable {
             sqlite3_close_v2(db)
             throw error
         }
+    }
+
+    /// Creates a missing database file empty with `PrivateFile.mode` before SQLite opens it:
+    /// SQLite would create it 0644 (less the umask), and it gives `-wal` and `-shm` the mode of
+    /// the database file. The file holds chat tokens and mission argv (docs/operator-guide.md,
+    /// "Security of the state directory"). `O_EXCL`: an existing file is never opened here (so
+    /// no descriptor of it is closed beside a connection: DURABILITY.md, mistake 5).
+    static func createPrivately(_ path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
+        if fd >= 0 {
+            close(fd)
+            try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+            return
+        }
+        let e = lastErrno()
+        if e == EEXIST { return }
+        throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(String(cString: strerror(e)))", sql: nil)
     }
 
     deinit {

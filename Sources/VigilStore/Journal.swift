@@ -68,7 +68,7 @@ public final class Journal: @unchecked Sendable {
     private func openIfNeeded() throws(SystemError) {
         guard fd < 0 else { return }
         let created = access(path, F_OK) != 0
-        let f = try sys("open", path) { open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) }
+        let f = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
         fd = f
         if created {
             let dir = (path as NSString).deletingLastPathComponent

@@ -44,9 +44,11 @@ public struct StateDirectory: Sendable {
         case runner
     }
 
-    /// Creates the directory (durably) and checks that it is writable; cleans temp files of
-    /// dead writers.
+    /// Checks who may change the directory (`verify()`, before anything is created or written),
+    /// creates it (durably, 0700) and checks that it is writable; cleans temp files of dead
+    /// writers.
     public func prepare() throws {
+        try verify()
         do {
             try AtomicFile.makeDirectory(path)
         } catch {
@@ -62,5 +64,15 @@ public struct StateDirectory: Sendable {
 public struct StateDirectoryError: Error, CustomStringConvertible {
     public var path: String
     public var reason: String
+    /// The exit code: 2 for a directory refused for its owner or permissions (the wrapper does
+    /// not relaunch then), 1 otherwise.
+    public var code: Int32
+
+    public init(path: String, reason: String, code: Int32 = 1) {
+        self.path = path
+        self.reason = reason
+        self.code = code
+    }
+
     public var description: String { "state directory \(path): \(reason)" }
 }

@@ -90,7 +90,7 @@ public enum StateFile {
         }
     }
 
-    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = 0o644) throws {
+    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode) throws {
         try AtomicFile.write(try encode(value, kind: kind), to: path, mode: mode)
     }
 
@@ -128,7 +128,7 @@ public struct StateFiles: Sendable {
         }
     }
 
-    public func save<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = 0o644) throws {
+    public func save<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode) throws {
         try StateFile.write(value, kind: kind, to: path, mode: mode)
     }
 

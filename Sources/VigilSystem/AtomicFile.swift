@@ -12,7 +12,7 @@ public enum AtomicFile {
     /// The temp-file marker; `sweepTemps` removes leftovers of dead writers.
     static let tempMarker = ".tmp."
 
-    public static func write(_ data: Data, to path: String, mode: mode_t = 0o644) throws(SystemError) {
+    public static func write(_ data: Data, to path: String, mode: mode_t = PrivateFile.mode) throws(SystemError) {
         try replace(path, mode: mode) { fd, temp throws(SystemError) in try writeAll(fd, data, subject: temp) }
     }
 
@@ -86,7 +86,7 @@ public enum AtomicFile {
     }
 
     /// Creates a directory (and its parents) durably: each new directory's parent is fsynced.
-    public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
+    public static func makeDirectory(_ path: String, mode: mode_t = PrivateFile.directoryMode) throws(SystemError) {
         var st = stat()
         if stat(path, &st) == 0 {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }

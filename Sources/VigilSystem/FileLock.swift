@@ -14,9 +14,9 @@ public final class FileLock: @unchecked Sendable {
 
     /// Takes the lock, or returns nil when another process holds it. The file is opened
     /// read-only (flock needs no write access, and closing it then wakes no inotify
-    /// `IN_CLOSE_WRITE` watcher) and never through a symlink.
+    /// `IN_CLOSE_WRITE` watcher) never through a symlink, and only when it is a regular file (`PrivateFile.open`).
     public static func tryLock(_ path: String) throws(SystemError) -> FileLock? {
-        let fd = try sys("open", path) { open(path, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600) }
+        let fd = try PrivateFile.open(path, O_RDONLY | O_CREAT)
         if flock(fd, LOCK_EX | LOCK_NB) == 0 { return FileLock(path: path, fd: fd) }
         let e = lastErrno()
         close(fd)
@@ -36,7 +36,7 @@ public final class FileLock: @unchecked Sendable {
     /// True when nobody holds the lock right now. Takes and drops a shared lock; never creates
     /// the file.
     public static func isFree(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         if fd < 0 { return lastErrno() == ENOENT }
         defer { close(fd) }
         if flock(fd, LOCK_SH | LOCK_NB) == 0 {

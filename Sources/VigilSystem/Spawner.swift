@@ -11,8 +11,12 @@ public enum Spawner {
         public var newSession: Bool = true
         /// Own process group only (ignored with `newSession`).
         public var newProcessGroup: Bool = false
-        /// Output file (created, appended to); nil inherits ours.
+        /// Output file (created 0600, appended to; never through a symlink, and a regular file
+        /// unless `outputMayBeFIFO`); nil inherits ours.
         public var outputPath: String?
+        /// Lets `outputPath` name a FIFO (tests that await a child's output); never for a path
+        /// in a state directory (docs/operator-guide.md, "Security of the state directory").
+        public var outputMayBeFIFO: Bool = false
         public var workingDirectory: String?
         /// Extra or replaced environment variables.
         public var environment: [String: String] = [:]
@@ -32,7 +36,11 @@ public enum Spawner {
         let path = resolve(argv[0])
         var outFD: Int32 = -1
         if let out = options.outputPath {
-            outFD = try sys("open", out) { open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
+            if options.outputMayBeFIFO {
+                outFD = try sys("open", out) { open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, PrivateFile.mode) }
+            } else {
+                outFD = try PrivateFile.open(out, O_WRONLY | O_CREAT | O_APPEND)
+            }
         }
         defer { if outFD >= 0 { close(outFD) } }
 

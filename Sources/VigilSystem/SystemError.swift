@@ -6,6 +6,9 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     public var call: String
     public var errno: Int32
     public var subject: String
+    /// Set when the call was refused because the path holds something other than a regular
+    /// file (what is there: "a symlink", "a FIFO", …); see `PrivateFile.open`.
+    public var unsafeSlot: String? = nil
 
     public init(_ call: String, errno: Int32, subject: String = "") {
         self.call = call
@@ -14,6 +17,9 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 
     public var description: String {
+        if let kind = unsafeSlot {
+            return "\(subject) is \(kind), not a regular file: refused (Vigil never opens a symlink, FIFO or device in its state directory; see docs/operator-guide.md, \"Security of the state directory\")"
+        }
         let what = String(cString: strerror(errno))
         return subject.isEmpty ? "\(call): \(what)" : "\(call) \(subject): \(what)"
     }

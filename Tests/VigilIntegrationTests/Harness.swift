@@ -20,10 +20,16 @@ final class Harness {
         return (testBin as NSString).deletingLastPathComponent + "/vigil"
     }()
 
-    init(binary: String = Harness.vigil) {
+    /// The temp directory this harness removes at `finish()` (`dir` or its parent).
+    private let root: String
+
+    /// - Parameter uncreated: the state directory is a path inside a fresh temp directory that
+    ///   does not exist yet (for tests of what creates it).
+    init(binary: String = Harness.vigil, uncreated: Bool = false) {
         var template = Array("/tmp/vigil-test-XXXXXX".utf8CString)
         let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        dir = String(cString: p!)
+        root = String(cString: p!)
+        dir = uncreated ? root + "/state" : root
         bin = binary
     }
 
@@ -68,7 +74,7 @@ final class Harness {
     func spawn(_ argv: [String], log: String, environment: [String: String]? = nil) throws -> ProcessIdentity {
         var o = Spawner.Options()
         o.newSession = true
-        o.outputPath = dir + "/" + log
+        o.outputPath = root + "/" + log
         o.environment = environment ?? env
         let id = try Spawner.spawn(argv, o)
         started.append(id)
@@ -85,7 +91,7 @@ final class Harness {
     @discardableResult
     func vigil(_ args: [String], environment: [String: String]? = nil) throws -> Result {
         let tag = UUID().uuidString.prefix(8)
-        let out = "\(dir)/.cli-\(tag).out", err = "\(dir)/.cli-\(tag).err"
+        let out = "\(root)/.cli-\(tag).out", err = "\(root)/.cli-\(tag).err"
         var o = Spawner.Options()
         o.newSession = false
         o.environment = environment ?? env
@@ -234,7 +240,7 @@ final class Harness {
         }
         let left = leftovers()
         #expect(left.isEmpty, "processes survived SIGKILL: \(left)", sourceLocation: sourceLocation)
-        try? FileManager.default.removeItem(atPath: dir)
+        try? FileManager.default.removeItem(atPath: root)
     }
 
     func write(_ name: String, _ text: String) {

@@ -68,6 +68,7 @@ func spawnAndAwait(_ argv: [String], line expected: String, in dir: TempDir,
     defer { close(readFD); unlink(fifo) }
     var options = Spawner.Options()
     options.outputPath = fifo
+    options.outputMayBeFIFO = true
     let child = try Child(argv, options)
     var text = ""
     // The limit only keeps a broken child from hanging the run; readiness itself is awaited.

@@ -140,8 +140,7 @@ public final class MissionRunner {
     /// `IN_CLOSE_WRITE`. No write and no `O_TRUNC` (a truncate makes ext4 flush on close).
     /// Errors are ignored: the runner's next periodic tick sees the change anyway.
     public static func poke(_ stateDir: StateDirectory) {
-        let fd = open(wakeFile(stateDir), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return }
+        guard let fd = try? PrivateFile.open(wakeFile(stateDir), O_WRONLY | O_CREAT) else { return }
         close(fd)
     }
 
