@@ -22,13 +22,13 @@ extension StateDirectory {
 
 /// Wakes the bridge's chat workers: "something was queued".
 public enum ChatKick {
-    public static func poke(_ dir: StateDirectory) {
-        var fd = open(dir.chatKick, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
-        if fd < 0 && lastErrno() == ENOENT {
+    /// Never blocks (`StateFiles.touch`: a FIFO or symlink there is quarantined).
+    public static func poke(_ dir: StateDirectory, journal: Journal? = nil) {
+        let files = StateFiles(dir: dir, journal: journal ?? Journal(path: dir.journal, source: "cli"))
+        if files.touch(dir.chatKick) == .failed(ENOENT) {
             try? AtomicFile.makeDirectory(dir.chatDirectory)
-            fd = open(dir.chatKick, O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
+            files.touch(dir.chatKick)
         }
-        if fd >= 0 { close(fd) }
     }
 }
 
