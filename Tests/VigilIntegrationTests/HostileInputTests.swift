@@ -207,6 +207,15 @@ struct HostileInputTests {
                 #expect(r.err.contains("cannot be /"), "\(r.err)")
             }
         }
+        // The wrapper refuses both before it takes its lock (no /wrapper.lock).
+        let hadLock = access("/wrapper.lock", F_OK) == 0
+        h.write("afile", "x")
+        for dir in ["/", h.dir + "/afile"] {
+            let w = try HostileInputTests.shell(h, "VIGIL_BIN=\"$0\" exec '\(Harness.repoRoot)/scripts/vigil-run' --state-dir '\(dir)' 2>'\(h.dir)/wrapper.err'")
+            let err = (try? String(contentsOfFile: h.dir + "/wrapper.err", encoding: .utf8)) ?? ""
+            #expect(exitCode(fromWaitStatus: w) == 2 && err.contains("state directory"), "vigil-run --state-dir \(dir): \(w) \(err)")
+        }
+        #expect(hadLock || access("/wrapper.lock", F_OK) != 0)
         // From the environment too.
         let viaEnv = try HostileInputTests.shell(h, "VIGIL_STATE_DIR=/ exec \"$0\" status >/dev/null 2>&1")
         #expect(exitCode(fromWaitStatus: viaEnv) == 2, "VIGIL_STATE_DIR=/")
