@@ -134,3 +134,79 @@ struct StateFileTests {
         #expect(StateFile.read(dir.file("big"), kind: "sample", as: Sample.self).corruptReason?.hasPrefix("too large") == true)
     }
 }
+
+@Suite("StateFiles.load: the corrupt-file policy")
+struct StateFilesTests {
+    func setUp() throws -> (TempDir, StateDirectory, StateFiles) {
+        let dir = try TempDir()
+        let sd = StateDirectory(dir.path)
+        try sd.prepare()
+        let files = StateFiles(dir: sd, journal: Journal(path: sd.journal, source: "test"))
+        return (dir, sd, files)
+    }
+
+    @Test("A valid file loads; an absent one is nil and not journaled")
+    func okAndAbsent() throws {
+        let (dir, sd, files) = try setUp()
+        defer { withExtendedLifetime(dir) {} }
+        #expect(files.load(sd.healState, kind: "sample", as: Sample.self) == nil)
+        try files.save(sample, kind: "sample", to: sd.healState)
+        #expect(files.load(sd.healState, kind: "sample", as: Sample.self) == sample)
+        #expect(Journal.read(path: sd.journal).entries.isEmpty)
+    }
+
+    @Test("A corrupt file is moved into quarantine/, journaled, and treated as absent",
+          arguments: StateFileTests.corruptions)
+    func quarantines(name: String, data: Data, reason: String) throws {
+        let (dir, sd, files) = try setUp()
+        try put(data, at: sd.pidFile(.bridge))
+        #expect(files.load(sd.pidFile(.bridge), kind: "sample", as: Sample.self) == nil)
+        #expect(access(sd.pidFile(.bridge), F_OK) != 0, "gone from its place")
+        let quarantined = dir.names("quarantine")
+        try #require(quarantined.count == 1)
+        #expect(quarantined[0].hasPrefix("bridge.json."))
+        #expect(bytes(sd.quarantine + "/" + quarantined[0]) == data, "kept as it was, for a person to look at")
+
+        let log = Journal.read(path: sd.journal)
+        #expect(log.skipped == 0)
+        let entry = try #require(log.entries.first)
+        #expect(log.entries.count == 1)
+        #expect(entry["event"] == "quarantined")
+        #expect(entry["file"] == "bridge.json")
+        #expect(entry["reason"]?.stringValue?.hasPrefix(reason) == true)
+        #expect(entry["moved_to"]?.stringValue == sd.quarantine + "/" + quarantined[0])
+        #expect(entry["source"] == "test")
+
+        // Loading again: absent now, nothing more journaled; a new good file loads.
+        #expect(files.load(sd.pidFile(.bridge), kind: "sample", as: Sample.self) == nil)
+        #expect(Journal.read(path: sd.journal).entries.count == 1)
+        try files.save(sample, kind: "sample", to: sd.pidFile(.bridge))
+        #expect(files.load(sd.pidFile(.bridge), kind: "sample", as: Sample.self) == sample)
+    }
+
+    @Test("Two corrupt files of the same name are both kept")
+    func twoQuarantines() throws {
+        let (dir, sd, files) = try setUp()
+        for text in ["first", "second"] {
+            try put(Data(text.utf8), at: sd.healState)
+            #expect(files.load(sd.healState, kind: "heal", as: HealState.self) == nil)
+        }
+        let kept = dir.names("quarantine").compactMap { bytes(sd.quarantine + "/" + $0) }.map { String(decoding: $0, as: UTF8.self) }
+        #expect(kept.sorted() == ["first", "second"])
+    }
+
+    @Test("When quarantine/ cannot be made, the file is removed so it cannot wedge every probe, and that is journaled")
+    func cannotQuarantine() throws {
+        let (dir, sd, files) = try setUp()
+        defer { withExtendedLifetime(dir) {} }
+        try put(Data("blocker".utf8), at: sd.quarantine) // a file where the directory should be
+        try put(Data("garbage".utf8), at: sd.healState)
+        #expect(files.load(sd.healState, kind: "heal", as: HealState.self) == nil)
+        #expect(access(sd.healState, F_OK) != 0)
+        let entry = try #require(Journal.read(path: sd.journal).entries.first)
+        #expect(entry["event"] == "quarantined")
+        #expect(entry["moved_to"] == .null)
+        #expect(entry["removed"] == true)
+        #expect(entry["reason"] == "no header line")
+    }
+}
