@@ -60,11 +60,15 @@ public struct Arguments {
         return try Arguments.duration(v, name: "--\(name)")
     }
 
+    /// Flags and vigil.json alike (`Tunables.set` calls this).
     public static func duration(_ text: String, name: String) throws -> TimeSpan {
         guard let d = TimeSpan.parse(text) else {
             throw UsageError("\(name) \(text.debugDescription): not a duration (use seconds like 0.2, or 200ms, 2s, 5m)")
         }
         guard d.nanoseconds > 0 else { throw UsageError("\(name) must be greater than zero (got \(text))") }
+        guard d >= TimeSpan.shortestSetting else {
+            throw UsageError("\(name) \(text.debugDescription) is too short: durations are at least 1ms (e.g. 0.001, 1ms, 200ms)")
+        }
         return d
     }
 

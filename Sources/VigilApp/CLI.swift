@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import VigilStore
 import VigilSystem
 
@@ -49,6 +50,9 @@ public enum CLI {
 
     /// Runs `vigil` with `argv` (without the program name) and returns the exit code.
     public static func main(_ argv: [String]) -> Int32 {
+        // A closed pipe is an error a write sees (`Console`), not a signal that kills a
+        // command after its commit (docs/operator-guide.md, "Bad input").
+        Console.ignoreSIGPIPE()
         do {
             var args = argv
             let stateDir = try extractStateDir(&args)
@@ -60,11 +64,11 @@ public enum CLI {
                 throw UsageError("unknown option \(args[0]); options go after the command name")
             }
             if name == "--help" || name == "-h" || name == "help" {
-                print(usage + commandList(), terminator: "")
+                Console.out.write(usage + commandList())
                 return 0
             }
             if name == "--version" || name == "version" {
-                print("vigil \(VigilVersion.string)")
+                printOut("vigil \(VigilVersion.string)")
                 return 0
             }
             guard let command = commands.first(where: { $0.name == name }) else {
@@ -72,9 +76,10 @@ public enum CLI {
             }
             let rest = Array(args.dropFirst())
             if rest.first == "--help" || rest.first == "-h" || (rest.contains("--help") && !rest.contains("--")) {
-                print(command.help)
+                printOut(command.help)
                 return 0
             }
+            try checkUsable(stateDir)
             try checkStateDirectory(stateDir, command: name, arguments: rest)
             try command.run(Invocation(arguments: rest, stateDir: stateDir, fullArguments: argv))
             return 0
@@ -140,6 +145,20 @@ public enum CLI {
         }.joined(separator: "\n") + "\n"
     }
 
+    /// Refuses, for every command, a state directory no command could work in: `/` (Vigil
+    /// creates, quarantines and removes files in its state directory) and a path that exists
+    /// but is not a directory (a command would read nothing there and look healthy). Exit 2.
+    /// See docs/operator-guide.md, "Bad input".
+    static func checkUsable(_ dir: StateDirectory) throws {
+        if dir.path == "/" {
+            throw CommandError("the state directory cannot be / (Vigil creates, moves aside and removes files in it): give it a directory of its own with --state-dir or $VIGIL_STATE_DIR, e.g. /var/lib/vigil", code: 2)
+        }
+        var st = stat()
+        if stat(dir.path, &st) == 0 && (st.st_mode & S_IFMT) != S_IFDIR {
+            throw CommandError("the state directory \(dir.path) exists but is not a directory: pass the directory Vigil keeps its state in (or a path that does not exist yet) with --state-dir or $VIGIL_STATE_DIR", code: 2)
+        }
+    }
+
     /// Removes `--state-dir DIR` / `--state-dir=DIR` (before any `--`) and resolves the
     /// directory: flag, then $VIGIL_STATE_DIR, then ./.vigil.
     static func extractStateDir(_ args: inout [String]) throws -> StateDirectory {
@@ -168,13 +187,17 @@ public enum CLI {
 }
 
 /// Writes to standard error without buffering.
-public func printErr(_ text: String) {
-    FileHandle.standardError.write(Data(text.utf8))
+/// False when nobody is listening (`Console`: never a crash).
+@discardableResult
+public func printErr(_ text: String) -> Bool {
+    Console.err.write(text)
 }
 
-/// Writes a line to standard output and flushes it (output may go to a pipe read live).
-public func printOut(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+/// Writes a line to standard output unbuffered (output may go to a pipe read live). False when
+/// nobody is listening: stdout closed or its reader gone (`Console`: never a crash).
+@discardableResult
+public func printOut(_ text: String) -> Bool {
+    Console.out.write(text + "\n")
 }
 
 public enum VigilVersion {

@@ -38,18 +38,15 @@ struct Heartbeat: Equatable, Sendable {
         return .ok(Heartbeat(identity: ProcessIdentity(pid: pid, startTicks: start), beat: BootInstant(nanoseconds: boot), seq: seq))
     }
 
-    /// One `read` into a stack buffer.
+    /// One `read` into a stack buffer, through `StateSlot` (a FIFO or a huge file there is
+    /// `.corrupt`, never a blocked `open`; docs/operator-guide.md, "Bad input").
     static func read(_ path: String) -> StateFile.Read<Heartbeat> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            let e = lastErrno()
-            return e == ENOENT ? .absent : .corrupt("unreadable: \(String(cString: strerror(e)))")
-        }
-        defer { close(fd) }
-        return withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { buf in
-            let n = Glibc.read(fd, buf.baseAddress, 256)
-            guard n >= 0 else { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
-            return decode(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        StateSlot.withContents(of: path, sizeLimit: 256) { contents in
+            switch contents {
+            case .absent: return .absent
+            case .unfit(let why): return .corrupt(why)
+            case .bytes(let raw): return decode(raw)
+            }
         }
     }
 }

@@ -123,7 +123,7 @@ enum FaultInjection {
     static let enabled = ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1"
 
     static func current(_ dir: StateDirectory) -> String? {
-        guard enabled, let data = FileManager.default.contents(atPath: dir.file("fault")) else { return nil }
+        guard enabled, case .bytes(let data) = StateSlot.read(dir.file("fault")) else { return nil }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
     }

@@ -84,12 +84,13 @@ public struct Tunables: Equatable, Sendable {
 
     /// The flags that reproduce these tunables (the runner hands them to the bridges it spawns).
     public var flags: [String] {
-        var f = ["--tick", "\(tick.seconds)", "--heartbeat-interval", "\(heartbeatInterval.seconds)",
-                 "--stale-after", "\(staleAfter.seconds)", "--cooldown", "\(cooldown.seconds)",
-                 "--term-grace", "\(termGrace.seconds)", "--start-grace", "\(startGrace.seconds)",
-                 "--circuit-limit", "\(circuitLimit)", "--circuit-cooloff", "\(circuitCooloff.seconds)",
-                 "--circuit-reminder", "\(circuitReminder.seconds)", "--max-parallel", "\(maxParallel)"]
-        if let s = stableAfter { f += ["--stable-after", "\(s.seconds)"] }
+        // Durations as `decimalSeconds`, which the bridge's parser reads back exactly.
+        var f = ["--tick", tick.decimalSeconds, "--heartbeat-interval", heartbeatInterval.decimalSeconds,
+                 "--stale-after", staleAfter.decimalSeconds, "--cooldown", cooldown.decimalSeconds,
+                 "--term-grace", termGrace.decimalSeconds, "--start-grace", startGrace.decimalSeconds,
+                 "--circuit-limit", "\(circuitLimit)", "--circuit-cooloff", circuitCooloff.decimalSeconds,
+                 "--circuit-reminder", circuitReminder.decimalSeconds, "--max-parallel", "\(maxParallel)"]
+        if let s = stableAfter { f += ["--stable-after", s.decimalSeconds] }
         if let r = rssLimit { f += ["--rss-limit", "\(r)b"] }
         if let v = versionFile { f += ["--version-file", v] }
         if let v = versionCommand { f += ["--version-command", v] }
@@ -113,7 +114,9 @@ public struct Configuration: Sendable {
         var t = Tunables()
         var chat: JSONValue? = nil
         var agent: [String]? = nil
-        if let data = FileManager.default.contents(atPath: stateDir.config) {
+        let file: Data?
+        do { file = try ConfigFile.read(stateDir.config) } catch { throw CommandError(error.message, code: 2) }
+        if let data = file {
             guard case .object(let obj)? = JSONValue.parse(data) else {
                 throw CommandError("\(stateDir.config) is not a JSON object; fix or remove it (see docs/operator-guide.md, \"Configuration\")", code: 2)
             }

@@ -105,8 +105,15 @@ public final class VersionSource {
     }
 
     private func readVersionFileNow(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // An operator's path (a link is fine), read without blocking (docs/operator-guide.md, "Bad input").
+        let data: [UInt8]
+        switch StateSlot.read(path, followSymlinks: true) {
+        case .bytes(let b): data = b
+        case .absent:
             problem = "cannot read the version file \(path)"
+            return nil
+        case .unfit(let why):
+            problem = "cannot read the version file \(path): it is \(why)"
             return nil
         }
         problem = nil

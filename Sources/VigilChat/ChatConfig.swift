@@ -1,5 +1,7 @@
 import Foundation
 import VigilCore
+import VigilStore
+import VigilSystem
 
 /// The `chat` object of `vigil.json`: which adapters get messages for people, and how hard to
 /// try. Every key is optional; an absent `chat` object means the console adapter only.
@@ -218,7 +220,9 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
 
     /// Reads the `chat` object of a `vigil.json` file. An absent file or key gives `.console`.
     public static func load(configFile path: String) throws -> ChatConfig {
-        guard let data = FileManager.default.contents(atPath: path) else { return .console }
+        let file: Data?
+        do { file = try ConfigFile.read(path) } catch { throw ChatConfigError(message: error.message) }
+        guard let data = file else { return .console }
         struct Root: Decodable { var chat: ChatConfig? }
         do {
             return try JSONDecoder().decode(Root.self, from: data).chat ?? .console
@@ -254,6 +258,9 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             guard span.nanoseconds > 0 else {
                 throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "durations must be greater than zero"))
             }
+            guard span >= .shortestSetting else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "durations are at least 1ms (e.g. 0.001, 1ms, 200ms)"))
+            }
         }
     }
 
@@ -271,8 +278,9 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             return v
         }
         if let file, let path = try c.decodeIfPresent(String.self, forKey: file) {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [file], debugDescription: "cannot read \(path)"))
+            // An operator's path (a link is fine), read without blocking (docs/operator-guide.md, "Bad input").
+            guard case .bytes(let data) = StateSlot.read(path, followSymlinks: true, sizeLimit: 64 << 10) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [file], debugDescription: "cannot read \(path) (missing, not a regular file, or over 64 KiB)"))
             }
             return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -22,13 +22,13 @@ extension StateDirectory {
 
 /// Wakes the bridge's chat workers: "something was queued".
 public enum ChatKick {
-    public static func poke(_ dir: StateDirectory) {
-        var fd = try? PrivateFile.open(dir.chatKick, O_WRONLY | O_CREAT)
-        if fd == nil && access(dir.chatDirectory, F_OK) != 0 {
+    /// Never blocks (`StateFiles.touch`: a FIFO or symlink there is quarantined).
+    public static func poke(_ dir: StateDirectory, journal: Journal? = nil) {
+        let files = StateFiles(dir: dir, journal: journal ?? Journal(path: dir.journal, source: "cli"))
+        if files.touch(dir.chatKick) == .failed(ENOENT) {
             try? AtomicFile.makeDirectory(dir.chatDirectory)
-            fd = try? PrivateFile.open(dir.chatKick, O_WRONLY | O_CREAT)
+            files.touch(dir.chatKick)
         }
-        if let fd { close(fd) }
     }
 }
 

@@ -116,12 +116,9 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
 
     /// Whether the last 256 KiB of the file contain `" " + entry` (a byte search).
     static func tailContains(_ path: String, _ entry: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return false }
+        // `StateSlot`: a FIFO in chat.log's place is not waited on (docs/operator-guide.md, "Bad input").
+        guard case .file(let fd, let size) = StateSlot.openForReading(path, sizeLimit: nil) else { return false }
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
-        let size = Int(st.st_size)
         let start = max(0, size - (256 << 10))
         guard size > start else { return false }
         var buf = [UInt8](repeating: 0, count: size - start)
@@ -201,8 +198,7 @@ public final class ConsoleFollower {
             partial.removeAll()
         }
         guard Int(st.st_size) > offset else { return [] }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return [] }
+        guard case .file(let fd, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return [] }
         defer { close(fd) }
         let want = min(Int(st.st_size) - offset, 4 << 20)
         var buf = [UInt8](repeating: 0, count: want)

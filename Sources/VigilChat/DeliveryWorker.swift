@@ -298,7 +298,7 @@ final class DeliveryWorker: @unchecked Sendable {
                                   maxLength: config.maxMessageLength)
         let items = otherAdapters.map { (key: "undelivered:\(adapter.name):\(msg.id)", adapter: $0, body: text) }
         _ = try? outbox.enqueue(items)
-        ChatKick.poke(stateDir)
+        ChatKick.poke(stateDir, journal: journal)
     }
 
     private func journalFailed(_ msg: OutboxMessage, _ why: String) {

@@ -41,7 +41,7 @@ public final class Notifier: @unchecked Sendable {
         let body = ChatText.clean(text, maxLength: config.maxMessageLength)
         let items = config.adapters.map { NotificationSpool.Item(key: key, adapter: $0, body: body) }
         lock.withLock { enqueueLocked(items) }
-        ChatKick.poke(stateDir)
+        ChatKick.poke(stateDir, journal: journal)
     }
 
     /// Moves the memory backlog and the spool file into the outbox, if the database can be
@@ -58,7 +58,7 @@ public final class Notifier: @unchecked Sendable {
                 return false
             }
         }
-        if moved { ChatKick.poke(stateDir) }
+        if moved { ChatKick.poke(stateDir, journal: journal) }
     }
 
     private func enqueueLocked(_ items: [NotificationSpool.Item]) {

@@ -9,6 +9,9 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
     public static func seconds(_ s: Double) -> TimeSpan { TimeSpan(nanoseconds: Int64((s * 1e9).rounded())) }
     public static func milliseconds(_ ms: Double) -> TimeSpan { .seconds(ms / 1000) }
     public static let zero = TimeSpan(nanoseconds: 0)
+    /// No duration an operator sets (flags, vigil.json) is shorter: below it a tick or a grace
+    /// is a busy loop, not a setting (docs/operator-guide.md, "Bad input").
+    public static let shortestSetting = TimeSpan(nanoseconds: 1_000_000)
 
     public var seconds: Double { Double(nanoseconds) / 1e9 }
     public var milliseconds: Double { Double(nanoseconds) / 1e6 }
@@ -32,6 +35,22 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
         while t.hasSuffix("0") { t.removeLast() }
         if t.hasSuffix(".") { t.removeLast() }
         return t
+    }
+
+    /// Seconds as a plain decimal (`0.0015`, `20`, `0.00005`), exact to the nanosecond and
+    /// read back by `parse` to the same value: the form one process hands a duration to
+    /// another in (never `5e-05`, which `parse` refuses).
+    public var decimalSeconds: String {
+        let m = nanoseconds.magnitude
+        let whole = m / 1_000_000_000, frac = m % 1_000_000_000
+        var text = (nanoseconds < 0 ? "-" : "") + "\(whole)"
+        if frac != 0 {
+            var f = String(frac)
+            f = String(repeating: "0", count: 9 - f.count) + f
+            while f.hasSuffix("0") { f.removeLast() }
+            text += "." + f
+        }
+        return text
     }
 
     /// Parses `0.2`, `200ms`, `2s`, `5m`, `1h`. Returns nil for anything else (empty, garbage,

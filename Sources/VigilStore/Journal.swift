@@ -130,10 +130,22 @@ public final class Journal: @unchecked Sendable {
 
     /// Reads entries from `offset` on. An unterminated last line is left for the next read.
     public static func read(path: String, from offset: Int = 0) -> ReadResult {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return ReadResult(entries: [], skipped: 0, offset: offset) }
-        defer { try? handle.close() }
-        try? handle.seek(toOffset: UInt64(offset))
-        let data = (try? handle.readToEnd()) ?? Data()
+        // Through `StateSlot` (docs/operator-guide.md, "Bad input"): a FIFO or symlink in the
+        // journal's place reads as empty, never as a blocked `open`.
+        guard case .file(let fd, let size) = StateSlot.openForReading(path, sizeLimit: nil) else {
+            return ReadResult(entries: [], skipped: 0, offset: offset)
+        }
+        defer { close(fd) }
+        var data = Data(capacity: max(0, size - offset))
+        var buf = [UInt8](repeating: 0, count: 65536)
+        var pos = offset
+        while true {
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
+            if n < 0 && lastErrno() == EINTR { continue }
+            if n <= 0 { break }
+            data.append(contentsOf: buf[0..<n])
+            pos += n
+        }
         var entries: [[String: JSONValue]] = []
         var skipped = 0
         var consumed = 0

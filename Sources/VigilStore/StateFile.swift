@@ -59,34 +59,16 @@ public enum StateFile {
         }
     }
 
+    /// Reads through `StateSlot` (docs/operator-guide.md, "Bad input"): a FIFO, device,
+    /// symlink, directory or a file over `StateSlot.sizeLimit` is `.corrupt` (so `StateFiles.load`
+    /// quarantines it), never a blocked `open`.
     public static func read<T: Decodable & Sendable>(_ path: String, kind: String, as type: T.Type) -> Read<T> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            let e = lastErrno()
-            return e == ENOENT ? .absent : .corrupt("unreadable: \(String(cString: strerror(e)))")
-        }
-        defer { close(fd) }
-        // Small files (all of ours) in one read into a stack buffer; larger ones grow a Data.
-        return withUnsafeTemporaryAllocation(byteCount: 8192, alignment: 1) { buf -> Read<T> in
-            var used = 0
-            while used < buf.count {
-                let n = Glibc.read(fd, buf.baseAddress! + used, buf.count - used)
-                if n < 0 && lastErrno() == EINTR { continue }
-                if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
-                if n == 0 { return decode(UnsafeRawBufferPointer(rebasing: buf[0..<used]), kind: kind, as: type) }
-                used += n
+        StateSlot.withContents(of: path) { contents in
+            switch contents {
+            case .absent: return .absent
+            case .unfit(let why): return .corrupt(why)
+            case .bytes(let raw): return decode(raw, kind: kind, as: type)
             }
-            var data = Data(UnsafeRawBufferPointer(buf))
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
-                if n < 0 && lastErrno() == EINTR { continue }
-                if n < 0 { return .corrupt("unreadable: \(String(cString: strerror(lastErrno())))") }
-                if n == 0 { break }
-                data.append(contentsOf: chunk[0..<n])
-                if data.count > 16 << 20 { return .corrupt("too large") }
-            }
-            return decode(data, kind: kind, as: type)
         }
     }
 
@@ -132,12 +114,26 @@ public struct StateFiles: Sendable {
         try StateFile.write(value, kind: kind, to: path, mode: mode)
     }
 
+    /// Touches a wake file (`missions.wake`, `chat/kick`) without ever blocking: whatever is
+    /// there instead of a regular file (a FIFO, a symlink) is quarantined and the touch tried
+    /// once more. Returns how the last try went (`.failed(ENOENT)`: the directory is missing).
+    @discardableResult
+    public func touch(_ path: String) -> StateSlot.Touched {
+        var result = StateSlot.touch(path)
+        if case .unfit(let why) = result {
+            quarantine(path, reason: why)
+            result = StateSlot.touch(path)
+        }
+        return result
+    }
+
     /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.
     public func quarantine(_ path: String, reason: String) {
         let name = (path as NSString).lastPathComponent
         let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
         let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))"
         var moved = false
+        var st = stat()
         do {
             try AtomicFile.makeDirectory(dir.quarantine)
             if rename(path, target) == 0 {
@@ -148,7 +144,7 @@ public struct StateFiles: Sendable {
         } catch {}
         if moved {
             journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
-        } else if access(path, F_OK) == 0 {
+        } else if lstat(path, &st) == 0 {
             // Could not move it (read-only, full): remove it so it cannot wedge every probe.
             unlink(path)
             journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])

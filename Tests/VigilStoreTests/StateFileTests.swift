@@ -117,16 +117,21 @@ struct StateFileTests {
         #expect(StateFile.decode(slice, kind: "sample", as: Sample.self).value == sample)
     }
 
-    @Test("A directory or an oversized file is unreadable, not a crash")
+    @Test("A directory, a FIFO, a symlink or an oversized file is corrupt, never a blocked open or a crash")
     func unreadable() throws {
         let dir = try TempDir()
         try #require(mkdir(dir.file("d"), 0o755) == 0)
-        #expect(StateFile.read(dir.file("d"), kind: "sample", as: Sample.self).corruptReason == "unreadable: Is a directory")
-        // A sparse 17 MB file: above the 16 MB limit.
+        #expect(StateFile.read(dir.file("d"), kind: "sample", as: Sample.self).corruptReason == "a directory, not a regular file")
+        try #require(mkfifo(dir.file("p"), 0o600) == 0)
+        #expect(StateFile.read(dir.file("p"), kind: "sample", as: Sample.self).corruptReason == "a FIFO (named pipe), not a regular file")
+        try StateFile.write(Sample(pid: 1, name: "x", beat: 2), kind: "sample", to: dir.file("real"))
+        try #require(symlink(dir.file("real"), dir.file("link")) == 0)
+        #expect(StateFile.read(dir.file("link"), kind: "sample", as: Sample.self).corruptReason?.contains("symbolic link") == true)
+        // A sparse 2 MiB file: above the 1 MiB limit (docs/operator-guide.md, "Bad input").
         let fd = open(dir.file("big"), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-        try #require(fd >= 0 && ftruncate(fd, 17 << 20) == 0)
+        try #require(fd >= 0 && ftruncate(fd, 2 << 20) == 0)
         close(fd)
-        #expect(StateFile.read(dir.file("big"), kind: "sample", as: Sample.self).corruptReason == "too large")
+        #expect(StateFile.read(dir.file("big"), kind: "sample", as: Sample.self).corruptReason?.hasPrefix("too large") == true)
     }
 }
 

@@ -46,6 +46,7 @@ enum JournalCommand {
                 let next = Journal.read(path: path, from: result.offset)
                 for e in next.entries { printOut(json ? JSONValue.object(e).jsonString : format(e)) }
                 result.offset = next.offset
+                if Console.out.isGone { return } // `| head -1` has what it wanted
             }
         })
 

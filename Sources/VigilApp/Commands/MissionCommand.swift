@@ -63,7 +63,15 @@ enum MissionCommand {
             try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts)
         }
         MissionRunner.poke(stateDir)
-        printOut("\(id)")
+        guard printOut("\(id)") else {
+            // Committed, so exit 0 (a script that retries on failure would add it twice); the
+            // id is journaled instead (docs/operator-guide.md, "Bad input").
+            Journal(path: stateDir.journal, source: "cli").append("mission-id-unprinted", [
+                "mission": .int(id), "why": .string(Console.out.isGone ? "standard output is closed" : "writing to standard output failed"),
+            ])
+            printErr("vigil: mission \(id) was added, but its id could not be printed (standard output is closed or failing); it is in `vigil journal`\n")
+            return
+        }
     }
 
     static func list(_ argv: [String], _ stateDir: StateDirectory) throws {
@@ -121,7 +129,7 @@ enum MissionCommand {
         // Follow: poll the file and the row until the mission has ended.
         let q = try withQueue(stateDir, doing: "cannot follow") { $0 }
         var final = m.state.isFinal
-        while !final {
+        while !final && !Console.out.isGone {
             usleep(100_000)
             offset = copyOutput(paths.output, from: offset)
             if let now = try? q.mission(id) { final = now.state.isFinal }
@@ -231,8 +239,8 @@ enum MissionCommand {
 
     /// Copies the output file from `offset` to stdout; returns the new offset.
     static func copyOutput(_ path: String, from offset: Int) -> Int {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return offset }
+        // Through `StateSlot`: a FIFO or symlink in its place is not opened (docs/operator-guide.md, "Bad input").
+        guard case .file(let fd, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return offset }
         defer { close(fd) }
         var pos = offset
         var buf = [UInt8](repeating: 0, count: 65536)
@@ -240,7 +248,7 @@ enum MissionCommand {
             let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
             if n < 0 && lastErrno() == EINTR { continue }
             if n <= 0 { break }
-            FileHandle.standardOutput.write(Data(buf[0..<n]))
+            guard buf.withUnsafeBytes({ Console.out.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { break }
             pos += n
         }
         return pos

@@ -136,12 +136,10 @@ public final class MissionRunner {
     /// runner's loop (which watches the state directory), not a durable record.
     public static func wakeFile(_ stateDir: StateDirectory) -> String { stateDir.file("missions.wake") }
 
-    /// Touches the wake file: open for writing + close, which inotify reports as
-    /// `IN_CLOSE_WRITE`. No write and no `O_TRUNC` (a truncate makes ext4 flush on close).
-    /// Errors are ignored: the runner's next periodic tick sees the change anyway.
-    public static func poke(_ stateDir: StateDirectory) {
-        guard let fd = try? PrivateFile.open(wakeFile(stateDir), O_WRONLY | O_CREAT) else { return }
-        close(fd)
+    /// Touches the wake file (`StateFiles.touch`: never blocks; a FIFO or symlink there is
+    /// quarantined). Errors are ignored: the runner's next periodic tick sees the change anyway.
+    public static func poke(_ stateDir: StateDirectory, journal: Journal? = nil) {
+        StateFiles(dir: stateDir, journal: journal ?? Journal(path: stateDir.journal, source: "cli")).touch(wakeFile(stateDir))
     }
 
     /// Pidfds of the running shims: readable when a shim ended, so its result is recorded at once.
