@@ -165,7 +165,10 @@ struct WatchdogTests {
             "seq": 1, "boot_id": .string(Clock.bootID),
         ]
         try StateFile.write(forged, kind: "process", to: h.dir + "/bridge.json")
-        try h.startRunner()
+        // The pair's first runner (as the wrapper starts it): a PID file no bridge of ours left
+        // is no incident to continue, so this is a start. (A relaunched runner would treat the
+        // dead bridge as an incident: HealMachineScenarioTests, "start check".)
+        try h.startRunner(Harness.fast + ["--clear-stop"])
         let bridge = try h.waitHealthy()
         #expect(bridge.pid != decoy.pid)
         #expect(decoy.liveness() == .alive, "the decoy was never signalled")
