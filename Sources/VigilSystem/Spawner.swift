@@ -13,9 +13,15 @@ public enum Spawner {
         public var newProcessGroup: Bool = false
         /// Output file (created, appended to); nil inherits ours.
         public var outputPath: String?
+        /// A descriptor of ours to become the child's stdout and stderr (a pipe's write end);
+        /// used when `outputPath` is nil.
+        public var outputDescriptor: Int32?
         public var workingDirectory: String?
         /// Extra or replaced environment variables.
         public var environment: [String: String] = [:]
+        /// Whether the child starts from our environment (then `environment` is applied on
+        /// top) or from `environment` alone.
+        public var inheritEnvironment = true
         public init() {}
     }
 
@@ -35,8 +41,9 @@ public enum Spawner {
             outFD = try sys("open", out) { open(out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) }
         }
         defer { if outFD >= 0 { close(outFD) } }
+        let childOut = outFD >= 0 ? outFD : (options.outputDescriptor ?? -1)
 
-        var env = ProcessInfo.processInfo.environment
+        var env = options.inheritEnvironment ? ProcessInfo.processInfo.environment : [:]
         for (k, v) in options.environment { env[k] = v }
         let envStrings = env.map { "\($0.key)=\($0.value)" }
 
@@ -44,9 +51,9 @@ public enum Spawner {
         let rc = withCStrings(argv) { cargv in
             withCStrings(envStrings) { cenv in
                 if let cwd = options.workingDirectory {
-                    return cvigil_spawn(&pid, path, cargv, cenv, outFD, cwd, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
+                    return cvigil_spawn(&pid, path, cargv, cenv, childOut, cwd, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
                 }
-                return cvigil_spawn(&pid, path, cargv, cenv, outFD, nil, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
+                return cvigil_spawn(&pid, path, cargv, cenv, childOut, nil, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
             }
         }
         guard rc == 0 else { throw SpawnError(path: path, errno: rc) }

@@ -50,6 +50,7 @@ struct ReplyCapTests {
         // Reading stopped near the cap: the kernel's socket buffers hold a few MB at most.
         let sent = server.streamedBytes.values.max() ?? 0
         #expect(sent < 64 << 20, "the server could send \(sent >> 20) MB: the client kept reading")
+        print("reply cap: bridge VmHWM \(peak >> 10) KiB after two \(size >> 20) MB replies (Content-Length: \(declareLength)); at most \(sent >> 10) KiB of a reply was sent before the bridge hung up")
     }
 
     /// A Matrix /sync (or any Matrix call) whose reply is over its cap is a retryable failure
