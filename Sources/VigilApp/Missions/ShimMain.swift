@@ -150,13 +150,12 @@ enum ShimMain {
     /// Copies the mission's output from the pipe `fd` into `output` until `child` has exited
     /// (left a zombie) or every writer closed the pipe (then waits for the child).
     static func pump(_ fd: Int32, until child: ProcessIdentity, into output: inout MissionOutput) {
-        guard let pidfd = child.openPidFD() else {
-            waitWithoutReaping(child.pid)
-            return
-        }
+        // Without a pidfd (never expected for our own child): look every 100 ms.
+        let pidfd = child.openPidFD()
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
-            let ready = pollReadable([fd, pidfd.fd], timeoutMilliseconds: -1)
+            let ready = pollReadable([fd] + (pidfd.map { [$0.fd] } ?? []), timeoutMilliseconds: pidfd == nil ? 100 : -1)
+            if pidfd == nil && !ready.contains(fd) && hasExited(child.pid) { return }
             if ready.contains(fd) {
                 let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
                 if n > 0 {
@@ -167,8 +166,14 @@ enum ShimMain {
                 waitWithoutReaping(child.pid) // end of file: no writer is left
                 return
             }
-            if ready.contains(pidfd.fd) { return }
+            if let pidfd, ready.contains(pidfd.fd) { return }
         }
+    }
+
+    /// Whether our child `pid` has exited, leaving it a zombie.
+    static func hasExited(_ pid: Int32) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid != 0
     }
 
     /// Copies what is left in the pipe (the mission's processes are gone or killed) without
