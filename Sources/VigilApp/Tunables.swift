@@ -68,7 +68,7 @@ public struct Tunables: Equatable, Sendable {
             versionFile = text
         case "mission-output-cap":
             guard let b = ByteSize.parse(text), b >= UInt64(MissionSettings.minimumOutputCap), b <= UInt64(Int64.max) else {
-                throw UsageError("\(name) \(text.debugDescription): not a size of at least 128KB (use e.g. 64MB or 1GB)")
+                throw UsageError("\(name) \(text.debugDescription): not a size of at least 128KiB (131072 bytes; use e.g. 64MB or 1GB)")
             }
             missionOutputCap = Int64(b)
         case "version-command":

@@ -15,7 +15,7 @@ struct MissionHostileTests {
         return stat(path, &st) == 0 ? Int64(st.st_size) : -1
     }
 
-    /// A mission printing 20 MB under a 1 MiB cap: the two output files hold at most the cap
+    /// A mission printing 20 MB under a 1 MB cap: the two output files hold at most the cap
     /// (plus the cut line), the cut line says how much went, the newest bytes are all there,
     /// and the shim's own end notes still follow.
     @Test func outputOverItsCapKeepsTheNewestBytes() throws {
@@ -32,7 +32,7 @@ struct MissionHostileTests {
         let paths = MissionPaths(stateDir: env.state, id: id)
         let live = MissionHostileTests.fileSize(paths.output)
         let older = MissionHostileTests.fileSize(paths.previousOutput)
-        let cap: Int64 = 1 << 20
+        let cap: Int64 = 1_000_000 // "1MB"
         #expect(live >= 0 && older > 0)
         #expect(live + older <= cap + 200, "output.log \(live) + output.log.1 \(older) bytes over a cap of \(cap)")
         let previous = readText(paths.previousOutput)
