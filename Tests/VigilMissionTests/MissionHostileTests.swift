@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+@testable import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -138,5 +139,35 @@ struct MissionHostileTests {
         if let p = Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)), let st = ProcStat.read(pid: p) {
             #expect(st.isZombie || !(ProcStat.commandLine(pid: p).joined(separator: " ").contains("escapee")), "the first escapee still runs")
         }
+    }
+}
+
+/// The pure pieces: terminal escaping (also across read boundaries) and the environment filter.
+@Suite struct MissionOutputUnitTests {
+    func escaped(_ pieces: [[UInt8]]) -> String {
+        var carry: [UInt8] = []
+        var out: [UInt8] = []
+        for p in pieces { out += MissionOutput.escapeForTerminal(p, carry: &carry) }
+        out += MissionOutput.escapeForTerminal([], carry: &carry, final: true)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @Test func escapesControlsAndKeepsUTF8AcrossPieces() {
+        let check = Array("✓".utf8) // e2 9c 93
+        #expect(escaped([[0x61] + check.prefix(1), Array(check.dropFirst()) + [0x0a]]) == "a✓\n")
+        #expect(escaped([[0x1b, 0x5b, 0x32, 0x4a, 0x09, 0x7f]]) == "\\x1b[2J\t\\x7f")
+        #expect(escaped([[0xc2, 0x9b, 0x31, 0x6d]]) == "\\xc2\\x9b1m") // C1 CSI
+        #expect(escaped([[0xc3]]) == "\\xc3") // cut short at the very end
+        #expect(escaped([[0xed, 0xa0, 0x80]]) == "\\xed\\xa0\\x80") // a UTF-16 surrogate is not UTF-8
+    }
+
+    @Test func environmentKeepsOnlyWhatIsNamed() {
+        let parent = ["PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "VIGIL_WEBHOOK_URL": "secret", "VIGIL_MISSION_ID": "99",
+                      "GIT_SSH_COMMAND": "ssh -i k", "OTHER": "x"]
+        let env = MissionEnvironment.make(from: parent, passing: ["GIT_SSH_COMMAND"], mission: ["VIGIL_MISSION_ID": "7"])
+        #expect(env == ["PATH": "/bin", "HOME": "/root", "LC_ALL": "C", "GIT_SSH_COMMAND": "ssh -i k", "VIGIL_MISSION_ID": "7"])
+        #expect(MissionEnvironment.make(from: [:], passing: [], mission: [:]) == ["PATH": MissionEnvironment.defaultPath])
+        #expect(MissionSettings.isVariableName("GIT_SSH_COMMAND") && !MissionSettings.isVariableName("1X")
+                && !MissionSettings.isVariableName("A=B") && !MissionSettings.isVariableName("A,B") && !MissionSettings.isVariableName(""))
     }
 }
