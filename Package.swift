@@ -20,7 +20,7 @@ let package = Package(
         // Durable state: atomic state files, the journal, the SQLite database (missions, outbox).
         .target(name: "VigilStore", dependencies: ["VigilSystem", "VigilCore", "CSQLite"]),
         // Chat adapters and outbox delivery.
-        .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore"]),
+        .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore", "CVigil"]),
         // The processes and commands: bridge, runner, shim, CLI, benchmark.
         .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
         .executableTarget(name: "vigil", dependencies: ["VigilApp"]),

@@ -23,10 +23,11 @@ final class RunnerMissions {
         let dir = runner.ctx.dir
         let journal = runner.ctx.journal
         let chat = notifier.config
+        let settings = runner.config.missionSettings
         makeEngine = {
             let engine = try MissionRunner(stateDir: dir, journal: journal, maxParallel: t.maxParallel,
                                            shimExecutable: Executable.path, notify: { notifier.notify(key: $0, text: $1) },
-                                           termGrace: t.termGrace)
+                                           termGrace: t.termGrace, settings: settings)
             // "Mission N done" is queued in the transaction that records the end.
             engine.endNoticesInOutbox = (chat.adapters, { ChatText.clean($0, maxLength: chat.maxMessageLength) })
             return engine

@@ -470,6 +470,8 @@ enum RunnerCommand {
           --circuit-reminder D    how often an open circuit is announced again  1h
           --rss-limit SIZE        RSS that makes the bridge bloated (512MB)     off
           --max-parallel N        missions run at once                          1
+          --mission-output-cap SIZE output kept per mission (the newest bytes)  64MiB
+          "mission-env": [NAME…]  (vigil.json only) variables passed on to missions
           --version-file PATH     the version is this file's contents
           --version-command CMD   the version is this command's output (argv split on spaces)
           --clear-stop            forget an earlier `vigil stop` (the wrapper passes it once)

@@ -22,16 +22,18 @@ public struct Tunables: Equatable, Sendable {
     public var maxParallel: Int = 1
     public var versionFile: String? = nil
     public var versionCommand: String? = nil
+    /// The most output kept per mission (docs/missions.md, "Output cap").
+    public var missionOutputCap: Int64 = MissionSettings.defaultOutputCap
 
     public init() {}
 
     static let durationKeys = ["tick", "heartbeat-interval", "stale-after", "cooldown", "term-grace", "start-grace",
                                "circuit-cooloff", "stable-after", "circuit-reminder"]
-    static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command"]
+    static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap"]
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
-    static let passThroughKeys: Set<String> = ["chat", "agent-command"]
+    static let passThroughKeys: Set<String> = ["chat", "agent-command", "mission-env"]
 
     public var policy: HealPolicy {
         HealPolicy(cooldown: cooldown, termGrace: termGrace, startGrace: startGrace, circuitLimit: circuitLimit,
@@ -64,6 +66,11 @@ public struct Tunables: Equatable, Sendable {
         case "version-file":
             guard !text.isEmpty else { throw UsageError("\(name) is empty") }
             versionFile = text
+        case "mission-output-cap":
+            guard let b = ByteSize.parse(text), b >= UInt64(MissionSettings.minimumOutputCap), b <= UInt64(Int64.max) else {
+                throw UsageError("\(name) \(text.debugDescription): not a size of at least 128KiB (131072 bytes; use e.g. 64MB or 1GB)")
+            }
+            missionOutputCap = Int64(b)
         case "version-command":
             guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw UsageError("\(name) is empty") }
             versionCommand = text
@@ -105,6 +112,13 @@ public struct Configuration: Sendable {
     public var chat: JSONValue?
     /// The agent command that `/mission TEXT` runs (TEXT appended as one argument).
     public var agentCommand: [String]?
+    /// `mission-env`: variables of the runner's environment passed on to missions.
+    public var missionEnv: [String] = []
+
+    /// What every mission gets (docs/missions.md, "Environment" and "Output cap").
+    public var missionSettings: MissionSettings {
+        MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv)
+    }
 
     /// Loads vigil.json from the state directory (if present), then applies flags. The state
     /// directory and the file are checked first, at every load (`verifyConfig`): vigil.json
@@ -114,6 +128,7 @@ public struct Configuration: Sendable {
         var t = Tunables()
         var chat: JSONValue? = nil
         var agent: [String]? = nil
+        var missionEnv: [String] = []
         let file: Data?
         do { file = try ConfigFile.read(stateDir.config) } catch { throw CommandError(error.message, code: 2) }
         if let data = file {
@@ -128,6 +143,14 @@ public struct Configuration: Sendable {
                         throw CommandError("\(stateDir.config): \"agent-command\" must be a non-empty array of strings (argv)", code: 2)
                     }
                     agent = argv
+                    continue
+                }
+                if key == "mission-env" {
+                    guard case .array(let items) = value, let names = Optional(items.compactMap(\.stringValue)),
+                          names.count == items.count, names.allSatisfy(MissionSettings.isVariableName) else {
+                        throw CommandError("\(stateDir.config): \"mission-env\" must be an array of variable names (letters, digits, _)", code: 2)
+                    }
+                    missionEnv = names
                     continue
                 }
                 guard Tunables.flagNames.contains(key) else {
@@ -149,6 +172,6 @@ public struct Configuration: Sendable {
             if let v = arguments.value(key) { try t.set(key, v, source: "--") }
         }
         try t.validate()
-        return Configuration(tunables: t, chat: chat, agentCommand: agent)
+        return Configuration(tunables: t, chat: chat, agentCommand: agent, missionEnv: missionEnv)
     }
 }

@@ -99,6 +99,9 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         public var timeout: TimeSpan
         /// `m.notice` (default, the convention for bots) or `m.text`.
         public var msgtype: String
+        /// The cap on a /sync (and /messages) reply's body, `max_sync_bytes` (default 16 MiB);
+        /// a longer reply is not read and is retried (docs/chat.md, "Reply size caps").
+        public var maxSyncBytes: Int = 16 << 20
 
         public init(homeserver: String, user: String? = nil, accessToken: String? = nil, password: String? = nil,
                     deviceID: String = "VIGIL", room: String, allow: [String] = [],
@@ -119,7 +122,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             case homeserver, user, room, allow, msgtype, timeout
             case accessToken = "access_token", accessTokenEnv = "access_token_env", accessTokenFile = "access_token_file"
             case password, passwordEnv = "password_env", passwordFile = "password_file"
-            case deviceID = "device_id", syncTimeout = "sync_timeout"
+            case deviceID = "device_id", syncTimeout = "sync_timeout", maxSyncBytes = "max_sync_bytes"
         }
 
         public init(from decoder: any Decoder) throws {
@@ -139,6 +142,13 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             syncTimeout = try ChatConfig.duration(c, .syncTimeout) ?? .seconds(5)
             timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)
             msgtype = try c.decodeIfPresent(String.self, forKey: .msgtype) ?? "m.notice"
+            if let n = try c.decodeIfPresent(Int.self, forKey: .maxSyncBytes) {
+                guard n >= 64 << 10 else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.maxSyncBytes], debugDescription:
+                        "chat.matrix.max_sync_bytes must be a whole number of bytes ≥ 65536 (got \(n))"))
+                }
+                maxSyncBytes = n
+            }
         }
     }
 

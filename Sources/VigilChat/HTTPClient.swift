@@ -1,8 +1,6 @@
-import Dispatch
+import CVigil
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import Glibc
 import VigilCore
 
 /// One HTTP request for an adapter.
@@ -13,110 +11,111 @@ struct HTTPRequest: Sendable {
     var body: Data? = nil
     /// The whole call's time limit (connect, send, wait, read).
     var timeout: TimeSpan
+    /// The most body bytes kept; a longer reply is not read further (docs/chat.md, "Reply size
+    /// caps"): the outcome is `.tooLarge`.
+    var maxBodyBytes: Int = HTTPClient.defaultMaxBodyBytes
 }
 
 /// What came back: a response (any status), or a transport failure (refused, timed out, reset).
 enum HTTPOutcome: Sendable {
     case response(status: Int, body: Data)
+    /// A reply whose body is longer than the request's `maxBodyBytes` (by its Content-Length,
+    /// or counted as it came): reading stopped there and the connection was dropped.
+    case tooLarge(status: Int, limit: Int)
     /// A description without the URL (URLs may carry secrets).
     case failure(String)
     case cancelled
 }
 
-/// A blocking HTTP client for the chat workers (never called on the bridge's loop): URLSession
-/// (libcurl underneath, so https works) with a hard deadline per call, and `cancel()` for
-/// shutdown, which ends the call in flight at once and refuses later ones.
+/// A blocking HTTP client for the chat workers (never called on the bridge's loop): the
+/// system's libcurl (so https works) through `CVigil/http.c`, with a hard deadline per call,
+/// and `cancel()` for shutdown, which ends the calls in flight at once (their sockets are shut
+/// down) and refuses later ones.
+///
+/// The body is kept up to the request's `maxBodyBytes` and the transfer stops right there (a
+/// Content-Length over the cap stops it before the body): a reply of any size costs at most
+/// the cap in memory (docs/chat.md, "Reply size caps"). URLSession could not do this: its
+/// delegate hears of the bytes through a queue that lags the transfer by 100 MB and more at
+/// loopback speed, and its completion handler holds the whole reply.
 final class HTTPClient: @unchecked Sendable {
-    private let session: URLSession
+    /// The default cap on a reply's body: 1 MiB (a webhook's reply, a Matrix send or login).
+    static let defaultMaxBodyBytes = 1 << 20
+
     private let lock = NSLock()
-    private var task: URLSessionTask?
+    /// Calls in flight (guarded by `lock`).
+    private var inFlight: [OpaquePointer] = []
     private var cancelled = false
 
-    init() {
-        let c = URLSessionConfiguration.ephemeral
-        c.requestCachePolicy = .reloadIgnoringLocalCacheData
-        c.urlCache = nil
-        c.httpCookieStorage = nil
-        c.httpShouldSetCookies = false
-        c.httpMaximumConnectionsPerHost = 2
-        c.timeoutIntervalForRequest = 600
-        c.timeoutIntervalForResource = 600
-        session = URLSession(configuration: c)
-    }
+    init() {}
 
-    deinit { session.invalidateAndCancel() }
-
-    /// Ends the call in flight (it returns `.cancelled`) and every later one.
+    /// Ends the calls in flight (they return `.cancelled`) and every later one.
     func cancel() {
-        let t: URLSessionTask? = lock.withLock {
+        lock.withLock {
             cancelled = true
-            return task
+            for call in inFlight { cvigil_http_cancel(call) }
         }
-        t?.cancel()
     }
 
     var isCancelled: Bool { lock.withLock { cancelled } }
 
     func perform(_ request: HTTPRequest) -> HTTPOutcome {
-        var r = URLRequest(url: request.url)
-        r.httpMethod = request.method
-        r.timeoutInterval = max(0.05, request.timeout.seconds)
-        for (k, v) in request.headers { r.setValue(v, forHTTPHeaderField: k) }
-        r.httpBody = request.body
-        let box = ResultBox()
-        let done = DispatchSemaphore(value: 0)
-        let t = session.dataTask(with: r) { data, response, error in
-            if let error {
-                box.set(HTTPClient.outcome(error))
-            } else if let http = response as? HTTPURLResponse {
-                box.set(.response(status: http.statusCode, body: data ?? Data()))
-            } else {
-                box.set(.failure("no HTTP response"))
-            }
-            done.signal()
-        }
+        guard let call = cvigil_http_new() else { return .failure(String(cString: cvigil_http_load_error())) }
+        defer { cvigil_http_free(call) }
         let proceed: Bool = lock.withLock {
             if cancelled { return false }
-            task = t
+            inFlight.append(call)
             return true
         }
         guard proceed else { return .cancelled }
-        t.resume()
-        let deadline = DispatchTime.now() + .nanoseconds(Int(max(request.timeout.nanoseconds, 50_000_000)))
-        if done.wait(timeout: deadline) == .timedOut {
-            t.cancel()
-            _ = done.wait(timeout: .now() + 2)
-            lock.withLock { task = nil }
-            return isCancelled ? .cancelled : .failure("timed out after \(request.timeout)")
+        defer { lock.withLock { inFlight.removeAll { $0 == call } } }
+
+        let headers = request.headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
+        let limit = max(0, request.maxBodyBytes)
+        var status = 0
+        var over: Int32 = 0
+        var wasCancelled: Int32 = 0
+        let timeoutMS = max(50, Int(request.timeout.milliseconds.rounded(.up)))
+        let rc: Int32 = withCStrings(headers) { cheaders in
+            let body = request.body ?? Data()
+            return body.withUnsafeBytes { raw in
+                cvigil_http_perform(call, request.method, request.url.absoluteString, cheaders, Int32(headers.count),
+                                    request.body == nil ? nil : (raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)), raw.count,
+                                    timeoutMS, limit, &status, &over, &wasCancelled)
+            }
         }
-        lock.withLock { task = nil }
-        let result = box.get() ?? .failure("no result")
-        if case .cancelled = result, !isCancelled { return .failure("timed out after \(request.timeout)") }
-        return result
+        if over != 0 { return .tooLarge(status: status, limit: limit) }
+        if rc == 0 {
+            var length = 0
+            let bytes = cvigil_http_body(call, &length)
+            return .response(status: status, body: bytes.map { Data(bytes: $0, count: length) } ?? Data())
+        }
+        if wasCancelled != 0 || isCancelled { return .cancelled }
+        if rc == 28 { return .failure("timed out after \(request.timeout)") }
+        return .failure(HTTPClient.describe(curlCode: rc))
     }
 
-    static func outcome(_ error: any Error) -> HTTPOutcome {
-        guard let u = error as? URLError else { return .failure("request failed: \(type(of: error))") }
-        switch u.code {
-        case .cancelled: return .cancelled
-        case .timedOut: return .failure("timed out")
-        case .cannotConnectToHost: return .failure("connection refused")
-        case .networkConnectionLost: return .failure("connection lost")
-        case .cannotFindHost, .dnsLookupFailed: return .failure("host not found")
-        case .notConnectedToInternet: return .failure("network unreachable")
-        case .secureConnectionFailed, .serverCertificateUntrusted, .serverCertificateHasBadDate,
-             .serverCertificateNotYetValid, .serverCertificateHasUnknownRoot, .clientCertificateRejected:
-            return .failure("TLS failed (\(u.code.rawValue))")
-        case .badServerResponse: return .failure("bad server response")
-        default: return .failure("network error \(u.code.rawValue)")
+    /// A failure in words, from libcurl's code (never its message, which may name the URL).
+    static func describe(curlCode rc: Int32) -> String {
+        switch rc {
+        case 1: return "unsupported protocol"
+        case 3: return "malformed URL"
+        case 5, 6: return "host not found"
+        case 7: return "connection refused"
+        case 28: return "timed out"
+        case 52: return "empty reply"
+        case 55, 56: return "connection lost"
+        case 35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91: return "TLS failed (curl \(rc))"
+        default: return "network error (curl \(rc))"
         }
     }
+}
 
-    private final class ResultBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: HTTPOutcome?
-        func set(_ v: HTTPOutcome) { lock.withLock { value = v } }
-        func get() -> HTTPOutcome? { lock.withLock { value } }
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for p in pointers { free(p) } }
+    return pointers.withUnsafeBufferPointer { buffer in
+        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) { body($0) }
     }
 }
 

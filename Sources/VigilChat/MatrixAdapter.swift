@@ -151,8 +151,10 @@ final class MatrixSession: @unchecked Sendable {
     }
 
     /// One call; a JSON object back, or a classified failure. Errors never contain the token.
+    /// `maxBody`: the cap on the reply's body (default 1 MiB; /sync and /messages pass
+    /// `max_sync_bytes`); a longer reply is a retryable failure (docs/chat.md, "Reply size caps").
     func call(_ client: HTTPClient, _ method: String, _ path: String, query: [(String, String)] = [], token: String?,
-              body: JSONValue? = nil, timeout: TimeSpan? = nil) throws(Failure) -> JSONValue {
+              body: JSONValue? = nil, timeout: TimeSpan? = nil, maxBody: Int = HTTPClient.defaultMaxBodyBytes) throws(Failure) -> JSONValue {
         var headers = ["Accept": "application/json"]
         if let token { headers["Authorization"] = "Bearer " + token }
         var data: Data? = nil
@@ -162,12 +164,14 @@ final class MatrixSession: @unchecked Sendable {
         }
         let what = path.split(separator: "/").prefix(5).joined(separator: "/")
         let outcome = client.perform(HTTPRequest(method: method, url: url(path, query: query), headers: headers, body: data,
-                                                 timeout: timeout ?? config.timeout))
+                                                 timeout: timeout ?? config.timeout, maxBodyBytes: maxBody))
         switch outcome {
         case .cancelled:
             throw .cancelled
         case .failure(let why):
             throw .retry("matrix \(redactedURL(base)) \(method) \(what): \(why)", after: nil)
+        case .tooLarge(let status, let limit):
+            throw .retry("matrix \(redactedURL(base)) \(method) \(what): HTTP \(status), reply over \(limit) bytes (not read; raise chat.matrix.max_sync_bytes if this is a real /sync)", after: nil)
         case .response(let status, let bytes):
             let json = JSONValue.parse(bytes) ?? .object([:])
             if (200..<300).contains(status) { return json }

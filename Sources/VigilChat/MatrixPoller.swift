@@ -150,7 +150,7 @@ final class MatrixPoller: @unchecked Sendable {
             query.append(("filter", MatrixPoller.filter(roomID: ready.room, limit: 1)))
         }
         let r = try session.call(client, "GET", "/_matrix/client/v3/sync", query: query, token: ready.token,
-                                 timeout: session.config.timeout + session.config.syncTimeout)
+                                 timeout: session.config.timeout + session.config.syncTimeout, maxBody: session.config.maxSyncBytes)
         guard let next = r["next_batch"]?.stringValue else { throw MatrixSession.Failure.retry("matrix /sync: no next_batch", after: nil) }
         var events: [JSONValue] = []
         var backfill: Backfill?
@@ -230,7 +230,7 @@ final class MatrixPoller: @unchecked Sendable {
             let page = try session.call(client, "GET", path, query: [
                 ("dir", "b"), ("from", cursor), ("to", since), ("limit", String(MatrixPoller.backfillPageSize)),
                 ("filter", MatrixPoller.backfillFilter),
-            ], token: token)
+            ], token: token, maxBody: session.config.maxSyncBytes)
             b.pages += 1
             guard case .array(let chunk)? = page["chunk"] else { break }
             for e in chunk {

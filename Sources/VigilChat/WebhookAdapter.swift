@@ -5,7 +5,8 @@ import VigilStore
 /// Slack/Mattermost-style incoming webhook: `POST url` with `{"text": …}` (and `username` when
 /// configured), the configured headers, and `Idempotency-Key: <key>` for receivers that
 /// de-duplicate. 2xx is delivered; 408, 425, 429, 5xx and network errors are retried; any
-/// other status fails the message at once. The URL and header values are secrets: errors name
+/// other status fails the message at once. The reply's status decides, also when its body is
+/// over the 1 MiB cap (its body is not read past it; docs/chat.md, "Reply size caps"). The URL and header values are secrets: errors name
 /// only scheme, host and port.
 final class WebhookAdapter: ChatAdapter, @unchecked Sendable {
     let name = "webhook"
@@ -44,12 +45,19 @@ final class WebhookAdapter: ChatAdapter, @unchecked Sendable {
             return .cancelled
         case .failure(let why):
             return .retry("webhook \(target): \(why)", after: nil)
+        case .tooLarge(let status, let limit):
+            return WebhookAdapter.judge(status: status, text: "webhook \(target): HTTP \(status), reply body over \(limit) bytes (not read)")
         case .response(let status, let body):
             if (200..<300).contains(status) { return .delivered(remoteID: nil) }
             let detail = ChatText.brief(String(decoding: body.prefix(300), as: UTF8.self), maxLength: 200)
-            let text = "webhook \(target): HTTP \(status)" + (detail.isEmpty ? "" : ": \(detail)")
-            if status == 408 || status == 425 || status == 429 || status >= 500 { return .retry(text, after: nil) }
-            return .failed(text)
+            return WebhookAdapter.judge(status: status, text: "webhook \(target): HTTP \(status)" + (detail.isEmpty ? "" : ": \(detail)"))
         }
+    }
+
+    /// What a status means for the message (`text` describes a status that is not 2xx).
+    static func judge(status: Int, text: String) -> DeliveryResult {
+        if (200..<300).contains(status) { return .delivered(remoteID: nil) }
+        if status == 408 || status == 425 || status == 429 || status >= 500 { return .retry(text, after: nil) }
+        return .failed(text)
     }
 }

@@ -60,6 +60,9 @@ public struct MissionPaths: Sendable {
 
     /// stdout and stderr of every attempt, appended as they are produced.
     public var output: String { directory + "/output.log" }
+    /// The older part of the output once `output.log` reached half the output cap (see
+    /// docs/missions.md, "Output cap"); it may start with a line saying how much was cut.
+    public var previousOutput: String { directory + "/output.log.1" }
     /// The shim's record of how the attempt ended (`MissionResult`, a `StateFile`).
     public var result: String { directory + "/result" }
     /// The mission's scratch directory (`$VIGIL_MISSION_SCRATCH`), removed after the attempt.

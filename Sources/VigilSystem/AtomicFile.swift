@@ -18,11 +18,12 @@ public enum AtomicFile {
 
     /// Copies the file at `source` over `path` with the same steps as `write` (temp, fsync,
     /// rename, fsync of the directory), in chunks: a large file (an executable) is never held
-    /// in memory whole.
-    public static func copy(from source: String, to path: String, mode: mode_t) throws(SystemError) {
+    /// in memory whole. `prefix` is written before the copied bytes.
+    public static func copy(from source: String, to path: String, mode: mode_t, prefix: Data = Data()) throws(SystemError) {
         let src = try sys("open", source) { open(source, O_RDONLY | O_CLOEXEC) }
         defer { close(src) }
         try replace(path, mode: mode) { fd, temp throws(SystemError) in
+            if !prefix.isEmpty { try writeAll(fd, prefix, subject: temp) }
             var chunk = Data(count: 1 << 18)
             while true {
                 let n = try sys("read", source) { chunk.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) } }

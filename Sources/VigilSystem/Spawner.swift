@@ -17,9 +17,15 @@ public enum Spawner {
         /// Lets `outputPath` name a FIFO (tests that await a child's output); never for a path
         /// in a state directory (docs/operator-guide.md, "Security of the state directory").
         public var outputMayBeFIFO: Bool = false
+        /// A descriptor of ours to become the child's stdout and stderr (a pipe's write end);
+        /// used when `outputPath` is nil.
+        public var outputDescriptor: Int32?
         public var workingDirectory: String?
         /// Extra or replaced environment variables.
         public var environment: [String: String] = [:]
+        /// Whether the child starts from our environment (then `environment` is applied on
+        /// top) or from `environment` alone.
+        public var inheritEnvironment = true
         public init() {}
     }
 
@@ -43,8 +49,9 @@ public enum Spawner {
             }
         }
         defer { if outFD >= 0 { close(outFD) } }
+        let childOut = outFD >= 0 ? outFD : (options.outputDescriptor ?? -1)
 
-        var env = ProcessInfo.processInfo.environment
+        var env = options.inheritEnvironment ? ProcessInfo.processInfo.environment : [:]
         for (k, v) in options.environment { env[k] = v }
         let envStrings = env.map { "\($0.key)=\($0.value)" }
 
@@ -52,9 +59,9 @@ public enum Spawner {
         let rc = withCStrings(argv) { cargv in
             withCStrings(envStrings) { cenv in
                 if let cwd = options.workingDirectory {
-                    return cvigil_spawn(&pid, path, cargv, cenv, outFD, cwd, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
+                    return cvigil_spawn(&pid, path, cargv, cenv, childOut, cwd, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
                 }
-                return cvigil_spawn(&pid, path, cargv, cenv, outFD, nil, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
+                return cvigil_spawn(&pid, path, cargv, cenv, childOut, nil, options.newSession ? 1 : 0, options.newProcessGroup ? 1 : 0)
             }
         }
         guard rc == 0 else { throw SpawnError(path: path, errno: rc) }

@@ -16,6 +16,10 @@ final class HTTPTestServer: @unchecked Sendable {
     enum Answer: Sendable {
         case status(Int, String)
         case hang
+        /// `status` with a body of `bytes` bytes, streamed in 64 KiB pieces (never held in
+        /// memory) until done or the client hangs up; with `declareLength` a Content-Length
+        /// header says how long it is, without it the end of the connection does (HTTP/1.0).
+        case huge(Int, bytes: Int, declareLength: Bool)
     }
 
     let port: UInt16
@@ -24,6 +28,9 @@ final class HTTPTestServer: @unchecked Sendable {
     private var received: [Request] = []
     /// The status answered to each request, in order (nil while hanging).
     private var answered: [Int?] = []
+    /// Body bytes sent for each `.huge` answer, by request index (the client stopped reading
+    /// where they end).
+    private var streamed: [Int: Int] = [:]
     private var script: @Sendable (Int) -> Answer
     private var stopped = false
     private var hung: [Int32] = []
@@ -56,6 +63,7 @@ final class HTTPTestServer: @unchecked Sendable {
 
     var requests: [Request] { lock.withLock { received } }
     var responses: [Int?] { lock.withLock { answered } }
+    var streamedBytes: [Int: Int] { lock.withLock { streamed } }
 
     func setScript(_ s: @escaping @Sendable (Int) -> Answer) { lock.withLock { script = s } }
 
@@ -120,6 +128,21 @@ final class HTTPTestServer: @unchecked Sendable {
             lock.withLock { answered[index] = code }
             let response = "HTTP/1.0 \(code) X\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
             _ = response.withCString { send(c, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            close(c)
+        case .huge(let code, let bytes, let declareLength):
+            lock.withLock { answered[index] = code }
+            var head = "HTTP/1.0 \(code) X\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            if declareLength { head += "Content-Length: \(bytes)\r\n" }
+            head += "\r\n"
+            _ = head.withCString { send(c, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            let piece = [UInt8](repeating: UInt8(ascii: "x"), count: 65536)
+            var sent = 0
+            while sent < bytes {
+                let n = piece.withUnsafeBytes { send(c, $0.baseAddress, min(65536, bytes - sent), Int32(MSG_NOSIGNAL)) }
+                if n <= 0 { break }
+                sent += n
+            }
+            lock.withLock { streamed[index] = sent }
             close(c)
         }
     }

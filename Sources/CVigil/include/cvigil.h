@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 #include <signal.h>
+#include "cvigil_http.h"
 
 /// pidfd_open(2). Returns a file descriptor or -1 with errno set.
 int cvigil_pidfd_open(pid_t pid);

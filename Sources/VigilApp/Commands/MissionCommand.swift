@@ -21,8 +21,9 @@ enum MissionCommand {
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
              argv, cwd, cancel_requested, shim_pid, created, started, finished.
-    show     State, attempts, exit status and reason, then the output. --follow streams the
-             output as it grows until the mission has ended. --json: the object of list --json.
+    show     State, attempts, exit status and reason, then the output (control bytes other
+             than newline and tab shown as \\xNN). --follow streams the output as it grows until
+             the mission has ended. --json: the object of list --json.
     cancel   A waiting or pending mission is cancelled at once; a running one gets SIGTERM
              (its process groups), then SIGKILL after the runner's grace.
 
@@ -124,17 +125,39 @@ enum MissionCommand {
         out.append("  output:    \(paths.output)")
         out.append("--- output ---")
         printOut(out.joined(separator: "\n"))
-        var offset = copyOutput(paths.output, from: 0)
+        // The older part first (once the output reached half its cap), then the live file;
+        // control bytes escaped (docs/missions.md, "Output cap").
+        var carry: [UInt8] = []
+        _ = copyOutput(paths.previousOutput, from: 0, carry: &carry)
+        var offset = copyOutput(paths.output, from: 0, carry: &carry)
+        defer { flushCarry(&carry) }
         guard args.has("follow") else { return }
         // Follow: poll the file and the row until the mission has ended.
         let q = try withQueue(stateDir, doing: "cannot follow") { $0 }
         var final = m.state.isFinal
         while !final && !Console.out.isGone {
             usleep(100_000)
-            offset = copyOutput(paths.output, from: offset)
+            offset = follow(paths, from: offset, carry: &carry)
             if let now = try? q.mission(id) { final = now.state.isFinal }
         }
-        _ = copyOutput(paths.output, from: offset)
+        _ = follow(paths, from: offset, carry: &carry)
+    }
+
+    /// The next piece of a growing output from `offset` in `output.log`. When the file is
+    /// shorter than `offset`, it was moved to `output.log.1`: what came after `offset` there
+    /// is printed first, then the new `output.log` from its start.
+    static func follow(_ paths: MissionPaths, from offset: Int, carry: inout [UInt8]) -> Int {
+        var st = stat()
+        if stat(paths.output, &st) == 0, Int(st.st_size) < offset {
+            _ = copyOutput(paths.previousOutput, from: offset + MissionOutput.cutLineLength(paths.previousOutput), carry: &carry)
+            return copyOutput(paths.output, from: 0, carry: &carry)
+        }
+        return copyOutput(paths.output, from: offset, carry: &carry)
+    }
+
+    static func flushCarry(_ carry: inout [UInt8]) {
+        let rest = MissionOutput.escapeForTerminal([], carry: &carry, final: true)
+        if !rest.isEmpty { FileHandle.standardOutput.write(Data(rest)) }
     }
 
     static func cancel(_ argv: [String], _ stateDir: StateDirectory) throws {
@@ -237,8 +260,9 @@ enum MissionCommand {
         }.joined(separator: " ")
     }
 
-    /// Copies the output file from `offset` to stdout; returns the new offset.
-    static func copyOutput(_ path: String, from offset: Int) -> Int {
+    /// Copies the output file from `offset` to stdout, control bytes escaped
+    /// (`MissionOutput.escapeForTerminal`); returns the new offset.
+    static func copyOutput(_ path: String, from offset: Int, carry: inout [UInt8]) -> Int {
         // Through `StateSlot`: a FIFO or symlink in its place is not opened (docs/operator-guide.md, "Bad input").
         guard case .file(let fd, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return offset }
         defer { close(fd) }
@@ -248,7 +272,8 @@ enum MissionCommand {
             let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
             if n < 0 && lastErrno() == EINTR { continue }
             if n <= 0 { break }
-            guard buf.withUnsafeBytes({ Console.out.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { break }
+            let shown = MissionOutput.escapeForTerminal(Array(buf[0..<n]), carry: &carry)
+            guard shown.withUnsafeBytes({ Console.out.write($0) }) else { break }
             pos += n
         }
         return pos

@@ -8,15 +8,19 @@ import VigilSystem
 /// the runner), plus two drivers for tests and the benchmark.
 enum ShimCommand {
     static let command = Command(name: "shim", summary: "", help: """
-    usage: vigil shim --mission ID --attempt N --max-attempts M --cwd DIR -- CMD [ARG…]
+    usage: vigil shim --mission ID --attempt N --max-attempts M --cwd DIR [--output-cap BYTES]
+                      [--pass-env NAME,…] -- CMD [ARG…]
            vigil shim --drive [--max-parallel N] [--tick D] [--term-grace D]
            vigil shim --bench-fill COUNT
            vigil shim --bench [-- BENCH-OPTIONS]   (same as vigil bench missions)
 
     Internal; not for people. The first form is how the runner starts a mission: a shim in its
-    own session runs CMD in its own process group (argv as given, never through a shell) with
-    output appended to the mission's output file, then writes the exit status to the mission's
-    result file atomically. See docs/missions.md.
+    own session runs CMD in its own process group (argv as given, never through a shell, in a
+    clean environment plus the variables --pass-env names) with output appended to the
+    mission's output file (newest --output-cap bytes kept), then writes the exit status to the
+    mission's result file atomically. See docs/missions.md.
+
+    --drive reads mission-output-cap and mission-env from vigil.json, like the runner.
 
     --drive runs a runner loop that only runs missions (tests kill -9 it).
     --bench-fill adds COUNT pending missions in one transaction, then kills itself with SIGKILL
@@ -24,7 +28,8 @@ enum ShimCommand {
     """, run: run)
 
     static func run(_ inv: Invocation) throws {
-        let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "max-parallel", "tick", "term-grace", "bench-fill"],
+        let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "max-parallel", "tick", "term-grace", "bench-fill",
+                                                           "output-cap", "pass-env"],
                                  booleans: ["drive", "bench"])
         if args.has("bench") {
             // Until `vigil bench missions` is wired: the same benchmark.
@@ -32,9 +37,11 @@ enum ShimCommand {
             return
         }
         if args.has("drive") {
+            let config = try Configuration.load(stateDir: inv.stateDir, arguments: try Arguments([], valued: []))
             try MissionRunner.runStandalone(stateDir: inv.stateDir, maxParallel: try args.int("max-parallel", min: 1) ?? 1,
                                             tick: try args.duration("tick") ?? .seconds(1),
-                                            termGrace: try args.duration("term-grace") ?? .seconds(5))
+                                            termGrace: try args.duration("term-grace") ?? .seconds(5),
+                                            settings: config.missionSettings)
             return
         }
         if let count = try args.int("bench-fill", min: 1) {
@@ -47,8 +54,14 @@ enum ShimCommand {
               let argv = args.rest, !argv.isEmpty else {
             throw UsageError("vigil shim is started by the runner: it needs --mission, --attempt, --max-attempts, --cwd and -- CMD")
         }
+        var settings = MissionSettings()
+        if let text = args.value("output-cap") {
+            guard let cap = Int64(text), cap > 0 else { throw UsageError("--output-cap must be a number of bytes (got \(text))") }
+            settings.outputCap = cap
+        }
+        settings.passEnv = (args.value("pass-env") ?? "").split(separator: ",").map(String.init)
         let code = ShimMain.run(.init(stateDir: inv.stateDir, mission: Int64(mission), attempt: attempt,
-                                         maxAttempts: maxAttempts, cwd: cwd, argv: argv))
+                                         maxAttempts: maxAttempts, cwd: cwd, argv: argv, settings: settings))
         if code != 0 { throw ExitCode(code) }
     }
 }

@@ -23,9 +23,11 @@ enum MissionProcesses {
     }
 
     /// The argv a runner gives a shim. Fixed positions, so /proc can be matched cheaply.
-    static func shimArguments(executable: String, stateDir: StateDirectory, mission: Mission) -> [String] {
-        [executable, "shim", "--state-dir", stateDir.path, "--mission", "\(mission.id)", "--attempt", "\(mission.attempts)",
-         "--max-attempts", "\(mission.maxAttempts)", "--cwd", mission.cwd, "--"] + mission.argv
+    static func shimArguments(executable: String, stateDir: StateDirectory, mission: Mission, settings: MissionSettings = .init()) -> [String] {
+        var argv = [executable, "shim", "--state-dir", stateDir.path, "--mission", "\(mission.id)", "--attempt", "\(mission.attempts)",
+                    "--max-attempts", "\(mission.maxAttempts)", "--cwd", mission.cwd, "--output-cap", "\(settings.outputCap)"]
+        if !settings.passEnv.isEmpty { argv += ["--pass-env", settings.passEnv.joined(separator: ",")] }
+        return argv + ["--"] + mission.argv
     }
 
     static func parseShim(_ argv: [String], stateDir: StateDirectory) -> (mission: Int64, attempt: Int)? {
@@ -100,6 +102,38 @@ enum MissionProcesses {
             total += n
             if n == 0 || Clock.boot() >= deadline { return total }
             usleep(2_000)
+        }
+    }
+
+    /// Sends `signal` to every live process tagged with `mission` of `stateDir` (its
+    /// environment) outside `session` (0: wherever it is). Returns how many were signalled.
+    ///
+    /// - Important: a process of another user whose environment we cannot read, or one that
+    ///   cleared its environment, is not found (docs/missions.md, "Every process of a mission").
+    @discardableResult
+    static func signalMembers(of stateDir: StateDirectory, mission: Int64, _ signal: Int32, outside session: Int32 = 0) -> Int {
+        var n = 0
+        for p in members(of: stateDir) where p.mission == mission && (session == 0 || p.session != session) {
+            if p.identity.signal(signal) { n += 1 }
+        }
+        return n
+    }
+
+    /// SIGKILLs every process tagged with `mission` of `stateDir` and waits until none is left
+    /// (zombies count as gone), so the mission's end (and its lock) comes only after all of
+    /// them, up to `patience` (a process stuck in the kernel can outlast SIGKILL). Returns how
+    /// many were killed and how many were still there at the end.
+    @discardableResult
+    static func killMembers(of stateDir: StateDirectory, mission: Int64, patience: TimeSpan = .seconds(30)) -> (killed: Int, left: Int) {
+        var killed = Set<ProcessIdentity>()
+        var pause: UInt32 = 1_000
+        let deadline = Clock.boot() + patience
+        while true {
+            let left = members(of: stateDir).filter { $0.mission == mission }
+            if left.isEmpty || Clock.boot() >= deadline { return (killed.count, left.count) }
+            for p in left where p.identity.signal(SIGKILL) { killed.insert(p.identity) }
+            usleep(pause)
+            pause = min(pause * 2, 100_000)
         }
     }
 

@@ -14,14 +14,15 @@ extension MissionRunner {
     /// (the CLI's wake file) and `wakeDescriptors`, with a timeout of the tick period or
     /// `nextDeadline`; after a failed tick, wait a whole period before the next.
     public static func runStandalone(stateDir: StateDirectory, maxParallel: Int, tick period: TimeSpan,
-                                     termGrace: TimeSpan, shimExecutable: String = Executable.path) throws {
+                                     termGrace: TimeSpan, shimExecutable: String = Executable.path,
+                                     settings: MissionSettings = .init()) throws {
         try stateDir.prepare()
         let journal = Journal(path: stateDir.journal, source: "runner")
         let signals = try SignalPipe(signals: [SIGTERM, SIGINT])
         let inotify = try Inotify()
         try inotify.watch(directory: stateDir.path)
         let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,
-                                       notify: { _, _ in }, termGrace: termGrace)
+                                       notify: { _, _ in }, termGrace: termGrace, settings: settings)
         journal.append("mission-runner-started", ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
         var lastErrorJournaled: BootInstant? = nil
         var failing = false

@@ -72,6 +72,8 @@ public final class MissionRunner {
     let notify: (_ key: String, _ text: String) -> Void
     let termGrace: TimeSpan
     let busyTimeout: TimeSpan
+    /// Output cap and environment of every mission, handed to each shim.
+    let settings: MissionSettings
     private let lock: FileLock
     private let files: StateFiles
     private var queue: MissionQueue?
@@ -113,9 +115,12 @@ public final class MissionRunner {
     ///   - notify: queues a chat message (idempotency key, text); may be a no-op.
     ///   - termGrace: SIGTERM → SIGKILL wait when a mission is cancelled.
     ///   - busyTimeout: how long one statement of the runner waits for another writer.
+    ///   - settings: output cap and environment of missions (`mission-output-cap`, `mission-env`).
     public init(stateDir: StateDirectory, journal: Journal, maxParallel: Int, shimExecutable: String,
                 notify: @escaping (_ key: String, _ text: String) -> Void,
-                termGrace: TimeSpan = .seconds(5), busyTimeout: TimeSpan = .milliseconds(250)) throws {
+                termGrace: TimeSpan = .seconds(5), busyTimeout: TimeSpan = .milliseconds(250),
+                settings: MissionSettings = .init()) throws {
+        self.settings = settings
         self.stateDir = stateDir
         self.journal = journal
         self.maxParallel = max(1, maxParallel)
@@ -255,6 +260,7 @@ public final class MissionRunner {
         // 3. Requeue (or fail) those whose shim died without a result.
         for m in dead {
             if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
+            MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500))
             let reason = m.shim == nil
                 ? "it was claimed but its shim never started (the runner stopped in between)"
                 : "its shim (\(m.shim!.identity)) ended without recording an exit status"
@@ -490,11 +496,13 @@ public final class MissionRunner {
             guard let shim = t.shim else { continue }
             if t.termSentAt == nil {
                 let n = MissionProcesses.signalSession(of: shim.identity, SIGTERM, sparingShim: true)
+                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGTERM, outside: shim.identity.pid)
                 t.termSentAt = now
                 journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
             } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
                 let n = MissionProcesses.signalSession(of: shim.identity, SIGKILL, sparingShim: true)
+                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGKILL, outside: shim.identity.pid)
                 if t.killSentAt == nil || n > 0 {
                     journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
                 }
@@ -522,6 +530,7 @@ public final class MissionRunner {
                 return (.revert(reason: "another shim of this mission was still running"), nil)
             }
             if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
+            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500))
             let who = t.shim.map { "\($0.identity)" } ?? "unknown"
             return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
         }
@@ -580,7 +589,7 @@ public final class MissionRunner {
             options.newSession = true
             options.outputPath = paths.output
             options.workingDirectory = "/"
-            let identity = try Spawner.spawn(MissionProcesses.shimArguments(executable: shimExecutable, stateDir: stateDir, mission: m), options)
+            let identity = try Spawner.spawn(MissionProcesses.shimArguments(executable: shimExecutable, stateDir: stateDir, mission: m, settings: settings), options)
             t.shim = MissionShim(identity: identity, bootID: Clock.bootID)
             if let fd = identity.openPidFD() {
                 t.pidfd = fd

@@ -18,6 +18,7 @@ enum ShimMain {
         var maxAttempts: Int
         var cwd: String
         var argv: [String]
+        var settings = MissionSettings()
     }
 
     /// Runs the attempt to its end and writes the result file. Returns the shim's exit code
@@ -36,8 +37,9 @@ enum ShimMain {
             return 0 // this attempt ran already (its result is there): nothing to do
         }
         let started = Clock.iso(Clock.wall())
+        var output = MissionOutput(fd: 1, paths: paths, cap: spec.settings.outputCap)
         if spec.attempt > 1 {
-            note("--- vigil: attempt \(spec.attempt) of \(spec.maxAttempts) ---\n")
+            output.note("--- vigil: attempt \(spec.attempt) of \(spec.maxAttempts) ---\n")
         }
         try? AtomicFile.makeDirectory(paths.scratch)
 
@@ -53,32 +55,53 @@ enum ShimMain {
             options.newSession = false
             options.newProcessGroup = true
             options.workingDirectory = spec.cwd
-            options.environment = [
+            // A clean environment (docs/missions.md, "Environment"); VIGIL_STATE_DIR and
+            // VIGIL_MISSION_ID also tag every process of the mission, wherever it goes.
+            options.inheritEnvironment = false
+            options.environment = MissionEnvironment.make(from: ProcessInfo.processInfo.environment, passing: spec.settings.passEnv, mission: [
                 "VIGIL_STATE_DIR": spec.stateDir.path,
                 "VIGIL_MISSION_ID": "\(spec.mission)",
                 "VIGIL_MISSION_ATTEMPT": "\(spec.attempt)",
                 "VIGIL_MISSION_SCRATCH": paths.scratch,
-            ]
-            do {
-                let child = try Spawner.spawn(spec.argv, options)
-                childPID = child.pid
-                waitWithoutReaping(child.pid)
-                // The zombie pins its process group: kill what the mission left behind, then
-                // any other group it made in our session, then reap.
-                kill(-child.pid, SIGKILL)
-                MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
-                if let status = Spawner.wait(child.pid) {
-                    exitCode = exitCodeFromStatus(status)
-                    signal = terminatingSignal(fromWaitStatus: status)
-                } else {
-                    reason = "lost track of its process (waitpid failed)"
-                    exitCode = 255
+            ])
+            // Output through us (a pipe), so the cap holds whatever the mission writes.
+            var pipeFDs: [Int32] = [-1, -1]
+            // (The shim has one thread: nothing can spawn between pipe and FD_CLOEXEC.)
+            if pipe(&pipeFDs) != 0 || fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC) != 0 {
+                reason = "cannot make the output pipe: \(String(cString: strerror(lastErrno())))"
+            } else {
+                options.outputDescriptor = pipeFDs[1]
+                do {
+                    let child = try Spawner.spawn(spec.argv, options)
+                    close(pipeFDs[1])
+                    childPID = child.pid
+                    pump(pipeFDs[0], until: child, into: &output)
+                    // The zombie pins its process group: kill what the mission left behind,
+                    // then any other group it made in our session, then every process that
+                    // carries the mission's tag (it made its own session), then reap.
+                    kill(-child.pid, SIGKILL)
+                    MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
+                    let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission)
+                    if tagged.killed > 0 {
+                        output.note("vigil: killed \(tagged.killed) process\(tagged.killed == 1 ? "" : "es") of the mission outside its session\n")
+                    }
+                    if tagged.left > 0 { output.note("vigil: \(tagged.left) process(es) of the mission outlived SIGKILL\n") }
+                    drain(pipeFDs[0], into: &output)
+                    if let status = Spawner.wait(child.pid) {
+                        exitCode = exitCodeFromStatus(status)
+                        signal = terminatingSignal(fromWaitStatus: status)
+                    } else {
+                        reason = "lost track of its process (waitpid failed)"
+                        exitCode = 255
+                    }
+                } catch {
+                    close(pipeFDs[1])
+                    reason = "\(error)"
                 }
-            } catch {
-                reason = "\(error)"
+                close(pipeFDs[0])
             }
         }
-        if let reason { note("vigil: \(reason)\n") }
+        if let reason { output.note("vigil: \(reason)\n") }
 
         CrashPoint.hit("shim-before-result")
         fsync(1)
@@ -94,15 +117,15 @@ enum ShimMain {
         while true {
             do {
                 try StateFile.write(result, kind: MissionResult.kind, to: paths.result)
-                if noted { note("vigil: result file written after all\n") }
+                if noted { output.note("vigil: result file written after all\n") }
                 return 0
             } catch {
                 if !noted {
-                    note("vigil: cannot write the result file \(paths.result): \(error); retrying\n")
+                    output.note("vigil: cannot write the result file \(paths.result): \(error); retrying\n")
                     noted = true
                 }
                 if Clock.boot() + pause > giveUp {
-                    note("vigil: giving up on the result file after \(resultPatience): \(error)\n")
+                    output.note("vigil: giving up on the result file after \(resultPatience): \(error)\n")
                     return 1
                 }
                 usleep(UInt32(pause.nanoseconds / 1000))
@@ -124,8 +147,47 @@ enum ShimMain {
         }
     }
 
-    /// A line of the shim's own in the mission's output (fd 1 is the output file).
-    static func note(_ text: String) {
-        _ = try? AtomicFile.writeAll(1, Data(text.utf8), subject: "output")
+    /// Copies the mission's output from the pipe `fd` into `output` until `child` has exited
+    /// (left a zombie) or every writer closed the pipe (then waits for the child).
+    static func pump(_ fd: Int32, until child: ProcessIdentity, into output: inout MissionOutput) {
+        // Without a pidfd (never expected for our own child): look every 100 ms.
+        let pidfd = child.openPidFD()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let ready = pollReadable([fd] + (pidfd.map { [$0.fd] } ?? []), timeoutMilliseconds: pidfd == nil ? 100 : -1)
+            if pidfd == nil && !ready.contains(fd) && hasExited(child.pid) { return }
+            if ready.contains(fd) {
+                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+                if n > 0 {
+                    output.write(Data(buf[0..<n]))
+                    continue
+                }
+                if n < 0 && lastErrno() == EINTR { continue }
+                waitWithoutReaping(child.pid) // end of file: no writer is left
+                return
+            }
+            if let pidfd, ready.contains(pidfd.fd) { return }
+        }
+    }
+
+    /// Whether our child `pid` has exited, leaving it a zombie.
+    static func hasExited(_ pid: Int32) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid != 0
+    }
+
+    /// Copies what is left in the pipe (the mission's processes are gone or killed) without
+    /// waiting for more.
+    static func drain(_ fd: Int32, into output: inout MissionOutput) {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var buf = [UInt8](repeating: 0, count: 65536)
+        var total: Int64 = 0
+        while total < output.cap {
+            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+            if n < 0 && lastErrno() == EINTR { continue }
+            if n <= 0 { return }
+            output.write(Data(buf[0..<n]))
+            total += Int64(n)
+        }
     }
 }

@@ -326,6 +326,7 @@ public final class SynapseServer: @unchecked Sendable {
                 throw Failure(message: "\(method) \(path): HTTP \(status) \(String(decoding: data.prefix(300), as: UTF8.self))")
             }
             return json
+        case .tooLarge(let status, let limit): throw Failure(message: "\(method) \(path): HTTP \(status), reply over \(limit) bytes")
         case .failure(let why): throw Failure(message: "\(method) \(path): \(why)")
         case .cancelled: throw Failure(message: "\(method) \(path): cancelled")
         }

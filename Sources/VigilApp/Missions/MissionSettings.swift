@@ -1,0 +1,30 @@
+import Foundation
+
+/// What the configuration says about every mission (docs/missions.md, "Environment" and
+/// "Output cap"): `mission-output-cap` and `mission-env` in vigil.json. The runner hands them
+/// to each shim on its command line.
+public struct MissionSettings: Sendable, Equatable {
+    /// `mission-output-cap` when vigil.json has none: 64 MiB.
+    public static let defaultOutputCap: Int64 = 64 << 20
+    /// The smallest cap accepted (the shim reads 64 KiB at a time; half the cap must hold one read).
+    public static let minimumOutputCap: Int64 = 128 << 10
+
+    /// The most bytes of output kept per mission (`output.log` + `output.log.1`).
+    public var outputCap: Int64 = MissionSettings.defaultOutputCap
+    /// Names of variables of the runner's environment passed on to missions, besides the
+    /// fixed few (`MissionEnvironment.passed`).
+    public var passEnv: [String] = []
+
+    public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = []) {
+        self.outputCap = outputCap
+        self.passEnv = passEnv
+    }
+
+    /// Whether `name` can be passed on: a shell-style variable name (letters, digits, `_`,
+    /// not starting with a digit).
+    static func isVariableName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else { return false }
+        return name.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0)
+            || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
+}
