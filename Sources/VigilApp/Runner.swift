@@ -174,6 +174,12 @@ final class Runner {
         let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
         let step = HealMachine.step(HealObservation(verdict: probe.verdict, lockFree: lockFree), state: heal, now: now, policy: t.policy)
         heal = step.state
+        // Write-ahead for the signalling tiers: the decision is in heal.json before the signal
+        // goes out and before the journal says so, so a runner killed in between is continued
+        // by the next one, never repeated (docs/architecture.md, crash points). A spawn is not
+        // saved first: it must not wait for an fsync (kill → first beat), and the bridge lock
+        // already keeps a second one from running.
+        if step.action == .restartMarker || step.action == .terminate || step.action == .kill { saveHealState(now: now) }
         var after: ProcessIdentity? = nil
         var failure: String? = nil
         switch step.action {
