@@ -2,7 +2,7 @@ import Foundation
 import VigilCore
 import VigilStore
 
-/// The tunables of the supervised pair (DESIGN.md, "Contract: tunables"): flags of `vigil
+/// The tunables of the supervised pair (docs/operator-guide.md, "Configuration"): flags of `vigil
 /// runner` (and `vigil bridge`), or the same keys in `vigil.json` in the state directory.
 /// Flags win over the file; the file wins over the defaults.
 public struct Tunables: Equatable, Sendable {

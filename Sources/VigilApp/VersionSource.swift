@@ -4,7 +4,7 @@ import VigilCore
 import VigilStore
 import VigilSystem
 
-/// Where "the current version" comes from (DESIGN.md, "Contract: tunables"): a file's
+/// Where "the current version" comes from (docs/operator-guide.md, "Configuration"): a file's
 /// contents, a command's output, or by default the identity of the executable on disk.
 ///
 /// For the probe (`current()`), a version command runs in the background and never blocks a

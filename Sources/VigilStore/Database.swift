@@ -4,7 +4,7 @@ import Glibc
 import VigilSystem
 
 /// A SQLite connection to the state directory's database, set up the one safe way: WAL,
-/// `synchronous=FULL` on every connection (DURABILITY.md mistake 1), a busy timeout, and
+/// `synchronous=FULL` on every connection (docs/architecture.md, "File formats"), a busy timeout, and
 /// `BEGIN IMMEDIATE` for every write transaction (mistake 7). Statements are prepared and
 /// stepped, never `sqlite3_exec` with callbacks. One connection per thread of use.
 ///
@@ -72,7 +72,7 @@ public final class Database: @unchecked Sendable {
     /// SQLite would create it 0644 (less the umask), and it gives `-wal` and `-shm` the mode of
     /// the database file. The file holds chat tokens and mission argv (docs/operator-guide.md,
     /// "Security of the state directory"). `O_EXCL`: an existing file is never opened here (so
-    /// no descriptor of it is closed beside a connection: DURABILITY.md, mistake 5).
+    /// no descriptor of it is closed beside a connection: docs/architecture.md, "File formats").
     static func createPrivately(_ path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
         if fd >= 0 {

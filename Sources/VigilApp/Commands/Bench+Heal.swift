@@ -5,7 +5,7 @@ import VigilStore
 import VigilSystem
 
 /// `vigil bench heal`: fault → healthy-again times against a live pair at default tick and
-/// heartbeat, measured from outside (DESIGN.md, "Targets"): a watcher in this process notices
+/// heartbeat, measured from outside (docs/performance.md): a watcher in this process notices
 /// the first heartbeat in `bridge.beat` of a bridge that is not the faulted one (for drift: one
 /// stamped with the new version). Beside it, the runner's own journal times (`heal`,
 /// `recovered`), so the two views can be compared. Also the crash-loop respawn count, probe

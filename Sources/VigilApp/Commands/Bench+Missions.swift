@@ -4,7 +4,7 @@ import VigilCore
 import VigilStore
 import VigilSystem
 
-/// `vigil bench missions`: the mission figures of DESIGN.md's targets, measured on the disk of
+/// `vigil bench missions`: the mission figures of the targets in docs/performance.md, measured on the disk of
 /// the state directory (in a scratch directory inside it, removed afterwards).
 enum MissionBench {
     static let usage = """

@@ -2,7 +2,7 @@ import Foundation
 import VigilStore
 
 /// `vigil bench heal|missions|chat`: the shipped benchmarks. Each prints a table of figures
-/// beside their targets (DESIGN.md, "Targets"). Not tests: numbers go in notes and docs.
+/// beside their targets (docs/performance.md). Not tests: numbers go in notes and docs.
 enum BenchCommand {
     static let command = Command(
         name: "bench",
