@@ -260,7 +260,10 @@ public final class MissionRunner {
         // 3. Requeue (or fail) those whose shim died without a result.
         for m in dead {
             if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
-            MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500))
+            // Only for a shim known to have died: a claim without a recorded shim may have one
+            // that is alive (spawned by a runner killed before recording it), whose mission
+            // must not be killed; it holds the run lock and its result is found later.
+            if m.shim != nil { MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500)) }
             let reason = m.shim == nil
                 ? "it was claimed but its shim never started (the runner stopped in between)"
                 : "its shim (\(m.shim!.identity)) ended without recording an exit status"

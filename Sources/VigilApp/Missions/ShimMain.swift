@@ -156,6 +156,10 @@ enum ShimMain {
         while true {
             let ready = pollReadable([fd] + (pidfd.map { [$0.fd] } ?? []), timeoutMilliseconds: pidfd == nil ? 100 : -1)
             if pidfd == nil && !ready.contains(fd) && hasExited(child.pid) { return }
+            // The child's exit first: a process it left behind (its own session) may write so
+            // often that the pipe is readable at every poll, and reading first would never get
+            // here (what it writes is drained after it is killed).
+            if let pidfd, ready.contains(pidfd.fd) { return }
             if ready.contains(fd) {
                 let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
                 if n > 0 {
@@ -166,7 +170,6 @@ enum ShimMain {
                 waitWithoutReaping(child.pid) // end of file: no writer is left
                 return
             }
-            if let pidfd, ready.contains(pidfd.fd) { return }
         }
     }
 
