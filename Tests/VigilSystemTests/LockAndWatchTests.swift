@@ -26,6 +26,11 @@ struct FileLockTests {
         #expect(try FileLock.tryLock(path) == nil, "a second lock in this process conflicts too")
         lock.release()
         lock.release()
+        // Free once every reference to the open file is gone: a process another test is
+        // spawning at this moment may hold one between its fork and its exec (close-on-exec
+        // closes it there), so wait for that, bounded.
+        let end = Clock.boot() + .seconds(5)
+        while !FileLock.isFree(path) && Clock.boot() < end { usleep(5000) }
         #expect(FileLock.isFree(path))
         #expect(try otherProcessCanLock(path))
     }
