@@ -55,20 +55,25 @@ public final class ChatInbox {
     /// ones) is taken, the rest stay new for another handler (the runner takes only what it can
     /// answer while the bridge is down).
     public func takeNext(handler: String? = nil, accepting: ((InboxCommand) -> Bool)? = nil) throws -> InboxCommand? {
-        try db.write {
-            let rows = try db.query("""
+        func candidates() throws -> [InboxCommand] {
+            try db.query("""
                 SELECT id, adapter, sender, body, COALESCE(origin_wall, created_wall) FROM chat_inbox
                 WHERE state = 'new' ORDER BY id LIMIT ?
-                """, [.int(accepting == nil ? 1 : 64)])
-            for row in rows {
-                guard let id = row[0].int else { continue }
+                """, [.int(accepting == nil ? 1 : 64)]).compactMap { row in
+                guard let id = row[0].int else { return nil }
                 let cmd = InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling",
                                        saidWall: row[4].double ?? 0)
-                if let accepting, !accepting(cmd) { continue }
-                try db.execute("UPDATE chat_inbox SET state = 'handling', handler = ? WHERE id = ?", [handler.map { .text($0) } ?? .null, .int(id)])
-                return cmd
+                return accepting.map { $0(cmd) } ?? true ? cmd : nil
             }
-            return nil
+        }
+        // Look first without the write lock: a standby that takes nothing (the usual case while
+        // it stands in) then writes nothing on its tick.
+        guard try !candidates().isEmpty else { return nil }
+        return try db.write {
+            guard let cmd = try candidates().first else { return nil }
+            try db.execute("UPDATE chat_inbox SET state = 'handling', handler = ? WHERE id = ? AND state = 'new'",
+                           [handler.map { .text($0) } ?? .null, .int(cmd.id)])
+            return cmd
         }
     }
 
