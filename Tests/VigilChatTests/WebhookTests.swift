@@ -134,7 +134,8 @@ import VigilSystem
         // The bridge's loop never waited on the network: a pump that did would take a whole
         // request timeout (1.5 s); the bound only has to separate the two.
         #expect(longest < .seconds(1))
-        #expect(state.journalEvents("chat_circuit").first?["circuit"] == "open")
+        // The worker journals the change just after it sets the state that status shows.
+        #expect(waitUntil(timeout: .seconds(5)) { state.journalEvents("chat_circuit").first?["circuit"] == "open" })
         // Server healthy again: the half-open trial closes the circuit and the message goes.
         server.setScript { _ in .status(200, "ok") }
         #expect(try pumpUntil(service) { try state.outboxRows().first?.state == .delivered })
