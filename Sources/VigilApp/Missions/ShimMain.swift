@@ -150,15 +150,16 @@ enum ShimMain {
     /// Copies the mission's output from the pipe `fd` into `output` until `child` has exited
     /// (left a zombie) or every writer closed the pipe (then waits for the child).
     static func pump(_ fd: Int32, until child: ProcessIdentity, into output: inout MissionOutput) {
-        // Without a pidfd (never expected for our own child): look every 100 ms.
+        // No pidfd when the child exited before we opened one (a `setsid -f` parent exits at
+        // once; `openPidFD` refuses a zombie): then look every 100 ms.
         let pidfd = child.openPidFD()
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
+            // The child's exit first, at every turn: a process it left behind (its own session)
+            // may write so often that the pipe is readable at every poll, and reading first
+            // would never get here (what it writes is drained after it is killed).
+            if hasExited(child.pid) { return }
             let ready = pollReadable([fd] + (pidfd.map { [$0.fd] } ?? []), timeoutMilliseconds: pidfd == nil ? 100 : -1)
-            if pidfd == nil && !ready.contains(fd) && hasExited(child.pid) { return }
-            // The child's exit first: a process it left behind (its own session) may write so
-            // often that the pipe is readable at every poll, and reading first would never get
-            // here (what it writes is drained after it is killed).
             if let pidfd, ready.contains(pidfd.fd) { return }
             if ready.contains(fd) {
                 let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
