@@ -146,6 +146,88 @@ struct MissionHostileTests {
     }
 }
 
+/// Processes of a mission that leave its session and clear their environment (so no tag
+/// finds them) are still its processes: its cgroup holds them (docs/missions.md, "Every process
+/// of a mission"). Needs a writable cgroup v2 hierarchy, which these machines have as root:
+/// without one the test fails rather than skips.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct MissionCgroupTests {
+    /// `setsid -f env -i …`: its own session, no VIGIL_* variables.
+    func untaggedEscapee(_ pidFile: String) -> [String] {
+        ["setsid", "-f", "env", "-i", "/bin/sh", "-c", "echo $$ > \"$1\".tmp && mv \"$1\".tmp \"$1\"; exec sleep 300", "escapee", pidFile]
+    }
+
+    func escapee(_ pidFile: String) throws -> ProcessIdentity {
+        try waitUntil("the escapee to start") { FileManager.default.fileExists(atPath: pidFile) }
+        let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
+        return try #require(ProcessIdentity.of(pid: pid))
+    }
+
+    func alive(_ p: ProcessIdentity) -> Bool {
+        ProcStat.read(pid: p.pid).map { !$0.isZombie && $0.startTicks == p.startTicks } ?? false
+    }
+
+    @Test func aMissionsEndEndsWhatItStartedWithoutItsTag() throws {
+        let env = try MissionEnv("cgroup-end")
+        defer { env.finish() }
+        let pidFile = env.path("escapee.pid")
+        let go = env.path("go")
+        let id = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; while [ ! -e \"$0\" ]; do sleep 0.01; done", go])
+        try env.startDriver()
+        let p = try escapee(pidFile)
+        defer { _ = p.signal(SIGKILL) }
+        touch(go)
+        let environ = KernelFile.read("/proc/\(p.pid)/environ", limit: 1 << 20) ?? []
+        #expect(!String(decoding: environ, as: UTF8.self).contains("VIGIL_"), "the escapee carries no tag")
+        try waitUntil("the mission to end") { try env.mission(id).state.isFinal }
+        #expect(try env.mission(id).state == .done)
+        #expect(!alive(p), "the untagged escapee of the ended mission still runs")
+        let group = try #require(MissionCgroup.of(env.state, mission: id))
+        #expect(!group.cgroup.exists, "the mission's cgroup is removed at its end")
+        let probe = env.events("missions-recovered").last?["cgroup"]
+        #expect(probe == .string(MissionCgroup.base(of: env.state)!.path), "missions get cgroups here: \(String(describing: probe))")
+    }
+
+    @Test func cancelEndsWhatItStartedWithoutItsTagBeforeTheLockGoesOn() throws {
+        let env = try MissionEnv("cgroup-cancel")
+        defer { env.finish() }
+        let pidFile = env.path("escapee.pid")
+        let overlap = env.path("overlap")
+        let holder = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; sleep 300"], lock: "deploy")
+        let next = try env.add(["sh", "-c", "p=$(cat \"$1\"); [ -e /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status && echo $p > \"$2\"; echo next-ran",
+                                "n", pidFile, overlap], lock: "deploy")
+        try env.startDriver()
+        let p = try escapee(pidFile)
+        defer { _ = p.signal(SIGKILL) }
+        try waitUntil("the holder to run") { try env.mission(holder).state == .running }
+        #expect(try env.vigil(["mission", "cancel", "\(holder)"]).code == 0)
+        try waitUntil("the next mission to end") { try env.mission(next).state.isFinal }
+        #expect(try env.mission(holder).state == .cancelled)
+        #expect(readText(MissionPaths(stateDir: env.state, id: next).output).contains("next-ran"))
+        #expect(readText(overlap).isEmpty, "the next deploy mission ran beside the cancelled one's escapee")
+        #expect(!alive(p), "the untagged escapee of the cancelled mission still runs")
+    }
+
+    @Test func recoveryEndsWhatADeadShimsMissionStartedWithoutItsTag() throws {
+        let env = try MissionEnv("cgroup-recover")
+        defer { env.finish() }
+        let pidFile = env.path("escapee.pid")
+        let id = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; sleep 300"], maxAttempts: 1)
+        let driver = try env.startDriver()
+        let p = try escapee(pidFile)
+        defer { _ = p.signal(SIGKILL) }
+        try waitUntil("the shim to be recorded") { try env.mission(id).shim != nil }
+        let shim = try #require(try env.mission(id).shim)
+        env.kill9(driver)
+        _ = env.waitForExit(driver)
+        kill(shim.identity.pid, SIGKILL) // the shim dies without a result
+        try waitUntil("the shim to be gone") { ProcStat.read(pid: shim.identity.pid).map { $0.isZombie } ?? true }
+        #expect(alive(p), "the escapee outlives its shim")
+        try env.startDriver()
+        try waitUntil("the mission to end") { try env.mission(id).state.isFinal }
+        #expect(!alive(p), "start-up recovery left the untagged escapee of a dead shim's mission running")
+    }
+}
+
 /// The shim's pump with a child that is already a zombie when the pump starts (so it gets no
 /// pidfd) and an escapee that keeps the pipe readable: the pump must still return.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ShimPumpTests {

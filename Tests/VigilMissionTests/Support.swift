@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+@testable import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -173,6 +174,17 @@ final class MissionEnv {
             #expect(left.isEmpty, "processes left behind: \(left.map { ($0, ProcStat.commandLine(pid: $0).joined(separator: " ")) })")
         }
         for pid in left { kill(pid, SIGKILL) }
+        // The missions' cgroups (docs/missions.md, "Every process of a mission"): empty and
+        // removed once every mission ended; the parent is removed here.
+        if let base = MissionCgroup.base(of: state), base.exists {
+            let groups = (try? FileManager.default.contentsOfDirectory(atPath: base.path).filter { $0.hasPrefix("mission-") }) ?? []
+            for name in groups {
+                let g = MissionCgroup(cgroup: base.child(name))
+                if !allowRunning { #expect(!g.cgroup.isPopulated, "processes left in \(g.cgroup): \(g.cgroup.processes())") }
+                g.kill(patience: .seconds(5))
+            }
+            try? base.remove()
+        }
         if let q = _queue {
             #expect((try? q.db.integrityProblems()) == [], "integrity_check failed")
         }

@@ -253,3 +253,33 @@ struct SpawnerTests {
         #expect(exitCode(fromWaitStatus: k) == 128 + SIGTERM && terminatingSignal(fromWaitStatus: k) == SIGTERM)
     }
 }
+
+/// `Cgroup` against the real cgroup v2 hierarchy (these machines have one, writable as root).
+@Suite(.serialized) struct CgroupTests {
+    @Test func aProcessMovedInIsListedAndKilledWithItsChildren() throws {
+        let own = try #require(Cgroup.ofCurrentProcess(), "no cgroup v2 hierarchy here")
+        let group = own.child("vigil-test-\(getpid())")
+        try group.create()
+        defer { group.killAll(); try? group.remove() }
+        // A shell that moves itself in, then starts a child in its own session.
+        let child = try Spawner.spawn(["/bin/sh", "-c", "echo 0 > \"$1\"/cgroup.procs || exit 1; setsid sleep 300 & exec sleep 300", "s", group.path])
+        defer { _ = child.signal(SIGKILL); _ = Spawner.wait(child.pid) }
+        let deadline = Clock.boot() + .seconds(30)
+        while group.processes().count < 2 && Clock.boot() < deadline { usleep(10_000) }
+        #expect(group.processes().count == 2, "the shell's exec'd sleep and its setsid child: \(group.processes())")
+        #expect(group.isPopulated)
+        #expect(group.killAll() == 2)
+        let killed = Clock.boot() + .seconds(30)
+        while group.isPopulated && Clock.boot() < killed { usleep(10_000) }
+        #expect(!group.isPopulated)
+        try group.remove()
+        #expect(!group.exists)
+        try group.remove() // gone already: fine
+    }
+
+    @Test func mountPointsAreUnescaped() {
+        #expect(Cgroup.unescapeMountPath("/sys/fs/cgroup") == "/sys/fs/cgroup")
+        #expect(Cgroup.unescapeMountPath("/a\\040b\\134c") == "/a b\\c")
+        #expect(Cgroup.unescapeMountPath("/cut\\04") == "/cut\\04")
+    }
+}

@@ -150,21 +150,91 @@ enum MissionProcesses {
         return out
     }
 
-    /// Reads a whole (small) file; nil when it cannot be opened.
-    static func readFile(_ path: String, limit: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while out.count < limit {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 4096) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
+    /// Reads a whole (small) file of /proc; nil when it cannot be opened.
+    static func readFile(_ path: String, limit: Int) -> [UInt8]? { KernelFile.read(path, limit: limit) }
+}
+
+/// The cgroup v2 of one mission (docs/missions.md, "Every process of a mission"):
+/// `<the runner's cgroup>/vigil-<CRC-32 of the state dir's path>/mission-<id>`. The shim
+/// enters it just long enough to spawn the mission's command, so the command and everything it
+/// starts, in any session, with any environment, are born in it; the shim itself is not.
+/// Where no cgroup2 hierarchy is mounted or it is not writable (not root, no delegation), there
+/// is none and the environment tag alone finds the mission's processes.
+struct MissionCgroup {
+    let cgroup: Cgroup
+
+    /// The parent of every mission cgroup of `stateDir`, under the cgroup of this process (the
+    /// runner's, which its shims inherit). Nil without a cgroup2 hierarchy.
+    static func base(of stateDir: StateDirectory) -> Cgroup? {
+        guard let own = Cgroup.ofCurrentProcess() else { return nil }
+        let tag = String(CRC32.checksum(Array(stateDir.path.utf8)), radix: 16)
+        // A shim (or a test) that is inside one of our mission cgroups looks from its parent.
+        var home = own
+        if (home.path as NSString).lastPathComponent.hasPrefix("mission-"),
+           ((home.path as NSString).deletingLastPathComponent as NSString).lastPathComponent == "vigil-\(tag)" {
+            home = Cgroup(path: ((home.path as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent)
         }
-        return out
+        return home.child("vigil-\(tag)")
     }
+
+    /// Whether missions get cgroups here: the parent's path when it can be made, else why not
+    /// (journaled at start-up recovery, `missions-recovered`).
+    static func probe(_ stateDir: StateDirectory) -> String {
+        guard let base = base(of: stateDir), let home = base.parent else { return "none: no cgroup v2 hierarchy is mounted" }
+        if base.exists || home.isWritable { return base.path }
+        return "none: \(home) is not writable by uid \(getuid())"
+    }
+
+    /// The cgroup of `mission`, whether or not it exists.
+    static func of(_ stateDir: StateDirectory, mission: Int64) -> MissionCgroup? {
+        base(of: stateDir).map { MissionCgroup(cgroup: $0.child("mission-\(mission)")) }
+    }
+
+    /// For the shim, before spawning the command: makes the cgroup (killing what an earlier
+    /// attempt may have left in it) and moves this process into it. Returns the cgroup to
+    /// leave again, or nil (no cgroup: the reason is in `why`).
+    static func enter(_ stateDir: StateDirectory, mission: Int64, why: inout String?) -> (group: MissionCgroup, home: Cgroup)? {
+        guard let home = Cgroup.ofCurrentProcess(), let group = of(stateDir, mission: mission) else {
+            why = "no cgroup v2 hierarchy is mounted"
+            return nil
+        }
+        do {
+            try group.cgroup.create()
+            if group.cgroup.isPopulated { _ = group.kill(patience: .seconds(5)) }
+            try group.cgroup.add()
+            return (group, home)
+        } catch {
+            why = "cannot use the cgroup \(group.cgroup): \(error)"
+            try? group.cgroup.remove()
+            return nil
+        }
+    }
+
+    /// SIGKILLs every process in the cgroup and waits until it is empty (up to `patience`),
+    /// then removes it. Returns how many were listed and whether it is still populated.
+    @discardableResult
+    func kill(patience: TimeSpan = .seconds(30)) -> (killed: Int, left: Bool) {
+        guard cgroup.exists else { return (0, false) }
+        // The calling process must not be in it (`cgroup.kill` would kill it too).
+        if Cgroup.ofCurrentProcess() == cgroup { return (0, true) }
+        let killed = cgroup.killAll()
+        let deadline = Clock.boot() + patience
+        var pause: UInt32 = 500
+        while cgroup.isPopulated && Clock.boot() < deadline {
+            usleep(pause)
+            pause = min(pause * 2, 50_000)
+        }
+        let left = cgroup.isPopulated
+        if !left {
+            try? cgroup.remove()
+            try? cgroup.parent?.remove() // the state dir's parent group, when no other mission has one (EBUSY)
+        }
+        return (killed, left)
+    }
+
+    /// Sends `signal` to every process in the cgroup (the first step of a cancel).
+    @discardableResult
+    func signal(_ signal: Int32) -> Int { cgroup.signalAll(signal) }
 }
 
 /// Fault injection for crash tests: `VIGIL_MISSIONS_CRASH_AT=name[,name…]` makes the process

@@ -260,6 +260,7 @@ public final class MissionRunner {
         // 3. Requeue (or fail) those whose shim died without a result.
         for m in dead {
             if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
+            if m.shim != nil { MissionCgroup.of(stateDir, mission: m.id)?.kill(patience: .milliseconds(500)) }
             // Only for a shim known to have died: a claim without a recorded shim may have one
             // that is alive (spawned by a runner killed before recording it), whose mission
             // must not be killed; it holds the run lock and its result is found later.
@@ -284,7 +285,9 @@ public final class MissionRunner {
         recovered = true
         lastDataVersion = nil
         claimNeeded = true
-        journal.append("missions-recovered", summary.journalFields)
+        var fields = summary.journalFields
+        fields["cgroup"] = .string(MissionCgroup.probe(stateDir))
+        journal.append("missions-recovered", fields)
         if !summary.isEmpty {
             notify("missions-recovered-\(Clock.bootID)-\(ProcessIdentity.current.pid)-\(ProcessIdentity.current.startTicks)", summary.text)
         }
@@ -498,20 +501,30 @@ public final class MissionRunner {
         for t in tracked.values where t.cancelRequested && !t.exited {
             guard let shim = t.shim else { continue }
             if t.termSentAt == nil {
-                let n = MissionProcesses.signalSession(of: shim.identity, SIGTERM, sparingShim: true)
-                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGTERM, outside: shim.identity.pid)
+                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGTERM, stateDir: stateDir)
                 t.termSentAt = now
                 journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
             } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
-                let n = MissionProcesses.signalSession(of: shim.identity, SIGKILL, sparingShim: true)
-                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGKILL, outside: shim.identity.pid)
+                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGKILL, stateDir: stateDir)
                 if t.killSentAt == nil || n > 0 {
                     journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
                 }
                 t.killSentAt = now
             }
         }
+    }
+
+    /// Sends `signal` to every process of a running mission, each once: those in its cgroup
+    /// when it has one (everything the command started is born there), else the process
+    /// groups of its shim's session and the processes carrying its tag. Returns how many
+    /// processes (cgroup) or groups and processes (otherwise) were signalled.
+    static func signalMission(_ id: Int64, shim: ProcessIdentity, _ signal: Int32, stateDir: StateDirectory) -> Int {
+        if let group = MissionCgroup.of(stateDir, mission: id), group.cgroup.isPopulated {
+            return group.signal(signal)
+        }
+        return MissionProcesses.signalSession(of: shim, signal, sparingShim: true)
+            + MissionProcesses.signalMembers(of: stateDir, mission: id, signal, outside: shim.pid)
     }
 
     /// What an ended attempt's files say: its result, a corrupt result (with the reason for
@@ -533,6 +546,7 @@ public final class MissionRunner {
                 return (.revert(reason: "another shim of this mission was still running"), nil)
             }
             if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
+            MissionCgroup.of(stateDir, mission: t.id)?.kill(patience: .milliseconds(500))
             MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500))
             let who = t.shim.map { "\($0.identity)" } ?? "unknown"
             return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)

@@ -71,15 +71,35 @@ enum ShimMain {
                 reason = "cannot make the output pipe: \(String(cString: strerror(lastErrno())))"
             } else {
                 options.outputDescriptor = pipeFDs[1]
+                // The command is born in the mission's cgroup: we enter it to spawn and leave.
+                var noCgroup: String? = nil
+                let entered = MissionCgroup.enter(spec.stateDir, mission: spec.mission, why: &noCgroup)
+                var group = entered?.group
+                func leave() {
+                    guard let entered else { return }
+                    do { try entered.home.add() } catch {
+                        // Still inside: `cgroup.kill` would end us too; the tag and the
+                        // session find the mission's processes instead.
+                        output.note("vigil: cannot leave the mission's cgroup (\(error)); its processes are found by their tag\n")
+                        group = nil
+                    }
+                }
                 do {
-                    let child = try Spawner.spawn(spec.argv, options)
+                    let child: ProcessIdentity
+                    do { child = try Spawner.spawn(spec.argv, options) } catch { leave(); throw error }
+                    leave()
                     close(pipeFDs[1])
                     childPID = child.pid
                     pump(pipeFDs[0], until: child, into: &output)
                     // The zombie pins its process group: kill what the mission left behind,
-                    // then any other group it made in our session, then every process that
-                    // carries the mission's tag (it made its own session), then reap.
+                    // then its cgroup (everything it started, wherever), then any other group it
+                    // made in our session, then every process that carries the mission's tag
+                    // (where there is no cgroup), then reap.
                     kill(-child.pid, SIGKILL)
+                    if let group {
+                        let ended = group.kill()
+                        if ended.left { output.note("vigil: the mission's cgroup \(group.cgroup) still has processes after SIGKILL\n") }
+                    }
                     MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
                     let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission)
                     if tagged.killed > 0 {
