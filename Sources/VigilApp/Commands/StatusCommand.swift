@@ -47,7 +47,9 @@ enum StatusCommand {
                               limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
                               isBridge: { runsVigil($0, role: .bridge, dir: dir) })
         let heal = healFile.flatMap { $0.bootID == Clock.bootID ? $0.state : nil } ?? HealState()
-        let stopped = FileManager.default.fileExists(atPath: dir.stopMarker)
+        // Stopped as the runner sees it: a valid stop marker of this boot (a symlink, FIFO or
+        // garbage in the slot stops nothing; the runner quarantines it).
+        let stopped = readQuietly(dir.stopMarker, kind: Marker.kind, Marker.self).0.map { $0.bootID == Clock.bootID } ?? false
 
         func ms(_ s: TimeSpan) -> JSONValue { .double((s.milliseconds).rounded()) }
         var b: [String: JSONValue] = [
