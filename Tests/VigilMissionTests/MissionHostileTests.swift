@@ -121,7 +121,7 @@ struct MissionHostileTests {
         let holder = try env.add(["sh", "-c", "setsid sh -c 'echo $$ > \"$1\"; exec sleep 300' escapee \"$1\" & wait; sleep 300", "m", pidFile + ".2"],
                                  lock: "deploy")
         let next = try env.add(["sh", "-c", // Alive = in /proc and not a zombie (a killed escapee waits for init to reap it).
-                                "for f in \"$1\" \"$2\"; do p=$(cat \"$f\" 2>/dev/null) && [ -e /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status && echo \"$p\" >> \"$3\"; done; echo next-ran",
+                                "for f in \"$1\" \"$2\"; do p=$(cat \"$f\" 2>/dev/null) && [ -n \"$p\" ] && [ -e /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status && echo \"$p\" >> \"$3\"; done; echo next-ran",
                                 "n", pidFile, pidFile + ".2", overlap], lock: "deploy")
         try env.startDriver()
         try waitUntil("the first mission to end") { try env.mission(first).state.isFinal }
@@ -193,7 +193,7 @@ struct MissionHostileTests {
         let pidFile = env.path("escapee.pid")
         let overlap = env.path("overlap")
         let holder = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; sleep 300"], lock: "deploy")
-        let next = try env.add(["sh", "-c", "p=$(cat \"$1\"); [ -e /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status && echo $p > \"$2\"; echo next-ran",
+        let next = try env.add(["sh", "-c", "p=$(cat \"$1\"); [ -n \"$p\" ] && [ -e /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status && echo $p > \"$2\"; echo next-ran",
                                 "n", pidFile, overlap], lock: "deploy")
         try env.startDriver()
         let p = try escapee(pidFile)
