@@ -65,6 +65,26 @@ struct PairLossTests {
         #expect(lost.allSatisfy { $0["exit"]?.intValue == 4 && $0["path"]?.stringValue == h.dir }, "\(lost)")
     }
 
+    /// A bridge (or runner) started for one state directory (`VIGIL_STATE_DIR_ID`, as the
+    /// runner spawns bridges) whose directory is gone or another now exits 4 and creates nothing.
+    @Test func aProcessStartedForAnotherDirectoryRefusesWithExit4() throws {
+        let h = Harness(uncreated: true)
+        defer { h.finish() }
+        var env = h.env
+        env["VIGIL_STATE_DIR_ID"] = "1:1"
+        for role in ["bridge", "runner"] {
+            let p = try h.spawn([h.bin, role, "--state-dir", h.dir] + Harness.fast, log: "\(role).out", environment: env)
+            #expect(try h.waitExit(p, timeout: 30) == StateDirectoryAnchor.lostExitCode, "\(role)")
+            #expect(!FileManager.default.fileExists(atPath: h.dir), "the \(role) created the state directory")
+            #expect(log(h, "\(role).out").contains("before this \(role) started: not starting"), "\(log(h, "\(role).out"))")
+        }
+        // An existing directory, but not the one named.
+        #expect(mkdir(h.dir, 0o700) == 0)
+        let p = try h.spawn([h.bin, "bridge", "--state-dir", h.dir] + Harness.fast, log: "bridge2.out", environment: env)
+        #expect(try h.waitExit(p, timeout: 30) == StateDirectoryAnchor.lostExitCode)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: h.dir).isEmpty)
+    }
+
     /// A `kill -9` of the wrapper: the runner notices, and a restart marker is not an exit 42 into
     /// nothing: `vigil restart runner` warns, the runner journals that it did not restart and
     /// keeps running.
