@@ -120,6 +120,10 @@ final class Bridge {
         } else if ctx.stopRequested() == nil {
             problem = "not running"
         }
+        // A runner that looks gone may be a state directory that is gone: then nothing is
+        // told (the notice would open a database in whatever is at the path now); the loop
+        // stops at its next turn.
+        if problem != nil && ctx.anchor.check() != nil { return }
         if let problem, !runnerDown {
             runnerDown = true
             ctx.journal.append("runner-down", ["detail": .string(problem)])
