@@ -68,6 +68,7 @@ final class Runner {
         let context = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
         ctx = context
         rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
+        context.record.wrapper = wrapper
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
         try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
     }

@@ -96,6 +96,8 @@ struct PairLossTests {
         let runnerPid = try #require(try h.status()["runner"]?["pid"]?.intValue)
         let runner = try #require(ProcessIdentity.of(pid: Int32(runnerPid)))
 
+        #expect(try h.status()["runner"]?["wrapper"]?["alive"]?.boolValue == true)
+        #expect(try h.status()["runner"]?["wrapper"]?["pid"]?.intValue == Int64(wrapper.pid))
         #expect(wrapper.signal(SIGKILL))
         _ = try h.waitExit(wrapper)
         try h.waitUntil("the runner saw its wrapper gone") { !h.events("wrapper-gone").isEmpty }
@@ -114,6 +116,9 @@ struct PairLossTests {
         #expect(runner.isAlive)
         #expect(try h.status()["runner"]?["pid"]?.intValue == Int64(runner.pid))
         #expect(h.events("runner-restart-skipped").count == 1)
+        #expect(try h.status()["runner"]?["wrapper"]?["alive"]?.boolValue == false)
+        let human = try h.vigil(["status"]).out
+        #expect(human.contains("wrapper (pid \(wrapper.pid)) gone"), "\(human)")
     }
 
     /// SIGTERM to the wrapper while it waits to relaunch a crashed runner: nobody else would stop
