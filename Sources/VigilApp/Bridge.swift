@@ -49,6 +49,12 @@ final class Bridge {
 
         var nextBeat = Clock.boot() + t.heartbeatInterval
         while true {
+            // Before anything reads or writes: is the state directory still ours? (The runner
+            // sees it too and does not heal us: it stops as well.)
+            if let loss = ctx.anchor.check() {
+                ctx.reportLostStateDirectory(loss, consequence: "the bridge exits \(StateDirectoryAnchor.lostExitCode), writing nothing more there (the runner stops too)")
+                throw ExitCode(StateDirectoryAnchor.lostExitCode)
+            }
             var now = Clock.boot()
             if now >= nextBeat {
                 ctx.beat(now: now)
@@ -68,7 +74,7 @@ final class Bridge {
                 ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
                 hooks?.shutdown(deadline: Clock.boot() + .milliseconds(200))
                 let target = Rollback.reexecTarget(ctx.dir) // the kept copy while a rollback is in effect
-                let err = reexec(path: target.path, arguments: arguments, environment: target.environment.merging(["VIGIL_REEXEC_FROM": ctx.record.version]) { $1 })
+                let err = reexec(path: target.path, arguments: arguments, environment: target.environment.merging(["VIGIL_REEXEC_FROM": ctx.record.version, StateDirectoryAnchor.handedVariable: ctx.anchor.token]) { $1 })
                 ctx.journal.append("bridge-reexec-failed", ["error": .string("\(err)")])
             }
             if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {
@@ -114,6 +120,10 @@ final class Bridge {
         } else if ctx.stopRequested() == nil {
             problem = "not running"
         }
+        // A runner that looks gone may be a state directory that is gone: then nothing is
+        // told (the notice would open a database in whatever is at the path now); the loop
+        // stops at its next turn.
+        if problem != nil && ctx.anchor.check() != nil { return }
         if let problem, !runnerDown {
             runnerDown = true
             ctx.journal.append("runner-down", ["detail": .string(problem)])
@@ -152,7 +162,8 @@ enum BridgeCommand {
         Runs the bridge in the foreground: heartbeats into bridge.json, re-execs itself when its
         restart marker appears, delivers the outbox to chat and turns chat commands into
         missions. Normally started (detached) by the runner's watchdog. Accepts the runner's
-        tunables (see `vigil runner --help`); exits 3 when another bridge holds the state dir.
+        tunables (see `vigil runner --help`); exits 3 when another bridge holds the state dir,
+        4 when its state directory was removed or replaced under it.
         """,
         run: { inv in
             let args = try Arguments(inv.arguments, valued: Tunables.flagNames)

@@ -58,6 +58,7 @@ final class BridgeHooks: ChatCommandHandler {
                 guard let role = StateDirectory.Role(rawValue: which) else { return "Say /restart bridge or /restart runner." }
                 let files = StateFiles(dir: dir, journal: journal)
                 try files.writeMarker(dir.restartMarker(role), by: "chat \(sender)", reason: "/restart \(which)")
+                if role == .runner && !Wrapper.isRunning(on: dir) { return "Restart marker written for the runner. Warning: \(Wrapper.missingWarning(dir))" }
                 return "Restart marker written for the \(which)."
             case .journal(let n):
                 let entries = Journal.read(path: dir.journal).entries.suffix(min(max(n ?? 10, 1), 50))

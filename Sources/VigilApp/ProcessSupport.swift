@@ -18,6 +18,9 @@ final class ProcessContext {
     let startedWall: String
     var record: ProcessRecord
     private var lastWriteProblem: BootInstant?
+    /// The state directory we started in, pinned (docs/operator-guide.md, "The state directory
+    /// removed or replaced"): checked every loop turn and before every heartbeat.
+    let anchor: StateDirectoryAnchor
 
     init(role: StateDirectory.Role, dir: StateDirectory, version: String) throws {
         self.role = role
@@ -26,6 +29,7 @@ final class ProcessContext {
         files = StateFiles(dir: dir, journal: journal)
         signals = try SignalPipe(signals: [SIGTERM, SIGINT, SIGHUP])
         inotify = try Inotify()
+        anchor = try StateDirectoryAnchor(dir)
         try inotify.watch(directory: dir.path)
         started = Clock.boot()
         startedWall = Clock.iso(Clock.wall())
@@ -49,6 +53,8 @@ final class ProcessContext {
     /// a low rate and reported; the caller goes on (the next beat tries again).
     @discardableResult
     func beat(now: BootInstant = Clock.boot()) -> Bool {
+        // Never a heartbeat into a directory that is not ours (the loop stops at its next turn).
+        if anchor.check() != nil { return false }
         record.beat = now
         record.seq &+= 1
         do {
@@ -93,6 +99,24 @@ final class ProcessContext {
         return nil
     }
 
+    /// Says that the state directory is lost, in the only places left to say it: standard
+    /// error (the journal may be gone with the directory), and the journal of the directory we
+    /// started in if it still exists somewhere (renamed away), reached through the pinned
+    /// descriptor, never through the path (which may name a directory that is not ours now).
+    /// Returns the sentence.
+    @discardableResult
+    func reportLostStateDirectory(_ loss: StateDirectoryAnchor.Loss, consequence: String) -> String {
+        let sentence = "the state directory \(dir.path) \(loss) while the \(role.rawValue) (pid \(getpid())) ran on it: " + consequence
+        printErr("vigil \(role.rawValue): \(sentence)\n")
+        let pinned = Journal(path: anchor.pinnedPath("journal.jsonl"), source: role.rawValue)
+        pinned.append("state-dir-lost", [
+            "loss": .string(loss.kind), "detail": .string(loss.description), "path": .string(dir.path),
+            "device": .int(Int64(bitPattern: anchor.device)), "inode": .int(Int64(bitPattern: anchor.inode)),
+            "pid": .int(Int64(getpid())), "exit": .int(Int64(StateDirectoryAnchor.lostExitCode)),
+        ])
+        return sentence
+    }
+
     func stopRequested() -> Marker? {
         guard let m = files.loadMarker(dir.stopMarker), m.bootID == Clock.bootID else { return nil }
         return m
@@ -104,6 +128,16 @@ final class ProcessContext {
 /// singleton lock (retrying briefly: a prober may hold it for a moment), or fails with exit
 /// code 3 naming the holder.
 func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempts: Int, hint: String) throws -> FileLock {
+    // Started for one directory (`StateDirectoryAnchor.handedVariable`): if that one is gone,
+    // neither create a new one nor work in another (docs/operator-guide.md, "The state
+    // directory removed or replaced").
+    if let token = ProcessInfo.processInfo.environment[StateDirectoryAnchor.handedVariable] {
+        unsetenv(StateDirectoryAnchor.handedVariable)
+        if let loss = StateDirectoryAnchor.verify(dir, token: token) {
+            throw CommandError("the state directory \(dir.path) \(loss) before this \(role.rawValue) started: not starting, and nothing written there (see docs/operator-guide.md, \"The state directory removed or replaced\")",
+                               code: StateDirectoryAnchor.lostExitCode)
+        }
+    }
     try dir.prepare()
     dir.secure(journal: Journal(path: dir.journal, source: role.rawValue))
     if let lock = try FileLock.lock(dir.lock(role), attempts: attempts) { return lock }
@@ -119,8 +153,17 @@ func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempt
 /// second, up to 4 GiB: runaway memory). The running bridge also re-reads the file when inotify
 /// reports it changed (for `scripts/chaos`): `hang`, `ignore-term` and `bloat-grow` then take
 /// effect at once and stay until the process exits or re-execs; removing the file undoes nothing.
+///
+/// The runner reads `<state>/runner-fault` at its start: `exit-at-start` makes it exit 1 at
+/// once (a runner that crashes at start: the wrapper's backoff and rollback).
 enum FaultInjection {
     static let enabled = ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1"
+
+    static func runner(_ dir: StateDirectory) -> String? {
+        guard enabled, case .bytes(let data) = StateSlot.read(dir.file("runner-fault")) else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
+    }
 
     static func current(_ dir: StateDirectory) -> String? {
         guard enabled, case .bytes(let data) = StateSlot.read(dir.file("fault")) else { return nil }

@@ -26,6 +26,9 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
     public var currentVersion: String?
     /// Runner only: mean CPU time of one probe-and-decide, in microseconds.
     public var probeCPUMicros: Double?
+    /// Runner only: the wrapper (scripts/vigil-run) that started it and relaunches it after
+    /// exit 42; nil when started some other way (docs/operator-guide.md, "The wrapper gone").
+    public var wrapper: ProcessIdentity? = nil
 
     enum CodingKeys: String, CodingKey {
         case role, identity, version, exe, started, seq
@@ -36,6 +39,7 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
         case lastVerdict = "last_verdict"
         case currentVersion = "current_version"
         case probeCPUMicros = "probe_cpu_us"
+        case wrapper
     }
 }
 

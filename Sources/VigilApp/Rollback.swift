@@ -171,11 +171,11 @@ final class Rollback {
         guard now - since >= stableAfter else { return }
         let job = KeepJob(source: Executable.runningIdentity, stamp: b.version, started: now)
         self.job = job
-        let programDir = dir.programDir, target = dir.keptProgram
+        let stateDir = dir, programDir = dir.programDir, target = dir.keptProgram
         Thread.detachNewThread { @Sendable in
             let outcome: KeepJob.Outcome
             do {
-                try AtomicFile.makeDirectory(programDir)
+                try stateDir.makeDirectory(programDir)
                 // Our own image (the inode we run, even if the file was replaced meanwhile).
                 try AtomicFile.copy(from: "/proc/self/exe", to: target, mode: PrivateFile.executableMode)
                 outcome = .copied(Executable.fileIdentity(target) ?? "exe:unknown")

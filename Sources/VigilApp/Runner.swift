@@ -41,10 +41,26 @@ final class Runner {
     private var lastRecordWrite = BootInstant.zero
     /// Identities confirmed (or refuted) to be a bridge of this state dir, by /proc cmdline.
     private var confirmed: [ProcessIdentity: Bool] = [:]
+    /// The bridge a probe found in our state directory (read before a loop turn's check of the
+    /// directory passed): the one bridge besides our own children that a runner whose state
+    /// directory is lost may stop.
+    private var trustedBridge: ProcessIdentity?
+
+    /// The environment variable in which scripts/vigil-run names itself (`PID:START_TICKS`) to
+    /// the runner it starts; removed at once, so bridges and missions do not inherit it.
+    static let wrapperVariable = "VIGIL_WRAPPER"
+    /// The wrapper that relaunches us after exit 42; nil when we were started some other way
+    /// (by hand, by another supervisor): then exit 42 is that starter's business, as always.
+    let wrapper: ProcessIdentity?
+    private var wrapperGone = false
+    /// Restarts (exit 42) not made because the wrapper is gone, each journaled once.
+    private var restartsHeld: Set<String> = []
 
     init(invocation: Invocation, config: Configuration, clearStop: Bool) throws {
         self.config = config
         self.clearStop = clearStop
+        wrapper = ProcessInfo.processInfo.environment[Runner.wrapperVariable].flatMap { ProcessIdentity(token: $0) }
+        unsetenv(Runner.wrapperVariable)
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
@@ -52,6 +68,7 @@ final class Runner {
         let context = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
         ctx = context
         rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
+        context.record.wrapper = wrapper
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
         try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
     }
@@ -59,6 +76,10 @@ final class Runner {
     /// Runs until stopped (returns 0) or until a restart is due (returns 42).
     func run() throws -> Int32 {
         let t = config.tunables
+        if FaultInjection.runner(ctx.dir) == "exit-at-start" {
+            ctx.journal.append("fault-injected", ["fault": "exit-at-start", "runtime": false])
+            exit(1)
+        }
         if clearStop { try? AtomicFile.remove(ctx.dir.stopMarker) }
         loadHealState()
         ctx.beat()
@@ -67,7 +88,7 @@ final class Runner {
             "circuit": .string(heal.circuit.rawValue),
         ])
         hooks = try RunnerHooks.make(runner: self)
-        if let reason = rollback.begin(hooks: hooks) { return exitForRestart(reason: reason) }
+        if let reason = rollback.begin(hooks: hooks), let code = restart(reason: reason, key: reason) { return code }
 
         var nextTick = Clock.boot()
         // The instants the last loop turn woke up for besides the tick (docs/architecture.md,
@@ -76,6 +97,9 @@ final class Runner {
         var verdictDue: BootInstant? = nil
         var hooksDue: BootInstant? = nil
         while true {
+            // Before anything reads or writes: is the state directory still ours?
+            if let loss = ctx.anchor.check() { return abandon(loss) }
+            if let id = lastRecord?.identity { trustedBridge = id }
             var now = Clock.boot()
             let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
             var probeDue = now >= nextTick || !events.isEmpty || (watched?.hasExited ?? false)
@@ -91,12 +115,11 @@ final class Runner {
             }
             if let m = ctx.pendingRestartMarker() {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.runner))
-                return exitForRestart(reason: "restart marker (\(m.by): \(m.reason))")
+                if let code = restart(reason: "restart marker (\(m.by): \(m.reason))", key: "marker-\(Clock.boot().nanoseconds)") { return code }
             }
-            if let onDisk = Executable.fileIdentity(Executable.path), onDisk != runningVersion {
-                return exitForRestart(reason: "own program on disk changed")
-            }
-            if let reason = rollback.restartReason() { return exitForRestart(reason: reason) }
+            if let onDisk = Executable.fileIdentity(Executable.path), onDisk != runningVersion,
+               let code = restart(reason: "own program on disk changed", key: "program-\(onDisk)") { return code }
+            if let reason = rollback.restartReason(), let code = restart(reason: reason, key: reason) { return code }
             if let reset = ctx.files.loadMarker(ctx.dir.healReset) {
                 try? AtomicFile.remove(ctx.dir.healReset)
                 if reset.bootID == Clock.bootID { resetHeal(by: reset.by) }
@@ -124,6 +147,7 @@ final class Runner {
                 }
                 ctx.beat(now: now)
                 nextTick = now + t.tick
+                _ = wrapperIsGone()
                 hooks?.tick(now: now)
                 rollback.tick(now: now, verdict: lastVerdict, bridge: lastRecord)
             } else if !events.isEmpty || hooksDue.map({ now >= $0 }) ?? false {
@@ -171,6 +195,8 @@ final class Runner {
         lastVerdict = probe.verdict
 
         if ctx.stopRequested() != nil { return false }
+        // No heal from what a directory that is not ours says (the loop stops at its next turn).
+        if ctx.anchor.check() != nil { return false }
         let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
         let step = HealMachine.step(HealObservation(verdict: probe.verdict, lockFree: lockFree), state: heal, now: now, policy: t.policy)
         heal = step.state
@@ -218,12 +244,14 @@ final class Runner {
     }
 
     private func spawnBridge() throws -> ProcessIdentity {
+        if let loss = ctx.anchor.check() { throw CommandError("not starting a bridge: the state directory \(loss)") }
         var opts = Spawner.Options()
         opts.newSession = true
         opts.outputPath = ctx.dir.log(.bridge)
         // The bridge writes its identity and first beat before anything slow; a version
         // command's answer it gets from us (docs/architecture.md, "Bridge start").
         if let v = versions.stampForSpawn { opts.environment[VersionSource.handedStampVariable] = v }
+        opts.environment[StateDirectoryAnchor.handedVariable] = ctx.anchor.token
         let argv = [Executable.path, "bridge", "--state-dir", ctx.dir.path] + config.tunables.flags
         let id = try Spawner.spawn(argv, opts)
         if let pidfd = id.openPidFD() { children.append(pidfd) }
@@ -405,6 +433,72 @@ final class Runner {
 
     // MARK: - Exits
 
+    /// Exits 42 for `reason` (the wrapper relaunches us at once), unless the wrapper that
+    /// started us is gone: nobody would relaunch us, so we go on and say so, once per `key`
+    /// (docs/operator-guide.md, "The wrapper gone"). Nil when we go on.
+    private func restart(reason: String, key: String) -> Int32? {
+        guard wrapperIsGone(), let w = wrapper else { return exitForRestart(reason: reason) }
+        guard restartsHeld.insert(key).inserted else { return nil }
+        ctx.journal.append("runner-restart-skipped", [
+            "reason": .string(reason), "wrapper_pid": .int(Int64(w.pid)),
+            "detail": "the wrapper is gone: nothing would relaunch the runner after exit 42, so it keeps running",
+        ])
+        printErr("vigil runner: not restarting for \(reason): the wrapper (scripts/vigil-run, pid \(w.pid)) that would relaunch this runner is gone, so it keeps running. Start the pair again to pick this up: `vigil stop`, then scripts/vigil-run.\n")
+        hooks?.notify(key: "runner-restart-skipped-\(Clock.boot().nanoseconds)",
+                      text: "Vigil: the runner did not restart for \(reason): its wrapper (vigil-run, pid \(w.pid)) is gone, so nothing would relaunch it. It keeps running; start the pair again (`vigil stop`, then vigil-run) to pick the change up.")
+        return nil
+    }
+
+    /// True once the wrapper that started us is gone (checked every tick: one /proc read);
+    /// journaled and told once. False when no wrapper started us.
+    private func wrapperIsGone() -> Bool {
+        guard let w = wrapper else { return false }
+        if !wrapperGone && w.liveness() == .gone {
+            wrapperGone = true
+            ctx.journal.append("wrapper-gone", [
+                "wrapper_pid": .int(Int64(w.pid)), "wrapper_start_ticks": .int(Int64(w.startTicks)),
+                "detail": "scripts/vigil-run is gone (killed?): the runner keeps running, but restart markers and a new program wait until the pair is started again",
+            ])
+            printErr("vigil runner: the wrapper (scripts/vigil-run, pid \(w.pid)) is gone: this runner keeps watching the bridge and running missions, but nothing would relaunch it, so it will not exit for a restart marker or a new program. Start the pair again: `vigil stop`, then scripts/vigil-run.\n")
+            hooks?.notify(key: "wrapper-gone-\(w.token)",
+                          text: "Vigil: the wrapper (vigil-run, pid \(w.pid)) is gone. The runner keeps watching the bridge, but nothing would relaunch it: restart markers and updates wait until the pair is started again (`vigil stop`, then vigil-run).")
+        }
+        return wrapperGone
+    }
+
+    /// The state directory was removed or replaced under us (docs/operator-guide.md, "The
+    /// state directory removed or replaced"): stop acting at once — nothing more is written
+    /// through its path, nothing spawned, nothing signalled but our own bridge — say so, stop
+    /// our bridge, and exit 4, after which the wrapper does not relaunch.
+    private func abandon(_ loss: StateDirectoryAnchor.Loss) -> Int32 {
+        let code = StateDirectoryAnchor.lostExitCode
+        ctx.reportLostStateDirectory(loss, consequence: """
+            stopping its bridge and exiting \(code), writing nothing more there; scripts/vigil-run does not relaunch it. \
+            Put the directory back, or start the pair again on purpose (see docs/operator-guide.md, "The state directory \
+            removed or replaced")
+            """)
+        var seen = Set<ProcessIdentity>()
+        for id in [trustedBridge, starting].compactMap({ $0 }) + children.map(\.identity) where seen.insert(id).inserted {
+            let ours = children.contains { $0.identity == id }
+            guard ours || runsVigil(id, role: .bridge, dir: ctx.dir), let pidfd = id.openPidFD() else { continue }
+            endBridge(pidfd)
+        }
+        reapChildren()
+        versions.cancel()
+        return code
+    }
+
+    /// SIGCONT+SIGTERM, SIGKILL after the term grace. True when it had to be killed.
+    @discardableResult
+    private func endBridge(_ pidfd: PidFD) -> Bool {
+        pidfd.signal(SIGCONT)
+        pidfd.signal(SIGTERM)
+        if pidfd.waitForExit(timeoutMilliseconds: config.tunables.termGrace.pollMilliseconds) { return false }
+        pidfd.signal(SIGKILL)
+        _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
+        return true
+    }
+
     private func exitForRestart(reason: String) -> Int32 {
         saveHealState(now: Clock.boot())
         ctx.journal.append("runner-restart", ["reason": .string(reason), "exit": 42])
@@ -418,14 +512,9 @@ final class Runner {
     /// Missions keep running (their shims are detached); the next runner reattaches them.
     private func stopPair(reason: String) {
         ctx.journal.append("runner-stopping", ["reason": .string(reason)])
-        if let r = ctx.files.loadRecord(.bridge), runsVigil(r.identity, role: .bridge, dir: ctx.dir), let pidfd = r.identity.openPidFD() {
-            pidfd.signal(SIGCONT)
-            pidfd.signal(SIGTERM)
-            if !pidfd.waitForExit(timeoutMilliseconds: config.tunables.termGrace.pollMilliseconds) {
-                pidfd.signal(SIGKILL)
-                _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
-                ctx.journal.append("bridge-killed", ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
-            }
+        if let r = ctx.files.loadRecord(.bridge), runsVigil(r.identity, role: .bridge, dir: ctx.dir), let pidfd = r.identity.openPidFD(),
+           endBridge(pidfd) {
+            ctx.journal.append("bridge-killed", ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
         }
         if let s = starting, let pidfd = s.openPidFD() {
             pidfd.signal(SIGKILL)
@@ -461,7 +550,10 @@ enum RunnerCommand {
         Runs the runner in the foreground: every tick it probes the bridge and heals it in
         escalating tiers, and it runs missions. Exits 42 when it should be relaunched (its
         restart marker, or its program on disk changed), 0 when stopped (`vigil stop`,
-        SIGTERM, SIGINT). Normally started by scripts/vigil-run, which relaunches it.
+        SIGTERM, SIGINT), 4 when its state directory was removed or replaced under it (it
+        stops the bridge first; the wrapper does not relaunch). Normally started by
+        scripts/vigil-run, which relaunches it; a runner whose wrapper is gone does not exit 42
+        (it journals runner-restart-skipped and goes on).
 
         Tunables (flags, or the same keys in DIR/vigil.json; durations as 0.2, 200ms, 2s, 5m):
           --tick D                runner loop period (probe cadence)            1s

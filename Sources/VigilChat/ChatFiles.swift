@@ -26,7 +26,7 @@ public enum ChatKick {
     public static func poke(_ dir: StateDirectory, journal: Journal? = nil) {
         let files = StateFiles(dir: dir, journal: journal ?? Journal(path: dir.journal, source: "cli"))
         if files.touch(dir.chatKick) == .failed(ENOENT) {
-            try? AtomicFile.makeDirectory(dir.chatDirectory)
+            try? dir.makeDirectory(dir.chatDirectory)
             files.touch(dir.chatKick)
         }
     }
@@ -65,7 +65,7 @@ enum NotificationSpool {
     /// Appends items durably. Throws when they could not be made durable.
     static func append(_ items: [Item], dir: StateDirectory) throws {
         guard !items.isEmpty else { return }
-        try AtomicFile.makeDirectory(dir.chatDirectory)
+        try dir.makeDirectory(dir.chatDirectory)
         guard let lock = try FileLock.lock(dir.chatSpoolLock, attempts: 10) else {
             throw SystemError("flock", errno: EWOULDBLOCK, subject: dir.chatSpoolLock)
         }

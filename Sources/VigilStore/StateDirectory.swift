@@ -34,6 +34,12 @@ public struct StateDirectory: Sendable {
     public var keptProgramRecord: String { file("program/good.json") }
 
     public func lock(_ role: Role) -> String { file("\(role.rawValue).lock") }
+
+    /// Creates a directory inside this state directory (and those between), never the state
+    /// directory itself: gone, it stays gone (`AtomicFile.makeDirectory(_:below:)`).
+    public func makeDirectory(_ sub: String) throws(SystemError) {
+        try AtomicFile.makeDirectory(sub, below: path)
+    }
     /// Identity, version stamp and heartbeat of a running process ("PID file").
     public func pidFile(_ role: Role) -> String { file("\(role.rawValue).json") }
     public func restartMarker(_ role: Role) -> String { file("\(role.rawValue).restart") }

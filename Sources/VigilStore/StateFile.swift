@@ -135,7 +135,7 @@ public struct StateFiles: Sendable {
         var moved = false
         var st = stat()
         do {
-            try AtomicFile.makeDirectory(dir.quarantine)
+            try dir.makeDirectory(dir.quarantine)
             if rename(path, target) == 0 {
                 moved = true
                 try? AtomicFile.fsyncDirectory(dir.quarantine)

@@ -87,6 +87,27 @@ public enum AtomicFile {
     }
 
     /// Creates a directory (and its parents) durably: each new directory's parent is fsynced.
+    /// Like `makeDirectory`, but creates nothing at or above `root`: when `root` is gone the
+    /// `mkdir` fails (ENOENT) instead of making a new `root`. For directories inside a state
+    /// directory, which a running process must never re-create after someone removed it
+    /// (docs/operator-guide.md, "The state directory removed or replaced").
+    public static func makeDirectory(_ path: String, below root: String, mode: mode_t = PrivateFile.directoryMode) throws(SystemError) {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            if (st.st_mode & S_IFMT) == S_IFDIR { return }
+            throw SystemError("mkdir", errno: ENOTDIR, subject: path)
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        guard path.hasPrefix(root + "/"), !parent.isEmpty else { throw SystemError("mkdir", errno: ENOENT, subject: path) }
+        if parent != root { try makeDirectory(parent, below: root, mode: mode) }
+        if mkdir(path, mode) != 0 {
+            let e = lastErrno()
+            if e != EEXIST { throw SystemError("mkdir", errno: e, subject: path) }
+            return
+        }
+        try fsyncDirectory(parent)
+    }
+
     public static func makeDirectory(_ path: String, mode: mode_t = PrivateFile.directoryMode) throws(SystemError) {
         var st = stat()
         if stat(path, &st) == 0 {

@@ -13,9 +13,11 @@ public final class Inotify: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    /// Watches `directory` for entries being created, replaced, written or removed.
+    /// Watches `directory` for entries being created, replaced, written or removed, and for
+    /// the directory itself being removed or moved (reported with an empty name), so a state
+    /// directory renamed away wakes its processes at once.
     public func watch(directory: String) throws(SystemError) {
-        let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB)
+        let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
         let wd = try sys("inotify_add_watch", directory) { inotify_add_watch(fd, directory, mask) }
         watches[wd] = directory
     }

@@ -20,6 +20,17 @@ public struct ProcessIdentity: Codable, Hashable, Sendable, CustomStringConverti
 
     public var description: String { "pid \(pid) (start \(startTicks))" }
 
+    /// `PID:START_TICKS`, as handed between processes in an environment variable (the wrapper
+    /// names itself to its runner this way: `VIGIL_WRAPPER`).
+    public var token: String { "\(pid):\(startTicks)" }
+
+    /// Parses `token`; nil for anything else.
+    public init?(token: String) {
+        let parts = token.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, let start = UInt64(parts[1]) else { return nil }
+        self.init(pid: pid, startTicks: start)
+    }
+
     /// When the process started, on the boot clock.
     public var startedAt: BootInstant {
         BootInstant(nanoseconds: Int64(startTicks) * 1_000_000_000 / Clock.ticksPerSecond)

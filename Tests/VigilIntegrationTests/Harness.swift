@@ -105,9 +105,18 @@ final class Harness {
                       err: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
     }
 
+    /// `vigil status --json`. Throws (without recording an issue: polls call it with `try?`
+    /// before the state directory exists) when there is no answer.
     func status() throws -> JSONValue {
         let r = try vigil(["status", "--json"])
-        return try #require(JSONValue.parse(Data(r.out.utf8)), "status --json: \(r.out) \(r.err)")
+        guard let v = JSONValue.parse(Data(r.out.utf8)) else { throw NoStatus(out: r.out, err: r.err) }
+        return v
+    }
+
+    struct NoStatus: Error, CustomStringConvertible {
+        var out: String
+        var err: String
+        var description: String { "status --json gave no JSON: \(out) \(err)" }
     }
 
     var journal: [[String: JSONValue]] { Journal.read(path: dir + "/journal.jsonl").entries }

@@ -14,7 +14,10 @@ enum RestartCommand {
 
         Writes the process's restart marker. The bridge finishes its loop turn and re-execs the
         program on disk (same PID); the runner exits 42 and the wrapper relaunches it at once.
-        Missions keep running.
+        Missions keep running. When no wrapper (scripts/vigil-run) runs on the state dir, the
+        runner's marker is still written (exit 0) with a warning on stderr: a runner whose
+        wrapper is gone does not exit for it (it journals runner-restart-skipped), and a runner
+        started by hand would exit 42 with nobody to relaunch it.
         """,
         run: { inv in
             let args = try Arguments(inv.arguments, valued: [])
@@ -24,10 +27,26 @@ enum RestartCommand {
             let dir = try existing(inv.stateDir)
             let files = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "cli"))
             try files.writeMarker(dir.restartMarker(role), by: "cli \(getpid())", reason: "vigil restart \(role.rawValue)")
-            files.journal.append("restart-requested", ["process": .string(role.rawValue), "by": "cli"])
+            let wrapped = role == .bridge || Wrapper.isRunning(on: dir)
+            files.journal.append("restart-requested", ["process": .string(role.rawValue), "by": "cli", "wrapper": role == .runner ? .bool(wrapped) : .null])
             let running = files.loadRecordQuietly(role).map { $0.identity.isAlive } ?? false
             printOut("restart marker written for the \(role.rawValue)" + (running ? "" : " (it is not running now; the marker applies only to a process started before it)"))
+            if running && !wrapped { printErr("vigil: warning: \(Wrapper.missingWarning(dir))\n") }
         })
+}
+
+/// scripts/vigil-run, seen from the other processes: it holds `wrapper.lock` (flock, on its
+/// descriptor 9, which no runner inherits) for as long as it lives.
+enum Wrapper {
+    /// True when a wrapper runs on `dir` (someone holds its lock). A non-blocking shared lock
+    /// on a descriptor of our own, dropped at once (`FileLock.isFree`).
+    static func isRunning(on dir: StateDirectory) -> Bool { !FileLock.isFree(dir.wrapperLock) }
+
+    /// Why a runner restart marker does nothing useful now (docs/operator-guide.md, "The
+    /// wrapper gone").
+    static func missingWarning(_ dir: StateDirectory) -> String {
+        "no wrapper (scripts/vigil-run) is running on \(dir.path), so nothing would relaunch the runner: a runner whose wrapper is gone does not exit for this marker (it journals runner-restart-skipped and keeps running), and a runner started by hand would exit 42 and stay down. Start the pair again to restart it: `vigil stop`, then scripts/vigil-run."
+    }
 }
 
 /// `vigil heal reset`: asks the runner to close an open circuit and forget the escalation.

@@ -71,6 +71,13 @@ enum StatusCommand {
             "probe_cpu_us": runner?.probeCPUMicros.map { .double(($0 * 10).rounded() / 10) } ?? .null,
         ]
         if let runnerProblem { r["problem"] = .string("runner.json is corrupt: \(runnerProblem)") }
+        // The wrapper that relaunches the runner after exit 42 (docs/operator-guide.md, "The
+        // wrapper gone"): null when the runner was not started by one.
+        if let w = runner?.wrapper, runnerAlive {
+            r["wrapper"] = ["pid": .int(Int64(w.pid)), "alive": .bool(w.isAlive)]
+        } else {
+            r["wrapper"] = .null
+        }
         var h: [String: JSONValue] = [
             "tier": .int(Int64(heal.displayTier)),
             "circuit": .string(heal.circuit.rawValue),
@@ -111,6 +118,13 @@ enum StatusCommand {
         lines.append("            version \(str(b?["version"]))  on disk \(str(b?["current_version"]))")
         if let p = b?["problem"] { lines.append("            \(str(p))") }
         lines.append("runner      \(r?["alive"]?.boolValue == true ? "running" : "not running")  pid \(str(r?["pid"]))  heartbeat \(str(r?["heartbeat_age_ms"])) ms ago  probe \(str(r?["probe_cpu_us"])) µs")
+        if r?["alive"]?.boolValue == true {
+            if let w = r?["wrapper"], w["alive"]?.boolValue == false {
+                lines.append("            wrapper (pid \(str(w["pid"]))) gone: the runner will not restart for a marker or an update until the pair is started again")
+            } else if r?["wrapper"] == .null {
+                lines.append("            no wrapper: started without scripts/vigil-run, nothing relaunches it after exit 42")
+            }
+        }
         lines.append("heal        tier \(str(h?["tier"]))  circuit \(str(h?["circuit"]))  failed respawns \(str(h?["failed_respawns"]))")
         if let q = s["queues"], case .object(let o) = q {
             for (k, v) in o.sorted(by: { $0.key < $1.key }) {
