@@ -72,8 +72,8 @@ public enum StateFile {
         }
     }
 
-    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode) throws {
-        try AtomicFile.write(try encode(value, kind: kind), to: path, mode: mode)
+    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode, syncDirectory: Bool = true) throws {
+        try AtomicFile.write(try encode(value, kind: kind), to: path, mode: mode, syncDirectory: syncDirectory)
     }
 
     static func shortDecodingError(_ error: any Error) -> String {

@@ -12,8 +12,11 @@ public enum AtomicFile {
     /// The temp-file marker; `sweepTemps` removes leftovers of dead writers.
     static let tempMarker = ".tmp."
 
-    public static func write(_ data: Data, to path: String, mode: mode_t = PrivateFile.mode) throws(SystemError) {
-        try replace(path, mode: mode) { fd, temp throws(SystemError) in try writeAll(fd, data, subject: temp) }
+    /// - Parameter syncDirectory: false leaves the last step (fsync of the directory) to the
+    ///   caller, who must take it before anything counts on the new name (several files replaced
+    ///   in one directory then share one directory fsync: a checkpoint's data and meta).
+    public static func write(_ data: Data, to path: String, mode: mode_t = PrivateFile.mode, syncDirectory: Bool = true) throws(SystemError) {
+        try replace(path, mode: mode, syncDirectory: syncDirectory) { fd, temp throws(SystemError) in try writeAll(fd, data, subject: temp) }
     }
 
     /// Copies the file at `source` over `path` with the same steps as `write` (temp, fsync,
@@ -34,7 +37,8 @@ public enum AtomicFile {
     }
 
     /// The steps every replace shares; `fill` writes the contents into the temp file.
-    private static func replace(_ path: String, mode: mode_t, fill: (Int32, String) throws(SystemError) -> Void) throws(SystemError) {
+    private static func replace(_ path: String, mode: mode_t, syncDirectory: Bool = true,
+                                fill: (Int32, String) throws(SystemError) -> Void) throws(SystemError) {
         let dir = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         let temp = "\(dir.isEmpty ? "." : dir)/.\(base)\(tempMarker)\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
@@ -54,7 +58,7 @@ public enum AtomicFile {
             unlink(temp)
             throw error
         }
-        try fsyncDirectory(dir.isEmpty ? "." : dir)
+        if syncDirectory { try fsyncDirectory(dir.isEmpty ? "." : dir) }
     }
 
     /// Writes every byte with as many `write` calls as the kernel needs.

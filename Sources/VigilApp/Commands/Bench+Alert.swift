@@ -120,9 +120,7 @@ enum AlertBench {
 
     /// Median ms of enqueue-free claim + mark cycles, beside a bare one-row FULL commit.
     static func claimCost() throws -> (Double, Double) {
-        var template = Array("/tmp/vigil-bench-claim-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw CommandError("cannot create a temp dir") }
-        let dir = StateDirectory(String(cString: p))
+        let dir = StateDirectory(try TempDirectory.make(prefix: "vigil-bench-claim"))
         defer { try? FileManager.default.removeItem(atPath: dir.path) }
         try dir.prepare()
         let db = try Database(path: dir.database)

@@ -45,9 +45,7 @@ enum ChatBench {
         let operatorUser = try server.register("operator")
         let room = try server.createRoom(as: operatorUser, invite: [bot.id])
 
-        var template = Array((NSTemporaryDirectory() + "/vigil-bench-chat-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { throw CommandError("cannot make a temporary directory") }
-        let dir = StateDirectory(String(cString: p))
+        let dir = StateDirectory(try TempDirectory.make(prefix: "vigil-bench-chat"))
         defer { try? FileManager.default.removeItem(atPath: dir.path) }
         try dir.prepare()
         let journal = Journal(path: dir.journal, source: "bench")

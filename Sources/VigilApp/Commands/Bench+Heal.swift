@@ -123,9 +123,7 @@ final class BenchPair {
     private var finished = false
 
     init(flags: [String], version: String? = nil, fault: String? = nil, config: String? = nil) throws {
-        var template = Array("/tmp/vigil-bench-XXXXXX".utf8CString)
-        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw CommandError("cannot create a temp dir") }
-        dir = StateDirectory(String(cString: p))
+        dir = StateDirectory(try TempDirectory.make(prefix: "vigil-bench"))
         var flags = flags
         if let i = flags.firstIndex(of: "VERSION") { flags[i] = dir.file("VERSION") }
         if let version { try Data(version.utf8).write(to: URL(fileURLWithPath: dir.file("VERSION"))) }

@@ -6,12 +6,13 @@ import VigilStore
 enum BenchCommand {
     static let command = Command(
         name: "bench",
-        summary: "benchmarks: heal | missions | chat | alert (prints a table)",
+        summary: "benchmarks: heal | missions | chat | alert | checkpoint (prints a table)",
         help: """
         usage: vigil bench heal [--trials N] [--idle D] [--out FILE]
                vigil bench missions [OPTIONS]
                vigil bench chat [OPTIONS]
                vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
+               vigil bench checkpoint [--rounds N]
 
         Runs a benchmark in a temporary state directory and prints a table: each figure beside
         its target. Build with `swift build -c release` first: a debug build is much slower.
@@ -20,6 +21,8 @@ enum BenchCommand {
         idle CPU and RSS of runner and bridge.
         alert: a crash loop with no live bridge; circuit open → alert seen in console chat.log,
         at a local webhook receiver and in a Synapse room (the runner delivers it).
+        checkpoint: save and restore of a 64 KB mission checkpoint, in process and through
+        `vigil checkpoint save`.
         """,
         run: { inv in
             guard let which = inv.arguments.first else { throw UsageError("say which benchmark: vigil bench heal|missions|chat") }
@@ -30,7 +33,8 @@ enum BenchCommand {
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
             case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
             case "alert": try AlertBench.run(rest)
-            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat or alert")
+            case "checkpoint": try CheckpointBench.run(rest)
+            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat, alert or checkpoint")
             }
         })
 }

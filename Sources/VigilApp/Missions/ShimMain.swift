@@ -64,6 +64,12 @@ enum ShimMain {
                 "VIGIL_MISSION_ATTEMPT": "\(spec.attempt)",
                 "VIGIL_MISSION_SCRATCH": paths.scratch,
             ])
+            // The newest checkpoint that verifies (docs/missions.md, "Checkpoints").
+            let checkpoints = CheckpointStore(stateDir: spec.stateDir, mission: spec.mission)
+            if let newest = checkpoints.newestValid(files: StateFiles(dir: spec.stateDir, journal: Journal(path: spec.stateDir.journal, source: "shim"))) {
+                options.environment["VIGIL_CHECKPOINT"] = newest.data
+                output.note("--- vigil: resuming from checkpoint \(newest.seq) (saved by attempt \(newest.meta?.attempt ?? 0)) ---\n")
+            }
             // Output through us (a pipe), so the cap holds whatever the mission writes.
             var pipeFDs: [Int32] = [-1, -1]
             // (The shim has one thread: nothing can spawn between pipe and FD_CLOEXEC.)
