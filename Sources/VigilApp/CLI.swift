@@ -36,7 +36,7 @@ public enum CLI {
             BridgeCommand.command, RunnerCommand.command, StatusCommand.command, JournalCommand.command,
             MissionCommand.command, OutboxCommand.command, SayCommand.command, RestartCommand.command,
             HealCommand.command, StopCommand.command, DoctorCommand.command, BenchCommand.command,
-            ShimCommand.command, CheckpointCommand.command,
+            ShimCommand.command, CheckpointCommand.command, BackupCommand.backup, BackupCommand.restore,
         ]
     }
 

@@ -229,6 +229,86 @@ public final class Database: @unchecked Sendable {
         return msgs == ["ok"] ? [] : msgs
     }
 
+    /// Copies the whole database, as one consistent snapshot, into a new file at `path` with
+    /// SQLite's online backup API (writers may go on meanwhile: the copy restarts when one
+    /// commits during it, and stays the snapshot it finished with). The copy is written to a
+    /// temp file in `path`'s directory, fsynced, checked (`integrity_check`), renamed into place
+    /// and the directory fsynced: when this returns, the backup is durable and whole.
+    public func backup(to path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
+        unlink(temp)
+        try Database.createPrivately(temp)
+        do {
+            try Database.copy(from: db, toFile: temp)
+            let fd = try sys("open", temp) { open(temp, O_RDONLY | O_CLOEXEC) }
+            defer { close(fd) }
+            _ = try sys("fsync", temp) { fsync(fd) }
+            // A connection of its own, closed (deinit) when the function returns.
+            func problemsOfCopy() throws -> [String] { try Database(path: temp, busyTimeout: 1, migrate: false).integrityProblems() }
+            let problems = try problemsOfCopy()
+            if !problems.isEmpty { throw Error(code: SQLITE_CORRUPT, message: "the copy does not pass integrity_check: \(problems.prefix(3))", sql: nil) }
+            // The check opened it in WAL mode; closing checkpointed and removed the WAL.
+            _ = try sys("rename", path) { rename(temp, path) }
+            try AtomicFile.fsyncDirectory(dir.isEmpty ? "." : dir)
+        } catch {
+            unlink(temp)
+            unlink(temp + "-wal")
+            unlink(temp + "-shm")
+            throw error
+        }
+    }
+
+    /// Replaces this database's contents with those of the database file at `source`, in one
+    /// step of SQLite's backup API (it takes the write lock: other connections wait or see the
+    /// old contents or the new, never a mix), then migrates them to this schema (an older
+    /// backup). The caller checks `source` first.
+    public func replaceContents(from source: String) throws {
+        var src: OpaquePointer?
+        let rc = sqlite3_open_v2(source, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nil)
+        guard rc == SQLITE_OK, let src else {
+            if let src { sqlite3_close_v2(src) }
+            throw Error(code: rc, message: "\(source): cannot open", sql: nil)
+        }
+        defer { sqlite3_close_v2(src) }
+        finalizeAll()
+        guard let b = sqlite3_backup_init(db, "main", src, "main") else {
+            throw Error(code: sqlite3_errcode(db), message: String(cString: sqlite3_errmsg(db)), sql: "backup")
+        }
+        let step = sqlite3_backup_step(b, -1)
+        let done = sqlite3_backup_finish(b)
+        guard step == SQLITE_DONE, done == SQLITE_OK else {
+            throw Error(code: step == SQLITE_DONE ? done : step, message: String(cString: sqlite3_errmsg(db)), sql: "backup")
+        }
+        try Schema.migrate(self)
+    }
+
+    /// The online backup of `src` into a new database file `path` (created empty already).
+    static func copy(from src: OpaquePointer, toFile path: String) throws {
+        var dst: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nil)
+        guard rc == SQLITE_OK, let dst else {
+            if let dst { sqlite3_close_v2(dst) }
+            throw Error(code: rc, message: "\(path): cannot open", sql: nil)
+        }
+        defer { sqlite3_close_v2(dst) }
+        guard let b = sqlite3_backup_init(dst, "main", src, "main") else {
+            throw Error(code: sqlite3_errcode(dst), message: String(cString: sqlite3_errmsg(dst)), sql: "backup")
+        }
+        // Busy (a writer holds the source for a moment): step again, for at most ~10 s.
+        var step = SQLITE_OK
+        for _ in 0..<1000 {
+            step = sqlite3_backup_step(b, -1)
+            if step == SQLITE_DONE { break }
+            if step != SQLITE_BUSY && step != SQLITE_LOCKED && step != SQLITE_OK { break }
+            usleep(10_000)
+        }
+        let done = sqlite3_backup_finish(b)
+        guard step == SQLITE_DONE, done == SQLITE_OK else {
+            throw Error(code: step == SQLITE_DONE ? done : step, message: String(cString: sqlite3_errmsg(dst)), sql: "backup")
+        }
+    }
+
     /// `wal_checkpoint(TRUNCATE)`: keeps the WAL from growing while idle (mistake 11).
     public func checkpoint() {
         _ = try? query("PRAGMA wal_checkpoint(TRUNCATE)")
