@@ -48,7 +48,12 @@ final class BridgeHooks: ChatCommandHandler {
             case .missions:
                 return try ChatMissions.list(dir)
             case .mission(let text):
-                guard let agent = config.agentCommand else {
+                // vigil.json as it is now: a changed agent command needs no bridge restart.
+                let current: Configuration
+                do { current = try Configuration.load(stateDir: dir, arguments: try Arguments([], valued: [])) } catch {
+                    return "Nothing queued: \(dir.config) cannot be used now (\(error)). Fix it and ask again."
+                }
+                guard let agent = current.agentCommand else {
                     return "No agent command is configured: set \"agent-command\" (an argv array) in vigil.json."
                 }
                 return try ChatMissions.add(dir, argv: agent + [text], by: sender)
