@@ -59,6 +59,8 @@ final class BridgeHooks: ChatCommandHandler {
                 return try ChatMissions.add(dir, argv: agent + [text], by: sender)
             case .cancel(let id):
                 return try ChatMissions.cancel(dir, id: id, by: sender)
+            case .show(let id):
+                return try ChatMissions.show(dir, id: id)
             case .restart(let which):
                 guard let role = StateDirectory.Role(rawValue: which) else { return "Say /restart bridge or /restart runner." }
                 let files = StateFiles(dir: dir, journal: journal)

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -95,6 +96,42 @@ enum ChatMissions {
         let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath)
         MissionRunner.poke(dir)
         return "Mission \(id) queued."
+    }
+
+    /// `/show ID`: the state line and the last lines of the output (control bytes escaped),
+    /// within `maxOutput` characters, saying how much came before.
+    static func show(_ dir: StateDirectory, id: Int64, lines maxLines: Int = 20, maxOutput: Int = 3000) throws -> String {
+        let q = try queue(dir)
+        guard let m = try q.mission(id) else { return "There is no mission \(id)." }
+        var head = "#\(m.id) \(try q.lockView().state(of: m).rawValue) attempts \(m.attempts)"
+        if let c = m.exitCode { head += " exit \(c)" }
+        if let r = m.reason { head += " — \(r)" }
+        head += "\n" + m.argv.joined(separator: " ").prefix(200)
+        let path = MissionPaths(stateDir: dir, id: id).output
+        guard let fd = try? PrivateFile.open(path, O_RDONLY) else { return head + "\n(no output yet)" }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        let start = max(0, size - 16384)
+        var buf = [UInt8](repeating: 0, count: Int(size - start))
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, start) }
+        guard n > 0 else { return head + "\n(no output yet)" }
+        var carry: [UInt8] = []
+        let text = String(decoding: MissionOutput.escapeForTerminal(Array(buf[0..<n]), carry: &carry)
+                          + MissionOutput.escapeForTerminal([], carry: &carry, final: true), as: UTF8.self)
+        var all = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if all.last == "" { all.removeLast() }
+        if start > 0, !all.isEmpty { all.removeFirst() } // cut mid-line
+        var shown: [String] = []
+        var used = 0
+        for line in all.reversed() {
+            let l = line.count > 300 ? String(line.prefix(300)) + "…" : line
+            if shown.count == maxLines || used + l.count + 1 > maxOutput { break }
+            shown.insert(l, at: 0)
+            used += l.count + 1
+        }
+        let before = all.count - shown.count
+        let lead = start > 0 ? "… (earlier output not shown; vigil mission show \(id) has it all)" : (before > 0 ? "… (\(before) earlier lines)" : "")
+        return head + "\n" + (lead.isEmpty ? "" : lead + "\n") + shown.joined(separator: "\n")
     }
 
     static func cancel(_ dir: StateDirectory, id text: String, by: String) throws -> String {

@@ -6,6 +6,8 @@ public enum ChatCommand: Equatable, Sendable {
     /// `/mission TEXT`: run the configured agent command with TEXT as one argv element.
     case mission(String)
     case cancel(String)
+    /// `/show ID`: a mission's state and the last lines of its output.
+    case show(Int64)
     /// `bridge` or `runner`.
     case restart(String)
     case journal(Int?)
@@ -46,6 +48,11 @@ public enum ChatCommand: Equatable, Sendable {
                 return .unknown("/cancel needs one mission id: /cancel ID")
             }
             return .cancel(id)
+        case "show":
+            guard args.count == 1, let id = Int64(args[0].drop(while: { $0 == "#" })), id > 0 else {
+                return .unknown("/show needs one mission number: /show ID")
+            }
+            return .show(id)
         case "restart":
             guard args.count == 1, let what = args.first?.lowercased(), what == "bridge" || what == "runner" else {
                 return .unknown("/restart needs bridge or runner: /restart bridge|runner")
@@ -71,6 +78,7 @@ public enum ChatCommand: Equatable, Sendable {
     /missions — missions and their state
     /mission TEXT — run the agent with TEXT
     /cancel ID — cancel a mission
+    /show ID — a mission's state and the last lines of its output
     /restart bridge|runner — restart a process
     /journal [N] — the last N journal entries
     /heal reset — close an open circuit
@@ -91,6 +99,7 @@ public enum ChatCommand: Equatable, Sendable {
         case .missions: return "missions"
         case .mission: return "mission"
         case .cancel: return "cancel"
+        case .show: return "show"
         case .restart: return "restart"
         case .journal: return "journal"
         case .healReset: return "heal reset"

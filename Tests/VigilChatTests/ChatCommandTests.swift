@@ -10,6 +10,8 @@ import VigilCore
         #expect(ChatCommand.parse("/mission fix the build; rm -rf / && echo $HOME") == .mission("fix the build; rm -rf / && echo $HOME"))
         #expect(ChatCommand.parse("/mission   two\nlines  ") == .mission("two\nlines"))
         #expect(ChatCommand.parse("/cancel 42") == .cancel("42"))
+        #expect(ChatCommand.parse("/show 42") == .show(42) && ChatCommand.parse("!show #7") == .show(7))
+        #expect(ChatCommand.parse("/show x") == .unknown("/show needs one mission number: /show ID") && ChatCommand.parse("/show 0") == .unknown("/show needs one mission number: /show ID"))
         #expect(ChatCommand.parse("/restart bridge") == .restart("bridge"))
         #expect(ChatCommand.parse("/restart Runner") == .restart("runner"))
         #expect(ChatCommand.parse("/journal") == .journal(nil))

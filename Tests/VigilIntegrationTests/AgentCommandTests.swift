@@ -18,6 +18,10 @@ struct AgentCommandTests {
         let after = try h.vigil(["say", "--wait", "20s", "mission", "fix the tests"])
         #expect(after.out.lowercased().contains("mission 1"), "\(after.out) \(after.err)")
         try h.waitUntil("mission 1 to run") { (try? String(contentsOfFile: h.dir + "/missions/1/output.log", encoding: .utf8))?.contains("agent: fix the tests") == true }
+        try h.waitUntil("mission 1 to be done") { (try? h.vigil(["mission", "show", "1", "--json"]))?.out.contains(#""state":"done""#) == true }
+        let show = try h.vigil(["say", "--wait", "20s", "show", "1"])
+        #expect(show.out.contains("#1 done") && show.out.contains("agent: fix the tests"), "\(show.out) \(show.err)")
+        #expect(try h.vigil(["say", "--wait", "20s", "show", "99"]).out.contains("There is no mission 99"))
         h.write("vigil.json", #"{"agent-command": "not an argv"}"#)
         let broken = try h.vigil(["say", "--wait", "20s", "mission", "again"])
         #expect(broken.out.contains("Nothing queued"), "\(broken.out) \(broken.err)")
