@@ -89,6 +89,8 @@ public final class MissionRunner {
         var shim: MissionShim?
         var pidfd: PidFD?
         var identityRecorded: Bool
+        /// `--let-daemons-go`: a cancel signals only the mission's session, not its processes outside it.
+        var letDaemonsGo = false
         var cancelRequested = false
         var termSentAt: BootInstant?
         var killSentAt: BootInstant?
@@ -259,11 +261,15 @@ public final class MissionRunner {
 
         // 3. Requeue (or fail) those whose shim died without a result.
         for m in dead {
-            if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
             // Only for a shim known to have died: a claim without a recorded shim may have one
             // that is alive (spawned by a runner killed before recording it), whose mission
-            // must not be killed; it holds the run lock and its result is found later.
-            if m.shim != nil { MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500)) }
+            // must not be killed; it holds the run lock and its result is found later. The
+            // attempt ended without a result, so nothing was let go: all of it is killed (only
+            // what started after its shim; a shim of an earlier boot left nothing running).
+            if let shim = m.shim, shim.bootID == Clock.bootID {
+                MissionProcesses.killSession(of: shim.identity)
+                MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500), startedSince: shim.identity.startTicks)
+            }
             let reason = m.shim == nil
                 ? "it was claimed but its shim never started (the runner stopped in between)"
                 : "its shim (\(m.shim!.identity)) ended without recording an exit status"
@@ -303,6 +309,7 @@ public final class MissionRunner {
 
     private func watch(_ m: Mission, shim: MissionShim, pidfd: PidFD, recorded: Bool) {
         let t = Tracked(id: m.id, attempt: m.attempts, shim: shim, identityRecorded: recorded)
+        t.letDaemonsGo = m.letDaemonsGo
         t.pidfd = pidfd
         t.cancelRequested = m.cancelRequested
         tracked[m.id] = t
@@ -338,9 +345,8 @@ public final class MissionRunner {
         switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
         case .ok(let r) where r.mission == id && r.attempt == attempt:
             guard let state = try q.finish(id: id, attempt: attempt, result: r) else { return .noResult }
-            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue),
-                                               "exit_code": .int(Int64(r.exitCode))]
-            if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue)]
+            MissionRunner.add(r, to: &fields)
             if let reason = r.reason { fields["reason"] = .string(reason) }
             journal.append("mission-finished", fields)
             announceEnd(id, attempt, .finished(r), .ended(state, reason: MissionQueue.outcome(of: r, cancelRequested: state == .cancelled).reason))
@@ -359,27 +365,37 @@ public final class MissionRunner {
         }
     }
 
-    /// Shims no running attempt claims, processes of missions outside any claimed session,
-    /// scratch directories of missions that do not run, mission directories without a row.
+    /// Shims no running attempt claims (with their attempt's processes), processes of missions
+    /// that have not ended and that no live shim runs, scratch directories of missions that do
+    /// not run; mission directories without a row are moved to quarantine/.
     private func cleanOrphans(_ q: MissionQueue) throws -> Int {
         var cleaned = 0
         let claimed = Set(tracked.values.compactMap { $0.shim?.identity })
         for p in MissionRunner.orphanShims(of: stateDir, claimed: claimed) {
             MissionProcesses.killSession(of: p.identity)
+            // Its attempt never reached its end (nothing was let go): what it started outside
+            // its session goes too, unless a live shim runs that mission now.
+            if tracked[p.mission] == nil {
+                MissionProcesses.killMembers(of: stateDir, mission: p.mission, patience: .milliseconds(500), startedSince: p.identity.startTicks)
+            }
             journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
-        for p in MissionRunner.orphanProcesses(of: stateDir, claimedSessions: Set(claimed.map(\.pid))) {
+        for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: Set(claimed.map(\.pid)), watched: Set(tracked.keys)) {
             if p.identity.signal(SIGKILL) {
                 journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
             }
         }
         let paths = try MissionRunner.orphanPaths(of: stateDir, q, running: Set(tracked.keys))
-        for dir in paths.directories where (try? FileManager.default.removeItem(atPath: dir)) != nil {
-            journal.append("mission-orphan-removed", ["path": .string(dir), "what": "directory of no mission"])
-            cleaned += 1
+        for dir in paths.directories {
+            // Never deleted: it holds the output and result of a mission this database does not
+            // know (restored from an older backup?).
+            guard let id = Int64((dir as NSString).lastPathComponent) else { continue }
+            if quarantineDirectory(id, why: "no mission \(id) in the database (it was restored from an older backup, or the row was removed)") {
+                cleaned += 1
+            }
         }
         for dir in paths.scratch where (try? FileManager.default.removeItem(atPath: dir)) != nil {
             journal.append("mission-orphan-removed", ["path": .string(dir), "what": "scratch directory"])
@@ -395,16 +411,26 @@ public final class MissionRunner {
         MissionProcesses.shims(of: stateDir).filter { !claimed.contains($0.identity) }
     }
 
-    /// Mission processes of `stateDir` (by environment) left by a shim that is gone: outside
-    /// `claimedSessions` and in a session whose leader is gone. A process in a session whose
-    /// leader lives (a claimed shim, or a process that made its own session on purpose) is not
-    /// an orphan.
-    static func orphanProcesses(of stateDir: StateDirectory, claimedSessions: Set<Int32>) -> [MissionProcesses.MemberProcess] {
-        MissionProcesses.members(of: stateDir).filter { p in
-            guard !claimedSessions.contains(p.session) else { return false }
-            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { return false }
-            return true
+    /// Mission processes of `stateDir` (by environment) whose mission has not ended and that no
+    /// live shim runs (docs/missions.md, "Every process of a mission"): outside
+    /// `claimedSessions`, of a mission not in `watched` (running with a live shim, whose shim
+    /// decides at the end), and whose mission has not ended. A mission has ended when its row is
+    /// final or its directory holds its result (its shim killed or let go what was left then):
+    /// what still lives of it is forgotten, never killed. A mission with no row and no
+    /// directory is not known here: its processes are left alone too.
+    static func orphanProcesses(of stateDir: StateDirectory, _ q: MissionQueue, claimedSessions: Set<Int32>,
+                                watched: Set<Int64>) throws -> [MissionProcesses.MemberProcess] {
+        let candidates = MissionProcesses.members(of: stateDir).filter { !claimedSessions.contains($0.session) && !watched.contains($0.mission) }
+        let ids = Array(Set(candidates.map(\.mission))).sorted()
+        let states = try q.states(ids)
+        var notEnded = Set<Int64>()
+        for id in ids where !(states[id]?.isFinal ?? false) {
+            let paths = MissionPaths(stateDir: stateDir, id: id)
+            if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id { continue }
+            if states[id] == nil && access(paths.directory, F_OK) != 0 { continue }
+            notEnded.insert(id)
         }
+        return candidates.filter { notEnded.contains($0.mission) }
     }
 
     /// Mission directories with no row, and scratch directories of missions that are not in
@@ -499,13 +525,15 @@ public final class MissionRunner {
             guard let shim = t.shim else { continue }
             if t.termSentAt == nil {
                 let n = MissionProcesses.signalSession(of: shim.identity, SIGTERM, sparingShim: true)
-                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGTERM, outside: shim.identity.pid)
+                    + (t.letDaemonsGo ? 0 : MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGTERM, outside: shim.identity.pid,
+                                                                           startedSince: shim.identity.startTicks))
                 t.termSentAt = now
                 journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
             } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
                 let n = MissionProcesses.signalSession(of: shim.identity, SIGKILL, sparingShim: true)
-                    + MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGKILL, outside: shim.identity.pid)
+                    + (t.letDaemonsGo ? 0 : MissionProcesses.signalMembers(of: stateDir, mission: t.id, SIGKILL, outside: shim.identity.pid,
+                                                                           startedSince: shim.identity.startTicks))
                 if t.killSentAt == nil || n > 0 {
                     journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
                 }
@@ -532,11 +560,23 @@ public final class MissionRunner {
                 // is found.
                 return (.revert(reason: "another shim of this mission was still running"), nil)
             }
+            // No result: nothing was let go; all of the attempt goes (what started after its shim).
             if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
-            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500))
+            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500), startedSince: t.shim?.identity.startTicks ?? 0)
             let who = t.shim.map { "\($0.identity)" } ?? "unknown"
             return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
         }
+    }
+
+    /// A result's exit status and what its shim did with the mission's processes outside its
+    /// session (`outside_killed`, `outside_let_go`, `outside_left`, when not 0), for
+    /// `mission-finished`.
+    static func add(_ r: MissionResult, to fields: inout [String: JSONValue]) {
+        fields["exit_code"] = .int(Int64(r.exitCode))
+        if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+        if let n = r.outsideKilled { fields["outside_killed"] = .int(Int64(n)) }
+        if let n = r.outsideLetGo { fields["outside_let_go"] = .int(Int64(n)) }
+        if let n = r.outsideLeft { fields["outside_left"] = .int(Int64(n)) }
     }
 
     /// After the commit: journal, quarantine, clean up.
@@ -562,10 +602,7 @@ public final class MissionRunner {
                 files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
             }
             fields["state"] = .string(state.rawValue)
-            if case .finished(let r) = settlement {
-                fields["exit_code"] = .int(Int64(r.exitCode))
-                if let s = r.signal { fields["signal"] = .int(Int64(s)) }
-            }
+            if case .finished(let r) = settlement { MissionRunner.add(r, to: &fields) }
             if let reason { fields["reason"] = .string(reason) }
             journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
             announceEnd(t.id, t.attempt, settlement, outcome)
@@ -576,10 +613,11 @@ public final class MissionRunner {
     private func start(_ m: Mission) {
         CrashPoint.hit("after-claim")
         let t = Tracked(id: m.id, attempt: m.attempts, shim: nil, identityRecorded: false)
+        t.letDaemonsGo = m.letDaemonsGo
         tracked[m.id] = t
         let paths = MissionPaths(stateDir: stateDir, id: m.id)
         do {
-            try AtomicFile.makeDirectory(paths.directory)
+            try claimDirectory(m, paths)
             // An older attempt's result goes; this attempt's stays (a shim of it ran already,
             // started by a runner that died before recording it): the new shim sees it and
             // runs nothing, and the result is recorded.
@@ -610,6 +648,60 @@ public final class MissionRunner {
             journal.append("mission-start-failed", ["mission": .int(m.id), "error": .string("\(error)")])
         }
         CrashPoint.hit("after-spawn")
+    }
+
+    /// Makes `m`'s directory, or checks that the one there is its own (its `owner` record names
+    /// this row): a directory another row of the same id left (a database restored from an
+    /// older backup hands out the ids again) is moved to quarantine/ first, so the mission
+    /// never appends to that output or takes that result for its own. Throws (the start fails
+    /// and is retried) when such a directory cannot be moved.
+    private func claimDirectory(_ m: Mission, _ paths: MissionPaths) throws {
+        var why: String? = nil
+        switch StateFile.read(paths.owner, kind: MissionOwner.kind, as: MissionOwner.self) {
+        case .ok(let o) where o.owns(m):
+            return
+        case .ok(let o):
+            why = "it was made for another mission \(o.mission) (created \(Clock.iso(Date(timeIntervalSince1970: o.created)))), not for this one (created \(Clock.iso(m.createdAt))): the database was restored from an older backup?"
+        case .corrupt(let c):
+            why = "its owner record is corrupt (\(c))"
+        case .absent:
+            if !((try? FileManager.default.contentsOfDirectory(atPath: paths.directory)) ?? []).isEmpty {
+                why = "it holds files but no owner record (left before mission \(m.id) existed, or by an older Vigil)"
+            }
+        }
+        if let why, !quarantineDirectory(m.id, why: why) {
+            throw CommandError("its directory \(paths.directory) was left by another mission and could not be moved to \(stateDir.quarantine)")
+        }
+        try AtomicFile.makeDirectory(paths.directory)
+        try StateFile.write(MissionOwner(m), kind: MissionOwner.kind, to: paths.owner)
+    }
+
+    /// Sets `missions/ID/` aside for good: moved into quarantine/ (as `mission-ID.…`; never
+    /// deleted), or removed when empty (nothing in it to keep), and journals it
+    /// (`mission-dir-unclaimed`: `why`, `action`, `moved_to`, and the `result` it holds, if
+    /// valid, so the journal keeps how that mission ended). Returns whether it is out of the way.
+    @discardableResult
+    private func quarantineDirectory(_ id: Int64, why: String) -> Bool {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        var fields: [String: JSONValue] = ["mission": .int(id), "path": .string(paths.directory), "why": .string(why)]
+        if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id {
+            var result: [String: JSONValue] = ["attempt": .int(Int64(r.attempt)), "finished": .string(r.finished)]
+            MissionRunner.add(r, to: &result)
+            fields["result"] = .object(result)
+        }
+        var gone = true
+        if rmdir(paths.directory) == 0 {
+            fields["action"] = "removed (it was empty)"
+            try? AtomicFile.fsyncDirectory(stateDir.missions)
+        } else if let target = files.moveToQuarantine(paths.directory, name: "mission-\(id)") {
+            fields["action"] = "quarantined"
+            fields["moved_to"] = .string(target)
+        } else {
+            fields["action"] = "kept (it could not be moved to quarantine/)"
+            gone = false
+        }
+        journal.append("mission-dir-unclaimed", fields)
+        return gone
     }
 
     /// What a dead shim could not clean: its scratch directory and a half-written result.

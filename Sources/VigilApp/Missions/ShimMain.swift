@@ -19,6 +19,8 @@ enum ShimMain {
         var cwd: String
         var argv: [String]
         var settings = MissionSettings()
+        /// `--let-daemons-go`: leave the mission's processes outside its session alone at the end.
+        var letDaemonsGo = false
     }
 
     /// Runs the attempt to its end and writes the result file. Returns the shim's exit code
@@ -47,6 +49,7 @@ enum ShimMain {
         var signal: Int32? = nil
         var reason: String? = nil
         var childPID: Int32? = nil
+        var outside = (killed: 0, letGo: 0, left: 0) // processes of the mission outside its session at the end
         var isDirectory: ObjCBool = false
         if !FileManager.default.fileExists(atPath: spec.cwd, isDirectory: &isDirectory) || !isDirectory.boolValue {
             reason = "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
@@ -81,11 +84,22 @@ enum ShimMain {
                     // carries the mission's tag (it made its own session), then reap.
                     kill(-child.pid, SIGKILL)
                     MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
-                    let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission)
-                    if tagged.killed > 0 {
-                        output.note("vigil: killed \(tagged.killed) process\(tagged.killed == 1 ? "" : "es") of the mission outside its session\n")
+                    // Only processes started after us: one an older row of the same id let go is not ours.
+                    let since = ProcessIdentity.current.startTicks
+                    if !spec.letDaemonsGo {
+                        let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission, startedSince: since)
+                        if tagged.killed > 0 {
+                            output.note("vigil: killed \(tagged.killed) process\(tagged.killed == 1 ? "" : "es") of the mission outside its session\n")
+                        }
+                        if tagged.left > 0 { output.note("vigil: \(tagged.left) process(es) of the mission outlived SIGKILL\n") }
+                        outside = (tagged.killed, 0, tagged.left)
+                    } else {
+                        // --let-daemons-go: what left the session lives on, and is forgotten (docs/missions.md).
+                        outside.letGo = MissionProcesses.members(of: spec.stateDir).filter { $0.mission == spec.mission && $0.identity.startTicks >= since }.count
+                        if outside.letGo > 0 {
+                            output.note("vigil: let \(outside.letGo) process\(outside.letGo == 1 ? "" : "es") of the mission outside its session go (--let-daemons-go)\n")
+                        }
                     }
-                    if tagged.left > 0 { output.note("vigil: \(tagged.left) process(es) of the mission outlived SIGKILL\n") }
                     drain(pipeFDs[0], into: &output)
                     if let status = Spawner.wait(child.pid) {
                         exitCode = exitCodeFromStatus(status)
@@ -107,7 +121,9 @@ enum ShimMain {
         fsync(1)
         try? FileManager.default.removeItem(atPath: paths.scratch)
         let result = MissionResult(mission: spec.mission, attempt: spec.attempt, exitCode: exitCode, signal: signal, reason: reason,
-                                   childPID: childPID, started: started, finished: Clock.iso(Clock.wall()))
+                                   childPID: childPID, started: started, finished: Clock.iso(Clock.wall()),
+                                   outsideKilled: outside.killed > 0 ? outside.killed : nil, outsideLetGo: outside.letGo > 0 ? outside.letGo : nil,
+                                   outsideLeft: outside.left > 0 ? outside.left : nil)
         // The mission has run: if the result cannot be written now (a full disk, say), keep
         // trying instead of exiting without one, which would make the runner start the
         // mission again. A fresh temp file each try; the runner sees us alive meanwhile.
