@@ -125,9 +125,10 @@ extension MissionTests {
         #expect(m.attempts == 2 && m.exitCode == nil)
         #expect(m.reason?.contains("giving up") == true)
         #expect(readText(MissionPaths(stateDir: env.state, id: id).output) == "hi\n--- vigil: attempt 2 of 2 ---\nhi\n")
-        // The row is final before the scratch dir is removed (database first): wait for both.
+        // The row is final before the scratch dir is removed (database first): wait for both
+        // (the output and the owner record stay).
         try waitUntil("only the output left") {
-            ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log"]
+            ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log", "owner"]
         }
     }
 

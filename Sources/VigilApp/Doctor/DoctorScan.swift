@@ -334,7 +334,9 @@ final class DoctorScan {
     // MARK: - Missions
 
     func checkMissions(_ db: Database) throws {
-        guard schemaVersion >= 1 else { return }
+        // MissionQueue reads let_daemons_go (migration 5); an older database is reported by
+        // `database.schema` and checked once migrated.
+        guard schemaVersion >= 5 else { return }
         let q = MissionQueue(db: db)
         // Rows, then /proc, then rows again: a shim started in between has its row in the second read.
         let first = try q.running()
@@ -387,8 +389,8 @@ final class DoctorScan {
 
         let claimed = Set(alive.values.map(\.identity))
         let cleanUp = missionsRunning || runnerRunning
-            ? "`vigil restart runner`: its start-up recovery removes them (doctor leaves them to a running runner)"
-            : "`vigil doctor --fix` removes them with the runner's start-up recovery (or start the runner)"
+            ? "`vigil restart runner`: its start-up recovery cleans them up (doctor leaves them to a running runner; directories with no mission go to quarantine/)"
+            : "`vigil doctor --fix` cleans them up with the runner's start-up recovery, or start the runner (directories with no mission go to quarantine/)"
         let orphanShims = MissionRunner.orphanShims(of: dir, claimed: claimed)
         if !orphanShims.isEmpty {
             add(DoctorFinding(check: "missions.orphan-shims", severity: .warning,

@@ -18,8 +18,9 @@ public struct MissionRecoverySummary: Sendable, Equatable {
     public var cancelled = 0
     /// Locks whose holder was not running any more.
     public var locksReleased = 0
-    /// Orphans removed: process groups of shims no mission claims, stray mission processes,
-    /// scratch and mission directories no mission claims.
+    /// Orphans cleaned up: process groups of shims no mission claims, stray processes of
+    /// missions that have not ended, scratch directories, and mission directories no row claims
+    /// (moved to quarantine/, never deleted).
     public var orphansCleaned = 0
 
     public init() {}
@@ -346,7 +347,7 @@ public final class MissionRunner {
         case .ok(let r) where r.mission == id && r.attempt == attempt:
             guard let state = try q.finish(id: id, attempt: attempt, result: r) else { return .noResult }
             var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue)]
-            MissionRunner.add(r, to: &fields)
+            MissionRunner.addResult(r, to: &fields)
             if let reason = r.reason { fields["reason"] = .string(reason) }
             journal.append("mission-finished", fields)
             announceEnd(id, attempt, .finished(r), .ended(state, reason: MissionQueue.outcome(of: r, cancelRequested: state == .cancelled).reason))
@@ -420,7 +421,16 @@ public final class MissionRunner {
     /// directory is not known here: its processes are left alone too.
     static func orphanProcesses(of stateDir: StateDirectory, _ q: MissionQueue, claimedSessions: Set<Int32>,
                                 watched: Set<Int64>) throws -> [MissionProcesses.MemberProcess] {
-        let candidates = MissionProcesses.members(of: stateDir).filter { !claimedSessions.contains($0.session) && !watched.contains($0.mission) }
+        // A process in the session of a live shim of its mission is that shim's business: a
+        // claimed one decides at the end, an orphan one is killed with its session (a shim that
+        // appeared after `orphanShims` looked, from a spawn a killed runner never recorded,
+        // is left to the next recovery).
+        let candidates = MissionProcesses.members(of: stateDir).filter { p in
+            guard !claimedSessions.contains(p.session), !watched.contains(p.mission) else { return false }
+            if let leader = ProcStat.read(pid: p.session), !leader.isZombie,
+               MissionProcesses.parseShim(ProcStat.commandLine(pid: p.session), stateDir: stateDir)?.mission == p.mission { return false }
+            return true
+        }
         let ids = Array(Set(candidates.map(\.mission))).sorted()
         let states = try q.states(ids)
         var notEnded = Set<Int64>()
@@ -433,8 +443,8 @@ public final class MissionRunner {
         return candidates.filter { notEnded.contains($0.mission) }
     }
 
-    /// Mission directories with no row, and scratch directories of missions that are not in
-    /// `running`.
+    /// Mission directories with no row (recovery moves them to quarantine/), and scratch
+    /// directories of missions that are not in `running`.
     static func orphanPaths(of stateDir: StateDirectory, _ q: MissionQueue, running: Set<Int64>) throws -> (directories: [String], scratch: [String]) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.missions)) ?? []
         let ids = names.compactMap { Int64($0) }.sorted()
@@ -571,7 +581,7 @@ public final class MissionRunner {
     /// A result's exit status and what its shim did with the mission's processes outside its
     /// session (`outside_killed`, `outside_let_go`, `outside_left`, when not 0), for
     /// `mission-finished`.
-    static func add(_ r: MissionResult, to fields: inout [String: JSONValue]) {
+    static func addResult(_ r: MissionResult, to fields: inout [String: JSONValue]) {
         fields["exit_code"] = .int(Int64(r.exitCode))
         if let s = r.signal { fields["signal"] = .int(Int64(s)) }
         if let n = r.outsideKilled { fields["outside_killed"] = .int(Int64(n)) }
@@ -602,7 +612,7 @@ public final class MissionRunner {
                 files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
             }
             fields["state"] = .string(state.rawValue)
-            if case .finished(let r) = settlement { MissionRunner.add(r, to: &fields) }
+            if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
             if let reason { fields["reason"] = .string(reason) }
             journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
             announceEnd(t.id, t.attempt, settlement, outcome)
@@ -665,6 +675,7 @@ public final class MissionRunner {
         case .corrupt(let c):
             why = "its owner record is corrupt (\(c))"
         case .absent:
+            AtomicFile.sweepTemps(in: paths.directory) // a runner killed while writing `owner`
             if !((try? FileManager.default.contentsOfDirectory(atPath: paths.directory)) ?? []).isEmpty {
                 why = "it holds files but no owner record (left before mission \(m.id) existed, or by an older Vigil)"
             }
@@ -686,7 +697,7 @@ public final class MissionRunner {
         var fields: [String: JSONValue] = ["mission": .int(id), "path": .string(paths.directory), "why": .string(why)]
         if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id {
             var result: [String: JSONValue] = ["attempt": .int(Int64(r.attempt)), "finished": .string(r.finished)]
-            MissionRunner.add(r, to: &result)
+            MissionRunner.addResult(r, to: &result)
             fields["result"] = .object(result)
         }
         var gone = true
