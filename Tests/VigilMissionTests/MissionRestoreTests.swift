@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+@testable import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -128,6 +129,28 @@ extension MissionTests {
         #expect(r.outsideKilled == 1 && r.outsideLetGo == nil)
         try waitUntil("mission-finished") { !env.events("mission-finished").isEmpty }
         #expect(env.events("mission-finished").first?["outside_killed"]?.intValue == 1)
+    }
+
+    /// The flag is stored (migration 5), shown, and handed to the shim before `--` (the fixed
+    /// positions `parseShim` reads stay); an owner record names one row only.
+    @Test func letDaemonsGoIsStoredAndHandedToTheShim() throws {
+        let env = try MissionEnv("flag")
+        defer { env.finish() }
+        let plain = try env.add(["true"])
+        let flagged = try env.add(["echo", "--let-daemons-go"], letDaemonsGo: true)
+        let a = try env.mission(plain)
+        let b = try env.mission(flagged)
+        #expect(!a.letDaemonsGo && b.letDaemonsGo)
+        let show = try env.vigil(["mission", "show", "\(flagged)", "--json"])
+        #expect(JSONValue.parse(Data(show.out.utf8))?["let_daemons_go"] == .bool(true), "\(show.out)")
+        let argvA = MissionProcesses.shimArguments(executable: "/bin/vigil", stateDir: env.state, mission: a)
+        let argvB = MissionProcesses.shimArguments(executable: "/bin/vigil", stateDir: env.state, mission: b)
+        #expect(!argvA.contains("--let-daemons-go"))
+        #expect(argvB.prefix { $0 != "--" }.contains("--let-daemons-go"))
+        #expect(Array(argvB.suffix(3)) == ["--", "echo", "--let-daemons-go"]) // the command's own argument stays its own
+        let parsed = try #require(MissionProcesses.parseShim(argvB, stateDir: env.state))
+        #expect(parsed.mission == flagged && parsed.attempt == 0)
+        #expect(MissionOwner(b).owns(b) && !MissionOwner(a).owns(b))
     }
 
     /// A mission that starts a daemon in its own session (`setsid -f`), which writes its pid to
