@@ -108,6 +108,30 @@ extension MissionTests {
         #expect(env.events("missions-recovered").last?["orphans_cleaned"]?.intValue == 0)
     }
 
+    /// A cancel of a `--let-daemons-go` mission ends the mission (its session) and lets its
+    /// daemon go, as its end would.
+    @Test func cancelLetsDaemonsGoToo() throws {
+        let env = try MissionEnv("let-go-cancel")
+        defer { env.finish() }
+        let pidFile = env.path("daemon.pid")
+        let id = try env.add(MissionTests.daemonMission(pidFile) + ["then-wait"], letDaemonsGo: true)
+        try env.startDriver()
+        try waitUntil("the daemon to start") { FileManager.default.fileExists(atPath: pidFile) }
+        let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let daemon = try #require(ProcessIdentity.of(pid: pid))
+        defer {
+            daemon.signal(SIGKILL)
+            try? waitUntil("the daemon to be gone") { !daemon.isAlive }
+        }
+        #expect(try env.mission(id).state == .running)
+        #expect(try env.vigil(["mission", "cancel", "\(id)"]).code == 0)
+        try waitUntil("the mission to end") { try env.mission(id).state.isFinal }
+        #expect(try env.mission(id).state == .cancelled)
+        #expect(daemon.isAlive, "the cancel killed the daemon it should let go")
+        try waitUntil("mission-finished") { !env.events("mission-finished").isEmpty }
+        #expect(env.events("mission-finished").first?["outside_let_go"]?.intValue == 1)
+    }
+
     /// Without the flag the same daemon is killed before the result is written: gone at the
     /// end, counted in the result and the journal.
     @Test func daemonsKilledAtTheEndByDefault() throws {
@@ -154,9 +178,10 @@ extension MissionTests {
     }
 
     /// A mission that starts a daemon in its own session (`setsid -f`), which writes its pid to
-    /// `pidFile` and sleeps; the mission ends once the pid is written.
+    /// `pidFile` and sleeps; the mission ends once the pid is written (with a second argument,
+    /// it sleeps on instead, until cancelled).
     static func daemonMission(_ pidFile: String) -> [String] {
-        ["sh", "-c", "setsid -f sh -c 'echo $$ > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; exec sleep 300' daemon \"$1\"; while [ ! -e \"$1\" ]; do sleep 0.01; done",
+        ["sh", "-c", "setsid -f sh -c 'echo $$ > \"$1.tmp\"; mv \"$1.tmp\" \"$1\"; exec sleep 300' daemon \"$1\"; while [ ! -e \"$1\" ]; do sleep 0.01; done; [ -z \"$2\" ] || exec sleep 300",
          "mission", pidFile]
     }
 }
