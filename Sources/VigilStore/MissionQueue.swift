@@ -171,6 +171,29 @@ public final class MissionQueue {
         return try db.write { try claimLocked(limit: limit) }
     }
 
+    /// Takes a pending mission back as running attempt `attempt` with `shim`: a live shim of
+    /// that attempt that its claim was taken back from (a runner killed while spawning it could
+    /// not record it, and the next one did not see it yet). Takes the lock key too. Nil (nothing
+    /// changed) unless the row is pending with `attempt - 1` starts and its key is free.
+    public func adopt(id: Int64, attempt: Int, shim: MissionShim) throws -> Mission? {
+        try db.write {
+            guard var m = try mission(id), m.state == .pending, m.attempts == attempt - 1 else { return nil }
+            if let key = m.lockKey {
+                guard try db.query("SELECT 1 FROM mission_locks WHERE key = ?", [.text(key)]).isEmpty else { return nil }
+                try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(id)])
+            }
+            try db.execute("""
+                UPDATE missions SET state = 'running', attempts = ?, started_at = ?, shim_pid = ?, shim_start = ?, shim_boot = ?
+                WHERE id = ?
+                """, [.int(Int64(attempt)), MissionQueue.now(), .int(Int64(shim.identity.pid)), .int(Int64(shim.identity.startTicks)),
+                      .text(shim.bootID), .int(id)])
+            m.state = .running
+            m.attempts = attempt
+            m.shim = shim
+            return m
+        }
+    }
+
     /// Records the shims of freshly started attempts (one transaction for all).
     public func recordShims(_ shims: [(id: Int64, attempt: Int, shim: MissionShim)]) throws {
         guard !shims.isEmpty else { return }

@@ -84,6 +84,36 @@ extension MissionTests {
         #expect(lines(runs) == ["ran \(id) 1"])
     }
 
+    /// A lost spawn: the runner died while starting a shim, and the next one took the claim
+    /// back (uncounted) before the shim showed up in /proc. When recovery then finds that shim
+    /// (its attempt follows the pending row's starts, its directory is this row's), it adopts it
+    /// instead of killing it: the mission starts once, not twice.
+    @Test func lostSpawnShimIsAdoptedNotKilled() throws {
+        let env = try MissionEnv("adopt")
+        defer { env.finish() }
+        let runs = env.path("runs")
+        let id = try env.add(["sh", "-c", "echo \"start $VIGIL_MISSION_ID $VIGIL_MISSION_ATTEMPT\" >> \"$1\"; while [ ! -e \"$2\" ]; do sleep 0.02; done",
+                              "mission", runs, env.path("go")], lock: "k")
+        let crashing = try env.startDriver(env: ["VIGIL_MISSIONS_CRASH_AT": "after-spawn"])
+        _ = env.waitForExit(crashing)
+        try waitUntil("the shim's mission to start") { lines(runs) == ["start \(id) 1"] }
+        // What a recovery that did not see the shim yet did: the claim taken back, uncounted.
+        #expect(try env.queue.shimDied(id: id, attempt: 1, reason: "test: not seen", countAttempt: false) == .requeuedUncounted)
+        #expect(try env.mission(id).state == .pending)
+
+        try env.startDriver()
+        try waitUntil("the recovery") { env.events("missions-recovered").count == 2 }
+        let m = try env.mission(id)
+        #expect(m.state == .running && m.attempts == 1 && m.shim != nil, "\(m)")
+        #expect(try env.queue.lockView().held == ["k": id])
+        #expect(env.events("mission-adopted").first?["mission"]?.intValue == id)
+        #expect(env.events("missions-recovered").last?["reattached"]?.intValue == 1)
+        touch(env.path("go"))
+        try waitUntil("done") { try env.mission(id).state == .done }
+        #expect(try env.mission(id).attempts == 1)
+        #expect(lines(runs) == ["start \(id) 1"], "the mission started again")
+    }
+
     /// Crash point 6: the shim is killed -9 while its mission runs → the leftover mission
     /// process is killed, the mission requeued with attempts + 1, and failed after the max.
     @Test func shimKilled() throws {

@@ -286,7 +286,7 @@ public final class MissionRunner {
         summary.locksReleased += try q.releaseStaleLocks()
 
         // 5. Only now: orphans.
-        summary.orphansCleaned = try cleanOrphans(q)
+        summary.orphansCleaned = try cleanOrphans(q, &summary)
 
         recovered = true
         lastDataVersion = nil
@@ -369,10 +369,23 @@ public final class MissionRunner {
     /// Shims no running attempt claims (with their attempt's processes), processes of missions
     /// that have not ended and that no live shim runs, scratch directories of missions that do
     /// not run; mission directories without a row are moved to quarantine/.
-    private func cleanOrphans(_ q: MissionQueue) throws -> Int {
+    /// A shim of the attempt after a pending mission's starts is adopted instead (reattached):
+    /// its claim was taken back in step 3 because the shim was not visible yet (a spawn a killed
+    /// runner never recorded); killing it would start the mission a second time.
+    private func cleanOrphans(_ q: MissionQueue, _ summary: inout MissionRecoverySummary) throws -> Int {
         var cleaned = 0
-        let claimed = Set(tracked.values.compactMap { $0.shim?.identity })
-        for p in MissionRunner.orphanShims(of: stateDir, claimed: claimed) {
+        for p in MissionRunner.orphanShims(of: stateDir, claimed: Set(tracked.values.compactMap { $0.shim?.identity })) {
+            // Only for this very row (its directory's owner record): after a restored backup, a
+            // shim of a lost row with the same id is not this mission's.
+            if tracked[p.mission] == nil, let pending = try q.mission(p.mission), pending.state == .pending, pending.attempts == p.attempt - 1,
+               case .ok(let owner) = StateFile.read(MissionPaths(stateDir: stateDir, id: p.mission).owner, kind: MissionOwner.kind, as: MissionOwner.self),
+               owner.owns(pending), let fd = p.identity.openPidFD(),
+               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID)) {
+                watch(m, shim: m.shim!, pidfd: fd, recorded: true)
+                journal.append("mission-adopted", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
+                summary.reattached += 1
+                continue
+            }
             MissionProcesses.killSession(of: p.identity)
             // Its attempt never reached its end (nothing was let go): what it started outside
             // its session goes too, unless a live shim runs that mission now.
@@ -383,7 +396,8 @@ public final class MissionRunner {
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
-        for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: Set(claimed.map(\.pid)), watched: Set(tracked.keys)) {
+        let claimed = Set(tracked.values.compactMap { $0.shim?.identity.pid })
+        for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: claimed, watched: Set(tracked.keys)) {
             if p.identity.signal(SIGKILL) {
                 journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
