@@ -72,7 +72,7 @@ public struct CheckpointStore: Sendable {
         guard FileManager.default.fileExists(atPath: missionDir) else {
             throw SaveError(description: "mission \(mission) has no directory in \(stateDir.path): is this a mission of that state directory?")
         }
-        try AtomicFile.makeDirectory(directory, below: missionDir)
+        try AtomicFile.makeDirectory(directory, below: missionDir) // never re-creates the mission (or state) dir
         guard let lock = try FileLock.lock(directory + "/.lock", attempts: 200) else {
             throw SaveError(description: "another save of mission \(mission) holds \(directory)/.lock")
         }

@@ -48,6 +48,8 @@ public struct Mission: Sendable, Equatable {
     public var createdAt: Date
     public var startedAt: Date?
     public var finishedAt: Date?
+    /// `--let-daemons-go`: at its end the shim leaves its processes outside its session alone.
+    public var letDaemonsGo: Bool = false
 }
 
 /// Where a mission's files live: `<state>/missions/<id>/`.
@@ -67,6 +69,30 @@ public struct MissionPaths: Sendable {
     public var result: String { directory + "/result" }
     /// The mission's scratch directory (`$VIGIL_MISSION_SCRATCH`), removed after the attempt.
     public var scratch: String { directory + "/scratch" }
+    /// Which row the directory belongs to (`MissionOwner`, a `StateFile`), written by the runner
+    /// when it makes the directory: a directory an older row of the same id left (a database
+    /// restored from a backup) is never reused (docs/missions.md, "Files of a mission").
+    public var owner: String { directory + "/owner" }
+}
+
+/// The `owner` state file of a mission directory: the row it was made for, by id and creation
+/// time (`created_at`, wall seconds), which together tell two rows of the same id apart.
+public struct MissionOwner: Codable, Sendable, Equatable {
+    public static let kind = "mission-owner"
+
+    public var mission: Int64
+    public var created: Double
+
+    public init(_ m: Mission) {
+        mission = m.id
+        created = m.createdAt.timeIntervalSince1970
+    }
+
+    /// Whether the directory is `m`'s (creation times compared to the microsecond: the value
+    /// goes through `Date` and JSON).
+    public func owns(_ m: Mission) -> Bool {
+        mission == m.id && abs(created - m.createdAt.timeIntervalSince1970) < 1e-6
+    }
 }
 
 /// What a shim writes when its child has ended: the `result` state file of a mission.
@@ -83,8 +109,18 @@ public struct MissionResult: Codable, Sendable, Equatable {
     public var childPID: Int32?
     public var started: String
     public var finished: String
+    /// Processes of the mission outside its session at its end (docs/missions.md, "Every
+    /// process of a mission"): SIGKILLed, let go (`--let-daemons-go`), or still there after
+    /// SIGKILL. Nil when there were none (and in results of older shims).
+    public var outsideKilled: Int?
+    public var outsideLetGo: Int?
+    public var outsideLeft: Int?
 
-    public init(mission: Int64, attempt: Int, exitCode: Int32, signal: Int32?, reason: String?, childPID: Int32?, started: String, finished: String) {
+    public init(mission: Int64, attempt: Int, exitCode: Int32, signal: Int32?, reason: String?, childPID: Int32?, started: String, finished: String,
+                outsideKilled: Int? = nil, outsideLetGo: Int? = nil, outsideLeft: Int? = nil) {
+        self.outsideKilled = outsideKilled
+        self.outsideLetGo = outsideLetGo
+        self.outsideLeft = outsideLeft
         self.mission = mission
         self.attempt = attempt
         self.exitCode = exitCode
@@ -99,6 +135,9 @@ public struct MissionResult: Codable, Sendable, Equatable {
         case mission, attempt, signal, reason, started, finished
         case exitCode = "exit_code"
         case childPID = "child_pid"
+        case outsideKilled = "outside_killed"
+        case outsideLetGo = "outside_let_go"
+        case outsideLeft = "outside_left"
     }
 }
 

@@ -23,7 +23,7 @@ public final class MissionQueue {
 
     static let columns = """
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
-        reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at
+        reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -40,20 +40,25 @@ public final class MissionQueue {
             reason: r[10].text, shim: shim,
             createdAt: Date(timeIntervalSince1970: r[14].double ?? 0),
             startedAt: r[15].double.map { Date(timeIntervalSince1970: $0) },
-            finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) })
+            finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) },
+            letDaemonsGo: (r[17].int ?? 0) != 0)
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
 
     // MARK: - Adding and reading
 
-    /// Enqueues a mission and returns its id once the commit returned.
-    public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts) throws -> Int64 {
+    /// Enqueues a mission and returns its id once the commit returned. `letDaemonsGo`: its
+    /// processes outside its session are left alone at its end (docs/missions.md, "Every
+    /// process of a mission").
+    public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
+                        letDaemonsGo: Bool = false) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
-            try db.execute("INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at) VALUES (?, ?, ?, ?, ?)",
-                           [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now()])
+            try db.execute("INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go) VALUES (?, ?, ?, ?, ?, ?)",
+                           [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
+                            .int(letDaemonsGo ? 1 : 0)])
             return db.lastInsertRowID
         }
     }
@@ -164,6 +169,29 @@ public final class MissionQueue {
     public func claim(limit: Int) throws -> [Mission] {
         guard limit > 0 else { return [] }
         return try db.write { try claimLocked(limit: limit) }
+    }
+
+    /// Takes a pending mission back as running attempt `attempt` with `shim`: a live shim of
+    /// that attempt that its claim was taken back from (a runner killed while spawning it could
+    /// not record it, and the next one did not see it yet). Takes the lock key too. Nil (nothing
+    /// changed) unless the row is pending with `attempt - 1` starts and its key is free.
+    public func adopt(id: Int64, attempt: Int, shim: MissionShim) throws -> Mission? {
+        try db.write {
+            guard var m = try mission(id), m.state == .pending, m.attempts == attempt - 1 else { return nil }
+            if let key = m.lockKey {
+                guard try db.query("SELECT 1 FROM mission_locks WHERE key = ?", [.text(key)]).isEmpty else { return nil }
+                try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(id)])
+            }
+            try db.execute("""
+                UPDATE missions SET state = 'running', attempts = ?, started_at = ?, shim_pid = ?, shim_start = ?, shim_boot = ?
+                WHERE id = ?
+                """, [.int(Int64(attempt)), MissionQueue.now(), .int(Int64(shim.identity.pid)), .int(Int64(shim.identity.startTicks)),
+                      .text(shim.bootID), .int(id)])
+            m.state = .running
+            m.attempts = attempt
+            m.shim = shim
+            return m
+        }
     }
 
     /// Records the shims of freshly started attempts (one transaction for all).
@@ -378,13 +406,18 @@ public final class MissionQueue {
 
     /// Ids of all missions that have a row, among `ids`.
     public func existing(_ ids: [Int64]) throws -> Set<Int64> {
-        var out = Set<Int64>()
+        Set(try states(ids).keys)
+    }
+
+    /// The stored state of each mission among `ids` that has a row.
+    public func states(_ ids: [Int64]) throws -> [Int64: MissionState] {
+        var out: [Int64: MissionState] = [:]
         var i = 0
         while i < ids.count {
             let chunk = ids[i..<min(ids.count, i + 500)]
             let marks = chunk.map { _ in "?" }.joined(separator: ",")
-            for r in try db.query("SELECT id FROM missions WHERE id IN (\(marks))", chunk.map { .int($0) }) {
-                if let id = r[0].int { out.insert(id) }
+            for r in try db.query("SELECT id, state FROM missions WHERE id IN (\(marks))", chunk.map { .int($0) }) {
+                if let id = r[0].int { out[id] = r[1].text.flatMap(MissionState.init(rawValue:)) ?? .failed }
             }
             i += 500
         }

@@ -43,4 +43,11 @@ extension Schema {
         )
         """,
     ]
+
+    /// Migration 5: `let_daemons_go` (0 or 1), set by `vigil mission add --let-daemons-go`: at
+    /// the mission's end its shim leaves the mission's processes outside its session alone, and
+    /// nothing kills them later (docs/missions.md, "Every process of a mission").
+    static let missionsV2: [String] = [
+        "ALTER TABLE missions ADD COLUMN let_daemons_go INTEGER NOT NULL DEFAULT 0",
+    ]
 }

@@ -130,24 +130,28 @@ public struct StateFiles: Sendable {
     /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.
     public func quarantine(_ path: String, reason: String) {
         let name = (path as NSString).lastPathComponent
-        let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
-        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))"
-        var moved = false
         var st = stat()
-        do {
-            try dir.makeDirectory(dir.quarantine)
-            if rename(path, target) == 0 {
-                moved = true
-                try? AtomicFile.fsyncDirectory(dir.quarantine)
-                try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
-            }
-        } catch {}
-        if moved {
+        if let target = moveToQuarantine(path) {
             journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
         } else if lstat(path, &st) == 0 {
             // Could not move it (read-only, full): remove it so it cannot wedge every probe.
             unlink(path)
             journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])
         }
+    }
+
+    /// Moves `path` (a file or a whole directory) into `quarantine/` as `NAME.MS.PID.RANDOM`
+    /// (NAME: `name`, or the last path component), fsyncing both directories; returns where it
+    /// went, or nil when it could not be moved (nothing is removed then). Journals nothing: the
+    /// caller says why (`quarantine` journals `quarantined`).
+    public func moveToQuarantine(_ path: String, name: String? = nil) -> String? {
+        let name = name ?? (path as NSString).lastPathComponent
+        let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
+        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))"
+        // `dir.makeDirectory`: never re-creates a state directory someone removed.
+        guard (try? dir.makeDirectory(dir.quarantine)) != nil, rename(path, target) == 0 else { return nil }
+        try? AtomicFile.fsyncDirectory(dir.quarantine)
+        try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+        return target
     }
 }

@@ -214,10 +214,12 @@ struct DoctorTests {
         let scratch = MissionPaths(stateDir: env.state, id: done).scratch
         try AtomicFile.makeDirectory(scratch)
         try AtomicFile.makeDirectory(MissionPaths(stateDir: env.state, id: 999).directory)
-        // A mission process whose shim (its session leader) is gone.
+        // A process of a mission that has not ended (pending again: its shim died), whose shim
+        // (its session leader) is gone.
+        let requeued = try q.enqueue(argv: ["true"], cwd: "/")
         let pidFile = env.path("stray.pid")
         let leader = try env.spawn(["/bin/sh", "-c", "sleep 1000 & echo $! > \"$0\"", pidFile],
-                                   environment: ["VIGIL_STATE_DIR": env.state.path, "VIGIL_MISSION_ID": "\(done)"])
+                                   environment: ["VIGIL_STATE_DIR": env.state.path, "VIGIL_MISSION_ID": "\(requeued)"])
         env.reap(leader.pid)
         var strayPID: Int32 = 0
         try waitUntil("the stray mission process") {

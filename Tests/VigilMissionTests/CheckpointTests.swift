@@ -18,6 +18,8 @@ struct CheckpointTests {
             echo progress-1 > "$VIGIL_MISSION_SCRATCH/p"
             n=$("$0" checkpoint save "$VIGIL_MISSION_SCRATCH/p") || exit 9
             echo "saved checkpoint $n"
+            # Output goes through the shim's pipe: wait until it is in the file before killing it.
+            while ! grep -q "saved checkpoint" "$VIGIL_MISSION_SCRATCH/../output.log"; do sleep 0.01; done
             kill -9 $PPID
             sleep 300
             """

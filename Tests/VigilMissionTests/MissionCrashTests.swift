@@ -84,6 +84,36 @@ extension MissionTests {
         #expect(lines(runs) == ["ran \(id) 1"])
     }
 
+    /// A lost spawn: the runner died while starting a shim, and the next one took the claim
+    /// back (uncounted) before the shim showed up in /proc. When recovery then finds that shim
+    /// (its attempt follows the pending row's starts, its directory is this row's), it adopts it
+    /// instead of killing it: the mission starts once, not twice.
+    @Test func lostSpawnShimIsAdoptedNotKilled() throws {
+        let env = try MissionEnv("adopt")
+        defer { env.finish() }
+        let runs = env.path("runs")
+        let id = try env.add(["sh", "-c", "echo \"start $VIGIL_MISSION_ID $VIGIL_MISSION_ATTEMPT\" >> \"$1\"; while [ ! -e \"$2\" ]; do sleep 0.02; done",
+                              "mission", runs, env.path("go")], lock: "k")
+        let crashing = try env.startDriver(env: ["VIGIL_MISSIONS_CRASH_AT": "after-spawn"])
+        _ = env.waitForExit(crashing)
+        try waitUntil("the shim's mission to start") { lines(runs) == ["start \(id) 1"] }
+        // What a recovery that did not see the shim yet did: the claim taken back, uncounted.
+        #expect(try env.queue.shimDied(id: id, attempt: 1, reason: "test: not seen", countAttempt: false) == .requeuedUncounted)
+        #expect(try env.mission(id).state == .pending)
+
+        try env.startDriver()
+        try waitUntil("the recovery") { env.events("missions-recovered").count == 2 }
+        let m = try env.mission(id)
+        #expect(m.state == .running && m.attempts == 1 && m.shim != nil, "\(m)")
+        #expect(try env.queue.lockView().held == ["k": id])
+        #expect(env.events("mission-adopted").first?["mission"]?.intValue == id)
+        #expect(env.events("missions-recovered").last?["reattached"]?.intValue == 1)
+        touch(env.path("go"))
+        try waitUntil("done") { try env.mission(id).state == .done }
+        #expect(try env.mission(id).attempts == 1)
+        #expect(lines(runs) == ["start \(id) 1"], "the mission started again")
+    }
+
     /// Crash point 6: the shim is killed -9 while its mission runs → the leftover mission
     /// process is killed, the mission requeued with attempts + 1, and failed after the max.
     @Test func shimKilled() throws {
@@ -125,9 +155,10 @@ extension MissionTests {
         #expect(m.attempts == 2 && m.exitCode == nil)
         #expect(m.reason?.contains("giving up") == true)
         #expect(readText(MissionPaths(stateDir: env.state, id: id).output) == "hi\n--- vigil: attempt 2 of 2 ---\nhi\n")
-        // The row is final before the scratch dir is removed (database first): wait for both.
+        // The row is final before the scratch dir is removed (database first): wait for both
+        // (the output and the owner record stay).
         try waitUntil("only the output left") {
-            ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log"]
+            ((try? FileManager.default.contentsOfDirectory(atPath: MissionPaths(stateDir: env.state, id: id).directory)) ?? []).sorted() == ["output.log", "owner"]
         }
     }
 
@@ -300,7 +331,10 @@ extension MissionTests {
     }
 
     /// Recovery cleans only orphans of this state dir: a shim no mission claims (and its
-    /// child), scratch and mission directories no mission claims. Other processes stay.
+    /// child), a process of a mission that has not ended, scratch directories no mission
+    /// claims; a mission directory with no row is moved to quarantine/, never deleted. Other
+    /// processes stay, and so do processes of a mission that ended long ago (let go or not,
+    /// they are forgotten), in their own session or not.
     @Test func orphansCleanedOthersLeftAlone() throws {
         let env = try MissionEnv("orphans")
         defer { env.finish() }
@@ -308,6 +342,7 @@ extension MissionTests {
         let driver = try env.startDriver()
         try waitUntil("done") { try env.mission(done).state == .done }
         env.stop(driver)
+        let pending = try env.add(["true"]) // not started yet: will run after the recovery
 
         var options = Spawner.Options()
         options.outputPath = env.path("orphan.log")
@@ -315,19 +350,32 @@ extension MissionTests {
                                         "--max-attempts", "1", "--cwd", "/", "--", "sleep", "30"], options)
         options.outputPath = env.path("foreign.log")
         let foreign = try Spawner.spawn(["sleep", "30"], options)
-        // A mission process whose shim is gone (its session leader exited) is an orphan; one
-        // in a session with a live leader (it made its own session on purpose) is not.
+        // Processes whose shim is gone (their session leader exited): one of a mission that has
+        // not ended is an orphan; one of the finished mission is not, nor one of it in a session
+        // with a live leader.
+        func leaderless(_ mission: Int64) throws -> ProcessIdentity {
+            options.environment = ["VIGIL_STATE_DIR": env.state.path, "VIGIL_MISSION_ID": "\(mission)"]
+            options.outputPath = env.path("leaderless-\(mission).pid")
+            let parent = try Spawner.spawn(["sh", "-c", "sleep 30 & echo $!"], options)
+            _ = Spawner.wait(parent.pid)
+            var pid: Int32 = 0
+            try waitUntil("the leaderless process of mission \(mission)") {
+                pid = Int32(readText(env.path("leaderless-\(mission).pid")).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                return pid > 0
+            }
+            return try #require(ProcessIdentity.of(pid: pid))
+        }
+        let ofPending = try leaderless(pending)
+        let ofDone = try leaderless(done)
         options.environment = ["VIGIL_STATE_DIR": env.state.path, "VIGIL_MISSION_ID": "\(done)"]
-        let leaderless = try Spawner.spawn(["sh", "-c", "sleep 30 & echo $!"], options)
-        _ = Spawner.wait(leaderless.pid)
         let ownSession = try Spawner.spawn(["sleep", "30"], options)
         defer {
-            for p in [foreign, ownSession] {
+            for p in [foreign, ownSession, ofDone] {
                 p.signal(SIGKILL)
                 _ = Spawner.wait(p.pid)
             }
         }
-        try waitUntil("the orphans") { env.ourProcesses().count >= 4 }
+        try waitUntil("the orphans") { env.ourProcesses().count >= 5 } // the shim and its child, the three tagged ones
         let scratch = MissionPaths(stateDir: env.state, id: done).scratch
         try AtomicFile.makeDirectory(scratch)
 
@@ -335,11 +383,20 @@ extension MissionTests {
         try waitUntil("the second recovery") { env.events("missions-recovered").count == 2 }
         _ = Spawner.wait(orphan.pid)
         let summary = try #require(env.events("missions-recovered").last)
-        #expect(summary["orphans_cleaned"]?.intValue == 4) // shim session, leaderless process, missions/999, scratch
+        #expect(summary["orphans_cleaned"]?.intValue == 4) // shim session, the pending mission's process, missions/999, scratch
         #expect(foreign.isAlive)
         #expect(ownSession.isAlive)
+        #expect(ofDone.isAlive, "a process of a mission that ended long ago was killed by a later start")
+        try waitUntil("the pending mission's stray process gone") { !ofPending.isAlive }
         #expect(!FileManager.default.fileExists(atPath: scratch))
         #expect(!FileManager.default.fileExists(atPath: MissionPaths(stateDir: env.state, id: 999).directory))
-        try waitUntil("the orphans gone") { env.ourProcesses().allSatisfy { env.drivers.contains($0) || $0 == ownSession.pid } }
+        let unclaimed = try #require(env.events("mission-dir-unclaimed").first)
+        #expect(unclaimed["mission"]?.intValue == 999 && unclaimed["action"]?.stringValue == "quarantined", "\(unclaimed)")
+        let moved = try #require(unclaimed["moved_to"]?.stringValue)
+        #expect(FileManager.default.fileExists(atPath: moved + "/output.log"), "missions/999 was not kept in quarantine/")
+        try waitUntil("the pending mission to run") { try env.mission(pending).state == .done }
+        try waitUntil("the orphans gone") {
+            env.ourProcesses().allSatisfy { env.drivers.contains($0) || [ownSession.pid, ofDone.pid].contains($0) }
+        }
     }
 }

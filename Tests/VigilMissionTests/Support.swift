@@ -64,6 +64,11 @@ final class MissionEnv {
         }
     }
 
+    /// Closes the test's own database connection (before the database file is replaced).
+    func closeQueue() {
+        _queue = nil
+    }
+
     func mission(_ id: Int64) throws -> Mission {
         try #require(try queue.mission(id))
     }
@@ -82,10 +87,11 @@ final class MissionEnv {
     }
 
     /// `vigil mission add` that must succeed; returns the printed id.
-    func add(_ argv: [String], lock: String? = nil, maxAttempts: Int? = nil) throws -> Int64 {
+    func add(_ argv: [String], lock: String? = nil, maxAttempts: Int? = nil, letDaemonsGo: Bool = false) throws -> Int64 {
         var args = ["mission", "add"]
         if let lock { args += ["--lock", lock] }
         if let maxAttempts { args += ["--max-attempts", "\(maxAttempts)"] }
+        if letDaemonsGo { args.append("--let-daemons-go") }
         let r = try vigil(args + ["--"] + argv, cwd: root)
         #expect(r.code == 0, "mission add failed: \(r.err)")
         return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)), "mission add printed \(r.out.debugDescription)")

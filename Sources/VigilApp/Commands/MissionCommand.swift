@@ -7,7 +7,7 @@ import VigilSystem
 /// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
     static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
-    usage: vigil mission add [--lock KEY] [--max-attempts N] -- CMD [ARG…]
+    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] -- CMD [ARG…]
            vigil mission list [--json] [--last N]
            vigil mission show ID [--json] [--follow]
            vigil mission cancel ID
@@ -16,11 +16,13 @@ enum MissionCommand {
              current directory. Prints the mission id only after the commit returned: a printed
              id is never lost. --lock KEY: one running mission per KEY, the others wait in
              order. --max-attempts N: how often a mission whose shim died is started (default 3);
-             a mission's own non-zero exit is final.
+             a mission's own non-zero exit is final. Processes the mission leaves behind are
+             killed at its end (the lock key is free only then); --let-daemons-go: those that
+             left its session (setsid, daemons) are let go instead, and nothing kills them later.
     list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
-             argv, cwd, cancel_requested, shim_pid, created, started, finished.
+             argv, cwd, cancel_requested, let_daemons_go, shim_pid, created, started, finished.
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
              the mission has ended. --json: the object of list --json.
@@ -48,7 +50,7 @@ enum MissionCommand {
     // MARK: - Subcommands
 
     static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
-        let args = try Arguments(argv, valued: ["lock", "max-attempts"])
+        let args = try Arguments(argv, valued: ["lock", "max-attempts"], booleans: ["let-daemons-go"])
         let command = args.rest ?? args.positional
         guard !command.isEmpty, !command[0].isEmpty else {
             throw UsageError("mission add needs a command after --, e.g. vigil mission add -- make test")
@@ -61,7 +63,7 @@ enum MissionCommand {
         let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
         let cwd = FileManager.default.currentDirectoryPath
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
-            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts)
+            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"))
         }
         MissionRunner.poke(stateDir)
         guard printOut("\(id)") else {
@@ -115,6 +117,7 @@ enum MissionCommand {
                    "  command:   \(display(m.argv))",
                    "  cwd:       \(m.cwd)",
                    "  lock:      \(m.lockKey ?? "-")",
+                   "  daemons:   \(m.letDaemonsGo ? "let go at its end (--let-daemons-go)" : "killed at its end")",
                    "  attempts:  \(m.attempts) of \(m.maxAttempts)",
                    "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
         if let r = m.reason { out.append("  reason:    \(r)") }
@@ -235,6 +238,7 @@ enum MissionCommand {
             "argv": .array(m.argv.map { .string($0) }),
             "cwd": .string(m.cwd),
             "cancel_requested": .bool(m.cancelRequested),
+            "let_daemons_go": .bool(m.letDaemonsGo),
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
             "created": date(m.createdAt),
             "started": date(m.startedAt),

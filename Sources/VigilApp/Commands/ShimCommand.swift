@@ -9,7 +9,7 @@ import VigilSystem
 enum ShimCommand {
     static let command = Command(name: "shim", summary: "", help: """
     usage: vigil shim --mission ID --attempt N --max-attempts M --cwd DIR [--output-cap BYTES]
-                      [--pass-env NAME,…] -- CMD [ARG…]
+                      [--pass-env NAME,…] [--let-daemons-go] -- CMD [ARG…]
            vigil shim --drive [--max-parallel N] [--tick D] [--term-grace D]
            vigil shim --bench-fill COUNT
            vigil shim --bench [-- BENCH-OPTIONS]   (same as vigil bench missions)
@@ -18,7 +18,8 @@ enum ShimCommand {
     own session runs CMD in its own process group (argv as given, never through a shell, in a
     clean environment plus the variables --pass-env names) with output appended to the
     mission's output file (newest --output-cap bytes kept), then writes the exit status to the
-    mission's result file atomically. See docs/missions.md.
+    mission's result file atomically; --let-daemons-go: the mission's processes outside its session
+    are left alone at its end. See docs/missions.md.
 
     --drive reads mission-output-cap and mission-env from vigil.json, like the runner.
 
@@ -30,7 +31,7 @@ enum ShimCommand {
     static func run(_ inv: Invocation) throws {
         let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "max-parallel", "tick", "term-grace", "bench-fill",
                                                            "output-cap", "pass-env"],
-                                 booleans: ["drive", "bench"])
+                                 booleans: ["drive", "bench", "let-daemons-go"])
         if args.has("bench") {
             // Until `vigil bench missions` is wired: the same benchmark.
             try MissionBench.run(args.rest ?? [], stateDir: inv.stateDir)
@@ -61,7 +62,8 @@ enum ShimCommand {
         }
         settings.passEnv = (args.value("pass-env") ?? "").split(separator: ",").map(String.init)
         let code = ShimMain.run(.init(stateDir: inv.stateDir, mission: Int64(mission), attempt: attempt,
-                                         maxAttempts: maxAttempts, cwd: cwd, argv: argv, settings: settings))
+                                         maxAttempts: maxAttempts, cwd: cwd, argv: argv, settings: settings,
+                                         letDaemonsGo: args.has("let-daemons-go")))
         if code != 0 { throw ExitCode(code) }
     }
 }

@@ -334,7 +334,9 @@ final class DoctorScan {
     // MARK: - Missions
 
     func checkMissions(_ db: Database) throws {
-        guard schemaVersion >= 1 else { return }
+        // MissionQueue reads let_daemons_go (migration 5); an older database is reported by
+        // `database.schema` and checked once migrated.
+        guard schemaVersion >= 5 else { return }
         let q = MissionQueue(db: db)
         // Rows, then /proc, then rows again: a shim started in between has its row in the second read.
         let first = try q.running()
@@ -387,8 +389,8 @@ final class DoctorScan {
 
         let claimed = Set(alive.values.map(\.identity))
         let cleanUp = missionsRunning || runnerRunning
-            ? "`vigil restart runner`: its start-up recovery removes them (doctor leaves them to a running runner)"
-            : "`vigil doctor --fix` removes them with the runner's start-up recovery (or start the runner)"
+            ? "`vigil restart runner`: its start-up recovery cleans them up (doctor leaves them to a running runner; directories with no mission go to quarantine/)"
+            : "`vigil doctor --fix` cleans them up with the runner's start-up recovery, or start the runner (directories with no mission go to quarantine/)"
         let orphanShims = MissionRunner.orphanShims(of: dir, claimed: claimed)
         if !orphanShims.isEmpty {
             add(DoctorFinding(check: "missions.orphan-shims", severity: .warning,
@@ -396,22 +398,22 @@ final class DoctorScan {
                               why: "their process groups run work no mission records (a requeued attempt may run beside them)",
                               action: cleanUp, repair: .missionRecovery))
         }
-        let orphanProcesses = MissionRunner.orphanProcesses(of: dir, claimedSessions: Set(claimed.map(\.pid)))
+        let orphanProcesses = try MissionRunner.orphanProcesses(of: dir, q, claimedSessions: Set(claimed.map(\.pid)), watched: Set(alive.keys))
         if !orphanProcesses.isEmpty {
             add(DoctorFinding(check: "missions.orphan-processes", severity: .warning,
-                              what: "\(orphanProcesses.count) mission process\(orphanProcesses.count == 1 ? "" : "es") whose shim is gone: \(orphanProcesses.prefix(5).map { "pid \($0.identity.pid) (mission \($0.mission))" }.joined(separator: ", "))",
-                              why: "left behind by a shim that died; nobody waits for them or records their output",
+                              what: "\(orphanProcesses.count) mission process\(orphanProcesses.count == 1 ? "" : "es") of missions that have not ended and whose shim is gone: \(orphanProcesses.prefix(5).map { "pid \($0.identity.pid) (mission \($0.mission))" }.joined(separator: ", "))",
+                              why: "left behind by a shim that died; nobody waits for them or records their output (processes of ended missions are never counted: they were let go)",
                               action: cleanUp, repair: .missionRecovery))
         }
         let paths = try MissionRunner.orphanPaths(of: dir, q, running: Set(running.map(\.id)))
         if !paths.scratch.isEmpty || !paths.directories.isEmpty {
             var parts: [String] = []
             if !paths.scratch.isEmpty { parts.append("\(paths.scratch.count) scratch director\(paths.scratch.count == 1 ? "y" : "ies") of missions that do not run") }
-            if !paths.directories.isEmpty { parts.append("\(paths.directories.count) mission director\(paths.directories.count == 1 ? "y" : "ies") with no mission") }
+            if !paths.directories.isEmpty { parts.append("\(paths.directories.count) mission director\(paths.directories.count == 1 ? "y" : "ies") with no mission (moved to quarantine/, never deleted)") }
             let all = (paths.scratch + paths.directories).prefix(5).map { String($0.dropFirst(dir.path.count + 1)) }
             add(DoctorFinding(check: "missions.orphan-workspaces", severity: .warning,
                               what: parts.joined(separator: " and ") + ": " + all.joined(separator: ", "),
-                              why: "workspaces left by a shim that died, or by a removed row; they take disk space",
+                              why: "workspaces left by a shim that died, or directories of missions the database does not know (restored from an older backup?); a new mission with that id must not use them",
                               action: cleanUp, repair: .missionRecovery))
         }
     }

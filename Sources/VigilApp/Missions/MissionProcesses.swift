@@ -27,6 +27,7 @@ enum MissionProcesses {
         var argv = [executable, "shim", "--state-dir", stateDir.path, "--mission", "\(mission.id)", "--attempt", "\(mission.attempts)",
                     "--max-attempts", "\(mission.maxAttempts)", "--cwd", mission.cwd, "--output-cap", "\(settings.outputCap)"]
         if !settings.passEnv.isEmpty { argv += ["--pass-env", settings.passEnv.joined(separator: ",")] }
+        if mission.letDaemonsGo { argv.append("--let-daemons-go") }
         return argv + ["--"] + mission.argv
     }
 
@@ -106,14 +107,16 @@ enum MissionProcesses {
     }
 
     /// Sends `signal` to every live process tagged with `mission` of `stateDir` (its
-    /// environment) outside `session` (0: wherever it is). Returns how many were signalled.
+    /// environment) outside `session` (0: wherever it is) that started at or after
+    /// `startedSince` (start ticks: those of the attempt's shim, so a process an older row of
+    /// the same id let go is spared). Returns how many were signalled.
     ///
     /// - Important: a process of another user whose environment we cannot read, or one that
     ///   cleared its environment, is not found (docs/missions.md, "Every process of a mission").
     @discardableResult
-    static func signalMembers(of stateDir: StateDirectory, mission: Int64, _ signal: Int32, outside session: Int32 = 0) -> Int {
+    static func signalMembers(of stateDir: StateDirectory, mission: Int64, _ signal: Int32, outside session: Int32 = 0, startedSince: UInt64 = 0) -> Int {
         var n = 0
-        for p in members(of: stateDir) where p.mission == mission && (session == 0 || p.session != session) {
+        for p in members(of: stateDir) where p.mission == mission && (session == 0 || p.session != session) && p.identity.startTicks >= startedSince {
             if p.identity.signal(signal) { n += 1 }
         }
         return n
@@ -122,14 +125,15 @@ enum MissionProcesses {
     /// SIGKILLs every process tagged with `mission` of `stateDir` and waits until none is left
     /// (zombies count as gone), so the mission's end (and its lock) comes only after all of
     /// them, up to `patience` (a process stuck in the kernel can outlast SIGKILL). Returns how
-    /// many were killed and how many were still there at the end.
+    /// many were killed and how many were still there at the end. `startedSince`: as for
+    /// `signalMembers`.
     @discardableResult
-    static func killMembers(of stateDir: StateDirectory, mission: Int64, patience: TimeSpan = .seconds(30)) -> (killed: Int, left: Int) {
+    static func killMembers(of stateDir: StateDirectory, mission: Int64, patience: TimeSpan = .seconds(30), startedSince: UInt64 = 0) -> (killed: Int, left: Int) {
         var killed = Set<ProcessIdentity>()
         var pause: UInt32 = 1_000
         let deadline = Clock.boot() + patience
         while true {
-            let left = members(of: stateDir).filter { $0.mission == mission }
+            let left = members(of: stateDir).filter { $0.mission == mission && $0.identity.startTicks >= startedSince }
             if left.isEmpty || Clock.boot() >= deadline { return (killed.count, left.count) }
             for p in left where p.identity.signal(SIGKILL) { killed.insert(p.identity) }
             usleep(pause)
@@ -230,6 +234,17 @@ struct MissionCgroup {
             try? cgroup.parent?.remove() // the state dir's parent group, when no other mission has one (EBUSY)
         }
         return (killed, left)
+    }
+
+    /// `--let-daemons-go`: moves every process left in the cgroup to its parent (they live on,
+    /// no longer the mission's) and removes the cgroup. Returns how many were moved.
+    @discardableResult
+    func release() -> Int {
+        guard cgroup.exists, let parent = cgroup.parent else { return 0 }
+        var moved = 0
+        for pid in cgroup.processes() where (try? parent.add(pid: pid)) != nil { moved += 1 }
+        try? cgroup.remove()
+        return moved
     }
 
     /// Sends `signal` to every process in the cgroup (the first step of a cancel).

@@ -18,8 +18,9 @@ public struct MissionRecoverySummary: Sendable, Equatable {
     public var cancelled = 0
     /// Locks whose holder was not running any more.
     public var locksReleased = 0
-    /// Orphans removed: process groups of shims no mission claims, stray mission processes,
-    /// scratch and mission directories no mission claims.
+    /// Orphans cleaned up: process groups of shims no mission claims, stray processes of
+    /// missions that have not ended, scratch directories, and mission directories no row claims
+    /// (moved to quarantine/, never deleted).
     public var orphansCleaned = 0
 
     public init() {}
@@ -89,6 +90,8 @@ public final class MissionRunner {
         var shim: MissionShim?
         var pidfd: PidFD?
         var identityRecorded: Bool
+        /// `--let-daemons-go`: a cancel signals only the mission's session, not its processes outside it.
+        var letDaemonsGo = false
         var cancelRequested = false
         var termSentAt: BootInstant?
         var killSentAt: BootInstant?
@@ -259,12 +262,16 @@ public final class MissionRunner {
 
         // 3. Requeue (or fail) those whose shim died without a result.
         for m in dead {
-            if let shim = m.shim, shim.bootID == Clock.bootID { MissionProcesses.killSession(of: shim.identity) }
-            if m.shim != nil { MissionCgroup.of(stateDir, mission: m.id)?.kill(patience: .milliseconds(500)) }
             // Only for a shim known to have died: a claim without a recorded shim may have one
             // that is alive (spawned by a runner killed before recording it), whose mission
-            // must not be killed; it holds the run lock and its result is found later.
-            if m.shim != nil { MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500)) }
+            // must not be killed; it holds the run lock and its result is found later. The
+            // attempt ended without a result, so nothing was let go: all of it is killed (only
+            // what started after its shim; a shim of an earlier boot left nothing running).
+            if let shim = m.shim, shim.bootID == Clock.bootID {
+                MissionProcesses.killSession(of: shim.identity)
+                MissionCgroup.of(stateDir, mission: m.id)?.kill(patience: .milliseconds(500))
+                MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500), startedSince: shim.identity.startTicks)
+            }
             let reason = m.shim == nil
                 ? "it was claimed but its shim never started (the runner stopped in between)"
                 : "its shim (\(m.shim!.identity)) ended without recording an exit status"
@@ -280,7 +287,7 @@ public final class MissionRunner {
         summary.locksReleased += try q.releaseStaleLocks()
 
         // 5. Only now: orphans.
-        summary.orphansCleaned = try cleanOrphans(q)
+        summary.orphansCleaned = try cleanOrphans(q, &summary)
 
         recovered = true
         lastDataVersion = nil
@@ -306,6 +313,7 @@ public final class MissionRunner {
 
     private func watch(_ m: Mission, shim: MissionShim, pidfd: PidFD, recorded: Bool) {
         let t = Tracked(id: m.id, attempt: m.attempts, shim: shim, identityRecorded: recorded)
+        t.letDaemonsGo = m.letDaemonsGo
         t.pidfd = pidfd
         t.cancelRequested = m.cancelRequested
         tracked[m.id] = t
@@ -341,9 +349,8 @@ public final class MissionRunner {
         switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
         case .ok(let r) where r.mission == id && r.attempt == attempt:
             guard let state = try q.finish(id: id, attempt: attempt, result: r) else { return .noResult }
-            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue),
-                                               "exit_code": .int(Int64(r.exitCode))]
-            if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue)]
+            MissionRunner.addResult(r, to: &fields)
             if let reason = r.reason { fields["reason"] = .string(reason) }
             journal.append("mission-finished", fields)
             announceEnd(id, attempt, .finished(r), .ended(state, reason: MissionQueue.outcome(of: r, cancelRequested: state == .cancelled).reason))
@@ -362,27 +369,51 @@ public final class MissionRunner {
         }
     }
 
-    /// Shims no running attempt claims, processes of missions outside any claimed session,
-    /// scratch directories of missions that do not run, mission directories without a row.
-    private func cleanOrphans(_ q: MissionQueue) throws -> Int {
+    /// Shims no running attempt claims (with their attempt's processes), processes of missions
+    /// that have not ended and that no live shim runs, scratch directories of missions that do
+    /// not run; mission directories without a row are moved to quarantine/.
+    /// A shim of the attempt after a pending mission's starts is adopted instead (reattached):
+    /// its claim was taken back in step 3 because the shim was not visible yet (a spawn a killed
+    /// runner never recorded); killing it would start the mission a second time.
+    private func cleanOrphans(_ q: MissionQueue, _ summary: inout MissionRecoverySummary) throws -> Int {
         var cleaned = 0
-        let claimed = Set(tracked.values.compactMap { $0.shim?.identity })
-        for p in MissionRunner.orphanShims(of: stateDir, claimed: claimed) {
+        for p in MissionRunner.orphanShims(of: stateDir, claimed: Set(tracked.values.compactMap { $0.shim?.identity })) {
+            // Only for this very row (its directory's owner record): after a restored backup, a
+            // shim of a lost row with the same id is not this mission's.
+            if tracked[p.mission] == nil, let pending = try q.mission(p.mission), pending.state == .pending, pending.attempts == p.attempt - 1,
+               case .ok(let owner) = StateFile.read(MissionPaths(stateDir: stateDir, id: p.mission).owner, kind: MissionOwner.kind, as: MissionOwner.self),
+               owner.owns(pending), let fd = p.identity.openPidFD(),
+               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID)) {
+                watch(m, shim: m.shim!, pidfd: fd, recorded: true)
+                journal.append("mission-adopted", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
+                summary.reattached += 1
+                continue
+            }
             MissionProcesses.killSession(of: p.identity)
+            // Its attempt never reached its end (nothing was let go): what it started outside
+            // its session goes too, unless a live shim runs that mission now.
+            if tracked[p.mission] == nil {
+                MissionProcesses.killMembers(of: stateDir, mission: p.mission, patience: .milliseconds(500), startedSince: p.identity.startTicks)
+            }
             journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
-        for p in MissionRunner.orphanProcesses(of: stateDir, claimedSessions: Set(claimed.map(\.pid))) {
+        let claimed = Set(tracked.values.compactMap { $0.shim?.identity.pid })
+        for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: claimed, watched: Set(tracked.keys)) {
             if p.identity.signal(SIGKILL) {
                 journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
             }
         }
         let paths = try MissionRunner.orphanPaths(of: stateDir, q, running: Set(tracked.keys))
-        for dir in paths.directories where (try? FileManager.default.removeItem(atPath: dir)) != nil {
-            journal.append("mission-orphan-removed", ["path": .string(dir), "what": "directory of no mission"])
-            cleaned += 1
+        for dir in paths.directories {
+            // Never deleted: it holds the output and result of a mission this database does not
+            // know (restored from an older backup?).
+            guard let id = Int64((dir as NSString).lastPathComponent) else { continue }
+            if quarantineDirectory(id, why: "no mission \(id) in the database (it was restored from an older backup, or the row was removed)") {
+                cleaned += 1
+            }
         }
         for dir in paths.scratch where (try? FileManager.default.removeItem(atPath: dir)) != nil {
             journal.append("mission-orphan-removed", ["path": .string(dir), "what": "scratch directory"])
@@ -398,20 +429,39 @@ public final class MissionRunner {
         MissionProcesses.shims(of: stateDir).filter { !claimed.contains($0.identity) }
     }
 
-    /// Mission processes of `stateDir` (by environment) left by a shim that is gone: outside
-    /// `claimedSessions` and in a session whose leader is gone. A process in a session whose
-    /// leader lives (a claimed shim, or a process that made its own session on purpose) is not
-    /// an orphan.
-    static func orphanProcesses(of stateDir: StateDirectory, claimedSessions: Set<Int32>) -> [MissionProcesses.MemberProcess] {
-        MissionProcesses.members(of: stateDir).filter { p in
-            guard !claimedSessions.contains(p.session) else { return false }
-            if let leader = ProcStat.read(pid: p.session), !leader.isZombie { return false }
+    /// Mission processes of `stateDir` (by environment) whose mission has not ended and that no
+    /// live shim runs (docs/missions.md, "Every process of a mission"): outside
+    /// `claimedSessions`, of a mission not in `watched` (running with a live shim, whose shim
+    /// decides at the end), and whose mission has not ended. A mission has ended when its row is
+    /// final or its directory holds its result (its shim killed or let go what was left then):
+    /// what still lives of it is forgotten, never killed. A mission with no row and no
+    /// directory is not known here: its processes are left alone too.
+    static func orphanProcesses(of stateDir: StateDirectory, _ q: MissionQueue, claimedSessions: Set<Int32>,
+                                watched: Set<Int64>) throws -> [MissionProcesses.MemberProcess] {
+        // A process in the session of a live shim of its mission is that shim's business: a
+        // claimed one decides at the end, an orphan one is killed with its session (a shim that
+        // appeared after `orphanShims` looked, from a spawn a killed runner never recorded,
+        // is left to the next recovery).
+        let candidates = MissionProcesses.members(of: stateDir).filter { p in
+            guard !claimedSessions.contains(p.session), !watched.contains(p.mission) else { return false }
+            if let leader = ProcStat.read(pid: p.session), !leader.isZombie,
+               MissionProcesses.parseShim(ProcStat.commandLine(pid: p.session), stateDir: stateDir)?.mission == p.mission { return false }
             return true
         }
+        let ids = Array(Set(candidates.map(\.mission))).sorted()
+        let states = try q.states(ids)
+        var notEnded = Set<Int64>()
+        for id in ids where !(states[id]?.isFinal ?? false) {
+            let paths = MissionPaths(stateDir: stateDir, id: id)
+            if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id { continue }
+            if states[id] == nil && access(paths.directory, F_OK) != 0 { continue }
+            notEnded.insert(id)
+        }
+        return candidates.filter { notEnded.contains($0.mission) }
     }
 
-    /// Mission directories with no row, and scratch directories of missions that are not in
-    /// `running`.
+    /// Mission directories with no row (recovery moves them to quarantine/), and scratch
+    /// directories of missions that are not in `running`.
     static func orphanPaths(of stateDir: StateDirectory, _ q: MissionQueue, running: Set<Int64>) throws -> (directories: [String], scratch: [String]) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.missions)) ?? []
         let ids = names.compactMap { Int64($0) }.sorted()
@@ -501,12 +551,12 @@ public final class MissionRunner {
         for t in tracked.values where t.cancelRequested && !t.exited {
             guard let shim = t.shim else { continue }
             if t.termSentAt == nil {
-                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGTERM, stateDir: stateDir)
+                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGTERM, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
                 t.termSentAt = now
                 journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
             } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
-                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGKILL, stateDir: stateDir)
+                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGKILL, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
                 if t.killSentAt == nil || n > 0 {
                     journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
                 }
@@ -517,14 +567,17 @@ public final class MissionRunner {
 
     /// Sends `signal` to every process of a running mission, each once: those in its cgroup
     /// when it has one (everything the command started is born there), else the process
-    /// groups of its shim's session and the processes carrying its tag. Returns how many
+    /// groups of its shim's session and the processes carrying its tag (started since its
+    /// shim); with `letDaemonsGo`, only the groups of its session. Returns how many
     /// processes (cgroup) or groups and processes (otherwise) were signalled.
-    static func signalMission(_ id: Int64, shim: ProcessIdentity, _ signal: Int32, stateDir: StateDirectory) -> Int {
+    static func signalMission(_ id: Int64, shim: ProcessIdentity, _ signal: Int32, stateDir: StateDirectory, letDaemonsGo: Bool) -> Int {
+        // --let-daemons-go: only the session; what left it is the mission's to keep.
+        if letDaemonsGo { return MissionProcesses.signalSession(of: shim, signal, sparingShim: true) }
         if let group = MissionCgroup.of(stateDir, mission: id), group.cgroup.isPopulated {
             return group.signal(signal)
         }
         return MissionProcesses.signalSession(of: shim, signal, sparingShim: true)
-            + MissionProcesses.signalMembers(of: stateDir, mission: id, signal, outside: shim.pid)
+            + MissionProcesses.signalMembers(of: stateDir, mission: id, signal, outside: shim.pid, startedSince: shim.startTicks)
     }
 
     /// What an ended attempt's files say: its result, a corrupt result (with the reason for
@@ -545,12 +598,24 @@ public final class MissionRunner {
                 // is found.
                 return (.revert(reason: "another shim of this mission was still running"), nil)
             }
+            // No result: nothing was let go; all of the attempt goes (what started after its shim).
             if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
             MissionCgroup.of(stateDir, mission: t.id)?.kill(patience: .milliseconds(500))
-            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500))
+            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500), startedSince: t.shim?.identity.startTicks ?? 0)
             let who = t.shim.map { "\($0.identity)" } ?? "unknown"
             return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
         }
+    }
+
+    /// A result's exit status and what its shim did with the mission's processes outside its
+    /// session (`outside_killed`, `outside_let_go`, `outside_left`, when not 0), for
+    /// `mission-finished`.
+    static func addResult(_ r: MissionResult, to fields: inout [String: JSONValue]) {
+        fields["exit_code"] = .int(Int64(r.exitCode))
+        if let s = r.signal { fields["signal"] = .int(Int64(s)) }
+        if let n = r.outsideKilled { fields["outside_killed"] = .int(Int64(n)) }
+        if let n = r.outsideLetGo { fields["outside_let_go"] = .int(Int64(n)) }
+        if let n = r.outsideLeft { fields["outside_left"] = .int(Int64(n)) }
     }
 
     /// After the commit: journal, quarantine, clean up.
@@ -576,10 +641,7 @@ public final class MissionRunner {
                 files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
             }
             fields["state"] = .string(state.rawValue)
-            if case .finished(let r) = settlement {
-                fields["exit_code"] = .int(Int64(r.exitCode))
-                if let s = r.signal { fields["signal"] = .int(Int64(s)) }
-            }
+            if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
             if let reason { fields["reason"] = .string(reason) }
             journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
             announceEnd(t.id, t.attempt, settlement, outcome)
@@ -590,10 +652,11 @@ public final class MissionRunner {
     private func start(_ m: Mission) {
         CrashPoint.hit("after-claim")
         let t = Tracked(id: m.id, attempt: m.attempts, shim: nil, identityRecorded: false)
+        t.letDaemonsGo = m.letDaemonsGo
         tracked[m.id] = t
         let paths = MissionPaths(stateDir: stateDir, id: m.id)
         do {
-            try AtomicFile.makeDirectory(paths.directory)
+            try claimDirectory(m, paths)
             // An older attempt's result goes; this attempt's stays (a shim of it ran already,
             // started by a runner that died before recording it): the new shim sees it and
             // runs nothing, and the result is recorded.
@@ -624,6 +687,61 @@ public final class MissionRunner {
             journal.append("mission-start-failed", ["mission": .int(m.id), "error": .string("\(error)")])
         }
         CrashPoint.hit("after-spawn")
+    }
+
+    /// Makes `m`'s directory, or checks that the one there is its own (its `owner` record names
+    /// this row): a directory another row of the same id left (a database restored from an
+    /// older backup hands out the ids again) is moved to quarantine/ first, so the mission
+    /// never appends to that output or takes that result for its own. Throws (the start fails
+    /// and is retried) when such a directory cannot be moved.
+    private func claimDirectory(_ m: Mission, _ paths: MissionPaths) throws {
+        var why: String? = nil
+        switch StateFile.read(paths.owner, kind: MissionOwner.kind, as: MissionOwner.self) {
+        case .ok(let o) where o.owns(m):
+            return
+        case .ok(let o):
+            why = "it was made for another mission \(o.mission) (created \(Clock.iso(Date(timeIntervalSince1970: o.created)))), not for this one (created \(Clock.iso(m.createdAt))): the database was restored from an older backup?"
+        case .corrupt(let c):
+            why = "its owner record is corrupt (\(c))"
+        case .absent:
+            AtomicFile.sweepTemps(in: paths.directory) // a runner killed while writing `owner`
+            if !((try? FileManager.default.contentsOfDirectory(atPath: paths.directory)) ?? []).isEmpty {
+                why = "it holds files but no owner record (left before mission \(m.id) existed, or by an older Vigil)"
+            }
+        }
+        if let why, !quarantineDirectory(m.id, why: why) {
+            throw CommandError("its directory \(paths.directory) was left by another mission and could not be moved to \(stateDir.quarantine)")
+        }
+        try stateDir.makeDirectory(paths.directory) // never re-creates a removed state dir
+        try StateFile.write(MissionOwner(m), kind: MissionOwner.kind, to: paths.owner)
+    }
+
+    /// Sets `missions/ID/` aside for good: moved into quarantine/ (as `mission-ID.…`; never
+    /// deleted), or removed when empty (nothing in it to keep), and journals it
+    /// (`mission-dir-unclaimed`: `why`, `action`, `moved_to`, and the `result` it holds, if
+    /// valid, so the journal keeps how that mission ended). Returns whether it is out of the way.
+    @discardableResult
+    private func quarantineDirectory(_ id: Int64, why: String) -> Bool {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
+        var fields: [String: JSONValue] = ["mission": .int(id), "path": .string(paths.directory), "why": .string(why)]
+        if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id {
+            var result: [String: JSONValue] = ["attempt": .int(Int64(r.attempt)), "finished": .string(r.finished)]
+            MissionRunner.addResult(r, to: &result)
+            fields["result"] = .object(result)
+        }
+        var gone = true
+        if rmdir(paths.directory) == 0 {
+            fields["action"] = "removed (it was empty)"
+            try? AtomicFile.fsyncDirectory(stateDir.missions)
+        } else if let target = files.moveToQuarantine(paths.directory, name: "mission-\(id)") {
+            fields["action"] = "quarantined"
+            fields["moved_to"] = .string(target)
+        } else {
+            fields["action"] = "kept (it could not be moved to quarantine/)"
+            gone = false
+        }
+        journal.append("mission-dir-unclaimed", fields)
+        return gone
     }
 
     /// What a dead shim could not clean: its scratch directory and a half-written result.

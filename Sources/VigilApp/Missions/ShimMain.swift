@@ -19,6 +19,8 @@ enum ShimMain {
         var cwd: String
         var argv: [String]
         var settings = MissionSettings()
+        /// `--let-daemons-go`: leave the mission's processes outside its session alone at the end.
+        var letDaemonsGo = false
     }
 
     /// Runs the attempt to its end and writes the result file. Returns the shim's exit code
@@ -29,7 +31,7 @@ enum ShimMain {
         // shim and recording it may leave one the next runner cannot see yet (before its
         // exec); the second shim of a mission finds the run lock held and runs nothing.
         // The lock is on the output file (which every attempt appends to): no extra file.
-        try? AtomicFile.makeDirectory(paths.directory)
+        try? spec.stateDir.makeDirectory(paths.directory) // never re-creates a removed state dir
         guard let runLock = try? FileLock.tryLock(paths.output) else { return ShimMain.busyExit }
         defer { runLock.release() }
         if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self),
@@ -41,12 +43,13 @@ enum ShimMain {
         if spec.attempt > 1 {
             output.note("--- vigil: attempt \(spec.attempt) of \(spec.maxAttempts) ---\n")
         }
-        try? AtomicFile.makeDirectory(paths.scratch)
+        try? spec.stateDir.makeDirectory(paths.scratch)
 
         var exitCode: Int32 = 127
         var signal: Int32? = nil
         var reason: String? = nil
         var childPID: Int32? = nil
+        var outside = (killed: 0, letGo: 0, left: 0) // processes of the mission outside its session at the end
         var isDirectory: ObjCBool = false
         if !FileManager.default.fileExists(atPath: spec.cwd, isDirectory: &isDirectory) || !isDirectory.boolValue {
             reason = "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
@@ -102,16 +105,33 @@ enum ShimMain {
                     // made in our session, then every process that carries the mission's tag
                     // (where there is no cgroup), then reap.
                     kill(-child.pid, SIGKILL)
-                    if let group {
+                    var killedInCgroup = 0 // of them outside our session, for the counts below
+                    if let group, !spec.letDaemonsGo {
+                        killedInCgroup = group.cgroup.processes().filter { ProcStat.read(pid: $0).map { $0.session != getpid() } ?? false }.count
                         let ended = group.kill()
                         if ended.left { output.note("vigil: the mission's cgroup \(group.cgroup) still has processes after SIGKILL\n") }
                     }
                     MissionProcesses.killSession(of: ProcessIdentity.current, sparingShim: true, patience: .milliseconds(200))
-                    let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission)
-                    if tagged.killed > 0 {
-                        output.note("vigil: killed \(tagged.killed) process\(tagged.killed == 1 ? "" : "es") of the mission outside its session\n")
+                    // Only processes started after us: one an older row of the same id let go is not ours.
+                    let since = ProcessIdentity.current.startTicks
+                    if !spec.letDaemonsGo {
+                        let tagged = MissionProcesses.killMembers(of: spec.stateDir, mission: spec.mission, startedSince: since)
+                        let killed = tagged.killed + killedInCgroup
+                        if killed > 0 {
+                            output.note("vigil: killed \(killed) process\(killed == 1 ? "" : "es") of the mission outside its session\n")
+                        }
+                        if tagged.left > 0 { output.note("vigil: \(tagged.left) process(es) of the mission outlived SIGKILL\n") }
+                        outside = (killed, 0, tagged.left)
+                    } else {
+                        // --let-daemons-go: what left the session lives on, and is forgotten (docs/missions.md).
+                        // Out of the mission's cgroup first (into its parent), so the cgroup can go.
+                        let released = group?.release() ?? 0
+                        outside.letGo = max(released, MissionProcesses.members(of: spec.stateDir)
+                            .filter { $0.mission == spec.mission && $0.identity.startTicks >= since }.count)
+                        if outside.letGo > 0 {
+                            output.note("vigil: let \(outside.letGo) process\(outside.letGo == 1 ? "" : "es") of the mission outside its session go (--let-daemons-go)\n")
+                        }
                     }
-                    if tagged.left > 0 { output.note("vigil: \(tagged.left) process(es) of the mission outlived SIGKILL\n") }
                     drain(pipeFDs[0], into: &output)
                     if let status = Spawner.wait(child.pid) {
                         exitCode = exitCodeFromStatus(status)
@@ -133,7 +153,9 @@ enum ShimMain {
         fsync(1)
         try? FileManager.default.removeItem(atPath: paths.scratch)
         let result = MissionResult(mission: spec.mission, attempt: spec.attempt, exitCode: exitCode, signal: signal, reason: reason,
-                                   childPID: childPID, started: started, finished: Clock.iso(Clock.wall()))
+                                   childPID: childPID, started: started, finished: Clock.iso(Clock.wall()),
+                                   outsideKilled: outside.killed > 0 ? outside.killed : nil, outsideLetGo: outside.letGo > 0 ? outside.letGo : nil,
+                                   outsideLeft: outside.left > 0 ? outside.left : nil)
         // The mission has run: if the result cannot be written now (a full disk, say), keep
         // trying instead of exiting without one, which would make the runner start the
         // mission again. A fresh temp file each try; the runner sees us alive meanwhile.
