@@ -189,6 +189,15 @@ struct MissionCgroup {
         return "none: \(home) is not writable by uid \(getuid())"
     }
 
+    /// Every mission cgroup of `stateDir` that exists, by mission id.
+    static func all(of stateDir: StateDirectory) -> [(Int64, MissionCgroup)] {
+        guard let base = base(of: stateDir), let names = try? FileManager.default.contentsOfDirectory(atPath: base.path) else { return [] }
+        return names.compactMap { name in
+            guard name.hasPrefix("mission-"), let id = Int64(name.dropFirst(8)) else { return nil }
+            return (id, MissionCgroup(cgroup: base.child(name)))
+        }.sorted { $0.0 < $1.0 }
+    }
+
     /// The cgroup of `mission`, whether or not it exists.
     static func of(_ stateDir: StateDirectory, mission: Int64) -> MissionCgroup? {
         base(of: stateDir).map { MissionCgroup(cgroup: $0.child("mission-\(mission)")) }

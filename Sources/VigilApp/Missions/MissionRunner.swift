@@ -399,6 +399,16 @@ public final class MissionRunner {
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
+        // Mission cgroups of missions that do not run (what a killed shim left: processes of an
+        // attempt that never reached its end, or an empty cgroup). What was let go is never in
+        // one (it was moved to the parent at the end).
+        for (id, group) in MissionCgroup.all(of: stateDir) where tracked[id] == nil {
+            let n = group.kill(patience: .milliseconds(500)).killed
+            if n > 0 {
+                journal.append("mission-orphan-killed", ["mission": .int(id), "what": "cgroup", "processes": .int(Int64(n)), "cgroup": .string(group.cgroup.path)])
+                cleaned += 1
+            }
+        }
         let claimed = Set(tracked.values.compactMap { $0.shim?.identity.pid })
         for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: claimed, watched: Set(tracked.keys)) {
             if p.identity.signal(SIGKILL) {
