@@ -60,7 +60,7 @@ final class BridgeHooks: ChatCommandHandler {
                 try files.writeMarker(dir.restartMarker(role), by: "chat \(sender)", reason: "/restart \(which)")
                 return "Restart marker written for the \(which)."
             case .journal(let n):
-                let entries = Journal.read(path: dir.journal).entries.suffix(min(max(n ?? 10, 1), 50))
+                let entries = Journal.readLast(path: dir.journal, count: min(max(n ?? 10, 1), 50))
                 return entries.isEmpty ? "The journal is empty." : entries.map(JournalCommand.format).joined(separator: "\n")
             case .healReset:
                 return try ChatCommandActions.healReset(dir, journal: journal, sender: sender)

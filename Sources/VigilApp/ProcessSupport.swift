@@ -19,10 +19,12 @@ final class ProcessContext {
     var record: ProcessRecord
     private var lastWriteProblem: BootInstant?
 
-    init(role: StateDirectory.Role, dir: StateDirectory, version: String) throws {
+    /// - Parameter journalRotation: the runner and the bridge rotate the journal by size
+    ///   (`journal-max-bytes`, `journal-keep`).
+    init(role: StateDirectory.Role, dir: StateDirectory, version: String, journalRotation: Journal.Rotation) throws {
         self.role = role
         self.dir = dir
-        journal = Journal(path: dir.journal, source: role.rawValue)
+        journal = Journal(path: dir.journal, source: role.rawValue, rotation: journalRotation)
         files = StateFiles(dir: dir, journal: journal)
         signals = try SignalPipe(signals: [SIGTERM, SIGINT, SIGHUP])
         inotify = try Inotify()

@@ -8,19 +8,51 @@ import VigilSystem
 /// torn or garbage line is recognised and skipped by readers. Several processes append to it
 /// at once (runner, bridge, CLI).
 ///
+/// Rotation by size (docs/architecture.md, "Journal rotation"): an appender holds a shared
+/// `flock` on the journal file for each record and checks, under it, that its descriptor is
+/// still the file at `path` (same inode); otherwise it reopens. A writer given a `Rotation`
+/// (the runner and the bridge) that sees the file past `maxBytes` after its record takes the
+/// exclusive lock without waiting (busy: the next record tries again) and renames
+/// `path.(k-1)` → `path.k` … `path` → `path.1`, fsyncing the directory after each rename; the
+/// next appender creates a new `path`. So no record is written to a file after it was renamed
+/// away, and none is lost or written twice.
+///
 /// When a write fails (disk full, read-only), the entry is kept in memory and written before
 /// the next one: the caller goes on healing, and the journal catches up when it can.
+///
+/// `@unchecked Sendable`: `fd` and `pending` are touched only under `lock`.
 public final class Journal: @unchecked Sendable {
     public let path: String
     private let source: String
+    public let rotation: Rotation?
     private let lock = NSLock()
     private var fd: Int32 = -1
     private var pending: [Data] = []
 
-    /// - Parameter source: who writes ("runner", "bridge", "cli"), stored in every entry.
-    public init(path: String, source: String) {
+    /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
+    /// (`journal.jsonl.1` the newest … `journal.jsonl.<keep>` the oldest; older ones deleted).
+    public struct Rotation: Sendable, Equatable {
+        public var maxBytes: Int64
+        public var keep: Int
+        public init(maxBytes: Int64 = Rotation.defaultMaxBytes, keep: Int = Rotation.defaultKeep) {
+            self.maxBytes = maxBytes
+            self.keep = min(max(1, keep), Journal.maxKeep)
+        }
+        public static let defaultMaxBytes: Int64 = 16 << 20
+        public static let defaultKeep = 3
+    }
+
+    /// The most old files a journal keeps (readers look for `path.1` … `path.<maxKeep>`).
+    public static let maxKeep = 20
+
+    /// - Parameters:
+    ///   - source: who writes ("runner", "bridge", "cli"), stored in every entry.
+    ///   - rotation: when this writer rotates the file; nil: it never does (CLI commands, which
+    ///     do not read the tunables, only append; the runner and bridge rotate).
+    public init(path: String, source: String, rotation: Rotation? = nil) {
         self.path = path
         self.source = source
+        self.rotation = rotation
     }
 
     deinit { if fd >= 0 { close(fd) } }
@@ -44,14 +76,18 @@ public final class Journal: @unchecked Sendable {
     public func flush() -> Bool { lock.withLock { flushLocked() } }
 
     private func flushLocked() -> Bool {
+        var size: Int64 = 0
         while let line = pending.first {
             do {
-                try openIfNeeded()
+                try openCurrentLocked()
+                defer { if fd >= 0 { flock(fd, LOCK_UN) } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
-                if !Journal.endsWithNewline(fd: fd) { record.insert(0x0A, at: record.startIndex) }
+                let before = Journal.fileSize(fd: fd)
+                if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
                 try AtomicFile.writeAll(fd, record, subject: path)
                 try sys("fdatasync", path) { fdatasync(fd) }
+                size = before + Int64(record.count)
                 pending.removeFirst()
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
@@ -62,25 +98,72 @@ public final class Journal: @unchecked Sendable {
                 return false
             }
         }
+        if let rotation, size > rotation.maxBytes, rotateLocked(rotation) {
+            // Our descriptor is the renamed file now: the next record opens the new one.
+            close(fd)
+            fd = -1
+        }
         return true
     }
 
-    private func openIfNeeded() throws(SystemError) {
-        guard fd < 0 else { return }
-        let created = access(path, F_OK) != 0
-        let f = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
-        fd = f
-        if created {
-            let dir = (path as NSString).deletingLastPathComponent
-            try? AtomicFile.fsyncDirectory(dir)
+    /// Opens `path` if needed and takes the shared lock on it, making sure the descriptor is
+    /// the file at `path` now (a rotation may have renamed ours away: then reopen).
+    private func openCurrentLocked() throws(SystemError) {
+        for _ in 0..<100 {
+            if fd < 0 {
+                let created = access(path, F_OK) != 0
+                fd = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
+                if created {
+                    let dir = (path as NSString).deletingLastPathComponent
+                    try? AtomicFile.fsyncDirectory(dir)
+                }
+            }
+            var mine = stat()
+            guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
+            // `/dev/null` (a sink) is never rotated: no lock, no check.
+            guard (mine.st_mode & S_IFMT) == S_IFREG else { return }
+            _ = try sys("flock", path) { flock(fd, LOCK_SH) }
+            var now = stat()
+            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return }
+            // Renamed away (or removed) since we opened it: a rotation. Open the new file.
+            close(fd)
+            fd = -1
         }
+        throw SystemError("open", errno: EAGAIN, subject: path)
     }
 
-    private static func endsWithNewline(fd: Int32) -> Bool {
+    /// Rotates when the file at `path` is still past the limit: takes the exclusive lock
+    /// without waiting, then renames oldest first, fsyncing the directory after each rename
+    /// (so after a crash or power cut the names are a state some prefix of the renames made:
+    /// readers see every file in order, at worst with a gap in the numbers). True when rotated.
+    private func rotateLocked(_ rotation: Rotation) -> Bool {
+        let rfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard rfd >= 0 else { return false }
+        defer { close(rfd) }
+        guard flock(rfd, LOCK_EX | LOCK_NB) == 0 else { return false } // an appender is busy: next time
+        var mine = stat(), now = stat()
+        guard fstat(rfd, &mine) == 0, (mine.st_mode & S_IFMT) == S_IFREG, Int64(mine.st_size) > rotation.maxBytes,
+              stat(path, &now) == 0, now.st_ino == mine.st_ino else { return false } // rotated by someone else
+        let dir = (path as NSString).deletingLastPathComponent
+        var k = rotation.keep
+        while k >= 2 {
+            if rename("\(path).\(k - 1)", "\(path).\(k)") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+            k -= 1
+        }
+        guard rename(path, "\(path).1") == 0 else { return false }
+        try? AtomicFile.fsyncDirectory(dir)
+        return true
+    }
+
+    private static func fileSize(fd: Int32) -> Int64 {
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size > 0 else { return true }
+        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+    }
+
+    private static func endsWithNewline(fd: Int32, size: Int64) -> Bool {
+        guard size > 0 else { return true }
         var b: UInt8 = 0
-        return pread(fd, &b, 1, st.st_size - 1) == 1 && b == 0x0A
+        return pread(fd, &b, 1, off_t(size - 1)) == 1 && b == 0x0A
     }
 
     // MARK: - Format
@@ -128,7 +211,8 @@ public final class Journal: @unchecked Sendable {
         public var offset: Int
     }
 
-    /// Reads entries from `offset` on. An unterminated last line is left for the next read.
+    /// Reads entries of the file at `path` alone from `offset` on. An unterminated last line is
+    /// left for the next read. (`readAll` reads the rotated files too.)
     public static func read(path: String, from offset: Int = 0) -> ReadResult {
         // Through `StateSlot` (docs/operator-guide.md, "Bad input"): a FIFO or symlink in the
         // journal's place reads as empty, never as a blocked `open`.
@@ -136,6 +220,10 @@ public final class Journal: @unchecked Sendable {
             return ReadResult(entries: [], skipped: 0, offset: offset)
         }
         defer { close(fd) }
+        return read(fd: fd, size: size, from: offset)
+    }
+
+    private static func read(fd: Int32, size: Int, from offset: Int) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
         var buf = [UInt8](repeating: 0, count: 65536)
         var pos = offset
@@ -159,5 +247,91 @@ public final class Journal: @unchecked Sendable {
             start = data.index(after: nl)
         }
         return ReadResult(entries: entries, skipped: skipped, offset: offset + consumed)
+    }
+
+    // MARK: - Reading across rotated files
+
+    /// Where a reader of the whole journal is: the file (by inode) and the bytes consumed in
+    /// it. The file may have been renamed to `path.1` (or further) since: `readAll(after:)`
+    /// finds it by its inode.
+    public struct Cursor: Sendable, Equatable {
+        public var inode: UInt64
+        public var offset: Int
+        public init(inode: UInt64, offset: Int) {
+            self.inode = inode
+            self.offset = offset
+        }
+    }
+
+    public struct Span: Sendable {
+        /// Oldest first, across files.
+        public var entries: [[String: JSONValue]]
+        public var skipped: Int
+        /// Where the next `readAll(after:)` goes on; nil when there was no journal.
+        public var cursor: Cursor?
+    }
+
+    private struct OpenFile {
+        var fd: Int32
+        var inode: UInt64
+        var size: Int
+        var modified: Date
+    }
+
+    /// The journal's files, newest first (`path`, `path.1`, …), each opened once. Opened newest
+    /// first, so a rotation while opening shows a file twice (skipped by its inode), never
+    /// hides one that was there before and after.
+    private static func openFiles(_ path: String) -> [OpenFile] {
+        var out: [OpenFile] = []
+        var seen: Set<UInt64> = []
+        for name in [path] + (1...maxKeep).map({ "\(path).\($0)" }) {
+            guard case .file(let fd, let size) = StateSlot.openForReading(name, sizeLimit: nil) else { continue }
+            var st = stat()
+            guard fstat(fd, &st) == 0, seen.insert(UInt64(st.st_ino)).inserted else { close(fd); continue }
+            let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
+            out.append(OpenFile(fd: fd, inode: UInt64(st.st_ino), size: size, modified: mtime))
+        }
+        return out
+    }
+
+    /// Reads the journal across its rotated files, oldest first. With `after`, only what came
+    /// after that cursor (`--follow`: the file it was in is found by inode wherever it is now);
+    /// a cursor whose file is gone (rotated out) reads every file there is. With
+    /// `modifiedSince`, rotated files last written before it are not read (`--since`: their
+    /// entries are all older).
+    public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil) -> Span {
+        let files = openFiles(path)
+        defer { for f in files { close(f.fd) } }
+        guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
+        var start = files.count - 1
+        var startOffset = 0
+        if let cursor, let k = files.firstIndex(where: { $0.inode == cursor.inode }) {
+            start = k
+            startOffset = cursor.offset
+        }
+        var entries: [[String: JSONValue]] = []
+        var skipped = 0
+        var end = Cursor(inode: newest.inode, offset: 0)
+        for k in stride(from: start, through: 0, by: -1) {
+            let f = files[k]
+            if k > 0, let since = modifiedSince, f.modified < since { continue }
+            let r = read(fd: f.fd, size: f.size, from: k == start ? startOffset : 0)
+            entries += r.entries
+            skipped += r.skipped
+            if k == 0 { end.offset = r.offset }
+        }
+        return Span(entries: entries, skipped: skipped, cursor: end)
+    }
+
+    /// The last `count` entries, reading the newest file first and older ones only as needed
+    /// (chat's `/journal N`).
+    public static func readLast(path: String, count: Int) -> [[String: JSONValue]] {
+        let files = openFiles(path)
+        defer { for f in files { close(f.fd) } }
+        var out: [[String: JSONValue]] = []
+        for f in files where out.count < count {
+            out = read(fd: f.fd, size: f.size, from: 0).entries + out
+        }
+        return Array(out.suffix(count))
     }
 }
