@@ -8,25 +8,25 @@ import VigilSystem
 /// torn or garbage line is recognised and skipped by readers. Several processes append to it
 /// at once (runner, bridge, CLI).
 ///
-/// Rotation by size (docs/architecture.md, "Journal rotation"): an appender holds a shared
+/// Rotation by size (docs/architecture.md, "Journal rotation"): an appender holds an exclusive
 /// `flock` on the journal file for each record and checks, under it, that its descriptor is
 /// still the file at `path` (same inode); otherwise it reopens. A writer given a `Rotation`
-/// (the runner and the bridge) that sees the file past `maxBytes` after its record takes the
-/// exclusive lock without waiting (busy: the next record tries again) and renames
-/// `path.(k-1)` → `path.k` … `path` → `path.1`, fsyncing the directory after each rename; the
-/// next appender creates a new `path`. So no record is written to a file after it was renamed
-/// away, and none is lost or written twice.
+/// (the runner and the bridge) whose record took the file past `maxBytes` renames, still
+/// holding the lock, `path.(k-1)` → `path.k` … `path` → `path.1`, fsyncing the directory after
+/// each rename; the next appender creates a new `path`. So no record is written to a file after
+/// it was renamed away, and none is lost or written twice.
 ///
 /// When a write fails (disk full, read-only), the entry is kept in memory and written before
 /// the next one: the caller goes on healing, and the journal catches up when it can.
 ///
-/// `@unchecked Sendable`: `fd` and `pending` are touched only under `lock`.
+/// `@unchecked Sendable`: `fd`, `isSink` and `pending` are touched only under `lock`.
 public final class Journal: @unchecked Sendable {
     public let path: String
     private let source: String
     public let rotation: Rotation?
     private let lock = NSLock()
     private var fd: Int32 = -1
+    private var isSink = false
     private var pending: [Data] = []
 
     /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
@@ -76,7 +76,6 @@ public final class Journal: @unchecked Sendable {
     public func flush() -> Bool { lock.withLock { flushLocked() } }
 
     private func flushLocked() -> Bool {
-        var size: Int64 = 0
         while let line = pending.first {
             do {
                 try openCurrentLocked()
@@ -86,9 +85,15 @@ public final class Journal: @unchecked Sendable {
                 let before = Journal.fileSize(fd: fd)
                 if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
                 try AtomicFile.writeAll(fd, record, subject: path)
-                try sys("fdatasync", path) { fdatasync(fd) }
-                size = before + Int64(record.count)
+                // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
+                if !isSink { try sys("fdatasync", path) { fdatasync(fd) } }
                 pending.removeFirst()
+                if let rotation, !isSink, before + Int64(record.count) > rotation.maxBytes {
+                    rotateHeld(rotation)
+                    // Our descriptor is the renamed file now: the next record opens the new one.
+                    close(fd)
+                    fd = -1
+                }
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
                 // line may now be partly on disk: readers skip it by its checksum, and it is
@@ -98,16 +103,14 @@ public final class Journal: @unchecked Sendable {
                 return false
             }
         }
-        if let rotation, size > rotation.maxBytes, rotateLocked(rotation) {
-            // Our descriptor is the renamed file now: the next record opens the new one.
-            close(fd)
-            fd = -1
-        }
         return true
     }
 
-    /// Opens `path` if needed and takes the shared lock on it, making sure the descriptor is
-    /// the file at `path` now (a rotation may have renamed ours away: then reopen).
+    /// Opens `path` if needed and takes the lock on it, making sure the descriptor is the file
+    /// at `path` now (a rotation may have renamed ours away: then reopen). The lock is
+    /// exclusive: records are serialised across processes (each holds it for one write and
+    /// fdatasync), so the writer whose record took the file past the limit rotates it in the
+    /// same hold, and a rotation never waits behind a stream of other writers.
     private func openCurrentLocked() throws(SystemError) {
         for _ in 0..<100 {
             if fd < 0 {
@@ -121,8 +124,9 @@ public final class Journal: @unchecked Sendable {
             var mine = stat()
             guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
             // `/dev/null` (a sink) is never rotated: no lock, no check.
-            guard (mine.st_mode & S_IFMT) == S_IFREG else { return }
-            _ = try sys("flock", path) { flock(fd, LOCK_SH) }
+            isSink = (mine.st_mode & S_IFMT) != S_IFREG
+            if isSink { return }
+            _ = try sys("flock", path) { flock(fd, LOCK_EX) }
             var now = stat()
             if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
@@ -132,27 +136,18 @@ public final class Journal: @unchecked Sendable {
         throw SystemError("open", errno: EAGAIN, subject: path)
     }
 
-    /// Rotates when the file at `path` is still past the limit: takes the exclusive lock
-    /// without waiting, then renames oldest first, fsyncing the directory after each rename
-    /// (so after a crash or power cut the names are a state some prefix of the renames made:
-    /// readers see every file in order, at worst with a gap in the numbers). True when rotated.
-    private func rotateLocked(_ rotation: Rotation) -> Bool {
-        let rfd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-        guard rfd >= 0 else { return false }
-        defer { close(rfd) }
-        guard flock(rfd, LOCK_EX | LOCK_NB) == 0 else { return false } // an appender is busy: next time
-        var mine = stat(), now = stat()
-        guard fstat(rfd, &mine) == 0, (mine.st_mode & S_IFMT) == S_IFREG, Int64(mine.st_size) > rotation.maxBytes,
-              stat(path, &now) == 0, now.st_ino == mine.st_ino else { return false } // rotated by someone else
+    /// Rotates, holding the lock on the file at `path`: renames oldest first
+    /// (`path.(keep-1)` → `path.keep`, replacing the oldest, … `path` → `path.1`), fsyncing the
+    /// directory after each rename, so after a crash or power cut the names are what a prefix of
+    /// the renames made: readers see every file in order, at worst with a gap in the numbers.
+    private func rotateHeld(_ rotation: Rotation) {
         let dir = (path as NSString).deletingLastPathComponent
         var k = rotation.keep
         while k >= 2 {
             if rename("\(path).\(k - 1)", "\(path).\(k)") == 0 { try? AtomicFile.fsyncDirectory(dir) }
             k -= 1
         }
-        guard rename(path, "\(path).1") == 0 else { return false }
-        try? AtomicFile.fsyncDirectory(dir)
-        return true
+        if rename(path, "\(path).1") == 0 { try? AtomicFile.fsyncDirectory(dir) }
     }
 
     private static func fileSize(fd: Int32) -> Int64 {
