@@ -1,0 +1,109 @@
+import Foundation
+import Glibc
+import Testing
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// The journal under a running pair: rotation at `journal-max-bytes` read back across files by
+/// `vigil journal`, and a corrupt database journaled at a bounded rate (docs/architecture.md,
+/// "Journal rotation" and "Repeated failures").
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct JournalRuntimeTests {
+    func jsonLines(_ text: String) -> [[String: JSONValue]] {
+        text.split(separator: "\n").compactMap { line in
+            if case .object(let o)? = JSONValue.parse(Data(line.utf8)) { return o }
+            return nil
+        }
+    }
+
+    @Test("The pair rotates the journal at journal-max-bytes; `vigil journal --since` and `--last` read across the files")
+    func rotationUnderThePair() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner(Harness.fast + ["--journal-max-bytes", "4KiB", "--journal-keep", "5"])
+        try h.waitHealthy()
+        // Each command is journaled by the bridge (`chat_command`): enough to pass 4 KiB.
+        let commands = 30
+        for _ in 0..<commands {
+            let r = try h.vigil(["say", "status"])
+            #expect(r.code == 0, "\(r.err)")
+        }
+        try h.waitUntil("\(commands) chat_command entries", timeout: 60) { h.events("chat_command").count >= commands }
+        let path = h.dir + "/journal.jsonl"
+        #expect(FileManager.default.fileExists(atPath: path + ".1"), "rotated (the bridge got journal-max-bytes from the runner)")
+        #expect(!FileManager.default.fileExists(atPath: path + ".6"), "keep 5")
+        let all = Journal.readAll(path: path)
+        #expect(all.skipped == 0)
+
+        let r = try h.vigil(["journal", "--json", "--since", "10m"])
+        #expect(r.code == 0, "\(r.err)")
+        let shown = jsonLines(r.out)
+        #expect(shown.first?["crc"] == all.entries.first?["crc"], "the oldest file's first entry comes first")
+        #expect(shown.contains { $0["event"]?.stringValue == "runner-started" })
+        #expect(shown.filter { $0["event"]?.stringValue == "chat_command" }.count == commands)
+        let crcs = shown.compactMap { $0["crc"]?.stringValue }
+        #expect(Set(crcs).count == crcs.count, "nothing twice")
+        #expect(shown.count >= all.entries.count - 5, "everything journaled so far (a few may have been added since)")
+
+        let last = try h.vigil(["journal", "--json", "--last", "3"])
+        #expect(jsonLines(last.out).count == 3)
+    }
+
+    /// Overwrites the database in place with garbage, as a disk fault would: the connections
+    /// already open then fail as corrupt on their next read.
+    func corruptDatabase(_ h: Harness) throws {
+        for (name, bytes) in [("vigil.db", Array(repeating: UInt8(ascii: "g"), count: 8192)), ("vigil.db-wal", []),
+                              ("vigil.db-shm", Array(repeating: UInt8(0), count: 32768))] {
+            let fd = open(h.dir + "/" + name, O_WRONLY | O_CLOEXEC)
+            try #require(fd >= 0, "open \(name)")
+            defer { close(fd) }
+            if name != "vigil.db-shm" { try #require(ftruncate(fd, 0) == 0) }
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+            try #require(n == bytes.count)
+        }
+    }
+
+    @Test("A corrupt database is journaled once per failing part, then at most once a minute, and once when it clears")
+    func corruptDatabaseAtABoundedRate() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner()
+        try h.waitHealthy()
+        try corruptDatabase(h)
+        // A new bridge image opens the database afresh (every second while it fails).
+        let since = Clock.boot().nanoseconds
+        #expect(try h.vigil(["restart", "bridge"]).code == 0)
+        func unavailable() -> [[String: JSONValue]] {
+            h.journal.filter { ($0["boot"]?.intValue ?? 0) > since && ["chat_outbox_unavailable", "missions-db-unavailable"].contains($0["event"]?.stringValue) }
+        }
+        func bridgeOpen(_ e: [String: JSONValue]) -> Bool { e["source"]?.stringValue == "bridge" && e["stage"]?.stringValue == "bridge" }
+        try h.waitUntil("the re-exec'd bridge's chat cannot open the database", timeout: 30) { unavailable().contains(where: bridgeOpen) }
+        // The window is the measurement: the bridge tries to open the database every second.
+        let windowEnd = Clock.boot() + .seconds(6)
+        try h.waitUntil("six seconds of a failing database", timeout: 30) { Clock.boot() >= windowEnd }
+        let seen = unavailable()
+        let first = try #require(seen.first(where: bridgeOpen))
+        #expect(first["failures"] == 1 && first["suppressed"] == 0)
+        #expect(first["error"]?.stringValue?.contains("corrupt") == true)
+        // The bridge's parts as the new image runs them (the old image saw the corruption too,
+        // and a new process journals its first failure at once).
+        let reexec = try #require(h.events("bridge-reexec-done").last?["boot"]?.intValue)
+        var perPart: [String: Int] = [:]
+        for e in seen where e["source"]?.stringValue != "bridge" || (e["boot"]?.intValue ?? 0) > reexec {
+            let part = [e["source"]?.stringValue, e["event"]?.stringValue, e["adapter"]?.stringValue ?? e["stage"]?.stringValue].map { $0 ?? "-" }.joined(separator: "/")
+            perPart[part, default: 0] += 1
+        }
+        #expect(perPart.values.allSatisfy { $0 == 1 }, "each failing part journaled once in six seconds: \(perPart)")
+
+        // The operator puts a good database in place (here: none, so a new one is made).
+        for name in ["vigil.db", "vigil.db-wal", "vigil.db-shm"] { unlink(h.dir + "/" + name) }
+        try h.waitUntil("the bridge's chat journals that the database works again", timeout: 30) {
+            h.events("chat_outbox_available").contains(where: bridgeOpen)
+        }
+        let cleared = try #require(h.events("chat_outbox_available").first(where: bridgeOpen))
+        #expect((cleared["suppressed"]?.intValue ?? 0) >= 1, "the repeats not journaled are counted: \(cleared)")
+        #expect((cleared["failures"]?.intValue ?? 0) >= 2)
+        #expect(h.events("chat_outbox_unavailable").filter(bridgeOpen).count == 1)
+    }
+}
