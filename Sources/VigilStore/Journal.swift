@@ -167,7 +167,7 @@ public final class Journal: @unchecked Sendable {
 
     /// One line: the entry's JSON object (sorted keys) with `"crc"` appended last, covering the
     /// bytes of the object without it.
-    static func encode(event: String, source: String, fields: [String: JSONValue], boot: BootInstant, wall: Date) -> Data {
+    public static func encode(event: String, source: String, fields: [String: JSONValue], boot: BootInstant, wall: Date) -> Data {
         var object = fields
         object["ts"] = .string(Clock.iso(wall))
         object["boot"] = .int(boot.nanoseconds)

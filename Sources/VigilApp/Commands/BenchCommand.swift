@@ -6,12 +6,13 @@ import VigilStore
 enum BenchCommand {
     static let command = Command(
         name: "bench",
-        summary: "benchmarks: heal | missions | chat | alert (prints a table)",
+        summary: "benchmarks: heal | missions | chat | alert | journal (prints a table)",
         help: """
         usage: vigil bench heal [--trials N] [--idle D] [--out FILE]
                vigil bench missions [OPTIONS]
                vigil bench chat [OPTIONS]
                vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
+               vigil bench journal [--records N]
 
         Runs a benchmark in a temporary state directory and prints a table: each figure beside
         its target. Build with `swift build -c release` first: a debug build is much slower.
@@ -30,7 +31,8 @@ enum BenchCommand {
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
             case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
             case "alert": try AlertBench.run(rest)
-            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat or alert")
+            case "journal": try JournalBench.run(rest)
+            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat, alert or journal")
             }
         })
 }
