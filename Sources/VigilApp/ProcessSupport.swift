@@ -17,7 +17,8 @@ final class ProcessContext {
     let started: BootInstant
     let startedWall: String
     var record: ProcessRecord
-    private var lastWriteProblem: BootInstant?
+    /// Failed heartbeat writes, journaled at a bounded rate (docs/architecture.md, "Repeated failures").
+    private var writeProblems = RepeatLimiter()
 
     /// - Parameter journalRotation: the runner and the bridge rotate the journal by size
     ///   (`journal-max-bytes`, `journal-keep`).
@@ -62,16 +63,15 @@ final class ProcessContext {
                 recordDirty = false
             }
             try AtomicFile.write(Heartbeat(identity: record.identity, beat: now, seq: record.seq).encoded(), to: dir.beatFile(role))
-            if lastWriteProblem != nil {
-                lastWriteProblem = nil
-                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")])
+            if let report = writeProblems.success(now: now) {
+                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")].merging(report.fields) { a, _ in a })
             }
             return true
         } catch {
             recordDirty = true
-            if lastWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
-                lastWriteProblem = now
-                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")])
+            if let report = writeProblems.failure(now: now) {
+                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")]
+                    .merging(report.fields) { a, _ in a })
             }
             return false
         }

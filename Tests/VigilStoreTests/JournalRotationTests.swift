@@ -5,7 +5,9 @@ import VigilCore
 import VigilStore
 
 /// Journal rotation by size (docs/architecture.md, "Journal rotation"): files, order, CRCs,
-/// readers across files, and writers in several processes rotating at once.
+/// readers across files. Writers in several processes rotating at once: JournalRuntimeTests
+/// (real `vigil` processes; an exit test here would share swift-testing's exit-test monitor,
+/// which spins while another test's child is an unreaped zombie).
 @Suite("Journal rotation", .serialized, .timeLimit(.minutes(2)))
 struct JournalRotationTests {
     func size(_ path: String) -> Int? {
@@ -83,35 +85,5 @@ struct JournalRotationTests {
         // A sink is never rotated.
         let sink = Journal(path: "/dev/null", source: "status", rotation: .init(maxBytes: 1, keep: 1))
         #expect(sink.append("x") && sink.append("y"))
-    }
-
-    @Test("Many processes appending and rotating at once: none lost, none twice, every CRC holds, each writer's lines in order")
-    func manyProcessesRotating() async throws {
-        let dir = try TempDir()
-        let path = dir.file("journal.jsonl")
-        let writers = 6, perWriter = 150
-        await withTaskGroup(of: Void.self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    await #expect(processExitsWith: .success) { [path = path as String, w = w as Int, perWriter = perWriter as Int] in
-                        let j = Journal(path: path, source: "writer\(w)", rotation: .init(maxBytes: 16384, keep: Journal.maxKeep))
-                        for i in 0..<perWriter {
-                            let pad = String(repeating: Character(UnicodeScalar(UInt8(97 + w))), count: 100 + i % 50)
-                            guard j.append("line", ["writer": .int(Int64(w)), "i": .int(Int64(i)), "pad": .string(pad)]) else { exit(2) }
-                        }
-                        exit(0)
-                    }
-                }
-            }
-        }
-        #expect(size(path + ".3") != nil, "rotated several times: \(dir.names()) \(size(path) ?? -1)")
-        #expect(size("\(path).\(Journal.maxKeep)") == nil, "nothing rotated out: every line is still here")
-        let r = Journal.readAll(path: path)
-        #expect(r.skipped == 0, "every line's CRC holds")
-        #expect(r.entries.count == writers * perWriter, "none lost, none twice")
-        for w in 0..<writers {
-            let mine = r.entries.filter { $0["writer"]?.intValue == Int64(w) }
-            #expect(mine.compactMap { $0["i"]?.intValue } == (0..<Int64(perWriter)).map { $0 })
-        }
     }
 }

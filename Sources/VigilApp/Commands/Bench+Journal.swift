@@ -10,6 +10,7 @@ import VigilSystem
 enum JournalBench {
     static let help = """
     usage: vigil bench journal [--records N]
+           vigil bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K]
 
     Appends N records (default 2000, ~150 bytes each) to journals in a temporary directory and
     prints the median and p99 of one append:
@@ -17,10 +18,16 @@ enum JournalBench {
       lock + inode check      flock, fstat, stat, unlock (what rotation safety adds)
       Journal.append          as CLI commands append (no rotation)
       Journal.append rotating as the runner and bridge append, rotating every 64 KiB (keep 3)
+
+    With --append: appends N records (`bench-line`, fields `writer` and `i`) to the state
+    directory's journal as one writer that rotates at --max-bytes (default 16MiB) keeping
+    --keep files (default 3), and prints the append times. Several at once are the test of
+    rotation under concurrent writers (and its cost under contention).
     """
 
-    static func run(_ args: [String]) throws {
-        let a = try Arguments(args, valued: ["records"])
+    static func run(_ args: [String], stateDir: StateDirectory) throws {
+        let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep"])
+        if let count = try a.int("append", min: 1) { return try append(count, a, stateDir: stateDir) }
         let n = try a.int("records", min: 10) ?? 2000
         var template = Array((NSTemporaryDirectory() + "/vigil-bench-journal-XXXXXX").utf8CString)
         guard let p = mkdtemp(&template) else { throw CommandError("cannot make a temporary directory") }
@@ -67,5 +74,28 @@ enum JournalBench {
         row("Journal.append", plain)
         row("Journal.append rotating", rotating)
         printOut(table.text)
+    }
+
+    static func append(_ count: Int, _ a: Arguments, stateDir: StateDirectory) throws {
+        let writer = a.value("writer") ?? "\(getpid())"
+        var maxBytes = Journal.Rotation.defaultMaxBytes
+        if let text = a.value("max-bytes") {
+            guard let b = ByteSize.parse(text), b >= 1024, b <= UInt64(Int64.max) else { throw UsageError("--max-bytes \(text.debugDescription): not a size of at least 1KiB") }
+            maxBytes = Int64(b)
+        }
+        let keep = try a.int("keep", min: 1) ?? Journal.Rotation.defaultKeep
+        guard keep <= Journal.maxKeep else { throw UsageError("--keep must be at most \(Journal.maxKeep)") }
+        let j = Journal(path: stateDir.journal, source: "bench", rotation: .init(maxBytes: maxBytes, keep: keep))
+        var times: [Double] = []
+        for i in 0..<count {
+            let t = Clock.boot()
+            let pad = String(repeating: "p", count: 50 + i % 100)
+            guard j.append("bench-line", ["writer": .string(writer), "i": .int(Int64(i)), "pad": .string(pad)]) else {
+                throw CommandError("append \(i) of writer \(writer) failed (kept in memory: \(j.backlog))")
+            }
+            times.append((Clock.boot() - t).seconds * 1e6)
+        }
+        let s = Stats(times)
+        printOut(String(format: "writer %@: %d appends, %.1f µs median, %.1f µs p99", writer, count, s.median, s.quantile(0.99)))
     }
 }

@@ -12,7 +12,7 @@ enum BenchCommand {
                vigil bench missions [OPTIONS]
                vigil bench chat [OPTIONS]
                vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
-               vigil bench journal [--records N]
+               vigil bench journal [--records N] | --append N [--writer W] [--max-bytes SIZE] [--keep K]
 
         Runs a benchmark in a temporary state directory and prints a table: each figure beside
         its target. Build with `swift build -c release` first: a debug build is much slower.
@@ -31,7 +31,7 @@ enum BenchCommand {
             case "missions": try BenchRegistry.missions(rest, inv.stateDir)
             case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
             case "alert": try AlertBench.run(rest)
-            case "journal": try JournalBench.run(rest)
+            case "journal": try JournalBench.run(rest, stateDir: inv.stateDir)
             default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat, alert or journal")
             }
         })
