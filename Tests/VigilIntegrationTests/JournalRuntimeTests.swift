@@ -82,6 +82,30 @@ struct JournalRuntimeTests {
         #expect(jsonLines(r.out).count == writers * perWriter)
     }
 
+    @Test("`vigil journal --follow` goes on across rotations: the rest of its file (now .1), then the new ones, nothing twice")
+    func followAcrossRotations() throws {
+        let h = Harness()
+        defer { h.finish() }
+        func append(_ n: Int, writer: String) throws {
+            let r = try h.vigil(["bench", "journal", "--append", "\(n)", "--writer", writer, "--max-bytes", "2KiB", "--keep", "20"])
+            #expect(r.code == 0, "\(r.err)")
+        }
+        try append(5, writer: "before")
+        let out = h.dir + "/follow.out"
+        let follower = try h.spawn([h.bin, "--state-dir", h.dir, "journal", "--follow", "--json"], log: "follow.out")
+        func shown() -> [[String: JSONValue]] { jsonLines((try? String(contentsOfFile: out, encoding: .utf8)) ?? "") }
+        try h.waitUntil("the follower printed what was there") { shown().count == 5 }
+        try append(100, writer: "during") // about ten rotations at 2 KiB
+        #expect(FileManager.default.fileExists(atPath: h.dir + "/journal.jsonl.5"))
+        try h.waitUntil("the follower printed all 105", timeout: 30) { shown().count >= 105 }
+        follower.signal(SIGTERM)
+        #expect(try h.waitExit(follower) == 0)
+        let lines = shown()
+        #expect(lines.count == 105)
+        #expect(lines.compactMap { $0["i"]?.intValue } == Array(0..<5) + Array(0..<100))
+        #expect(Set(lines.compactMap { $0["crc"]?.stringValue }).count == 105)
+    }
+
     /// Overwrites the database in place with garbage, as a disk fault would: the connections
     /// already open then fail as corrupt on their next read.
     func corruptDatabase(_ h: Harness) throws {
