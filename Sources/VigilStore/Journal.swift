@@ -78,8 +78,8 @@ public final class Journal: @unchecked Sendable {
     private func flushLocked() -> Bool {
         while let line = pending.first {
             do {
-                try openCurrentLocked()
-                defer { if fd >= 0 { flock(fd, LOCK_UN) } }
+                let held = try openCurrentLocked()
+                defer { if fd >= 0 && held { flock(fd, LOCK_UN) } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
                 let before = Journal.fileSize(fd: fd)
@@ -88,7 +88,7 @@ public final class Journal: @unchecked Sendable {
                 // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
                 if !isSink { try sys("fdatasync", path) { fdatasync(fd) } }
                 pending.removeFirst()
-                if let rotation, !isSink, before + Int64(record.count) > rotation.maxBytes {
+                if let rotation, held, before + Int64(record.count) > rotation.maxBytes {
                     rotateHeld(rotation)
                     // Our descriptor is the renamed file now: the next record opens the new one.
                     close(fd)
@@ -111,7 +111,13 @@ public final class Journal: @unchecked Sendable {
     /// exclusive: records are serialised across processes (each holds it for one write and
     /// fdatasync), so the writer whose record took the file past the limit rotates it in the
     /// same hold, and a rotation never waits behind a stream of other writers.
-    private func openCurrentLocked() throws(SystemError) {
+    ///
+    /// The wait for the lock is bounded (`lockWait`): a writer stopped while holding it (SIGSTOP,
+    /// a debugger) must not stop the runner's loop. Past the bound the record is written without
+    /// the lock (returns false: no rotation then). It cannot interleave (one `write` on
+    /// `O_APPEND`); if a rotation is under way it may land at the end of the file just renamed to
+    /// `.1`: still read, in file order, never lost.
+    private func openCurrentLocked() throws(SystemError) -> Bool {
         for _ in 0..<100 {
             if fd < 0 {
                 let created = access(path, F_OK) != 0
@@ -125,15 +131,31 @@ public final class Journal: @unchecked Sendable {
             guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
             // `/dev/null` (a sink) is never rotated: no lock, no check.
             isSink = (mine.st_mode & S_IFMT) != S_IFREG
-            if isSink { return }
-            _ = try sys("flock", path) { flock(fd, LOCK_EX) }
+            if isSink { return false }
+            let held = try Journal.lock(fd, path: path)
             var now = stat()
-            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return }
+            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return held }
+            if held { flock(fd, LOCK_UN) }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
             close(fd)
             fd = -1
         }
         throw SystemError("open", errno: EAGAIN, subject: path)
+    }
+
+    /// How long an append waits for another writer's lock before writing without it.
+    public static let lockWait = TimeSpan.milliseconds(100)
+
+    /// Takes the exclusive lock, polling for at most `lockWait`; false when it stayed busy.
+    private static func lock(_ fd: Int32, path: String) throws(SystemError) -> Bool {
+        let deadline = Clock.boot() + lockWait
+        while true {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+            let e = lastErrno()
+            guard e == EWOULDBLOCK || e == EINTR else { throw SystemError("flock", errno: e, subject: path) }
+            if Clock.boot() >= deadline { return false }
+            usleep(500)
+        }
     }
 
     /// Rotates, holding the lock on the file at `path`: renames oldest first

@@ -82,6 +82,28 @@ struct JournalRuntimeTests {
         #expect(jsonLines(r.out).count == writers * perWriter)
     }
 
+    @Test("Many processes appending at once without rotating (as CLI commands): every line whole, none lost, each writer's in order")
+    func manyProcessesAppendWhole() throws {
+        let h = Harness()
+        defer { h.finish() }
+        let writers = 6, perWriter = 150
+        var ids: [ProcessIdentity] = []
+        for w in 0..<writers {
+            // Records of a few kilobytes (1000 + 37 × i bytes of pad): larger than a pipe's atomic write.
+            ids.append(try h.spawn([h.bin, "--state-dir", h.dir, "bench", "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
+                                    "--no-rotate", "--pad", "1000"], log: "writer\(w).out"))
+        }
+        for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
+        #expect(!FileManager.default.fileExists(atPath: h.dir + "/journal.jsonl.1"), "no rotation")
+        let r = Journal.read(path: h.dir + "/journal.jsonl")
+        #expect(r.skipped == 0)
+        #expect(r.entries.count == writers * perWriter)
+        for w in 0..<writers {
+            let mine = r.entries.filter { $0["writer"]?.stringValue == "w\(w)" }
+            #expect(mine.compactMap { $0["i"]?.intValue } == (0..<Int64(perWriter)).map { $0 })
+        }
+    }
+
     @Test("`vigil journal --follow` goes on across rotations: the rest of its file (now .1), then the new ones, nothing twice")
     func followAcrossRotations() throws {
         let h = Harness()

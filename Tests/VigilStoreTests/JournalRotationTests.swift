@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import VigilCore
 import VigilStore
+import VigilSystem
 
 /// Journal rotation by size (docs/architecture.md, "Journal rotation"): files, order, CRCs,
 /// readers across files. Writers in several processes rotating at once: JournalRuntimeTests
@@ -85,5 +86,27 @@ struct JournalRotationTests {
         // A sink is never rotated.
         let sink = Journal(path: "/dev/null", source: "status", rotation: .init(maxBytes: 1, keep: 1))
         #expect(sink.append("x") && sink.append("y"))
+    }
+
+    @Test("A writer stopped while holding the lock does not stop the others: after a bounded wait the record is written without it")
+    func stoppedHolderDoesNotBlock() throws {
+        let dir = try TempDir()
+        let path = dir.file("journal.jsonl")
+        let j = Journal(path: path, source: "runner", rotation: .init(maxBytes: 512, keep: 3))
+        #expect(j.append("first"))
+        // The lock an appender takes, held as by a process stopped mid-append.
+        let holder = try #require(try FileLock.tryLock(path))
+        let start = Clock.boot()
+        for i in 0..<10 { #expect(j.append("while-held", ["i": .int(Int64(i)), "pad": .string(String(repeating: "z", count: 80))])) }
+        let took = Clock.boot() - start
+        #expect(took < Journal.lockWait * 10 + .seconds(5), "each append waited about lockWait: \(took)")
+        #expect(took >= Journal.lockWait * 10)
+        #expect(!FileManager.default.fileExists(atPath: path + ".1"), "no rotation without the lock")
+        holder.release()
+        #expect(j.append("after")) // past 512 bytes, with the lock: rotates now
+        #expect(FileManager.default.fileExists(atPath: path + ".1"))
+        let all = Journal.readAll(path: path)
+        #expect(all.skipped == 0)
+        #expect(all.entries.map { $0["event"]?.stringValue } == ["first"] + Array(repeating: "while-held", count: 10) + ["after"])
     }
 }

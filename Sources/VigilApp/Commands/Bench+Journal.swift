@@ -10,7 +10,7 @@ import VigilSystem
 enum JournalBench {
     static let help = """
     usage: vigil bench journal [--records N]
-           vigil bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K]
+           vigil bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K] [--no-rotate] [--pad BYTES]
 
     Appends N records (default 2000, ~150 bytes each) to journals in a temporary directory and
     prints the median and p99 of one append:
@@ -21,12 +21,13 @@ enum JournalBench {
 
     With --append: appends N records (`bench-line`, fields `writer` and `i`) to the state
     directory's journal as one writer that rotates at --max-bytes (default 16MiB) keeping
-    --keep files (default 3), and prints the append times. Several at once are the test of
+    --keep files (default 3; --no-rotate: as a CLI command, never), and prints the append
+    times. Record i carries a pad of 50 + i % 100 bytes, or with --pad of BYTES + 37 × i. Several at once are the test of
     rotation under concurrent writers (and its cost under contention).
     """
 
     static func run(_ args: [String], stateDir: StateDirectory) throws {
-        let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep"])
+        let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep", "pad"], booleans: ["no-rotate"])
         if let count = try a.int("append", min: 1) { return try append(count, a, stateDir: stateDir) }
         let n = try a.int("records", min: 10) ?? 2000
         var template = Array((NSTemporaryDirectory() + "/vigil-bench-journal-XXXXXX").utf8CString)
@@ -85,12 +86,13 @@ enum JournalBench {
         }
         let keep = try a.int("keep", min: 1) ?? Journal.Rotation.defaultKeep
         guard keep <= Journal.maxKeep else { throw UsageError("--keep must be at most \(Journal.maxKeep)") }
-        let j = Journal(path: stateDir.journal, source: "bench", rotation: .init(maxBytes: maxBytes, keep: keep))
+        let pad = try a.int("pad", min: 0)
+        let j = Journal(path: stateDir.journal, source: "bench", rotation: a.has("no-rotate") ? nil : .init(maxBytes: maxBytes, keep: keep))
         var times: [Double] = []
         for i in 0..<count {
             let t = Clock.boot()
-            let pad = String(repeating: "p", count: 50 + i % 100)
-            guard j.append("bench-line", ["writer": .string(writer), "i": .int(Int64(i)), "pad": .string(pad)]) else {
+            let padding = String(repeating: "p", count: pad.map { $0 + 37 * i } ?? 50 + i % 100)
+            guard j.append("bench-line", ["writer": .string(writer), "i": .int(Int64(i)), "pad": .string(padding)]) else {
                 throw CommandError("append \(i) of writer \(writer) failed (kept in memory: \(j.backlog))")
             }
             times.append((Clock.boot() - t).seconds * 1e6)
