@@ -27,7 +27,7 @@ final class Bridge {
         let handed = ProcessInfo.processInfo.environment[VersionSource.handedStampVariable]
         unsetenv(VersionSource.handedStampVariable)
         let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp(handed: handed)
-        ctx = try ProcessContext(role: .bridge, dir: dir, version: version)
+        ctx = try ProcessContext(role: .bridge, dir: dir, version: version, journalRotation: config.tunables.journalRotation)
         arguments = invocation.fullArguments
     }
 

@@ -68,7 +68,7 @@ final class BridgeHooks: ChatCommandHandler {
                 if role == .runner && !Wrapper.isRunning(on: dir) { return "Restart marker written for the runner. Warning: \(Wrapper.missingWarning(dir))" }
                 return "Restart marker written for the \(which)."
             case .journal(let n):
-                let entries = Journal.read(path: dir.journal).entries.suffix(min(max(n ?? 10, 1), 50))
+                let entries = Journal.readLast(path: dir.journal, count: min(max(n ?? 10, 1), 50))
                 return entries.isEmpty ? "The journal is empty." : entries.map(JournalCommand.format).joined(separator: "\n")
             case .healReset:
                 return try ChatCommandActions.healReset(dir, journal: journal, sender: sender)

@@ -17,7 +17,8 @@ final class RunnerMissions {
     let tickPeriod: TimeSpan
     private var recovered = false
     private var retryAt = BootInstant.zero
-    private var failing: BootInstant?
+    /// Database failures, journaled at a bounded rate (docs/architecture.md, "Repeated failures").
+    private var failures = RepeatLimiter()
 
     init(runner: Runner, notifier: Notifier) {
         let t = runner.config.tunables
@@ -38,8 +39,8 @@ final class RunnerMissions {
         do {
             engine = try makeEngine()
         } catch {
-            failing = Clock.boot()
-            journal.append("missions-unavailable", ["error": .string("\(error)")])
+            let report = failures.failure(now: Clock.boot())
+            journal.append("missions-unavailable", ["error": .string("\(error)")].merging(report?.fields ?? [:]) { a, _ in a })
         }
     }
 
@@ -53,24 +54,23 @@ final class RunnerMissions {
                 recovered = true
             }
             try engine.tick(now: now)
-            if failing != nil {
-                failing = nil
-                journal.append("missions-db-available", [:])
+            if let report = failures.success(now: now) {
+                journal.append("missions-db-available", report.fields)
             }
         } catch {
             retryAt = now + tickPeriod
-            if failing.map({ now - $0 > .seconds(60) }) ?? true {
-                failing = now
-                journal.append("missions-db-unavailable", ["error": .string("\(error)"), "recovered": .bool(recovered)])
+            if let report = failures.failure(now: now) {
+                journal.append("missions-db-unavailable", ["error": .string("\(error)"), "recovered": .bool(recovered)]
+                    .merging(report.fields) { a, _ in a })
             }
         }
     }
 
     var nextDeadline: BootInstant? {
-        if failing != nil { return retryAt }
+        if failures.isFailing { return retryAt }
         return recovered ? engine?.nextDeadline : nil
     }
-    var wakeDescriptors: [Int32] { recovered && failing == nil ? engine?.wakeDescriptors ?? [] : [] }
+    var wakeDescriptors: [Int32] { recovered && !failures.isFailing ? engine?.wakeDescriptors ?? [] : [] }
 }
 
 /// Missions from chat (`/missions`, `/mission TEXT`, `/cancel ID`), on the bridge's thread.

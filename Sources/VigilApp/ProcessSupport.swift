@@ -17,15 +17,18 @@ final class ProcessContext {
     let started: BootInstant
     let startedWall: String
     var record: ProcessRecord
-    private var lastWriteProblem: BootInstant?
     /// The state directory we started in, pinned (docs/operator-guide.md, "The state directory
     /// removed or replaced"): checked every loop turn and before every heartbeat.
     let anchor: StateDirectoryAnchor
+    /// Failed heartbeat writes, journaled at a bounded rate (docs/architecture.md, "Repeated failures").
+    private var writeProblems = RepeatLimiter()
 
-    init(role: StateDirectory.Role, dir: StateDirectory, version: String) throws {
+    /// - Parameter journalRotation: the runner and the bridge rotate the journal by size
+    ///   (`journal-max-bytes`, `journal-keep`).
+    init(role: StateDirectory.Role, dir: StateDirectory, version: String, journalRotation: Journal.Rotation) throws {
         self.role = role
         self.dir = dir
-        journal = Journal(path: dir.journal, source: role.rawValue)
+        journal = Journal(path: dir.journal, source: role.rawValue, rotation: journalRotation)
         files = StateFiles(dir: dir, journal: journal)
         signals = try SignalPipe(signals: [SIGTERM, SIGINT, SIGHUP])
         inotify = try Inotify()
@@ -66,16 +69,15 @@ final class ProcessContext {
                 recordDirty = false
             }
             try AtomicFile.write(Heartbeat(identity: record.identity, beat: now, seq: record.seq).encoded(), to: dir.beatFile(role))
-            if lastWriteProblem != nil {
-                lastWriteProblem = nil
-                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")])
+            if let report = writeProblems.success(now: now) {
+                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")].merging(report.fields) { a, _ in a })
             }
             return true
         } catch {
             recordDirty = true
-            if lastWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
-                lastWriteProblem = now
-                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")])
+            if let report = writeProblems.failure(now: now) {
+                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")]
+                    .merging(report.fields) { a, _ in a })
             }
             return false
         }

@@ -65,7 +65,7 @@ final class Runner {
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
         runningVersion = Executable.runningIdentity
-        let context = try ProcessContext(role: .runner, dir: dir, version: runningVersion)
+        let context = try ProcessContext(role: .runner, dir: dir, version: runningVersion, journalRotation: config.tunables.journalRotation)
         ctx = context
         rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
         context.record.wrapper = wrapper
@@ -569,6 +569,8 @@ enum RunnerCommand {
           --rss-limit SIZE        RSS that makes the bridge bloated (512MB)     off
           --max-parallel N        missions run at once                          1
           --mission-output-cap SIZE output kept per mission (the newest bytes)  64MiB
+          --journal-max-bytes SIZE journal size that rotates it (journal.jsonl.1…) 16MiB
+          --journal-keep N        rotated journal files kept (1 to 20)          3
           "mission-env": [NAME…]  (vigil.json only) variables passed on to missions
           --version-file PATH     the version is this file's contents
           --version-command CMD   the version is this command's output (argv split on spaces)

@@ -24,12 +24,19 @@ public struct Tunables: Equatable, Sendable {
     public var versionCommand: String? = nil
     /// The most output kept per mission (docs/missions.md, "Output cap").
     public var missionOutputCap: Int64 = MissionSettings.defaultOutputCap
+    /// When the runner and the bridge rotate `journal.jsonl` (docs/operator-guide.md, "Reading
+    /// the journal"): past this size, keeping `journalKeep` old files.
+    public var journalMaxBytes: Int64 = Journal.Rotation.defaultMaxBytes
+    public var journalKeep: Int = Journal.Rotation.defaultKeep
+
+    public var journalRotation: Journal.Rotation { Journal.Rotation(maxBytes: journalMaxBytes, keep: journalKeep) }
 
     public init() {}
 
     static let durationKeys = ["tick", "heartbeat-interval", "stale-after", "cooldown", "term-grace", "start-grace",
                                "circuit-cooloff", "stable-after", "circuit-reminder"]
-    static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap"]
+    static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap",
+                            "journal-max-bytes", "journal-keep"]
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
@@ -71,6 +78,16 @@ public struct Tunables: Equatable, Sendable {
                 throw UsageError("\(name) \(text.debugDescription): not a size of at least 128KiB (131072 bytes; use e.g. 64MB or 1GB)")
             }
             missionOutputCap = Int64(b)
+        case "journal-max-bytes":
+            guard let b = ByteSize.parse(text), b >= 4096, b <= UInt64(Int64.max) else {
+                throw UsageError("\(name) \(text.debugDescription): not a size of at least 4KiB (use e.g. 16MiB or 1GB)")
+            }
+            journalMaxBytes = Int64(b)
+        case "journal-keep":
+            guard let n = Int(text), n >= 1, n <= Journal.maxKeep else {
+                throw UsageError("\(name) must be a whole number from 1 to \(Journal.maxKeep) (got \(text))")
+            }
+            journalKeep = n
         case "version-command":
             guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw UsageError("\(name) is empty") }
             versionCommand = text
@@ -96,7 +113,8 @@ public struct Tunables: Equatable, Sendable {
                  "--stale-after", staleAfter.decimalSeconds, "--cooldown", cooldown.decimalSeconds,
                  "--term-grace", termGrace.decimalSeconds, "--start-grace", startGrace.decimalSeconds,
                  "--circuit-limit", "\(circuitLimit)", "--circuit-cooloff", circuitCooloff.decimalSeconds,
-                 "--circuit-reminder", circuitReminder.decimalSeconds, "--max-parallel", "\(maxParallel)"]
+                 "--circuit-reminder", circuitReminder.decimalSeconds, "--max-parallel", "\(maxParallel)",
+                 "--journal-max-bytes", "\(journalMaxBytes)b", "--journal-keep", "\(journalKeep)"]
         if let s = stableAfter { f += ["--stable-after", s.decimalSeconds] }
         if let r = rssLimit { f += ["--rss-limit", "\(r)b"] }
         if let v = versionFile { f += ["--version-file", v] }

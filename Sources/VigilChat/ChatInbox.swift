@@ -92,8 +92,8 @@ public final class ChatInbox {
                     ON CONFLICT (key, adapter) DO NOTHING
                     """, [.text(reply.key), .text(reply.adapter), .text(reply.body), .double(now), .double(now), .text(Clock.bootID)])
             }
-            try db.execute("UPDATE chat_inbox SET state = ?, reply_key = ?, handled_wall = ? WHERE id = ?",
-                           [.text(state), reply.map { .text($0.key) } ?? .null, .double(now), .int(id)])
+            try db.execute("UPDATE chat_inbox SET state = ?, reply_key = ?, handled_wall = ?, handled_age = ? WHERE id = ?",
+                           [.text(state), reply.map { .text($0.key) } ?? .null, .double(now), try Retention.stampLocked(db), .int(id)])
         }
     }
 
@@ -105,8 +105,8 @@ public final class ChatInbox {
             var out: [InboxCommand] = []
             for row in rows {
                 guard let id = row[0].int, row[4].text.map(isGone) ?? true else { continue }
-                try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ? WHERE id = ? AND state = 'handling'",
-                               [.double(Clock.wall().timeIntervalSince1970), .int(id)])
+                try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ?, handled_age = ? WHERE id = ? AND state = 'handling'",
+                               [.double(Clock.wall().timeIntervalSince1970), try Retention.stampLocked(db), .int(id)])
                 out.append(InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "interrupted"))
             }
             return out

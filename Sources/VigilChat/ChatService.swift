@@ -58,6 +58,7 @@ public final class ChatService: @unchecked Sendable {
     private var stopped = false
     private var db: Database?
     private var lastOpenAttempt: BootInstant?
+    private var openFailures = RepeatLimiter()
     private var lastSpoolCheck: BootInstant?
     private var lastPrune: BootInstant?
     private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String, state: String)] = []
@@ -294,22 +295,23 @@ public final class ChatService: @unchecked Sendable {
         lastOpenAttempt = now
         do {
             db = try Database(path: stateDir.database, busyTimeout: 0.05)
+            if let report = openFailures.success(now: now) {
+                journal.append("chat_outbox_available", ["stage": "bridge"].merging(report.fields) { a, _ in a })
+            }
         } catch {
-            journal.append("chat_outbox_unavailable", ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))])
+            // Tried every second; journaled at once, then at most once a minute with the count.
+            if let report = openFailures.failure(now: now) {
+                journal.append("chat_outbox_unavailable", ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))]
+                    .merging(report.fields) { a, _ in a })
+            }
         }
         return db
     }
 
-    /// How long delivered messages and handled commands are kept (failed ones stay until an
-    /// operator deals with them).
-    static let retention: TimeInterval = 7 * 86400
-
+    /// Delivered messages and handled commands older than `Retention.period` on the retention
+    /// clock (docs/architecture.md, "Retention clock": a wall-clock jump prunes nothing early).
     private func prune(_ db: Database) {
-        let cutoff = Clock.wall().timeIntervalSince1970 - ChatService.retention
-        _ = try? Outbox(db).pruneDelivered(olderThan: ChatService.retention)
-        _ = try? db.write {
-            try db.execute("DELETE FROM chat_inbox WHERE state IN ('done', 'ignored', 'interrupted', 'expired') AND handled_wall < ?", [.double(cutoff)])
-        }
+        _ = try? Retention.prune(db)
     }
 
     /// A command's text as a command (`vigil say status` may leave out the slash).

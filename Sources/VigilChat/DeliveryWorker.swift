@@ -164,6 +164,8 @@ final class DeliveryWorker: @unchecked Sendable {
         var outbox: Outbox?
         var pendingMark: PendingMark?
         var dbFailures = 0
+        // The database's failures journaled at a bounded rate (docs/architecture.md, "Repeated failures").
+        var dbReports = RepeatLimiter()
         if mode(Clock.boot()) == .running { adapter.prepare() }
         while true {
             let now = Clock.boot()
@@ -175,7 +177,7 @@ final class DeliveryWorker: @unchecked Sendable {
                     dbFailures = 0
                 } catch {
                     dbFailures += 1
-                    noteDatabaseFailure(error, failures: dbFailures)
+                    noteDatabaseFailure(error, &dbReports)
                     if m == .draining { break }
                     wait(until: now + .seconds(1))
                     continue
@@ -223,9 +225,10 @@ final class DeliveryWorker: @unchecked Sendable {
                     pendingMark = nil
                 }
                 dbFailures = 0
+                noteDatabaseWorks(&dbReports)
             } catch {
                 dbFailures += 1
-                noteDatabaseFailure(error, failures: dbFailures)
+                noteDatabaseFailure(error, &dbReports)
                 if (error as? Database.Error)?.isCorrupt == true { outbox = nil }
                 if m == .draining && pendingMark == nil { break }
                 wait(until: Clock.boot() + .milliseconds(min(5000, 100 * Double(dbFailures))))
@@ -308,11 +311,15 @@ final class DeliveryWorker: @unchecked Sendable {
         ])
     }
 
-    private func noteDatabaseFailure(_ error: any Error, failures: Int) {
+    private func noteDatabaseFailure(_ error: any Error, _ reports: inout RepeatLimiter) {
         lock.withLock { lastError = "database: \(error)" }
-        if failures == 1 || failures % 50 == 0 {
-            journal.append("chat_outbox_unavailable", ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300)),
-                                                       "failures": .int(Int64(failures))])
-        }
+        guard let report = reports.failure(now: Clock.boot()) else { return }
+        journal.append("chat_outbox_unavailable", ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300))]
+            .merging(report.fields) { a, _ in a })
+    }
+
+    private func noteDatabaseWorks(_ reports: inout RepeatLimiter) {
+        guard reports.isFailing, let report = reports.success(now: Clock.boot()) else { return }
+        journal.append("chat_outbox_available", ["adapter": .string(adapter.name)].merging(report.fields) { a, _ in a })
     }
 }

@@ -8,19 +8,51 @@ import VigilSystem
 /// torn or garbage line is recognised and skipped by readers. Several processes append to it
 /// at once (runner, bridge, CLI).
 ///
+/// Rotation by size (docs/architecture.md, "Journal rotation"): an appender holds an exclusive
+/// `flock` on the journal file for each record and checks, under it, that its descriptor is
+/// still the file at `path` (same inode); otherwise it reopens. A writer given a `Rotation`
+/// (the runner and the bridge) whose record took the file past `maxBytes` renames, still
+/// holding the lock, `path.(k-1)` → `path.k` … `path` → `path.1`, fsyncing the directory after
+/// each rename; the next appender creates a new `path`. So no record is written to a file after
+/// it was renamed away, and none is lost or written twice.
+///
 /// When a write fails (disk full, read-only), the entry is kept in memory and written before
 /// the next one: the caller goes on healing, and the journal catches up when it can.
+///
+/// `@unchecked Sendable`: `fd`, `isSink` and `pending` are touched only under `lock`.
 public final class Journal: @unchecked Sendable {
     public let path: String
     private let source: String
+    public let rotation: Rotation?
     private let lock = NSLock()
     private var fd: Int32 = -1
+    private var isSink = false
     private var pending: [Data] = []
 
-    /// - Parameter source: who writes ("runner", "bridge", "cli"), stored in every entry.
-    public init(path: String, source: String) {
+    /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
+    /// (`journal.jsonl.1` the newest … `journal.jsonl.<keep>` the oldest; older ones deleted).
+    public struct Rotation: Sendable, Equatable {
+        public var maxBytes: Int64
+        public var keep: Int
+        public init(maxBytes: Int64 = Rotation.defaultMaxBytes, keep: Int = Rotation.defaultKeep) {
+            self.maxBytes = maxBytes
+            self.keep = min(max(1, keep), Journal.maxKeep)
+        }
+        public static let defaultMaxBytes: Int64 = 16 << 20
+        public static let defaultKeep = 3
+    }
+
+    /// The most old files a journal keeps (readers look for `path.1` … `path.<maxKeep>`).
+    public static let maxKeep = 20
+
+    /// - Parameters:
+    ///   - source: who writes ("runner", "bridge", "cli"), stored in every entry.
+    ///   - rotation: when this writer rotates the file; nil: it never does (CLI commands, which
+    ///     do not read the tunables, only append; the runner and bridge rotate).
+    public init(path: String, source: String, rotation: Rotation? = nil) {
         self.path = path
         self.source = source
+        self.rotation = rotation
     }
 
     deinit { if fd >= 0 { close(fd) } }
@@ -46,13 +78,22 @@ public final class Journal: @unchecked Sendable {
     private func flushLocked() -> Bool {
         while let line = pending.first {
             do {
-                try openIfNeeded()
+                let held = try openCurrentLocked()
+                defer { if fd >= 0 && held { flock(fd, LOCK_UN) } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
-                if !Journal.endsWithNewline(fd: fd) { record.insert(0x0A, at: record.startIndex) }
+                let before = Journal.fileSize(fd: fd)
+                if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
                 try AtomicFile.writeAll(fd, record, subject: path)
-                try sys("fdatasync", path) { fdatasync(fd) }
+                // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
+                if !isSink { try sys("fdatasync", path) { fdatasync(fd) } }
                 pending.removeFirst()
+                if let rotation, held, before + Int64(record.count) > rotation.maxBytes {
+                    rotateHeld(rotation)
+                    // Our descriptor is the renamed file now: the next record opens the new one.
+                    close(fd)
+                    fd = -1
+                }
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
                 // line may now be partly on disk: readers skip it by its checksum, and it is
@@ -65,22 +106,81 @@ public final class Journal: @unchecked Sendable {
         return true
     }
 
-    private func openIfNeeded() throws(SystemError) {
-        guard fd < 0 else { return }
-        let created = access(path, F_OK) != 0
-        let f = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
-        fd = f
-        if created {
-            let dir = (path as NSString).deletingLastPathComponent
-            try? AtomicFile.fsyncDirectory(dir)
+    /// Opens `path` if needed and takes the lock on it, making sure the descriptor is the file
+    /// at `path` now (a rotation may have renamed ours away: then reopen). The lock is
+    /// exclusive: records are serialised across processes (each holds it for one write and
+    /// fdatasync), so the writer whose record took the file past the limit rotates it in the
+    /// same hold, and a rotation never waits behind a stream of other writers.
+    ///
+    /// The wait for the lock is bounded (`lockWait`): a writer stopped while holding it (SIGSTOP,
+    /// a debugger) must not stop the runner's loop. Past the bound the record is written without
+    /// the lock (returns false: no rotation then). It cannot interleave (one `write` on
+    /// `O_APPEND`); if a rotation is under way it may land at the end of the file just renamed to
+    /// `.1`: still read, in file order, never lost.
+    private func openCurrentLocked() throws(SystemError) -> Bool {
+        for _ in 0..<100 {
+            if fd < 0 {
+                let created = access(path, F_OK) != 0
+                fd = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
+                if created {
+                    let dir = (path as NSString).deletingLastPathComponent
+                    try? AtomicFile.fsyncDirectory(dir)
+                }
+            }
+            var mine = stat()
+            guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
+            // `/dev/null` (a sink) is never rotated: no lock, no check.
+            isSink = (mine.st_mode & S_IFMT) != S_IFREG
+            if isSink { return false }
+            let held = try Journal.lock(fd, path: path)
+            var now = stat()
+            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return held }
+            if held { flock(fd, LOCK_UN) }
+            // Renamed away (or removed) since we opened it: a rotation. Open the new file.
+            close(fd)
+            fd = -1
+        }
+        throw SystemError("open", errno: EAGAIN, subject: path)
+    }
+
+    /// How long an append waits for another writer's lock before writing without it.
+    public static let lockWait = TimeSpan.milliseconds(100)
+
+    /// Takes the exclusive lock, polling for at most `lockWait`; false when it stayed busy.
+    private static func lock(_ fd: Int32, path: String) throws(SystemError) -> Bool {
+        let deadline = Clock.boot() + lockWait
+        while true {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+            let e = lastErrno()
+            guard e == EWOULDBLOCK || e == EINTR else { throw SystemError("flock", errno: e, subject: path) }
+            if Clock.boot() >= deadline { return false }
+            usleep(500)
         }
     }
 
-    private static func endsWithNewline(fd: Int32) -> Bool {
+    /// Rotates, holding the lock on the file at `path`: renames oldest first
+    /// (`path.(keep-1)` → `path.keep`, replacing the oldest, … `path` → `path.1`), fsyncing the
+    /// directory after each rename, so after a crash or power cut the names are what a prefix of
+    /// the renames made: readers see every file in order, at worst with a gap in the numbers.
+    private func rotateHeld(_ rotation: Rotation) {
+        let dir = (path as NSString).deletingLastPathComponent
+        var k = rotation.keep
+        while k >= 2 {
+            if rename("\(path).\(k - 1)", "\(path).\(k)") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+            k -= 1
+        }
+        if rename(path, "\(path).1") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+    }
+
+    private static func fileSize(fd: Int32) -> Int64 {
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size > 0 else { return true }
+        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+    }
+
+    private static func endsWithNewline(fd: Int32, size: Int64) -> Bool {
+        guard size > 0 else { return true }
         var b: UInt8 = 0
-        return pread(fd, &b, 1, st.st_size - 1) == 1 && b == 0x0A
+        return pread(fd, &b, 1, off_t(size - 1)) == 1 && b == 0x0A
     }
 
     // MARK: - Format
@@ -89,7 +189,7 @@ public final class Journal: @unchecked Sendable {
 
     /// One line: the entry's JSON object (sorted keys) with `"crc"` appended last, covering the
     /// bytes of the object without it.
-    static func encode(event: String, source: String, fields: [String: JSONValue], boot: BootInstant, wall: Date) -> Data {
+    public static func encode(event: String, source: String, fields: [String: JSONValue], boot: BootInstant, wall: Date) -> Data {
         var object = fields
         object["ts"] = .string(Clock.iso(wall))
         object["boot"] = .int(boot.nanoseconds)
@@ -128,7 +228,8 @@ public final class Journal: @unchecked Sendable {
         public var offset: Int
     }
 
-    /// Reads entries from `offset` on. An unterminated last line is left for the next read.
+    /// Reads entries of the file at `path` alone from `offset` on. An unterminated last line is
+    /// left for the next read. (`readAll` reads the rotated files too.)
     public static func read(path: String, from offset: Int = 0) -> ReadResult {
         // Through `StateSlot` (docs/operator-guide.md, "Bad input"): a FIFO or symlink in the
         // journal's place reads as empty, never as a blocked `open`.
@@ -136,6 +237,10 @@ public final class Journal: @unchecked Sendable {
             return ReadResult(entries: [], skipped: 0, offset: offset)
         }
         defer { close(fd) }
+        return read(fd: fd, size: size, from: offset)
+    }
+
+    private static func read(fd: Int32, size: Int, from offset: Int) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
         var buf = [UInt8](repeating: 0, count: 65536)
         var pos = offset
@@ -159,5 +264,91 @@ public final class Journal: @unchecked Sendable {
             start = data.index(after: nl)
         }
         return ReadResult(entries: entries, skipped: skipped, offset: offset + consumed)
+    }
+
+    // MARK: - Reading across rotated files
+
+    /// Where a reader of the whole journal is: the file (by inode) and the bytes consumed in
+    /// it. The file may have been renamed to `path.1` (or further) since: `readAll(after:)`
+    /// finds it by its inode.
+    public struct Cursor: Sendable, Equatable {
+        public var inode: UInt64
+        public var offset: Int
+        public init(inode: UInt64, offset: Int) {
+            self.inode = inode
+            self.offset = offset
+        }
+    }
+
+    public struct Span: Sendable {
+        /// Oldest first, across files.
+        public var entries: [[String: JSONValue]]
+        public var skipped: Int
+        /// Where the next `readAll(after:)` goes on; nil when there was no journal.
+        public var cursor: Cursor?
+    }
+
+    private struct OpenFile {
+        var fd: Int32
+        var inode: UInt64
+        var size: Int
+        var modified: Date
+    }
+
+    /// The journal's files, newest first (`path`, `path.1`, …), each opened once. Opened newest
+    /// first, so a rotation while opening shows a file twice (skipped by its inode), never
+    /// hides one that was there before and after.
+    private static func openFiles(_ path: String) -> [OpenFile] {
+        var out: [OpenFile] = []
+        var seen: Set<UInt64> = []
+        for name in [path] + (1...maxKeep).map({ "\(path).\($0)" }) {
+            guard case .file(let fd, let size) = StateSlot.openForReading(name, sizeLimit: nil) else { continue }
+            var st = stat()
+            guard fstat(fd, &st) == 0, seen.insert(UInt64(st.st_ino)).inserted else { close(fd); continue }
+            let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
+            out.append(OpenFile(fd: fd, inode: UInt64(st.st_ino), size: size, modified: mtime))
+        }
+        return out
+    }
+
+    /// Reads the journal across its rotated files, oldest first. With `after`, only what came
+    /// after that cursor (`--follow`: the file it was in is found by inode wherever it is now);
+    /// a cursor whose file is gone (rotated out) reads every file there is. With
+    /// `modifiedSince`, rotated files last written before it are not read (`--since`: their
+    /// entries are all older).
+    public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil) -> Span {
+        let files = openFiles(path)
+        defer { for f in files { close(f.fd) } }
+        guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
+        var start = files.count - 1
+        var startOffset = 0
+        if let cursor, let k = files.firstIndex(where: { $0.inode == cursor.inode }) {
+            start = k
+            startOffset = cursor.offset
+        }
+        var entries: [[String: JSONValue]] = []
+        var skipped = 0
+        var end = Cursor(inode: newest.inode, offset: 0)
+        for k in stride(from: start, through: 0, by: -1) {
+            let f = files[k]
+            if k > 0, let since = modifiedSince, f.modified < since { continue }
+            let r = read(fd: f.fd, size: f.size, from: k == start ? startOffset : 0)
+            entries += r.entries
+            skipped += r.skipped
+            if k == 0 { end.offset = r.offset }
+        }
+        return Span(entries: entries, skipped: skipped, cursor: end)
+    }
+
+    /// The last `count` entries, reading the newest file first and older ones only as needed
+    /// (chat's `/journal N`).
+    public static func readLast(path: String, count: Int) -> [[String: JSONValue]] {
+        let files = openFiles(path)
+        defer { for f in files { close(f.fd) } }
+        var out: [[String: JSONValue]] = []
+        for f in files where out.count < count {
+            out = read(fd: f.fd, size: f.size, from: 0).entries + out
+        }
+        return Array(out.suffix(count))
     }
 }

@@ -226,9 +226,9 @@ public final class Outbox {
         return try db.write {
             try db.execute("""
                 UPDATE outbox SET state = 'delivered', remote_id = ?, last_error = NULL,
-                    updated_wall = ?, delivered_wall = ?
+                    updated_wall = ?, delivered_wall = ?, delivered_age = ?
                 WHERE id = ? AND state = 'sending' AND claimed_by = ?
-                """, [remoteID.map { .text($0) } ?? .null, .double(now), .double(now), .int(id), .text(owner)])
+                """, [remoteID.map { .text($0) } ?? .null, .double(now), .double(now), try Retention.stampLocked(db), .int(id), .text(owner)])
             return db.changes > 0
         }
     }
@@ -297,15 +297,7 @@ public final class Outbox {
         }
     }
 
-    /// Deletes delivered messages older than `age` (the table would grow forever otherwise).
-    @discardableResult
-    public func pruneDelivered(olderThan age: TimeInterval) throws -> Int {
-        try db.write {
-            try db.execute("DELETE FROM outbox WHERE state = 'delivered' AND delivered_wall < ?",
-                           [.double(Clock.wall().timeIntervalSince1970 - age)])
-            return db.changes
-        }
-    }
+    // Delivered messages are pruned by `Retention.prune` (aged by the retention clock).
 
     /// Error texts are kept short (they come from remote servers).
     static func clip(_ s: String) -> String {

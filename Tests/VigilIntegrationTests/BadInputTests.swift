@@ -19,6 +19,8 @@ struct BadInputTests {
         (["runner", "--circuit-limit", "0"], "--circuit-limit must be a whole number"),
         (["runner", "--rss-limit", "lots"], "not a size"),
         (["runner", "--version-file", "a", "--version-command", "b"], "not both"),
+        (["runner", "--journal-max-bytes", "100"], "not a size of at least 4KiB"),
+        (["runner", "--journal-keep", "0"], "--journal-keep must be a whole number from 1 to 20"),
         (["bridge", "--tick"], "--tick needs a value"),
         (["status", "extra"], "unexpected argument"),
         (["restart", "everything"], "say which process"),

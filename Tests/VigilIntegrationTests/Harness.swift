@@ -119,7 +119,8 @@ final class Harness {
         var description: String { "status --json gave no JSON: \(out) \(err)" }
     }
 
-    var journal: [[String: JSONValue]] { Journal.read(path: dir + "/journal.jsonl").entries }
+    /// Every entry, across rotated files (`journal.jsonl.1` …) too.
+    var journal: [[String: JSONValue]] { Journal.readAll(path: dir + "/journal.jsonl").entries }
 
     func events(_ name: String) -> [[String: JSONValue]] { journal.filter { $0["event"]?.stringValue == name } }
 

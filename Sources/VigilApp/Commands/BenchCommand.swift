@@ -6,13 +6,14 @@ import VigilStore
 enum BenchCommand {
     static let command = Command(
         name: "bench",
-        summary: "benchmarks: heal | missions | chat | alert | checkpoint (prints a table)",
+        summary: "benchmarks: heal | missions | chat | alert | checkpoint | journal (prints a table)",
         help: """
         usage: vigil bench heal [--trials N] [--idle D] [--out FILE]
                vigil bench missions [OPTIONS]
                vigil bench chat [OPTIONS]
                vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
                vigil bench checkpoint [--rounds N]
+               vigil bench journal [--records N] | --append N [--writer W] [--max-bytes SIZE] [--keep K]
 
         Runs a benchmark in a temporary state directory and prints a table: each figure beside
         its target. Build with `swift build -c release` first: a debug build is much slower.
@@ -34,7 +35,8 @@ enum BenchCommand {
             case "chat": try ChatBench.run(rest, stateDir: inv.stateDir)
             case "alert": try AlertBench.run(rest)
             case "checkpoint": try CheckpointBench.run(rest)
-            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat, alert or checkpoint")
+            case "journal": try JournalBench.run(rest, stateDir: inv.stateDir)
+            default: throw UsageError("unknown benchmark \(which.debugDescription): heal, missions, chat, alert, checkpoint or journal")
             }
         })
 }

@@ -12,7 +12,7 @@ enum JournalCommand {
         usage: vigil journal [--state-dir DIR] [--json] [--follow] [--since D] [--last N]
 
         Prints the heal journal: every heal action, recovery, circuit change, restart and
-        quarantined file. --json prints one object per line (fields ts, event, and for heal
+        quarantined file, across the rotated files (journal.jsonl.1 …) oldest first. --json prints one object per line (fields ts, event, and for heal
         actions tier and verdict). --since 10m shows entries of the last ten minutes;
         --follow keeps printing new entries until interrupted.
         """,
@@ -22,12 +22,14 @@ enum JournalCommand {
             let since = try args.duration("since")
             let last = try args.int("last", min: 1)
             let path = try existing(inv.stateDir).journal
-            guard args.has("follow") || FileManager.default.fileExists(atPath: path) else {
+            guard args.has("follow") || FileManager.default.fileExists(atPath: path) || FileManager.default.fileExists(atPath: path + ".1") else {
                 throw CommandError("no journal at \(path): nothing has run on this state dir yet")
             }
             let cutoff = since.map { Clock.wall().addingTimeInterval(-$0.seconds) }
             let json = args.has("json")
-            var result = Journal.read(path: path)
+            // Every file, rotated ones too (docs/operator-guide.md, "Reading the journal").
+            let result = Journal.readAll(path: path, modifiedSince: cutoff)
+            var cursor = result.cursor
             var entries = result.entries
             if let cutoff { entries = entries.filter { (parseISO($0["ts"]?.stringValue) ?? .distantPast) >= cutoff } }
             if let last { entries = Array(entries.suffix(last)) }
@@ -43,9 +45,10 @@ enum JournalCommand {
                 let ready = pollReadable([inotify.fd, signals.readFD], timeoutMilliseconds: 1000)
                 if ready.contains(signals.readFD) { return }
                 _ = inotify.drain()
-                let next = Journal.read(path: path, from: result.offset)
+                // A rotation meanwhile: the rest of the file we were in (now `.1`), then the new one.
+                let next = Journal.readAll(path: path, after: cursor)
                 for e in next.entries { printOut(json ? JSONValue.object(e).jsonString : format(e)) }
-                result.offset = next.offset
+                cursor = next.cursor
                 if Console.out.isGone { return } // `| head -1` has what it wanted
             }
         })
