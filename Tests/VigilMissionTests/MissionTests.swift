@@ -18,6 +18,10 @@ struct MissionTests {
         let id = try env.add(["printf", "%s\\n"] + hostile)
         let waiter = try env.add(["sh", "-c", "echo one; sleep 0.2; echo two"], lock: "repo")
         let missing = try env.add(["/nonexistent/program", "x"])
+        // No runner yet: queued (exit 0, id on stdout), with a note on stderr.
+        let early = try env.vigil(["mission", "add", "--", "true"])
+        #expect(early.code == 0 && early.err.contains("no runner is running") && Int64(early.out.trimmingCharacters(in: .whitespacesAndNewlines)) != nil,
+                "\(early.out) \(early.err)")
 
         let list = try env.vigil(["mission", "list", "--json"])
         #expect(list.code == 0)
@@ -25,7 +29,7 @@ struct MissionTests {
             Issue.record("mission list --json is not an array: \(list.out)")
             return
         }
-        #expect(items.count == 3)
+        #expect(items.count == 4)
         let first = try #require(items.first)
         #expect(first["id"]?.intValue == id)
         #expect(first["state"]?.stringValue == "pending")

@@ -14,7 +14,8 @@ enum MissionCommand {
 
     add      Enqueues CMD with its arguments, run as given (never through a shell), in the
              current directory. Prints the mission id only after the commit returned: a printed
-             id is never lost. --lock KEY: one running mission per KEY, the others wait in
+             id is never lost (with a note on stderr when no runner runs on the state dir:
+             it waits until the pair is started). --lock KEY: one running mission per KEY, the others wait in
              order. --max-attempts N: how often a mission whose shim died is started (default 3);
              a mission's own non-zero exit is final. Processes the mission leaves behind are
              killed at its end (the lock key is free only then); --let-daemons-go: those that
@@ -66,6 +67,10 @@ enum MissionCommand {
             try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"))
         }
         MissionRunner.poke(stateDir)
+        // Queued either way (it is durable); but say so when nothing will run it yet.
+        if FileLock.isFree(stateDir.file("missions.lock")) {
+            printErr("vigil: note: no runner is running on \(stateDir.path): mission \(id) waits until the pair is started (scripts/vigil-run --state-dir \(stateDir.path))\n")
+        }
         guard printOut("\(id)") else {
             // Committed, so exit 0 (a script that retries on failure would add it twice); the
             // id is journaled instead (docs/operator-guide.md, "Bad input").
