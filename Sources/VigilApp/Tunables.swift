@@ -24,6 +24,10 @@ public struct Tunables: Equatable, Sendable {
     public var versionCommand: String? = nil
     /// The most output kept per mission (docs/missions.md, "Output cap").
     public var missionOutputCap: Int64 = MissionSettings.defaultOutputCap
+    /// Defaults for missions added without `--timeout` / `--silence-limit` (docs/missions.md,
+    /// "Timeouts and silence"); nil: none.
+    public var missionTimeout: TimeSpan?
+    public var missionSilenceLimit: TimeSpan?
     /// When the runner and the bridge rotate `journal.jsonl` (docs/operator-guide.md, "Reading
     /// the journal"): past this size, keeping `journalKeep` old files.
     public var journalMaxBytes: Int64 = Journal.Rotation.defaultMaxBytes
@@ -36,7 +40,7 @@ public struct Tunables: Equatable, Sendable {
     static let durationKeys = ["tick", "heartbeat-interval", "stale-after", "cooldown", "term-grace", "start-grace",
                                "circuit-cooloff", "stable-after", "circuit-reminder"]
     static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap",
-                            "journal-max-bytes", "journal-keep"]
+                            "journal-max-bytes", "journal-keep", "mission-timeout", "mission-silence-limit"]
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
@@ -78,6 +82,10 @@ public struct Tunables: Equatable, Sendable {
                 throw UsageError("\(name) \(text.debugDescription): not a size of at least 128KiB (131072 bytes; use e.g. 64MB or 1GB)")
             }
             missionOutputCap = Int64(b)
+        case "mission-timeout":
+            missionTimeout = text == "off" ? nil : try Arguments.duration(text, name: name)
+        case "mission-silence-limit":
+            missionSilenceLimit = text == "off" ? nil : try Arguments.duration(text, name: name)
         case "journal-max-bytes":
             guard let b = ByteSize.parse(text), b >= 4096, b <= UInt64(Int64.max) else {
                 throw UsageError("\(name) \(text.debugDescription): not a size of at least 4KiB (use e.g. 16MiB or 1GB)")
@@ -135,7 +143,8 @@ public struct Configuration: Sendable {
 
     /// What every mission gets (docs/missions.md, "Environment" and "Output cap").
     public var missionSettings: MissionSettings {
-        MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv)
+        MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv,
+                        timeout: tunables.missionTimeout, silenceLimit: tunables.missionSilenceLimit)
     }
 
     /// Loads vigil.json from the state directory (if present), then applies flags. The state

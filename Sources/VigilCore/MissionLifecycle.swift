@@ -13,8 +13,10 @@
 /// - `MissionLifecycle.claimable` and `KeyBreaker`: which pending missions may start now
 ///   (FIFO per lock key, one holder per key, retry backoff, keys paused by their breaker).
 ///
-/// Status: the core and its tests (issue 10 §1); `MissionQueue` and `MissionRunner` do not
-/// call it yet (they make the same decisions in SQL and in `settle`/`judge`).
+/// Status (issue 10 §1, in part): `MissionQueue.outcome` takes a finished attempt's state and
+/// reason from `apply`, and `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with
+/// `watch`; the other transitions (crash requeues, claims) are still made in SQL by
+/// `MissionQueue.settleLocked`/`claimLocked`, by the same rules.
 public enum MissionPhase: String, Codable, Sendable, CaseIterable {
     case pending
     case running

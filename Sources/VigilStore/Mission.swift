@@ -1,4 +1,5 @@
 import Foundation
+import VigilCore
 import VigilSystem
 
 /// The state of a mission as people see it. `waiting` is derived (see `MissionQueue.LockView`),
@@ -50,6 +51,11 @@ public struct Mission: Sendable, Equatable {
     public var finishedAt: Date?
     /// `--let-daemons-go`: at its end the shim leaves its processes outside its session alone.
     public var letDaemonsGo: Bool = false
+    /// `--timeout` / `--silence-limit`; nil: the runner's default.
+    public var timeout: TimeSpan?
+    public var silenceLimit: TimeSpan?
+    /// Why the runner is ending the running attempt (set before its SIGTERM).
+    public var stopCause: StopCause?
 }
 
 /// Where a mission's files live: `<state>/missions/<id>/`.

@@ -23,7 +23,8 @@ public final class MissionQueue {
 
     static let columns = """
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
-        reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go
+        reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go, \
+        timeout_ns, silence_ns, stop_cause
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -41,7 +42,9 @@ public final class MissionQueue {
             createdAt: Date(timeIntervalSince1970: r[14].double ?? 0),
             startedAt: r[15].double.map { Date(timeIntervalSince1970: $0) },
             finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) },
-            letDaemonsGo: (r[17].int ?? 0) != 0)
+            letDaemonsGo: (r[17].int ?? 0) != 0,
+            timeout: r[18].int.map { TimeSpan(nanoseconds: $0) }, silenceLimit: r[19].int.map { TimeSpan(nanoseconds: $0) },
+            stopCause: r[20].text.flatMap(StopCause.init(rawValue:)))
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
@@ -52,13 +55,15 @@ public final class MissionQueue {
     /// processes outside its session are left alone at its end (docs/missions.md, "Every
     /// process of a mission").
     public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
-                        letDaemonsGo: Bool = false) throws -> Int64 {
+                        letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
-            try db.execute("INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go) VALUES (?, ?, ?, ?, ?, ?)",
-                           [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
-                            .int(letDaemonsGo ? 1 : 0)])
+            try db.execute("""
+                INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
+                      .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null])
             return db.lastInsertRowID
         }
     }
@@ -245,13 +250,33 @@ public final class MissionQueue {
         return nil
     }
 
-    /// How a finished attempt's result maps to a final state.
-    public static func outcome(of result: MissionResult, cancelRequested: Bool) -> (state: MissionState, reason: String?) {
-        if let reason = result.reason { return (.failed, reason) }
-        let how = result.signal.map { "killed by \(SignalName.of($0))" } ?? "exited with status \(result.exitCode)"
-        if result.exitCode == 0 { return (.done, nil) }
-        if cancelRequested { return (.cancelled, "cancelled by an operator (\(how))") }
-        return (.failed, how)
+    /// How a finished attempt's result maps to a final state: `MissionLifecycle`'s rule
+    /// (docs/missions.md, "Lifecycle"), the one place its reasons are worded.
+    public static func outcome(of result: MissionResult, cancelRequested: Bool, stopCause: StopCause? = nil,
+                               timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil) -> (state: MissionState, reason: String?) {
+        var record = MissionRecord()
+        record.phase = .running
+        record.attempts = max(1, result.attempt)
+        record.cancelRequested = cancelRequested
+        let policy = MissionPolicy(maxAttempts: max(1, result.attempt), retries: 0, timeout: timeout, silenceLimit: silenceLimit)
+        let event = MissionEvent.exited(code: result.exitCode, signal: result.signal, reason: result.reason, stoppedFor: stopCause)
+        guard let t = MissionLifecycle.apply(event, to: record, policy: policy, now: 0),
+              let state = MissionState(rawValue: t.record.phase.rawValue) else { return (.failed, "no outcome for this result") }
+        return (state, t.record.reason)
+    }
+
+    /// Records why the runner is ending a running attempt (`timeout`, `silence`) and the limit
+    /// it applied, before it signals: the reason then survives a runner restart. Nil when stale.
+    @discardableResult
+    public func requestStop(id: Int64, attempt: Int, cause: StopCause, limit: TimeSpan) throws -> Bool {
+        try db.write {
+            let column = cause == .silence ? "silence_ns" : "timeout_ns"
+            try db.execute("""
+                UPDATE missions SET stop_cause = ?, \(column) = coalesce(\(column), ?)
+                WHERE id = ? AND state = 'running' AND attempts = ? AND stop_cause IS NULL
+                """, [.text(cause.rawValue), .int(limit.nanoseconds), .int(id), .int(Int64(attempt))])
+            return db.changes > 0
+        }
     }
 
     // MARK: - Inside a write transaction
@@ -279,7 +304,7 @@ public final class MissionQueue {
                 }
                 try db.execute("""
                     UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
-                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL
                     WHERE id = ?
                     """, [now, .int(m.id)])
                 m.state = .running
@@ -302,14 +327,17 @@ public final class MissionQueue {
     }
 
     private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
-        guard let row = try db.query("SELECT cancel_requested, max_attempts FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
-                                     [.int(id), .int(Int64(attempt))]).first else { return .stale }
+        guard let row = try db.query("""
+            SELECT cancel_requested, max_attempts, stop_cause, timeout_ns, silence_ns FROM missions WHERE id = ? AND state = 'running' AND attempts = ?
+            """, [.int(id), .int(Int64(attempt))]).first else { return .stale }
         let cancel = (row[0].int ?? 0) != 0
         let maxAttempts = Int(row[1].int ?? 1)
+        let stopCause = row[2].text.flatMap(StopCause.init(rawValue:))
+        let timeout = row[3].int.map { TimeSpan(nanoseconds: $0) }, silence = row[4].int.map { TimeSpan(nanoseconds: $0) }
         let outcome: SettleOutcome
         switch settlement {
         case .finished(let result):
-            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: cancel)
+            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: cancel, stopCause: stopCause, timeout: timeout, silenceLimit: silence)
             try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
                            [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
                             reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])

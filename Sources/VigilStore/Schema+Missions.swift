@@ -50,4 +50,14 @@ extension Schema {
     static let missionsV2: [String] = [
         "ALTER TABLE missions ADD COLUMN let_daemons_go INTEGER NOT NULL DEFAULT 0",
     ]
+
+    /// Migration 7: `--timeout` and `--silence-limit` (nanoseconds; NULL: the runner's default
+    /// from vigil.json, `mission-timeout` / `mission-silence-limit`), and `stop_cause`: why the
+    /// runner is ending the running attempt (`timeout`, `silence`), set before its SIGTERM so the
+    /// reason survives a runner restart (docs/missions.md, "Timeouts and silence").
+    static let missionsV3: [String] = [
+        "ALTER TABLE missions ADD COLUMN timeout_ns INTEGER",
+        "ALTER TABLE missions ADD COLUMN silence_ns INTEGER",
+        "ALTER TABLE missions ADD COLUMN stop_cause TEXT",
+    ]
 }

@@ -7,7 +7,7 @@ import VigilSystem
 /// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
     static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
-    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] -- CMD [ARG…]
+    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] -- CMD [ARG…]
            vigil mission list [--json] [--last N]
            vigil mission show ID [--json] [--follow]
            vigil mission cancel ID
@@ -20,10 +20,15 @@ enum MissionCommand {
              a mission's own non-zero exit is final. Processes the mission leaves behind are
              killed at its end (the lock key is free only then); --let-daemons-go: those that
              left its session (setsid, daemons) are let go instead, and nothing kills them later.
+             --timeout D: ended (SIGTERM, SIGKILL after the runner's grace) D after its attempt
+             started; --silence-limit D: ended when it wrote no output for D; either way it
+             ends failed with a reason saying which. Defaults: mission-timeout and
+             mission-silence-limit in vigil.json (none unless set).
     list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
-             argv, cwd, cancel_requested, let_daemons_go, shim_pid, created, started, finished.
+             argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, shim_pid,
+             created, started, finished.
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
              the mission has ended. --json: the object of list --json.
@@ -51,7 +56,7 @@ enum MissionCommand {
     // MARK: - Subcommands
 
     static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
-        let args = try Arguments(argv, valued: ["lock", "max-attempts"], booleans: ["let-daemons-go"])
+        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit"], booleans: ["let-daemons-go"])
         let command = args.rest ?? args.positional
         guard !command.isEmpty, !command[0].isEmpty else {
             throw UsageError("mission add needs a command after --, e.g. vigil mission add -- make test")
@@ -63,8 +68,10 @@ enum MissionCommand {
         if let lock, lock.isEmpty { throw UsageError("--lock needs a non-empty key") }
         let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
         let cwd = FileManager.default.currentDirectoryPath
+        let timeout = try args.duration("timeout"), silenceLimit = try args.duration("silence-limit")
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
-            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"))
+            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
+                          timeout: timeout, silenceLimit: silenceLimit)
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -123,6 +130,7 @@ enum MissionCommand {
                    "  cwd:       \(m.cwd)",
                    "  lock:      \(m.lockKey ?? "-")",
                    "  daemons:   \(m.letDaemonsGo ? "let go at its end (--let-daemons-go)" : "killed at its end")",
+                   "  limits:    timeout \(m.timeout.map(\.description) ?? "default"), silence \(m.silenceLimit.map(\.description) ?? "default")",
                    "  attempts:  \(m.attempts) of \(m.maxAttempts)",
                    "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
         if let r = m.reason { out.append("  reason:    \(r)") }
@@ -244,6 +252,8 @@ enum MissionCommand {
             "cwd": .string(m.cwd),
             "cancel_requested": .bool(m.cancelRequested),
             "let_daemons_go": .bool(m.letDaemonsGo),
+            "timeout_s": m.timeout.map { .double($0.seconds) } ?? .null,
+            "silence_limit_s": m.silenceLimit.map { .double($0.seconds) } ?? .null,
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
             "created": date(m.createdAt),
             "started": date(m.startedAt),

@@ -103,6 +103,13 @@ public final class MissionRunner {
         var spawnFailure: String?
         /// Ended or failed without a pidfd to wake the loop: the next tick is due at once.
         var needsTick = false
+        /// `--timeout` / `--silence-limit` on the boot clock (`MissionLifecycle.watch`).
+        var watch = AttemptWatch(startedAt: Clock.boot())
+        var policy = MissionPolicy()
+        /// Why the runner is ending it (stored in the row before its SIGTERM).
+        var stopCause: StopCause?
+        /// Size and inode of `output.log` when last looked at (silence: any change is output).
+        var outputMark: (size: Int64, inode: UInt64)?
 
         init(id: Int64, attempt: Int, shim: MissionShim?, identityRecorded: Bool) {
             self.id = id
@@ -162,6 +169,12 @@ public final class MissionRunner {
         for t in tracked.values where t.cancelRequested && !t.exited {
             let due: BootInstant
             if let k = t.killSentAt { due = k + termGrace } else if let s = t.termSentAt { due = s + termGrace } else { due = Clock.boot() }
+            next = next.map { min($0, due) } ?? due
+        }
+        for t in tracked.values where !t.cancelRequested && !t.exited {
+            guard var due = MissionLifecycle.nextDeadline(t.watch, cancelRequested: t.stopCause != nil, policy: t.policy) else { continue }
+            // Silence is judged from output seen at a tick: look at least once a second.
+            if t.policy.silenceLimit != nil { due = min(due, Clock.boot() + .seconds(1)) }
             next = next.map { min($0, due) } ?? due
         }
         return next
@@ -316,7 +329,20 @@ public final class MissionRunner {
         t.letDaemonsGo = m.letDaemonsGo
         t.pidfd = pidfd
         t.cancelRequested = m.cancelRequested
+        t.policy = policy(of: m)
+        t.stopCause = m.stopCause
+        // The attempt's start on the boot clock, from its wall-clock start (as close as a
+        // restarted runner can know it; never in the future).
+        let now = Clock.boot()
+        let ran = m.startedAt.map { max(0, Clock.wall().timeIntervalSince($0)) } ?? 0
+        t.watch = AttemptWatch(startedAt: now - .seconds(ran), lastOutputAt: now)
         tracked[m.id] = t
+    }
+
+    /// The limits that apply to `m`: its own, else the configured defaults.
+    private func policy(of m: Mission) -> MissionPolicy {
+        MissionPolicy(maxAttempts: m.maxAttempts, timeout: m.timeout ?? settings.timeout, silenceLimit: m.silenceLimit ?? settings.silenceLimit,
+                      termGrace: termGrace)
     }
 
     private func report(_ outcome: MissionQueue.ShimDeath?, id: Int64, attempt: Int, reason: String, summary: inout MissionRecoverySummary) {
@@ -353,7 +379,7 @@ public final class MissionRunner {
             MissionRunner.addResult(r, to: &fields)
             if let reason = r.reason { fields["reason"] = .string(reason) }
             journal.append("mission-finished", fields)
-            announceEnd(id, attempt, .finished(r), .ended(state, reason: MissionQueue.outcome(of: r, cancelRequested: state == .cancelled).reason))
+            announceEnd(id, attempt, .finished(r), .ended(state, reason: (try? q.mission(id))??.reason))
             return .finished(state)
         case .corrupt(let why):
             let reason = "its result file was corrupt (\(why)); the file was quarantined"
@@ -573,6 +599,42 @@ public final class MissionRunner {
                 t.killSentAt = now
             }
         }
+        processLimits(now: now)
+    }
+
+    /// `--timeout` and `--silence-limit` (docs/missions.md, "Timeouts and silence"): the cause
+    /// goes into the row first (so the reason survives a runner restart), then SIGTERM to every
+    /// process of the mission, SIGKILL after the grace and again every grace while it lives.
+    private func processLimits(now: BootInstant) {
+        for t in tracked.values where !t.cancelRequested && !t.exited {
+            guard let shim = t.shim, t.stopCause != nil || t.policy.timeout != nil || t.policy.silenceLimit != nil else { continue }
+            if t.policy.silenceLimit != nil {
+                var st = stat()
+                let path = MissionPaths(stateDir: stateDir, id: t.id).output
+                let mark = stat(path, &st) == 0 ? (Int64(st.st_size), UInt64(st.st_ino)) : nil
+                if let mark, let old = t.outputMark, old != mark { t.watch.lastOutputAt = now }
+                t.outputMark = mark
+            }
+            let (w, action) = MissionLifecycle.watch(t.watch, cancelRequested: t.stopCause != nil, policy: t.policy, now: now)
+            t.watch = w
+            guard case .signal(let sig)? = action else { continue }
+            if sig == MissionLifecycle.sigterm, t.stopCause == nil, let cause = w.stopping, cause != .cancel {
+                let limit = (cause == .timeout ? t.policy.timeout : t.policy.silenceLimit) ?? .zero
+                do {
+                    try queue?.requestStop(id: t.id, attempt: t.attempt, cause: cause, limit: limit)
+                } catch {
+                    journal.append("mission-stop-unrecorded", ["mission": .int(t.id), "cause": .string(cause.rawValue), "error": .string("\(error)")])
+                }
+                t.stopCause = cause
+                journal.append(cause == .timeout ? "mission-timeout" : "mission-silent",
+                               ["mission": .int(t.id), "attempt": .int(Int64(t.attempt)), "limit_ms": .int(Int64(limit.milliseconds)),
+                                "grace_ms": .int(Int64(termGrace.milliseconds))])
+            }
+            let n = MissionRunner.signalMission(t.id, shim: shim.identity, sig, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
+            if sig == MissionLifecycle.sigkill && n > 0 {
+                journal.append("mission-stop-kill", ["mission": .int(t.id), "signal": "SIGKILL", "processes": .int(Int64(n))])
+            }
+        }
     }
 
     /// Sends `signal` to every process of a running mission, each once: those in its cgroup
@@ -663,6 +725,7 @@ public final class MissionRunner {
         CrashPoint.hit("after-claim")
         let t = Tracked(id: m.id, attempt: m.attempts, shim: nil, identityRecorded: false)
         t.letDaemonsGo = m.letDaemonsGo
+        t.policy = policy(of: m)
         tracked[m.id] = t
         let paths = MissionPaths(stateDir: stateDir, id: m.id)
         do {

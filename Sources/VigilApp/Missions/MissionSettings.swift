@@ -1,4 +1,5 @@
 import Foundation
+import VigilCore
 
 /// What the configuration says about every mission (docs/missions.md, "Environment" and
 /// "Output cap"): `mission-output-cap` and `mission-env` in vigil.json. The runner hands them
@@ -14,10 +15,15 @@ public struct MissionSettings: Sendable, Equatable {
     /// Names of variables of the runner's environment passed on to missions, besides the
     /// fixed few (`MissionEnvironment.passed`).
     public var passEnv: [String] = []
+    /// `mission-timeout` / `mission-silence-limit`: for missions added without their own.
+    public var timeout: TimeSpan?
+    public var silenceLimit: TimeSpan?
 
-    public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = []) {
+    public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = [], timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil) {
         self.outputCap = outputCap
         self.passEnv = passEnv
+        self.timeout = timeout
+        self.silenceLimit = silenceLimit
     }
 
     /// Whether `name` can be passed on: a shell-style variable name (letters, digits, `_`,

@@ -1,0 +1,52 @@
+import Foundation
+import Glibc
+import Testing
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// `--timeout` and `--silence-limit` (docs/missions.md, "Timeouts and silence"): real missions
+/// under the test driver (term grace 0.3 s), ended with the reason that says which.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct MissionLimitTests {
+    func add(_ env: MissionEnv, _ flags: [String], _ argv: [String]) throws -> Int64 {
+        let r = try env.vigil(["mission", "add"] + flags + ["--"] + argv, cwd: env.root)
+        #expect(r.code == 0, "\(r.err)")
+        return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
+    @Test func timeoutAndSilenceEndAMissionWithTheirReason() throws {
+        let env = try MissionEnv("limits")
+        defer { env.finish() }
+        let slow = try add(env, ["--timeout", "1s"], ["sleep", "300"])
+        let stubborn = try add(env, ["--timeout", "1s"], ["sh", "-c", "trap '' TERM; sleep 300"])
+        let quiet = try add(env, ["--silence-limit", "1s"], ["sh", "-c", "echo hello; sleep 300"])
+        let chatty = try add(env, ["--silence-limit", "1s"], ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.3; done"])
+        try env.startDriver(maxParallel: 4)
+        try waitUntil("all four to end", timeout: 60) { try [slow, stubborn, quiet, chatty].allSatisfy { try env.mission($0).state.isFinal } }
+        let s = try env.mission(slow)
+        #expect(s.state == .failed && s.reason == "timed out after 1s (killed by SIGTERM)", "\(s.reason ?? "")")
+        let k = try env.mission(stubborn)
+        #expect(k.state == .failed && k.reason == "timed out after 1s (killed by SIGKILL)", "\(k.reason ?? "")")
+        let q = try env.mission(quiet)
+        #expect(q.state == .failed && q.reason == "silent for 1s (killed by SIGTERM)", "\(q.reason ?? "")")
+        let c = try env.mission(chatty)
+        #expect(c.state == .done, "output every 0.3 s keeps a 1 s silence limit from firing: \(c.reason ?? "")")
+        #expect(env.events("mission-timeout").count == 2 && env.events("mission-silent").count == 1)
+    }
+
+    @Test func theDefaultComesFromVigilJSONAndBadValuesAreRefused() throws {
+        let env = try MissionEnv("limits-default")
+        defer { env.finish() }
+        try AtomicFile.makeDirectory(env.state.path)
+        try Data(#"{"mission-timeout": "1s"}"#.utf8).write(to: URL(fileURLWithPath: env.state.config))
+        let id = try add(env, [], ["sleep", "300"])
+        let own = try add(env, ["--timeout", "1h"], ["sh", "-c", "sleep 2; echo fine"])
+        let bad = try env.vigil(["mission", "add", "--timeout", "soon", "--", "true"], cwd: env.root)
+        #expect(bad.code == 2 && bad.err.contains("--timeout"), "\(bad.err)")
+        try env.startDriver(maxParallel: 2)
+        try waitUntil("both to end", timeout: 60) { try env.mission(id).state.isFinal && env.mission(own).state.isFinal }
+        #expect(try env.mission(id).reason == "timed out after 1s (killed by SIGTERM)")
+        #expect(try env.mission(own).state == .done, "its own --timeout 1h wins over the default")
+    }
+}
