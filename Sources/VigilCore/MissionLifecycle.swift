@@ -13,10 +13,10 @@
 /// - `MissionLifecycle.claimable` and `KeyBreaker`: which pending missions may start now
 ///   (FIFO per lock key, one holder per key, retry backoff, keys paused by their breaker).
 ///
-/// Status (issue 10 §1, in part): `MissionQueue.outcome` takes a finished attempt's state and
-/// reason from `apply`, and `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with
-/// `watch`; the other transitions (crash requeues, claims) are still made in SQL by
-/// `MissionQueue.settleLocked`/`claimLocked`, by the same rules.
+/// Status (issue 10 §1, in part): `MissionQueue` settles finished attempts and dead shims
+/// with `apply` (so `--at-most-once` too), and `MissionRunner` ends attempts for
+/// `--timeout`/`--silence-limit` with `watch`; claims are still made in SQL by
+/// `MissionQueue.claimLocked`, by the same rules (`claimable` and `KeyBreaker` are not wired).
 public enum MissionPhase: String, Codable, Sendable, CaseIterable {
     case pending
     case running

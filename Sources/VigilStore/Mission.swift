@@ -56,6 +56,8 @@ public struct Mission: Sendable, Equatable {
     public var silenceLimit: TimeSpan?
     /// Why the runner is ending the running attempt (set before its SIGTERM).
     public var stopCause: StopCause?
+    /// `--at-most-once`: never started again once an attempt may have started its command.
+    public var atMostOnce: Bool = false
 }
 
 /// Where a mission's files live: `<state>/missions/<id>/`.

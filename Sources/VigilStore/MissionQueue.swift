@@ -24,7 +24,7 @@ public final class MissionQueue {
     static let columns = """
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
         reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go, \
-        timeout_ns, silence_ns, stop_cause
+        timeout_ns, silence_ns, stop_cause, at_most_once
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -44,7 +44,7 @@ public final class MissionQueue {
             finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) },
             letDaemonsGo: (r[17].int ?? 0) != 0,
             timeout: r[18].int.map { TimeSpan(nanoseconds: $0) }, silenceLimit: r[19].int.map { TimeSpan(nanoseconds: $0) },
-            stopCause: r[20].text.flatMap(StopCause.init(rawValue:)))
+            stopCause: r[20].text.flatMap(StopCause.init(rawValue:)), atMostOnce: (r[21].int ?? 0) != 0)
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
@@ -55,15 +55,17 @@ public final class MissionQueue {
     /// processes outside its session are left alone at its end (docs/missions.md, "Every
     /// process of a mission").
     public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
-                        letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil) throws -> Int64 {
+                        letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
+                        atMostOnce: Bool = false) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
             try db.execute("""
-                INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns, at_most_once)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
-                      .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null])
+                      .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null,
+                      .int(atMostOnce ? 1 : 0)])
             return db.lastInsertRowID
         }
     }
@@ -328,12 +330,14 @@ public final class MissionQueue {
 
     private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
         guard let row = try db.query("""
-            SELECT cancel_requested, max_attempts, stop_cause, timeout_ns, silence_ns FROM missions WHERE id = ? AND state = 'running' AND attempts = ?
+            SELECT cancel_requested, max_attempts, stop_cause, timeout_ns, silence_ns, at_most_once FROM missions
+            WHERE id = ? AND state = 'running' AND attempts = ?
             """, [.int(id), .int(Int64(attempt))]).first else { return .stale }
         let cancel = (row[0].int ?? 0) != 0
         let maxAttempts = Int(row[1].int ?? 1)
         let stopCause = row[2].text.flatMap(StopCause.init(rawValue:))
         let timeout = row[3].int.map { TimeSpan(nanoseconds: $0) }, silence = row[4].int.map { TimeSpan(nanoseconds: $0) }
+        let atMostOnce = (row[5].int ?? 0) != 0
         let outcome: SettleOutcome
         switch settlement {
         case .finished(let result):
@@ -354,26 +358,35 @@ public final class MissionQueue {
                 """, [.text(reason), .int(id)])
             outcome = .reverted
         case .shimDied(let reason, let countAttempt):
-            if cancel {
+            // The rule is MissionLifecycle's (docs/missions.md, "Lifecycle"); here it is stored.
+            var record = MissionRecord()
+            record.phase = .running
+            record.attempts = attempt
+            record.cancelRequested = cancel
+            let policy = MissionPolicy(maxAttempts: maxAttempts, atMostOnce: atMostOnce)
+            let t = MissionLifecycle.apply(.shimDied(reason: reason, mayHaveStarted: countAttempt), to: record, policy: policy, now: 0)
+            let next = t?.record ?? record
+            let text = next.reason ?? reason
+            switch next.phase {
+            case .cancelled:
                 try db.execute("UPDATE missions SET state = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
-                               [.text("cancelled by an operator (\(reason))"), MissionQueue.now(), .int(id)])
+                               [.text(text), MissionQueue.now(), .int(id)])
                 outcome = .died(.cancelled)
-            } else if !countAttempt {
+            case .pending where next.attempts < attempt:
                 try db.execute("""
                     UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
                     WHERE id = ?
-                    """, [.text(reason), .int(id)])
+                    """, [.text(text), .int(id)])
                 outcome = .died(.requeuedUncounted)
-            } else if attempt >= maxAttempts {
-                let text = "\(reason) on attempt \(attempt) of \(maxAttempts); giving up"
+            case .pending:
+                try db.execute("""
+                    UPDATE missions SET state = 'pending', reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
+                    """, [.text(text), .int(id)])
+                outcome = .died(.requeued(attempts: attempt))
+            default:
                 try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ? WHERE id = ?",
                                [.text(text), MissionQueue.now(), .int(id)])
                 outcome = .died(.failed(reason: text))
-            } else {
-                try db.execute("""
-                    UPDATE missions SET state = 'pending', reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
-                    """, [.text("attempt \(attempt) of \(maxAttempts): \(reason); requeued"), .int(id)])
-                outcome = .died(.requeued(attempts: attempt))
             }
         }
         try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])

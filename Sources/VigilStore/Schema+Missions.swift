@@ -59,5 +59,7 @@ extension Schema {
         "ALTER TABLE missions ADD COLUMN timeout_ns INTEGER",
         "ALTER TABLE missions ADD COLUMN silence_ns INTEGER",
         "ALTER TABLE missions ADD COLUMN stop_cause TEXT",
+        // `--at-most-once`: an attempt that may have started its command is never started again.
+        "ALTER TABLE missions ADD COLUMN at_most_once INTEGER NOT NULL DEFAULT 0",
     ]
 }

@@ -50,3 +50,33 @@ struct MissionLimitTests {
         #expect(try env.mission(own).state == .done, "its own --timeout 1h wins over the default")
     }
 }
+
+/// `--at-most-once` (docs/missions.md, "Lifecycle"): the runner and the shim killed -9 while the
+/// command runs; the mission is never started again.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct AtMostOnceTests {
+    @Test func aCrashEndsAnAtMostOnceMissionInsteadOfRunningItAgain() throws {
+        let env = try MissionEnv("at-most-once")
+        defer { env.finish() }
+        let runs = env.path("runs"), again = env.path("runs-again")
+        let once = try env.vigil(["mission", "add", "--at-most-once", "--", "sh", "-c", "echo ran >> \"$0\"; sleep 300", runs], cwd: env.root)
+        let twice = try env.vigil(["mission", "add", "--", "sh", "-c", "echo ran >> \"$0\"; [ \"$VIGIL_MISSION_ATTEMPT\" = 2 ] || sleep 300", again], cwd: env.root)
+        let a = try #require(Int64(once.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let b = try #require(Int64(twice.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let driver = try env.startDriver(maxParallel: 2)
+        try waitUntil("both commands to run") { lines(runs).count == 1 && lines(again).count == 1 }
+        let shims = [try #require(try env.mission(a).shim), try #require(try env.mission(b).shim)]
+        env.kill9(driver)
+        for s in shims { kill(s.identity.pid, SIGKILL) }
+        try waitUntil("the shims to be gone") { shims.allSatisfy { ProcStat.read(pid: $0.identity.pid).map(\.isZombie) ?? true } }
+        try env.startDriver(maxParallel: 2)
+        try waitUntil("both to end") { try env.mission(a).state.isFinal && env.mission(b).state.isFinal }
+        let m = try env.mission(a)
+        #expect(m.state == .failed && m.attempts == 1, "\(m.state) \(m.attempts)")
+        #expect(m.reason?.hasPrefix("interrupted: may have run") == true, "\(m.reason ?? "")")
+        #expect(lines(runs).count == 1, "an at-most-once mission ran once")
+        #expect(try env.mission(b).state == .done && lines(again).count == 2, "the default is at least once: it ran again")
+        let shown = try env.vigil(["mission", "show", "\(a)", "--json"])
+        #expect(shown.out.contains(#""at_most_once":true"#), "\(shown.out)")
+    }
+}

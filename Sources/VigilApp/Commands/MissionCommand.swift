@@ -7,7 +7,7 @@ import VigilSystem
 /// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
     static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
-    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] -- CMD [ARG…]
+    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] [--at-most-once] -- CMD [ARG…]
            vigil mission list [--json] [--last N]
            vigil mission show ID [--json] [--follow]
            vigil mission cancel ID
@@ -23,11 +23,14 @@ enum MissionCommand {
              --timeout D: ended (SIGTERM, SIGKILL after the runner's grace) D after its attempt
              started; --silence-limit D: ended when it wrote no output for D; either way it
              ends failed with a reason saying which. Defaults: mission-timeout and
-             mission-silence-limit in vigil.json (none unless set).
+             mission-silence-limit in vigil.json (none unless set). --at-most-once: an attempt
+             that may have started its command is never started again after a crash (its shim
+             died): the mission ends failed, "interrupted: may have run" (default: at least
+             once, so a crash between the command's end and its result runs it again).
     list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
-             argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, shim_pid,
+             argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, at_most_once, shim_pid,
              created, started, finished.
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
@@ -56,7 +59,7 @@ enum MissionCommand {
     // MARK: - Subcommands
 
     static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
-        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit"], booleans: ["let-daemons-go"])
+        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit"], booleans: ["let-daemons-go", "at-most-once"])
         let command = args.rest ?? args.positional
         guard !command.isEmpty, !command[0].isEmpty else {
             throw UsageError("mission add needs a command after --, e.g. vigil mission add -- make test")
@@ -71,7 +74,7 @@ enum MissionCommand {
         let timeout = try args.duration("timeout"), silenceLimit = try args.duration("silence-limit")
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
             try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
-                          timeout: timeout, silenceLimit: silenceLimit)
+                          timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"))
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -130,6 +133,7 @@ enum MissionCommand {
                    "  cwd:       \(m.cwd)",
                    "  lock:      \(m.lockKey ?? "-")",
                    "  daemons:   \(m.letDaemonsGo ? "let go at its end (--let-daemons-go)" : "killed at its end")",
+                   "  delivery:  \(m.atMostOnce ? "at most once (--at-most-once)" : "at least once")",
                    "  limits:    timeout \(m.timeout.map(\.description) ?? "default"), silence \(m.silenceLimit.map(\.description) ?? "default")",
                    "  attempts:  \(m.attempts) of \(m.maxAttempts)",
                    "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
@@ -253,6 +257,7 @@ enum MissionCommand {
             "cancel_requested": .bool(m.cancelRequested),
             "let_daemons_go": .bool(m.letDaemonsGo),
             "timeout_s": m.timeout.map { .double($0.seconds) } ?? .null,
+            "at_most_once": .bool(m.atMostOnce),
             "silence_limit_s": m.silenceLimit.map { .double($0.seconds) } ?? .null,
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
             "created": date(m.createdAt),

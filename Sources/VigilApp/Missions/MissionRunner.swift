@@ -285,12 +285,19 @@ public final class MissionRunner {
                 MissionCgroup.of(stateDir, mission: m.id)?.kill(patience: .milliseconds(500))
                 MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500), startedSince: shim.identity.startTicks)
             }
-            let reason = m.shim == nil
-                ? "it was claimed but its shim never started (the runner stopped in between)"
-                : "its shim (\(m.shim!.identity)) ended without recording an exit status"
-            let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: m.shim != nil)
+            // May its command have started? Its shim was recorded, or an unrecorded one (a lost
+            // spawn) got as far as making scratch/, which it does just before spawning the
+            // command (and which is removed after every attempt). Only "no" lets an
+            // at-most-once mission run again (docs/missions.md, "Lifecycle").
+            let scratchLeft = FileManager.default.fileExists(atPath: MissionPaths(stateDir: stateDir, id: m.id).scratch)
+            let mayHaveStarted = m.shim != nil || scratchLeft
+            let reason = m.shim != nil
+                ? "its shim (\(m.shim!.identity)) ended without recording an exit status"
+                : scratchLeft ? "its shim (never recorded: the runner stopped in between) ended without recording an exit status"
+                              : "it was claimed but its shim never started (the runner stopped in between)"
+            let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: mayHaveStarted)
             report(outcome, id: m.id, attempt: m.attempts, reason: reason, summary: &summary)
-            if let outcome { announceEnd(m.id, m.attempts, .shimDied(reason: reason, countAttempt: m.shim != nil), .died(outcome)) }
+            if let outcome { announceEnd(m.id, m.attempts, .shimDied(reason: reason, countAttempt: mayHaveStarted), .died(outcome)) }
             if outcome != nil && m.lockKey != nil { summary.locksReleased += 1 }
             cleanAfterDeadShim(m.id)
             CrashPoint.hit("recovery-after-requeue")
