@@ -13,10 +13,10 @@
 /// - `MissionLifecycle.claimable` and `KeyBreaker`: which pending missions may start now
 ///   (FIFO per lock key, one holder per key, retry backoff, keys paused by their breaker).
 ///
-/// Status (issue 10 §1, in part): `MissionQueue` settles finished attempts and dead shims
-/// with `apply` (so `--at-most-once` too), and `MissionRunner` ends attempts for
-/// `--timeout`/`--silence-limit` with `watch`; claims are still made in SQL by
-/// `MissionQueue.claimLocked`, by the same rules (`claimable` and `KeyBreaker` are not wired).
+/// Status (issue 10 §1, in part): `MissionQueue` settles finished attempts (retries) and dead
+/// shims (`--at-most-once`) and takes operator retries with `apply`, claims with `isDue`, and
+/// `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with `watch`. `claimLocked`
+/// still selects in SQL by `claimable`'s rules; `KeyBreaker` is not wired yet.
 public enum MissionPhase: String, Codable, Sendable, CaseIterable {
     case pending
     case running
@@ -371,13 +371,20 @@ extension MissionLifecycle {
     /// none whose retry is not due. A `retryAt` further ahead than any backoff (`maxBackoff`)
     /// can only mean the wall clock went back: it counts as due, so no wall jump can hold a
     /// retry back.
+    /// Whether a retry due at `retryAt` may start at `now` (nil: not a retry). Further ahead
+    /// than the longest backoff counts as due: only a wall clock that went back puts it there.
+    public static func isDue(retryAt: Double?, now: Double, maxBackoff: TimeSpan = .seconds(60)) -> Bool {
+        guard let at = retryAt else { return true }
+        return at <= now || at > now + maxBackoff.seconds
+    }
+
     public static func claimable(_ pending: [PendingMission], held: Set<String>, paused: Set<String> = [], limit: Int,
                                  now: Double, maxBackoff: TimeSpan = .seconds(60)) -> [Int64] {
         guard limit > 0 else { return [] }
         var out: [Int64] = []
         var taken = held
         for m in pending.sorted(by: { $0.id < $1.id }) {
-            let due = m.retryAt.map { $0 <= now || $0 > now + maxBackoff.seconds } ?? true
+            let due = isDue(retryAt: m.retryAt, now: now, maxBackoff: maxBackoff)
             if let key = m.lockKey {
                 if taken.contains(key) || paused.contains(key) { continue }
                 taken.insert(key) // first in line for the key, due or not: FIFO

@@ -58,6 +58,37 @@ public struct Mission: Sendable, Equatable {
     public var stopCause: StopCause?
     /// `--at-most-once`: never started again once an attempt may have started its command.
     public var atMostOnce: Bool = false
+    /// `--retries` / `--retry-backoff`, and the retries used since `attemptBase`.
+    public var retries: Int = 0
+    public var retryBackoff: TimeSpan?
+    public var retried: Int = 0
+    /// A retry is not claimed before this.
+    public var retryAt: Date?
+    public var attemptBase: Int = 0
+    /// Ended "interrupted: may have run" (at most once): never started again.
+    public var mayHaveRun: Bool = false
+
+    /// Its policy as `MissionLifecycle` takes it (limits the runner adds: `MissionRunner`).
+    public var policy: MissionPolicy {
+        MissionPolicy(maxAttempts: maxAttempts, retries: retries, retryBackoff: retryBackoff ?? .seconds(1), atMostOnce: atMostOnce,
+                      timeout: timeout, silenceLimit: silenceLimit)
+    }
+
+    /// Its durable record as `MissionLifecycle` takes it.
+    public var record: MissionRecord {
+        var r = MissionRecord()
+        r.phase = MissionPhase(rawValue: state.rawValue) ?? .pending
+        r.attempts = attempts
+        r.retried = retried
+        r.attemptBase = attemptBase
+        r.cancelRequested = cancelRequested
+        r.retryAt = retryAt?.timeIntervalSince1970
+        r.reason = reason
+        r.exitCode = exitCode
+        r.signal = signal
+        r.mayHaveRun = mayHaveRun
+        return r
+    }
 }
 
 /// Where a mission's files live: `<state>/missions/<id>/`.

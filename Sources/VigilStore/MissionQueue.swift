@@ -24,7 +24,7 @@ public final class MissionQueue {
     static let columns = """
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
         reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go, \
-        timeout_ns, silence_ns, stop_cause, at_most_once
+        timeout_ns, silence_ns, stop_cause, at_most_once, retries, retry_backoff_ns, retried, retry_at, attempt_base, may_have_run
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -44,7 +44,9 @@ public final class MissionQueue {
             finishedAt: r[16].double.map { Date(timeIntervalSince1970: $0) },
             letDaemonsGo: (r[17].int ?? 0) != 0,
             timeout: r[18].int.map { TimeSpan(nanoseconds: $0) }, silenceLimit: r[19].int.map { TimeSpan(nanoseconds: $0) },
-            stopCause: r[20].text.flatMap(StopCause.init(rawValue:)), atMostOnce: (r[21].int ?? 0) != 0)
+            stopCause: r[20].text.flatMap(StopCause.init(rawValue:)), atMostOnce: (r[21].int ?? 0) != 0,
+            retries: Int(r[22].int ?? 0), retryBackoff: r[23].int.map { TimeSpan(nanoseconds: $0) }, retried: Int(r[24].int ?? 0),
+            retryAt: r[25].double.map { Date(timeIntervalSince1970: $0) }, attemptBase: Int(r[26].int ?? 0), mayHaveRun: (r[27].int ?? 0) != 0)
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
@@ -56,16 +58,17 @@ public final class MissionQueue {
     /// process of a mission").
     public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
                         letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
-                        atMostOnce: Bool = false) throws -> Int64 {
+                        atMostOnce: Bool = false, retries: Int = 0, retryBackoff: TimeSpan? = nil) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
             try db.execute("""
-                INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns, at_most_once)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns, at_most_once,
+                                     retries, retry_backoff_ns)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
                       .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null,
-                      .int(atMostOnce ? 1 : 0)])
+                      .int(atMostOnce ? 1 : 0), .int(Int64(max(0, retries))), retryBackoff.map { .int($0.nanoseconds) } ?? .null])
             return db.lastInsertRowID
         }
     }
@@ -151,6 +154,8 @@ public final class MissionQueue {
     /// What a settlement did.
     public enum SettleOutcome: Sendable, Equatable {
         case ended(MissionState, reason: String?)
+        /// A failed attempt of a mission with retries left: pending again, not before `at`.
+        case retry(at: Double, reason: String)
         case died(ShimDeath)
         case reverted
         /// The attempt was not running any more: nothing changed.
@@ -221,6 +226,11 @@ public final class MissionQueue {
         return nil
     }
 
+    /// Settles one running attempt in its own transaction (start-up recovery).
+    public func settle(id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
+        try db.write { try settleLocked(id, attempt: attempt, settlement) }
+    }
+
     /// Ends a running attempt as failed (or cancelled when that was asked) without a usable
     /// result, e.g. a corrupt result file. Nil when stale.
     @discardableResult
@@ -289,6 +299,7 @@ public final class MissionQueue {
         var taken = Set<String>()
         var after: Int64 = 0
         let now = MissionQueue.now()
+        let wallNow = Clock.wall().timeIntervalSince1970
         while claimed.count < limit {
             let batch = limit - claimed.count + 16
             let rows = try db.query("""
@@ -299,14 +310,21 @@ public final class MissionQueue {
             for r in rows {
                 var m = MissionQueue.decode(r)
                 after = m.id
+                // A retry waits for its time (`MissionLifecycle.isDue`), and so do the missions
+                // behind it on its key (FIFO per key).
+                let due = MissionLifecycle.isDue(retryAt: m.retryAt?.timeIntervalSince1970, now: wallNow,
+                                                 maxBackoff: max(.seconds(60), m.retryBackoff ?? .seconds(1)))
                 if let key = m.lockKey {
                     guard !taken.contains(key) else { continue }
                     taken.insert(key)
+                    guard due else { continue }
                     try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
+                } else if !due {
+                    continue
                 }
                 try db.execute("""
                     UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
-                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL
+                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL, retry_at = NULL
                     WHERE id = ?
                     """, [now, .int(m.id)])
                 m.state = .running
@@ -329,23 +347,32 @@ public final class MissionQueue {
     }
 
     private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
-        guard let row = try db.query("""
-            SELECT cancel_requested, max_attempts, stop_cause, timeout_ns, silence_ns, at_most_once FROM missions
-            WHERE id = ? AND state = 'running' AND attempts = ?
-            """, [.int(id), .int(Int64(attempt))]).first else { return .stale }
-        let cancel = (row[0].int ?? 0) != 0
-        let maxAttempts = Int(row[1].int ?? 1)
-        let stopCause = row[2].text.flatMap(StopCause.init(rawValue:))
-        let timeout = row[3].int.map { TimeSpan(nanoseconds: $0) }, silence = row[4].int.map { TimeSpan(nanoseconds: $0) }
-        let atMostOnce = (row[5].int ?? 0) != 0
+        guard let m = try db.query("SELECT \(MissionQueue.columns) FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
+                                   [.int(id), .int(Int64(attempt))]).first.map(MissionQueue.decode) else { return .stale }
+        let cancel = m.cancelRequested
         let outcome: SettleOutcome
         switch settlement {
         case .finished(let result):
-            let (state, reason) = MissionQueue.outcome(of: result, cancelRequested: cancel, stopCause: stopCause, timeout: timeout, silenceLimit: silence)
-            try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
-                           [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
-                            reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
-            outcome = .ended(state, reason: reason)
+            // MissionLifecycle decides (docs/missions.md, "Lifecycle"): done, failed, cancelled,
+            // or — retries left — pending again after a backoff.
+            let event = MissionEvent.exited(code: result.exitCode, signal: result.signal, reason: result.reason, stoppedFor: m.stopCause)
+            let now = Clock.wall().timeIntervalSince1970
+            guard let t = MissionLifecycle.apply(event, to: m.record, policy: m.policy, now: now, jitter: Double.random(in: 0..<1)) else { return .stale }
+            let reason = t.record.reason
+            if t.record.phase == .pending {
+                try db.execute("""
+                    UPDATE missions SET state = 'pending', exit_code = ?, signal = ?, reason = ?, retried = ?, retry_at = ?,
+                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
+                    """, [.int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null, reason.map { .text($0) } ?? .null,
+                          .int(Int64(t.record.retried)), t.record.retryAt.map { .double($0) } ?? .null, .int(id)])
+                outcome = .retry(at: t.record.retryAt ?? now, reason: reason ?? "")
+            } else {
+                let state = MissionState(rawValue: t.record.phase.rawValue) ?? .failed
+                try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
+                               [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
+                                reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
+                outcome = .ended(state, reason: reason)
+            }
         case .failed(let reason):
             let state: MissionState = cancel ? .cancelled : .failed
             try db.execute("UPDATE missions SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
@@ -359,12 +386,8 @@ public final class MissionQueue {
             outcome = .reverted
         case .shimDied(let reason, let countAttempt):
             // The rule is MissionLifecycle's (docs/missions.md, "Lifecycle"); here it is stored.
-            var record = MissionRecord()
-            record.phase = .running
-            record.attempts = attempt
-            record.cancelRequested = cancel
-            let policy = MissionPolicy(maxAttempts: maxAttempts, atMostOnce: atMostOnce)
-            let t = MissionLifecycle.apply(.shimDied(reason: reason, mayHaveStarted: countAttempt), to: record, policy: policy, now: 0)
+            let record = m.record
+            let t = MissionLifecycle.apply(.shimDied(reason: reason, mayHaveStarted: countAttempt), to: record, policy: m.policy, now: 0)
             let next = t?.record ?? record
             let text = next.reason ?? reason
             switch next.phase {
@@ -384,8 +407,8 @@ public final class MissionQueue {
                     """, [.text(text), .int(id)])
                 outcome = .died(.requeued(attempts: attempt))
             default:
-                try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ? WHERE id = ?",
-                               [.text(text), MissionQueue.now(), .int(id)])
+                try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ?, may_have_run = ? WHERE id = ?",
+                               [.text(text), MissionQueue.now(), .int(next.mayHaveRun ? 1 : 0), .int(id)])
                 outcome = .died(.failed(reason: text))
             }
         }
@@ -394,6 +417,36 @@ public final class MissionQueue {
             try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body)
         }
         return outcome
+    }
+
+    /// The earliest `retry_at` of a pending mission (wall-clock seconds), for the runner's wake.
+    public func nextRetry() throws -> Double? {
+        try db.query("SELECT min(retry_at) FROM missions WHERE state = 'pending' AND retry_at IS NOT NULL").first?[0].double
+    }
+
+    public enum RetryOutcome: Equatable, Sendable {
+        case queued
+        case notFailed(MissionState)
+        /// At most once and interrupted: it may have run; add it anew if it must run again.
+        case mayHaveRun
+        case notFound
+    }
+
+    /// `vigil mission retry`: a failed mission is pending again with fresh budgets (its attempt
+    /// numbers go on). Never one that ended "interrupted: may have run".
+    public func retry(id: Int64) throws -> RetryOutcome {
+        try db.write {
+            guard let m = try mission(id) else { return .notFound }
+            guard let t = MissionLifecycle.apply(.retryRequested, to: m.record, policy: m.policy, now: Clock.wall().timeIntervalSince1970) else {
+                return m.state == .failed ? .mayHaveRun : .notFailed(m.state)
+            }
+            try db.execute("""
+                UPDATE missions SET state = 'pending', reason = ?, retried = 0, retry_at = NULL, attempt_base = ?, exit_code = NULL,
+                    signal = NULL, finished_at = NULL, cancel_requested = 0, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
+                WHERE id = ? AND state = 'failed'
+                """, [t.record.reason.map { .text($0) } ?? .null, .int(Int64(t.record.attemptBase)), .int(id)])
+            return .queued
+        }
     }
 
     /// A lock row whose holder is not running.

@@ -61,5 +61,14 @@ extension Schema {
         "ALTER TABLE missions ADD COLUMN stop_cause TEXT",
         // `--at-most-once`: an attempt that may have started its command is never started again.
         "ALTER TABLE missions ADD COLUMN at_most_once INTEGER NOT NULL DEFAULT 0",
+        // `--retries N` / `--retry-backoff D`: failed attempts run again (`retried` so far since
+        // `attempt_base`, the attempts when an operator last retried it), not before `retry_at`
+        // (wall-clock seconds); `may_have_run`: ended "interrupted" at most once, never again.
+        "ALTER TABLE missions ADD COLUMN retries INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE missions ADD COLUMN retry_backoff_ns INTEGER",
+        "ALTER TABLE missions ADD COLUMN retried INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE missions ADD COLUMN retry_at REAL",
+        "ALTER TABLE missions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE missions ADD COLUMN may_have_run INTEGER NOT NULL DEFAULT 0",
     ]
 }

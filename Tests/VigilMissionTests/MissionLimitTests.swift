@@ -76,7 +76,61 @@ struct AtMostOnceTests {
         #expect(m.reason?.hasPrefix("interrupted: may have run") == true, "\(m.reason ?? "")")
         #expect(lines(runs).count == 1, "an at-most-once mission ran once")
         #expect(try env.mission(b).state == .done && lines(again).count == 2, "the default is at least once: it ran again")
+        let retry = try env.vigil(["mission", "retry", "\(a)"])
+        #expect(retry.code == 1 && retry.err.contains("never started again"), "\(retry.err)")
         let shown = try env.vigil(["mission", "show", "\(a)", "--json"])
         #expect(shown.out.contains(#""at_most_once":true"#), "\(shown.out)")
+    }
+}
+
+/// `--retries` and `vigil mission retry` (docs/missions.md, "Lifecycle").
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct MissionRetryTests {
+    func add(_ env: MissionEnv, _ flags: [String], _ argv: [String]) throws -> Int64 {
+        let r = try env.vigil(["mission", "add"] + flags + ["--"] + argv, cwd: env.root)
+        #expect(r.code == 0, "\(r.err)")
+        return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
+    /// Fails until its third run (a counter file), then succeeds.
+    func flaky(_ counter: String, succeedAt n: Int) -> [String] {
+        ["sh", "-c", "n=$(cat \"$0\" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > \"$0\"; echo \"run $n attempt $VIGIL_MISSION_ATTEMPT\"; [ $n -ge \(n) ]", counter]
+    }
+
+    @Test func failedAttemptsAreRetriedWithBackoffAndFromTheCheckpoint() throws {
+        let env = try MissionEnv("retries")
+        defer { env.finish() }
+        let flaky = try add(env, ["--retries", "2", "--retry-backoff", "0.2s"], flaky(env.path("c1"), succeedAt: 3))
+        let hopeless = try add(env, ["--retries", "1", "--retry-backoff", "0.1s"], ["false"])
+        let resumes = try add(env, ["--retries", "1", "--retry-backoff", "0.1s"], ["sh", "-c", """
+            if [ -n "$VIGIL_CHECKPOINT" ]; then echo "resumed from $(cat "$VIGIL_CHECKPOINT")"; exit 0; fi
+            echo half > "$VIGIL_MISSION_SCRATCH/s"; "$0" checkpoint save "$VIGIL_MISSION_SCRATCH/s" >/dev/null; exit 4
+            """, vigilPath])
+        try env.startDriver(maxParallel: 3)
+        try waitUntil("all three to end", timeout: 60) { try [flaky, hopeless, resumes].allSatisfy { try env.mission($0).state.isFinal } }
+        let f = try env.mission(flaky)
+        #expect(f.state == .done && f.attempts == 3 && f.retried == 2, "\(f.state) \(f.attempts) \(f.retried) \(f.reason ?? "")")
+        let h = try env.mission(hopeless)
+        #expect(h.state == .failed && h.attempts == 2 && h.reason == "exited with status 1 (after 1 retry)", "\(h.reason ?? "")")
+        let r = try env.mission(resumes)
+        #expect(r.state == .done && r.attempts == 2)
+        #expect(readText(MissionPaths(stateDir: env.state, id: resumes).output).contains("resumed from half"))
+        let scheduled = env.events("mission-retry-scheduled")
+        #expect(scheduled.count == 4, "2 + 1 + 1 retries: \(scheduled.count)")
+        #expect(scheduled.contains { $0["reason"]?.stringValue == "attempt 1 exited with status 1; retry 1 of 2" })
+    }
+
+    @Test func anOperatorRetriesAFailedMission() throws {
+        let env = try MissionEnv("retry-cmd")
+        defer { env.finish() }
+        let id = try add(env, [], flaky(env.path("c"), succeedAt: 2))
+        try env.startDriver()
+        try waitUntil("the first attempt to fail") { try env.mission(id).state == .failed }
+        #expect(try env.vigil(["mission", "retry", "\(id)"]).code == 0)
+        try waitUntil("the retry to be done") { try env.mission(id).state == .done }
+        #expect(try env.mission(id).attempts == 2)
+        let again = try env.vigil(["mission", "retry", "\(id)"])
+        #expect(again.code == 1 && again.err.contains("not failed"), "\(again.err)")
+        #expect(try env.vigil(["mission", "retry", "999"]).code == 1)
     }
 }

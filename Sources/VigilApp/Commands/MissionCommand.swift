@@ -7,10 +7,12 @@ import VigilSystem
 /// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
     static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
-    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] [--at-most-once] -- CMD [ARG…]
+    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] [--at-most-once]
+                             [--retries N] [--retry-backoff D] -- CMD [ARG…]
            vigil mission list [--json] [--last N]
            vigil mission show ID [--json] [--follow]
            vigil mission cancel ID
+           vigil mission retry ID
 
     add      Enqueues CMD with its arguments, run as given (never through a shell), in the
              current directory. Prints the mission id only after the commit returned: a printed
@@ -27,6 +29,9 @@ enum MissionCommand {
              that may have started its command is never started again after a crash (its shim
              died): the mission ends failed, "interrupted: may have run" (default: at least
              once, so a crash between the command's end and its result runs it again).
+             --retries N: an attempt that failed (non-zero exit, killed, timed out, silent) is
+             run again, up to N times, after --retry-backoff D (default 1s; doubled for each
+             retry, at most 60s or D, jittered); the retry gets the newest checkpoint.
     list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
@@ -35,6 +40,8 @@ enum MissionCommand {
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
              the mission has ended. --json: the object of list --json.
+    retry    A failed mission is queued again with fresh budgets (attempt numbers go on); not one
+             that ended "interrupted: may have run" (--at-most-once: add it anew instead).
     cancel   A waiting or pending mission is cancelled at once; a running one gets SIGTERM
              (its process groups), then SIGKILL after the runner's grace.
 
@@ -52,14 +59,16 @@ enum MissionCommand {
         case "list", "ls": try list(rest, inv.stateDir)
         case "show": try show(rest, inv.stateDir)
         case "cancel": try cancel(rest, inv.stateDir)
-        default: throw UsageError("unknown mission subcommand \(sub.debugDescription) (use add, list, show or cancel)")
+        case "retry": try retry(rest, inv.stateDir)
+        default: throw UsageError("unknown mission subcommand \(sub.debugDescription) (use add, list, show, cancel or retry)")
         }
     }
 
     // MARK: - Subcommands
 
     static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
-        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit"], booleans: ["let-daemons-go", "at-most-once"])
+        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit", "retries", "retry-backoff"],
+                                 booleans: ["let-daemons-go", "at-most-once"])
         let command = args.rest ?? args.positional
         guard !command.isEmpty, !command[0].isEmpty else {
             throw UsageError("mission add needs a command after --, e.g. vigil mission add -- make test")
@@ -72,9 +81,13 @@ enum MissionCommand {
         let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
         let cwd = FileManager.default.currentDirectoryPath
         let timeout = try args.duration("timeout"), silenceLimit = try args.duration("silence-limit")
+        let retries = try args.int("retries", min: 0) ?? 0
+        let backoff = try args.duration("retry-backoff")
+        if let backoff, backoff > .seconds(3600) { throw UsageError("--retry-backoff \(backoff) is too long (at most 1h)") }
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
             try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
-                          timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"))
+                          timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"),
+                          retries: retries, retryBackoff: backoff)
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -135,7 +148,7 @@ enum MissionCommand {
                    "  daemons:   \(m.letDaemonsGo ? "let go at its end (--let-daemons-go)" : "killed at its end")",
                    "  delivery:  \(m.atMostOnce ? "at most once (--at-most-once)" : "at least once")",
                    "  limits:    timeout \(m.timeout.map(\.description) ?? "default"), silence \(m.silenceLimit.map(\.description) ?? "default")",
-                   "  attempts:  \(m.attempts) of \(m.maxAttempts)",
+                   "  attempts:  \(m.attempts) of \(m.maxAttempts)\(m.retries > 0 ? ", retries \(m.retried) of \(m.retries)" : "")\(m.retryAt.map { ", next at \(Clock.iso($0))" } ?? "")",
                    "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
         if let r = m.reason { out.append("  reason:    \(r)") }
         if let s = m.shim { out.append("  shim:      \(s.identity)") }
@@ -178,6 +191,19 @@ enum MissionCommand {
     static func flushCarry(_ carry: inout [UInt8]) {
         let rest = MissionOutput.escapeForTerminal([], carry: &carry, final: true)
         if !rest.isEmpty { FileHandle.standardOutput.write(Data(rest)) }
+    }
+
+    static func retry(_ argv: [String], _ stateDir: StateDirectory) throws {
+        let args = try Arguments(argv, valued: [])
+        let id = try missionID(args.positional, "retry")
+        let outcome = try withQueue(stateDir, doing: "nothing was retried") { q in try q.retry(id: id) }
+        MissionRunner.poke(stateDir)
+        switch outcome {
+        case .queued: printOut("mission \(id) queued again")
+        case .notFailed(let s): throw CommandError("mission \(id) is \(s.rawValue), not failed: only a failed mission is retried")
+        case .mayHaveRun: throw CommandError("mission \(id) ended \"interrupted: may have run\" (--at-most-once): it is never started again; add it anew if it must run")
+        case .notFound: throw CommandError("there is no mission \(id)")
+        }
     }
 
     static func cancel(_ argv: [String], _ stateDir: StateDirectory) throws {
@@ -258,6 +284,8 @@ enum MissionCommand {
             "let_daemons_go": .bool(m.letDaemonsGo),
             "timeout_s": m.timeout.map { .double($0.seconds) } ?? .null,
             "at_most_once": .bool(m.atMostOnce),
+            "retries": .int(Int64(m.retries)), "retried": .int(Int64(m.retried)),
+            "retry_at": m.retryAt.map { .string(Clock.iso($0)) } ?? .null,
             "silence_limit_s": m.silenceLimit.map { .double($0.seconds) } ?? .null,
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
             "created": date(m.createdAt),

@@ -82,6 +82,8 @@ public final class MissionRunner {
     private var tracked: [Int64: Tracked] = [:]
     private var lastDataVersion: Int64? = nil
     private var claimNeeded = true
+    /// The earliest pending retry (wall-clock seconds): a claim pass is due then.
+    private var nextRetryWall: Double?
 
     /// A running attempt this runner watches.
     final class Tracked {
@@ -171,6 +173,15 @@ public final class MissionRunner {
             if let k = t.killSentAt { due = k + termGrace } else if let s = t.termSentAt { due = s + termGrace } else { due = Clock.boot() }
             next = next.map { min($0, due) } ?? due
         }
+        if let r = nextRetryWall {
+            // A wall-clock time on the boot clock; never later than the longest backoff from now.
+            // Only ahead: one already due is claimed when a slot is free (an ending attempt ticks).
+            let wait = min(r - Clock.wall().timeIntervalSince1970, 3600)
+            if wait > 0 {
+                let due = Clock.boot() + .seconds(wait)
+                next = next.map { min($0, due) } ?? due
+            }
+        }
         for t in tracked.values where !t.cancelRequested && !t.exited {
             guard var due = MissionLifecycle.nextDeadline(t.watch, cancelRequested: t.stopCause != nil, policy: t.policy) else { continue }
             // Silence is judged from output seen at a tick: look at least once a second.
@@ -220,6 +231,9 @@ public final class MissionRunner {
             return (key, text + ".")
         case .died(.failed(let reason)):
             return (key, "Mission \(id) failed: \(reason)")
+        case .retry(let at, let reason):
+            let wait = max(0, at - Clock.wall().timeIntervalSince1970)
+            return (key, "Mission \(id) \(reason), in \(TimeSpan.seconds(wait.rounded()))." )
         default:
             return nil
         }
@@ -381,13 +395,26 @@ public final class MissionRunner {
         let paths = MissionPaths(stateDir: stateDir, id: id)
         switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
         case .ok(let r) where r.mission == id && r.attempt == attempt:
-            guard let state = try q.finish(id: id, attempt: attempt, result: r) else { return .noResult }
-            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt)), "state": .string(state.rawValue)]
+            let outcome = try q.settle(id: id, attempt: attempt, .finished(r))
+            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt))]
             MissionRunner.addResult(r, to: &fields)
-            if let reason = r.reason { fields["reason"] = .string(reason) }
-            journal.append("mission-finished", fields)
-            announceEnd(id, attempt, .finished(r), .ended(state, reason: (try? q.mission(id))??.reason))
-            return .finished(state)
+            switch outcome {
+            case .ended(let state, let reason):
+                fields["state"] = .string(state.rawValue)
+                if let reason { fields["reason"] = .string(reason) }
+                journal.append("mission-finished", fields)
+                announceEnd(id, attempt, .finished(r), outcome)
+                return .finished(state)
+            case .retry(let at, let reason):
+                fields["reason"] = .string(reason)
+                fields["retry_at"] = .string(Clock.iso(Date(timeIntervalSince1970: at)))
+                journal.append("mission-retry-scheduled", fields)
+                nextRetryWall = min(nextRetryWall ?? at, at)
+                announceEnd(id, attempt, .finished(r), outcome)
+                return .finished(.pending)
+            default:
+                return .noResult
+            }
         case .corrupt(let why):
             let reason = "its result file was corrupt (\(why)); the file was quarantined"
             // The database first: if we are killed between the two, the row is final and the
@@ -561,6 +588,8 @@ public final class MissionRunner {
             claimNeeded = true
         }
 
+        if let r = nextRetryWall, Clock.wall().timeIntervalSince1970 >= r { claimNeeded = true }
+
         // One transaction: settle, record identities left from an earlier failure, claim.
         let unrecorded = tracked.values.filter { !$0.identityRecorded && $0.shim != nil && !$0.exited }
         let free = maxParallel - (tracked.count - plan.count)
@@ -571,7 +600,10 @@ public final class MissionRunner {
                 recordShims: unrecorded.map { ($0.id, $0.attempt, $0.shim!) },
                 claimLimit: claimLimit)
             for t in unrecorded { t.identityRecorded = true }
-            if claimLimit > 0 { claimNeeded = false }
+            if claimLimit > 0 {
+                claimNeeded = false
+                nextRetryWall = try? q.nextRetry()
+            }
             for (item, outcome) in zip(plan, outcomes) {
                 tracked[item.t.id] = nil
                 after(item.t, item.settlement, outcome, corrupt: item.corrupt)
@@ -707,6 +739,13 @@ public final class MissionRunner {
         case .reverted:
             journal.append("mission-start-reverted", fields)
             claimNeeded = true // try again (e.g. the executable was being replaced)
+        case .retry(let at, let reason):
+            if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
+            fields["reason"] = .string(reason)
+            fields["retry_at"] = .string(Clock.iso(Date(timeIntervalSince1970: at)))
+            journal.append("mission-retry-scheduled", fields)
+            nextRetryWall = min(nextRetryWall ?? at, at)
+            announceEnd(t.id, t.attempt, settlement, outcome)
         case .died(let death):
             guard case .shimDied(let reason, _) = settlement else { return }
             report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
