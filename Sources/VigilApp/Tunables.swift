@@ -28,6 +28,10 @@ public struct Tunables: Equatable, Sendable {
     /// "Timeouts and silence"); nil: none.
     public var missionTimeout: TimeSpan?
     public var missionSilenceLimit: TimeSpan?
+    /// The breaker per lock key: failed missions in a row that pause a key (0: off), and the
+    /// cool-off before one is tried again.
+    public var keyBreakerLimit = KeyBreakerPolicy.defaultLimit
+    public var keyBreakerCoolOff = KeyBreakerPolicy.defaultCoolOff
     /// When the runner and the bridge rotate `journal.jsonl` (docs/operator-guide.md, "Reading
     /// the journal"): past this size, keeping `journalKeep` old files.
     public var journalMaxBytes: Int64 = Journal.Rotation.defaultMaxBytes
@@ -40,7 +44,8 @@ public struct Tunables: Equatable, Sendable {
     static let durationKeys = ["tick", "heartbeat-interval", "stale-after", "cooldown", "term-grace", "start-grace",
                                "circuit-cooloff", "stable-after", "circuit-reminder"]
     static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap",
-                            "journal-max-bytes", "journal-keep", "mission-timeout", "mission-silence-limit"]
+                            "journal-max-bytes", "journal-keep", "mission-timeout", "mission-silence-limit",
+                            "key-breaker-limit", "key-breaker-cooloff"]
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
@@ -84,6 +89,11 @@ public struct Tunables: Equatable, Sendable {
             missionOutputCap = Int64(b)
         case "mission-timeout":
             missionTimeout = text == "off" ? nil : try Arguments.duration(text, name: name)
+        case "key-breaker-limit":
+            guard let n = Int(text), n >= 0, n <= 1000 else { throw UsageError("\(name) must be a whole number from 0 (off) to 1000 (got \(text))") }
+            keyBreakerLimit = n
+        case "key-breaker-cooloff":
+            keyBreakerCoolOff = try Arguments.duration(text, name: name)
         case "mission-silence-limit":
             missionSilenceLimit = text == "off" ? nil : try Arguments.duration(text, name: name)
         case "journal-max-bytes":
@@ -144,7 +154,8 @@ public struct Configuration: Sendable {
     /// What every mission gets (docs/missions.md, "Environment" and "Output cap").
     public var missionSettings: MissionSettings {
         MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv,
-                        timeout: tunables.missionTimeout, silenceLimit: tunables.missionSilenceLimit)
+                        timeout: tunables.missionTimeout, silenceLimit: tunables.missionSilenceLimit,
+                        keyBreaker: KeyBreakerPolicy(limit: tunables.keyBreakerLimit, coolOff: tunables.keyBreakerCoolOff))
     }
 
     /// Loads vigil.json from the state directory (if present), then applies flags. The state

@@ -15,8 +15,9 @@
 ///
 /// Status (issue 10 §1, in part): `MissionQueue` settles finished attempts (retries) and dead
 /// shims (`--at-most-once`) and takes operator retries with `apply`, claims with `isDue`, and
-/// `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with `watch`. `claimLocked`
-/// still selects in SQL by `claimable`'s rules; `KeyBreaker` is not wired yet.
+/// `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with `watch`, and the key
+/// breakers are `KeyBreaker` (`VigilStore/KeyBreakers.swift`). `claimLocked` still selects in
+/// SQL by `claimable`'s rules rather than calling it.
 public enum MissionPhase: String, Codable, Sendable, CaseIterable {
     case pending
     case running

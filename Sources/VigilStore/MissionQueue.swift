@@ -18,6 +18,20 @@ public final class MissionQueue {
     /// e.g. a mission's end notification: committed together, so a crash right after the
     /// commit cannot lose the message. Set by the runner; nil queues nothing.
     public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome) -> [(key: String, adapter: String, body: String)])?
+    /// Messages for a key whose breaker paused (or closed), queued with the settlement that did it.
+    public var announceKey: ((_ key: String, _ told: KeyBreaker.Told) -> [(key: String, adapter: String, body: String)])?
+    /// The breaker per lock key; `limit` 0 turns it off.
+    public var breakerPolicy = KeyBreakerPolicy()
+    /// Breakers that paused or closed in settlements since the caller last took them
+    /// (`takeKeyEvents`), for the journal: only committed ones are kept.
+    private var keyEvents: [(key: String, told: KeyBreaker.Told)] = []
+    private var pendingKeyEvents: [(key: String, told: KeyBreaker.Told)] = []
+
+    /// What the breakers did in the transactions committed since the last call.
+    public func takeKeyEvents() -> [(key: String, told: KeyBreaker.Told)] {
+        defer { keyEvents = [] }
+        return keyEvents
+    }
 
     public static let defaultMaxAttempts = 3
 
@@ -168,11 +182,15 @@ public final class MissionQueue {
     public func settleAndClaim(_ settlements: [(id: Int64, attempt: Int, settlement: Settlement)],
                                recordShims shims: [(id: Int64, attempt: Int, shim: MissionShim)] = [],
                                claimLimit: Int) throws -> (outcomes: [SettleOutcome], claimed: [Mission]) {
-        try db.write {
+        pendingKeyEvents = []
+        let r = try db.write {
             let outcomes = try settlements.map { try settleLocked($0.id, attempt: $0.attempt, $0.settlement) }
             try recordShimsLocked(shims)
             return (outcomes, try claimLocked(limit: claimLimit))
         }
+        keyEvents += pendingKeyEvents
+        pendingKeyEvents = []
+        return r
     }
 
     /// Claims up to `limit` pending missions in id order, in one transaction: each becomes
@@ -228,7 +246,11 @@ public final class MissionQueue {
 
     /// Settles one running attempt in its own transaction (start-up recovery).
     public func settle(id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
-        try db.write { try settleLocked(id, attempt: attempt, settlement) }
+        pendingKeyEvents = []
+        let r = try db.write { try settleLocked(id, attempt: attempt, settlement) }
+        keyEvents += pendingKeyEvents
+        pendingKeyEvents = []
+        return r
     }
 
     /// Ends a running attempt as failed (or cancelled when that was asked) without a usable
@@ -318,6 +340,14 @@ public final class MissionQueue {
                     guard !taken.contains(key) else { continue }
                     taken.insert(key)
                     guard due else { continue }
+                    if breakerPolicy.limit > 0 {
+                        var b = try breakerLocked(key)
+                        if b.isPaused(now: wallNow, coolOff: breakerPolicy.coolOff) { continue } // the key waits
+                        if b.pausedAt != nil {
+                            b.claimed(now: wallNow, coolOff: breakerPolicy.coolOff) // half-open: this one is the trial
+                            try storeBreakerLocked(key, b)
+                        }
+                    }
                     try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
                 } else if !due {
                     continue
@@ -415,6 +445,17 @@ public final class MissionQueue {
         try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
         for m in announce?(id, attempt, settlement, outcome) ?? [] {
             try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body)
+        }
+        // The key's breaker counts what the mission's own command did: a finished attempt that
+        // ended the mission done or failed (a retry still pending, a cancel, a dead shim: not).
+        if let key = m.lockKey, breakerPolicy.limit > 0, case .finished = settlement, case .ended(let state, _) = outcome, state != .cancelled {
+            var b = try breakerLocked(key)
+            let told = b.ended(success: state == .done, now: Clock.wall().timeIntervalSince1970, limit: breakerPolicy.limit)
+            try storeBreakerLocked(key, b)
+            if let told {
+                for m in announceKey?(key, told) ?? [] { try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body) }
+                pendingKeyEvents.append((key, told))
+            }
         }
         return outcome
     }

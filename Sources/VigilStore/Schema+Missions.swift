@@ -70,5 +70,14 @@ extension Schema {
         "ALTER TABLE missions ADD COLUMN retry_at REAL",
         "ALTER TABLE missions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE missions ADD COLUMN may_have_run INTEGER NOT NULL DEFAULT 0",
+        // The breaker per lock key (docs/missions.md, "A breaker per key").
+        """
+        CREATE TABLE key_breakers (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL DEFAULT 0,
+            paused_at REAL,
+            trial INTEGER NOT NULL DEFAULT 0
+        )
+        """,
     ]
 }

@@ -134,3 +134,44 @@ struct MissionRetryTests {
         #expect(try env.vigil(["mission", "retry", "999"]).code == 1)
     }
 }
+
+/// The breaker per lock key (docs/missions.md, "A breaker per key").
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct KeyBreakerTests {
+    func setUp(_ env: MissionEnv, limit: Int, coolOff: String) throws -> [Int64] {
+        try AtomicFile.makeDirectory(env.state.path)
+        try Data(#"{"key-breaker-limit": \#(limit), "key-breaker-cooloff": "\#(coolOff)"}"#.utf8).write(to: URL(fileURLWithPath: env.state.config))
+        return try [["false"], ["false"], ["true"], ["true"]].map { try env.add($0, lock: "repo") }
+    }
+
+    @Test func aKeyPausesAfterKFailuresInARowUntilResumed() throws {
+        let env = try MissionEnv("breaker")
+        defer { env.finish() }
+        let ids = try setUp(env, limit: 2, coolOff: "1h")
+        let other = try env.add(["true"], lock: "elsewhere")
+        try env.startDriver()
+        try waitUntil("the key to pause") { !env.events("mission-key-paused").isEmpty }
+        try waitUntil("the mission on another key to run") { try env.mission(other).state == .done }
+        #expect(try env.mission(ids[0]).state == .failed && env.mission(ids[1]).state == .failed)
+        #expect(try env.mission(ids[2]).state == .pending && env.mission(ids[3]).state == .pending, "the missions behind a paused key wait")
+        #expect(env.events("mission-key-paused").first?["failures"]?.intValue == 2)
+        let list = try env.vigil(["mission", "list"])
+        #expect(list.out.contains("lock key repo paused since"), "\(list.out)")
+        let resume = try env.vigil(["mission", "resume-key", "repo"])
+        #expect(resume.code == 0 && resume.out.contains("resumed"), "\(resume.out) \(resume.err)")
+        try waitUntil("the waiting missions to run") { try env.mission(ids[3]).state == .done }
+        #expect(try env.mission(ids[2]).state == .done)
+        #expect(try env.vigil(["mission", "resume-key", "repo"]).out.contains("was not paused"))
+    }
+
+    @Test func afterTheCoolOffOneTrialRunsAndItsSuccessClosesTheBreaker() throws {
+        let env = try MissionEnv("breaker-trial")
+        defer { env.finish() }
+        let ids = try setUp(env, limit: 2, coolOff: "1s")
+        try env.startDriver()
+        try waitUntil("all to end", timeout: 60) { try ids.allSatisfy { try env.mission($0).state.isFinal } }
+        #expect(try env.mission(ids[2]).state == .done && env.mission(ids[3]).state == .done)
+        #expect(env.events("mission-key-paused").count == 1)
+        #expect(env.events("mission-key-resumed").first?["by"]?.stringValue == "a mission that succeeded")
+    }
+}

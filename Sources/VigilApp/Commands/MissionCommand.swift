@@ -13,6 +13,7 @@ enum MissionCommand {
            vigil mission show ID [--json] [--follow]
            vigil mission cancel ID
            vigil mission retry ID
+           vigil mission resume-key KEY
 
     add      Enqueues CMD with its arguments, run as given (never through a shell), in the
              current directory. Prints the mission id only after the commit returned: a printed
@@ -42,6 +43,9 @@ enum MissionCommand {
              the mission has ended. --json: the object of list --json.
     retry    A failed mission is queued again with fresh budgets (attempt numbers go on); not one
              that ended "interrupted: may have run" (--at-most-once: add it anew instead).
+    resume-key  Closes the breaker of lock key KEY: after key-breaker-limit (default 5)
+             missions on a key failed in a row, the key is paused (missions on it wait; one is
+             tried again after key-breaker-cooloff, default 10m); this resumes it now.
     cancel   A waiting or pending mission is cancelled at once; a running one gets SIGTERM
              (its process groups), then SIGKILL after the runner's grace.
 
@@ -60,7 +64,16 @@ enum MissionCommand {
         case "show": try show(rest, inv.stateDir)
         case "cancel": try cancel(rest, inv.stateDir)
         case "retry": try retry(rest, inv.stateDir)
-        default: throw UsageError("unknown mission subcommand \(sub.debugDescription) (use add, list, show, cancel or retry)")
+        case "resume-key":
+            let args = try Arguments(rest, valued: [])
+            guard args.positional.count == 1, let key = args.positional.first, !key.isEmpty else { throw UsageError("usage: vigil mission resume-key KEY") }
+            let was = try withQueue(inv.stateDir, doing: "nothing was resumed") { q in try q.resumeKey(key) }
+            if was {
+                Journal(path: inv.stateDir.journal, source: "cli").append("mission-key-resumed", ["key": .string(key), "by": "vigil mission resume-key"])
+            }
+            MissionRunner.poke(inv.stateDir)
+            printOut(was ? "lock key \(key) resumed: missions on it start again" : "lock key \(key) was not paused")
+        default: throw UsageError("unknown mission subcommand \(sub.debugDescription) (use add, list, show, cancel, retry or resume-key)")
         }
     }
 
@@ -124,6 +137,10 @@ enum MissionCommand {
         for m in missions {
             lines.append(row("\(m.id)", view.state(of: m).rawValue + (m.cancelRequested && m.state == .running ? "*" : ""),
                              "\(m.attempts)/\(m.maxAttempts)", m.exitCode.map { "\($0)" } ?? "-", m.lockKey ?? "-", display(m.argv)))
+        }
+        let paused = (try? withQueue(stateDir, doing: "") { q in try q.pausedKeys() }) ?? []
+        for p in paused {
+            lines.append("lock key \(p.key) paused since \(Clock.iso(p.since)) (\(p.failures) failed in a row): vigil mission resume-key \(p.key)")
         }
         printOut(lines.joined(separator: "\n"))
     }

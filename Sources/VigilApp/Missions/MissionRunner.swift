@@ -82,7 +82,7 @@ public final class MissionRunner {
     private var tracked: [Int64: Tracked] = [:]
     private var lastDataVersion: Int64? = nil
     private var claimNeeded = true
-    /// The earliest pending retry (wall-clock seconds): a claim pass is due then.
+    /// The earliest pending retry or paused key's trial (wall-clock seconds): a claim pass is due then.
     private var nextRetryWall: Double?
 
     /// A running attempt this runner watches.
@@ -207,11 +207,17 @@ public final class MissionRunner {
         if let queue { return queue }
         let db = try Database(path: stateDir.database, busyTimeout: busyTimeout.seconds)
         let q = MissionQueue(db: db)
+        q.breakerPolicy = settings.keyBreaker
         if let outbox = endNoticesInOutbox {
             q.announce = { id, attempt, settlement, outcome in
                 guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome) else { return [] }
                 let body = outbox.clean(n.text)
                 return outbox.adapters.map { (key: n.key, adapter: $0, body: body) }
+            }
+            let coolOff = settings.keyBreaker.coolOff
+            q.announceKey = { key, told in
+                let n = MissionRunner.keyNotice(key, told, coolOff: coolOff)
+                return outbox.adapters.map { (key: n.key, adapter: $0, body: outbox.clean(n.text)) }
             }
         }
         queue = q
@@ -236,6 +242,35 @@ public final class MissionRunner {
             return (key, "Mission \(id) \(reason), in \(TimeSpan.seconds(wait.rounded()))." )
         default:
             return nil
+        }
+    }
+
+    /// The chat message for a key whose breaker paused or closed (docs/missions.md, "A breaker
+    /// per key"); its outbox key is unique per event.
+    static func keyNotice(_ key: String, _ told: KeyBreaker.Told, coolOff: TimeSpan) -> (key: String, text: String) {
+        let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
+        switch told {
+        case .paused(let failures):
+            return ("key-\(key)-paused-\(stamp)", "Lock key \(key) is paused: \(failures) missions on it failed in a row, so the missions waiting for it do not start. One is tried again in \(coolOff); `vigil mission resume-key \(key)` resumes it now.")
+        case .closed:
+            return ("key-\(key)-closed-\(stamp)", "Lock key \(key) works again: missions on it start as usual.")
+        }
+    }
+
+    /// Journals (and, without the outbox, notifies) what the key breakers did in the last commit.
+    private func reportKeyEvents(_ q: MissionQueue) {
+        for (key, told) in q.takeKeyEvents() {
+            switch told {
+            case .paused(let failures):
+                journal.append("mission-key-paused", ["key": .string(key), "failures": .int(Int64(failures)),
+                                                      "cooloff_ms": .int(Int64(settings.keyBreaker.coolOff.milliseconds))])
+            case .closed:
+                journal.append("mission-key-resumed", ["key": .string(key), "by": "a mission that succeeded"])
+            }
+            if endNoticesInOutbox == nil {
+                let n = MissionRunner.keyNotice(key, told, coolOff: settings.keyBreaker.coolOff)
+                notify(n.key, n.text)
+            }
         }
     }
 
@@ -396,6 +431,7 @@ public final class MissionRunner {
         switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
         case .ok(let r) where r.mission == id && r.attempt == attempt:
             let outcome = try q.settle(id: id, attempt: attempt, .finished(r))
+            reportKeyEvents(q)
             var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt))]
             MissionRunner.addResult(r, to: &fields)
             switch outcome {
@@ -600,9 +636,11 @@ public final class MissionRunner {
                 recordShims: unrecorded.map { ($0.id, $0.attempt, $0.shim!) },
                 claimLimit: claimLimit)
             for t in unrecorded { t.identityRecorded = true }
+            reportKeyEvents(q)
             if claimLimit > 0 {
                 claimNeeded = false
-                nextRetryWall = try? q.nextRetry()
+                // The next moment a claim may find more: a retry due, a paused key's trial.
+                nextRetryWall = [try? q.nextRetry(), try? q.nextBreakerTrial()].compactMap { $0 }.min()
             }
             for (item, outcome) in zip(plan, outcomes) {
                 tracked[item.t.id] = nil

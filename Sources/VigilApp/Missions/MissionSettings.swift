@@ -1,5 +1,6 @@
 import Foundation
 import VigilCore
+import VigilStore
 
 /// What the configuration says about every mission (docs/missions.md, "Environment" and
 /// "Output cap"): `mission-output-cap` and `mission-env` in vigil.json. The runner hands them
@@ -18,8 +19,12 @@ public struct MissionSettings: Sendable, Equatable {
     /// `mission-timeout` / `mission-silence-limit`: for missions added without their own.
     public var timeout: TimeSpan?
     public var silenceLimit: TimeSpan?
+    /// `key-breaker-limit` / `key-breaker-cooloff` (docs/missions.md, "A breaker per key").
+    public var keyBreaker = KeyBreakerPolicy()
 
-    public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = [], timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil) {
+    public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = [], timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
+                keyBreaker: KeyBreakerPolicy = KeyBreakerPolicy()) {
+        self.keyBreaker = keyBreaker
         self.outputCap = outputCap
         self.passEnv = passEnv
         self.timeout = timeout
