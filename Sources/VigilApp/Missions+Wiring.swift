@@ -93,7 +93,7 @@ enum ChatMissions {
     }
 
     static func add(_ dir: StateDirectory, argv: [String], by: String) throws -> String {
-        let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath)
+        let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath, queuedBy: "chat \(by)")
         MissionRunner.poke(dir)
         return "Mission \(id) queued."
     }

@@ -67,6 +67,8 @@ public struct Mission: Sendable, Equatable {
     public var attemptBase: Int = 0
     /// Ended "interrupted: may have run" (at most once): never started again.
     public var mayHaveRun: Bool = false
+    /// Who queued it, for its notices.
+    public var queuedBy: String?
 
     /// Its policy as `MissionLifecycle` takes it (limits the runner adds: `MissionRunner`).
     public var policy: MissionPolicy {

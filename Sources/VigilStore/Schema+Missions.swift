@@ -70,6 +70,8 @@ extension Schema {
         "ALTER TABLE missions ADD COLUMN retry_at REAL",
         "ALTER TABLE missions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE missions ADD COLUMN may_have_run INTEGER NOT NULL DEFAULT 0",
+        // Who queued it ("chat @alice:example.org", "vigil mission add (uid 1000)"), for its notices.
+        "ALTER TABLE missions ADD COLUMN queued_by TEXT",
         // The breaker per lock key (docs/missions.md, "A breaker per key").
         """
         CREATE TABLE key_breakers (

@@ -19,6 +19,10 @@ struct AgentCommandTests {
         #expect(after.out.lowercased().contains("mission 1"), "\(after.out) \(after.err)")
         try h.waitUntil("mission 1 to run") { (try? String(contentsOfFile: h.dir + "/missions/1/output.log", encoding: .utf8))?.contains("agent: fix the tests") == true }
         try h.waitUntil("mission 1 to be done") { (try? h.vigil(["mission", "show", "1", "--json"]))?.out.contains(#""state":"done""#) == true }
+        #expect(try h.vigil(["mission", "show", "1", "--json"]).out.contains(#""queued_by":"chat console""#))
+        try h.waitUntil("the end notice to name who queued it") {
+            ((try? String(contentsOfFile: h.dir + "/chat.log", encoding: .utf8)) ?? "").contains("Mission 1 (queued by console) done")
+        }
         let show = try h.vigil(["say", "--wait", "20s", "show", "1"])
         #expect(show.out.contains("#1 done") && show.out.contains("agent: fix the tests"), "\(show.out) \(show.err)")
         #expect(try h.vigil(["say", "--wait", "20s", "show", "99"]).out.contains("There is no mission 99"))

@@ -33,6 +33,9 @@ struct CheckpointTests {
         #expect(out.contains("saved checkpoint 1"), "\(out)")
         #expect(out.contains("resumed:progress-1 attempt 2"), "\(out)")
         #expect(out.contains("resuming from checkpoint 1 (saved by attempt 1)"), "\(out)")
+        let show = try env.vigil(["mission", "show", "\(id)"])
+        #expect(show.out.contains("checkpoint 1: 11 bytes, attempt 1"), "\(show.out)")
+        #expect(try env.vigil(["mission", "show", "\(id)", "--json"]).out.contains(#""checkpoints":[{"#))
     }
 
     @Test func aCorruptNewestIsQuarantinedAndThePreviousUsed() throws {

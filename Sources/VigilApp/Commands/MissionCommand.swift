@@ -36,11 +36,13 @@ enum MissionCommand {
     list     Every mission (--last N: the newest N) with its state (pending, waiting, running,
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
-             argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, at_most_once, shim_pid,
+             argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, at_most_once,
+             retries, retried, retry_at, queued_by, shim_pid,
              created, started, finished.
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
-             the mission has ended. --json: the object of list --json.
+             the mission has ended. Its checkpoints are listed. --json: the object of list
+             --json, plus checkpoints (seq, size, attempt, saved, path, ok).
     retry    A failed mission is queued again with fresh budgets (attempt numbers go on); not one
              that ended "interrupted: may have run" (--at-most-once: add it anew instead).
     resume-key  Closes the breaker of lock key KEY: after key-breaker-limit (default 5)
@@ -100,7 +102,7 @@ enum MissionCommand {
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
             try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
                           timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"),
-                          retries: retries, retryBackoff: backoff)
+                          retries: retries, retryBackoff: backoff, queuedBy: "vigil mission add (uid \(getuid()))")
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -153,7 +155,7 @@ enum MissionCommand {
         }
         guard let m = found else { throw CommandError("no mission \(id) in \(stateDir.path) (see vigil mission list)") }
         if args.has("json") {
-            printOut(json(m, view, stateDir).jsonString)
+            printOut(json(m, view, stateDir, checkpoints: true).jsonString)
             return
         }
         let paths = MissionPaths(stateDir: stateDir, id: id)
@@ -168,11 +170,16 @@ enum MissionCommand {
                    "  attempts:  \(m.attempts) of \(m.maxAttempts)\(m.retries > 0 ? ", retries \(m.retried) of \(m.retries)" : "")\(m.retryAt.map { ", next at \(Clock.iso($0))" } ?? "")",
                    "  exit:      \(m.exitCode.map { "\($0)" } ?? "-")\(m.signal.map { " (\(SignalName.of($0)))" } ?? "")"]
         if let r = m.reason { out.append("  reason:    \(r)") }
+        if let b = m.queuedBy { out.append("  queued by: \(b)") }
         if let s = m.shim { out.append("  shim:      \(s.identity)") }
         out.append("  created:   \(Clock.iso(m.createdAt))")
         if let d = m.startedAt { out.append("  started:   \(Clock.iso(d))") }
         if let d = m.finishedAt { out.append("  finished:  \(Clock.iso(d))") }
         out.append("  output:    \(paths.output)")
+        for c in CheckpointStore(stateDir: stateDir, mission: id).list() {
+            let what = c.meta.map { "\($0.size) bytes, attempt \($0.attempt), \($0.saved)" } ?? "-"
+            out.append("  checkpoint \(c.seq): \(what)\(c.problem.map { " — unusable: \($0)" } ?? "")")
+        }
         out.append("--- output ---")
         printOut(out.joined(separator: "\n"))
         // The older part first (once the output reached half its cap), then the live file;
@@ -283,9 +290,10 @@ enum MissionCommand {
         return id
     }
 
-    static func json(_ m: Mission, _ view: MissionQueue.LockView, _ stateDir: StateDirectory) -> JSONValue {
+    /// - Parameter checkpoints: list its checkpoints too (`show --json`; not for every row of `list`).
+    static func json(_ m: Mission, _ view: MissionQueue.LockView, _ stateDir: StateDirectory, checkpoints: Bool = false) -> JSONValue {
         func date(_ d: Date?) -> JSONValue { d.map { .string(Clock.iso($0)) } ?? .null }
-        return .object([
+        var o: [String: JSONValue] = [
             "id": .int(m.id),
             "state": .string(view.state(of: m).rawValue),
             "attempts": .int(Int64(m.attempts)),
@@ -305,10 +313,19 @@ enum MissionCommand {
             "retry_at": m.retryAt.map { .string(Clock.iso($0)) } ?? .null,
             "silence_limit_s": m.silenceLimit.map { .double($0.seconds) } ?? .null,
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
+            "queued_by": m.queuedBy.map { .string($0) } ?? .null,
             "created": date(m.createdAt),
             "started": date(m.startedAt),
             "finished": date(m.finishedAt),
-        ])
+        ]
+        if checkpoints {
+            o["checkpoints"] = .array(CheckpointStore(stateDir: stateDir, mission: m.id).list().map { c in
+                .object(["seq": .int(Int64(c.seq)), "size": c.meta.map { .int(Int64($0.size)) } ?? .null,
+                         "attempt": c.meta.map { .int(Int64($0.attempt)) } ?? .null, "saved": c.meta.map { .string($0.saved) } ?? .null,
+                         "path": .string(c.data), "ok": .bool(c.problem == nil)])
+            })
+        }
+        return .object(o)
     }
 
     static func row(_ cells: String...) -> String {

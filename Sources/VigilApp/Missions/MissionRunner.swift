@@ -209,8 +209,8 @@ public final class MissionRunner {
         let q = MissionQueue(db: db)
         q.breakerPolicy = settings.keyBreaker
         if let outbox = endNoticesInOutbox {
-            q.announce = { id, attempt, settlement, outcome in
-                guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome) else { return [] }
+            q.announce = { id, attempt, settlement, outcome, queuedBy in
+                guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome, queuedBy: queuedBy) else { return [] }
                 let body = outbox.clean(n.text)
                 return outbox.adapters.map { (key: n.key, adapter: $0, body: body) }
             }
@@ -227,19 +227,21 @@ public final class MissionRunner {
     /// The chat message for an attempt that ended its mission (nil when it did not: requeued,
     /// reverted, stale, or cancelled because its shim died).
     static func endNotice(id: Int64, attempt: Int, settlement: MissionQueue.Settlement,
-                          outcome: MissionQueue.SettleOutcome) -> (key: String, text: String)? {
+                          outcome: MissionQueue.SettleOutcome, queuedBy: String? = nil) -> (key: String, text: String)? {
         let key = "mission-\(id)-\(attempt)-end"
+        // Who asked for it, when a chat user did (the notice is for them).
+        let by = queuedBy.flatMap { $0.hasPrefix("chat ") ? " (queued by \($0.dropFirst(5)))" : nil } ?? ""
         switch outcome {
         case .ended(let state, let reason):
-            var text = "Mission \(id) \(state == .done ? "done" : state.rawValue)"
+            var text = "Mission \(id)\(by) \(state == .done ? "done" : state.rawValue)"
             if case .finished(let r) = settlement { text += " (exit \(r.exitCode))" }
             if let reason { text += ": \(reason)" }
             return (key, text + ".")
         case .died(.failed(let reason)):
-            return (key, "Mission \(id) failed: \(reason)")
+            return (key, "Mission \(id)\(by) failed: \(reason)")
         case .retry(let at, let reason):
             let wait = max(0, at - Clock.wall().timeIntervalSince1970)
-            return (key, "Mission \(id) \(reason), in \(TimeSpan.seconds(wait.rounded()))." )
+            return (key, "Mission \(id)\(by) \(reason), in \(TimeSpan.seconds(wait.rounded()))." )
         default:
             return nil
         }
