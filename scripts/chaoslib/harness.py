@@ -604,8 +604,10 @@ class Load:
     def add_mission(self, env=None):
         key = random.choice(self.lock_keys) if random.random() < self.lock_share else None
         secs = round(random.uniform(*self.mission_secs), 3)
+        # Half of them checkpoint like an agent (saved half-way; a later attempt resumes).
+        agent = [self.s.bin] if random.random() < 0.5 else []
         args = ["mission", "add"] + (["--lock", key] if key else []) + \
-               ["--", PY, "-S", self.mission_script, self.s.events, key or "-", str(secs)]
+               ["--", PY, "-S", self.mission_script, self.s.events, key or "-", str(secs)] + agent
         rc, out, err = self.s.cli(*args, timeout=30, env=env)
         with self.l.lock:
             if rc == 0 and out.strip().isdigit():
@@ -713,6 +715,25 @@ class Watcher:
 
 
 # MARK: - the end: what was acknowledged must all be there
+
+
+def checkpoint_events(path):
+    """(checkpoints saved, saves that failed, attempts resumed from a checkpoint) in events.log."""
+    saved = failed = resumed = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                w = line.split()
+                if len(w) >= 4 and w[0] == "checkpoint":
+                    if w[3].startswith("failed"):
+                        failed += 1
+                    else:
+                        saved += 1
+                elif w and w[0] == "resumed":
+                    resumed += 1
+    except OSError:
+        pass
+    return saved, failed, resumed
 
 
 def parse_events(path):
@@ -835,6 +856,9 @@ def final_checks(system, ledger, journal_entries):
         "completed_more_than_once_ids": sorted(i for i in acked if runs.get(i, 0) > 1)[:30],
         "add_errors": ledger.add_errors[:10],
         "started_more_than_once": sum(1 for i in acked if starts_by.get(i, 0) > 1),
+        "checkpoints_saved": checkpoint_events(os.path.join(system.events, "events.log"))[0],
+        "checkpoint_saves_failed": checkpoint_events(os.path.join(system.events, "events.log"))[1],
+        "attempts_resumed_from_checkpoint": checkpoint_events(os.path.join(system.events, "events.log"))[2],
         "runs_started": len(starts), "runs_completed": len(ends),
         "failed_reasons": sorted({(by_id[i].get("reason") or "")[:120] for i in acked if by_id.get(i, {}).get("state") == "failed"}),
     }
