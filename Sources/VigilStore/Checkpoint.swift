@@ -22,6 +22,8 @@ public struct CheckpointStore: Sendable {
     public static let metaKind = "checkpoint"
     /// Checkpoints kept per mission (the newest).
     public static let keep = 5
+    /// How long a mission's checkpoints are kept after it ended (for `vigil mission retry`).
+    public static let retention = TimeSpan.seconds(7 * 86400)
     /// The largest checkpoint a save accepts.
     public static let maxSize = 64 << 20
 
@@ -95,6 +97,15 @@ public struct CheckpointStore: Sendable {
         }
         try AtomicFile.fsyncDirectory(directory)
         return meta
+    }
+
+    /// Removes all of the mission's checkpoints (its retention is over). Whether there were any.
+    @discardableResult
+    public func removeAll() -> Bool {
+        guard FileManager.default.fileExists(atPath: directory) else { return false }
+        try? FileManager.default.removeItem(atPath: directory)
+        try? AtomicFile.fsyncDirectory(MissionPaths(stateDir: stateDir, id: mission).directory)
+        return true
     }
 
     /// Sequence numbers present (by their data or meta file).

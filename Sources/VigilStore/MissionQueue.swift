@@ -462,6 +462,14 @@ public final class MissionQueue {
         return outcome
     }
 
+    /// Ids of missions that ended (done, failed, cancelled) between `after` and `before`
+    /// (wall-clock seconds), oldest first: whose checkpoints have outlived their retention.
+    public func endedBetween(after: Double, before: Double) throws -> [Int64] {
+        try db.query("""
+            SELECT id FROM missions WHERE state IN ('done', 'failed', 'cancelled') AND finished_at > ? AND finished_at <= ? ORDER BY finished_at
+            """, [.double(after), .double(before)]).compactMap { $0[0].int }
+    }
+
     /// The earliest `retry_at` of a pending mission (wall-clock seconds), for the runner's wake.
     public func nextRetry() throws -> Double? {
         try db.query("SELECT min(retry_at) FROM missions WHERE state = 'pending' AND retry_at IS NOT NULL").first?[0].double

@@ -85,3 +85,26 @@ struct CheckpointTests {
         #expect(none.code == 1 && none.err.contains("no directory"), "\(none.err)")
     }
 }
+
+/// Checkpoint retention: removed once the mission ended more than 7 days ago, kept before.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct CheckpointRetentionTests {
+    @Test func checkpointsOfMissionsThatEndedLongAgoAreRemoved() throws {
+        let env = try MissionEnv("ckpt-retention")
+        defer { env.finish() }
+        let old = try env.add(["true"])
+        let recent = try env.add(["true"])
+        let driver = try env.startDriver()
+        try waitUntil("both to end") { try env.mission(old).state.isFinal && env.mission(recent).state.isFinal }
+        env.stop(driver)
+        let src = env.path("src")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: src))
+        for id in [old, recent] { _ = try CheckpointStore(stateDir: env.state, mission: id).save(from: src, attempt: 1) }
+        let eightDaysAgo = Date().timeIntervalSince1970 - 8 * 86400
+        try env.queue.db.execute("UPDATE missions SET finished_at = ? WHERE id = ?", [.double(eightDaysAgo), .int(old)])
+        try env.startDriver()
+        try waitUntil("the old mission's checkpoints to go") { CheckpointStore(stateDir: env.state, mission: old).list().isEmpty }
+        #expect(CheckpointStore(stateDir: env.state, mission: recent).list().count == 1, "kept: it ended just now")
+        #expect(env.events("mission-checkpoints-removed").map { $0["mission"]?.intValue } == [old])
+    }
+}

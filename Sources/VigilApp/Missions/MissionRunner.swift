@@ -82,6 +82,10 @@ public final class MissionRunner {
     private var tracked: [Int64: Tracked] = [:]
     private var lastDataVersion: Int64? = nil
     private var claimNeeded = true
+    /// Checkpoint retention (docs/missions.md, "Checkpoints"): missions that ended up to this
+    /// wall time have had theirs removed; pruned at start-up recovery and then hourly.
+    private var checkpointsPrunedUpTo: Double = 0
+    private var lastCheckpointPrune: BootInstant?
     /// The earliest pending retry or paused key's trial (wall-clock seconds): a claim pass is due then.
     private var nextRetryWall: Double?
 
@@ -359,6 +363,8 @@ public final class MissionRunner {
 
         // 5. Only now: orphans.
         summary.orphansCleaned = try cleanOrphans(q, &summary)
+        checkpointsPrunedUpTo = 0 // every mission that ended long enough ago, at the first prune
+        lastCheckpointPrune = nil
 
         recovered = true
         lastDataVersion = nil
@@ -598,6 +604,10 @@ public final class MissionRunner {
         processCancels(now: now)
         let q = try openQueue()
         if !recovered { try recover() }
+        if lastCheckpointPrune.map({ now - $0 >= .seconds(3600) }) ?? true {
+            lastCheckpointPrune = now
+            pruneCheckpoints(q)
+        }
 
         // Ended shims and failed starts: decide what happened (no database yet).
         var plan: [(t: Tracked, settlement: MissionQueue.Settlement, corrupt: String?)] = []
@@ -714,6 +724,18 @@ public final class MissionRunner {
                 journal.append("mission-stop-kill", ["mission": .int(t.id), "signal": "SIGKILL", "processes": .int(Int64(n))])
             }
         }
+    }
+
+    /// Removes the checkpoints of missions that ended more than `CheckpointStore.retention` ago
+    /// (each journaled `mission-checkpoints-removed`). Incremental: only missions that ended
+    /// since the last prune's cutoff are looked at.
+    private func pruneCheckpoints(_ q: MissionQueue) {
+        let cutoff = Clock.wall().timeIntervalSince1970 - CheckpointStore.retention.seconds
+        guard cutoff > checkpointsPrunedUpTo, let ids = try? q.endedBetween(after: checkpointsPrunedUpTo, before: cutoff) else { return }
+        for id in ids where CheckpointStore(stateDir: stateDir, mission: id).removeAll() {
+            journal.append("mission-checkpoints-removed", ["mission": .int(id), "retention_s": .int(Int64(CheckpointStore.retention.seconds))])
+        }
+        checkpointsPrunedUpTo = cutoff
     }
 
     /// Sends `signal` to every process of a running mission, each once: those in its cgroup
