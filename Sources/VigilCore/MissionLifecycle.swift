@@ -190,7 +190,7 @@ public enum MissionLifecycle {
             if let reason { // could not start the command: retrying the same argv will not help
                 return end(&n, .failed, reason: reason, actions: [.releaseLock])
             }
-            let how = signal.map { "killed by \(signalName($0))" } ?? "exited with status \(code)"
+            let how = signal.map { "killed by \(SignalName.of($0))" } ?? "exited with status \(code)"
             if code == 0 { return end(&n, .done, reason: nil, actions: [.releaseLock]) }
             if r.cancelRequested { return end(&n, .cancelled, reason: "cancelled by an operator (\(how))", actions: [.releaseLock]) }
             var why = how
@@ -283,12 +283,6 @@ public enum MissionLifecycle {
         var v = 1.0
         for _ in 0..<min(n, 62) { v *= 2 }
         return v
-    }
-
-    static func signalName(_ s: Int32) -> String {
-        let names: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS",
-                                      8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"]
-        return names[s] ?? "signal \(s)"
     }
 }
 

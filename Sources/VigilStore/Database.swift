@@ -264,38 +264,37 @@ public final class Database: @unchecked Sendable {
     /// old contents or the new, never a mix), then migrates them to this schema (an older
     /// backup). The caller checks `source` first.
     public func replaceContents(from source: String) throws {
-        var src: OpaquePointer?
-        let rc = sqlite3_open_v2(source, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nil)
-        guard rc == SQLITE_OK, let src else {
-            if let src { sqlite3_close_v2(src) }
-            throw Error(code: rc, message: "\(source): cannot open", sql: nil)
-        }
+        let src = try Database.openRaw(source, SQLITE_OPEN_READONLY)
         defer { sqlite3_close_v2(src) }
         finalizeAll()
-        guard let b = sqlite3_backup_init(db, "main", src, "main") else {
-            throw Error(code: sqlite3_errcode(db), message: String(cString: sqlite3_errmsg(db)), sql: "backup")
-        }
-        let step = sqlite3_backup_step(b, -1)
-        let done = sqlite3_backup_finish(b)
-        guard step == SQLITE_DONE, done == SQLITE_OK else {
-            throw Error(code: step == SQLITE_DONE ? done : step, message: String(cString: sqlite3_errmsg(db)), sql: "backup")
-        }
+        try Database.backupAll(from: src, into: db)
         try Schema.migrate(self)
     }
 
     /// The online backup of `src` into a new database file `path` (created empty already).
     static func copy(from src: OpaquePointer, toFile path: String) throws {
-        var dst: OpaquePointer?
-        let rc = sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nil)
-        guard rc == SQLITE_OK, let dst else {
-            if let dst { sqlite3_close_v2(dst) }
+        let dst = try openRaw(path, SQLITE_OPEN_READWRITE)
+        defer { sqlite3_close_v2(dst) }
+        try backupAll(from: src, into: dst)
+    }
+
+    /// A bare connection (no pragmas, no migration) for the backup API; never through a symlink.
+    static func openRaw(_ path: String, _ mode: Int32) throws -> OpaquePointer {
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, mode | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, nil)
+        guard rc == SQLITE_OK, let handle else {
+            if let handle { sqlite3_close_v2(handle) }
             throw Error(code: rc, message: "\(path): cannot open", sql: nil)
         }
-        defer { sqlite3_close_v2(dst) }
+        return handle
+    }
+
+    /// Copies every page of `src`'s main database into `dst`'s with SQLite's backup API. A
+    /// step that finds a lock held for a moment (BUSY, LOCKED) is tried again, for at most ~10 s.
+    static func backupAll(from src: OpaquePointer, into dst: OpaquePointer) throws {
         guard let b = sqlite3_backup_init(dst, "main", src, "main") else {
             throw Error(code: sqlite3_errcode(dst), message: String(cString: sqlite3_errmsg(dst)), sql: "backup")
         }
-        // Busy (a writer holds the source for a moment): step again, for at most ~10 s.
         var step = SQLITE_OK
         for _ in 0..<1000 {
             step = sqlite3_backup_step(b, -1)

@@ -1,4 +1,5 @@
 import Glibc
+import VigilCore
 
 /// Files of /proc and /sys whose size `fstat` does not tell (it says 0): read to their end, up
 /// to `limit` bytes. Not for state files (those are `StateSlot`'s).
@@ -142,29 +143,52 @@ public struct Cgroup: Sendable, Equatable, CustomStringConvertible {
         return String(decoding: data, as: UTF8.self).split(separator: "\n").contains("populated 1")
     }
 
+    /// The processes in this cgroup (not its children, not this process), each pinned by a
+    /// pidfd opened for its identity (PID + start time) and then seen in `cgroup.procs` again:
+    /// a PID that was reused between the first listing and the pin is not among them, so a
+    /// signal through one of these reaches only a process of this cgroup.
+    public func members() -> [PidFD] {
+        let pinned = processes().filter { $0 > 1 && $0 != getpid() }.compactMap { ProcessIdentity.of(pid: $0)?.openPidFD() }
+        let still = Set(processes())
+        return pinned.filter { still.contains($0.identity.pid) }
+    }
+
+    /// Waits until no live process is in this cgroup or below it, up to `timeout`: the kernel
+    /// wakes a `poll` for POLLPRI on `cgroup.events` when "populated" changes. Whether it is
+    /// empty at the end.
+    public func waitUntilEmpty(timeout: TimeSpan) -> Bool {
+        let deadline = Clock.boot() + timeout
+        while true {
+            // Open first, then look: a change after the look still wakes the poll.
+            guard let fd = try? sys("open", path + "/cgroup.events", { open(path + "/cgroup.events", O_RDONLY | O_CLOEXEC) }) else {
+                return !exists
+            }
+            defer { close(fd) }
+            if !isPopulated { return true }
+            let left = deadline - Clock.boot()
+            if left <= .zero { return false }
+            var p = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
+            _ = poll(&p, 1, Int32(min(max(left.milliseconds, 1), 60_000)))
+        }
+    }
+
     /// SIGKILLs every process in this cgroup and below it: `cgroup.kill` (no process can escape
-    /// by forking meanwhile); where the kernel has none, SIGKILL to each listed process.
+    /// by forking meanwhile); where the kernel has none, SIGKILL to each member (`members`).
     /// Returns how many processes were listed just before.
     @discardableResult
     public func killAll() -> Int {
         let listed = processes().count
         if (try? KernelFile.write("1\n", to: path + "/cgroup.kill")) == nil {
-            for pid in processes() where pid > 1 && pid != getpid() { Glibc.kill(pid, SIGKILL) }
+            for m in members() { m.signal(SIGKILL) }
         }
         return listed
     }
 
-    /// Sends `signal` to every process listed in this cgroup (not its children). A listed PID
-    /// is in the cgroup while we signal it unless it exits in between, and a PID can be reused
-    /// only once its process is reaped: the race is that of `kill(2)` on any child PID, bounded
-    /// to processes of this cgroup. Returns how many were signalled.
+    /// Sends `signal` to every process of this cgroup (not its children), through pidfds
+    /// (`members`). Returns how many were signalled.
     @discardableResult
     public func signalAll(_ signal: Int32) -> Int {
-        var n = 0
-        for pid in processes() where pid > 1 && pid != getpid() {
-            if Glibc.kill(pid, signal) == 0 { n += 1 }
-        }
-        return n
+        members().filter { $0.signal(signal) }.count
     }
 
     /// Removes the (empty) cgroup. EBUSY while a process is still in it.

@@ -6,7 +6,7 @@ import VigilCore
 /// bridge of a start in its start grace, tier 0–3, a kill under way, a second kill that did not
 /// take, a respawn in its start grace, waiting for the lock, a respawn on probation, circuit open
 /// and half-open) × lock free or held × the elapsed time just before, exactly at and just after
-/// every window of the policy. The expected step is written from DESIGN.md's rules, not from
+/// every window of the policy. The expected step is written from the rules in docs/architecture.md ("The escalation state machine"), not from
 /// the implementation.
 @Suite("Heal machine: one step from every situation")
 struct HealMachineTableTests {

@@ -9,19 +9,13 @@ import VigilSystem
 /// under the test driver (term grace 0.3 s), ended with the reason that says which.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct MissionLimitTests {
-    func add(_ env: MissionEnv, _ flags: [String], _ argv: [String]) throws -> Int64 {
-        let r = try env.vigil(["mission", "add"] + flags + ["--"] + argv, cwd: env.root)
-        #expect(r.code == 0, "\(r.err)")
-        return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)))
-    }
-
     @Test func timeoutAndSilenceEndAMissionWithTheirReason() throws {
         let env = try MissionEnv("limits")
         defer { env.finish() }
-        let slow = try add(env, ["--timeout", "1s"], ["sleep", "300"])
-        let stubborn = try add(env, ["--timeout", "1s"], ["sh", "-c", "trap '' TERM; sleep 300"])
-        let quiet = try add(env, ["--silence-limit", "1s"], ["sh", "-c", "echo hello; sleep 300"])
-        let chatty = try add(env, ["--silence-limit", "1s"], ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.3; done"])
+        let slow = try env.add(["sleep", "300"], flags: ["--timeout", "1s"])
+        let stubborn = try env.add(["sh", "-c", "trap '' TERM; sleep 300"], flags: ["--timeout", "1s"])
+        let quiet = try env.add(["sh", "-c", "echo hello; sleep 300"], flags: ["--silence-limit", "1s"])
+        let chatty = try env.add(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.3; done"], flags: ["--silence-limit", "1s"])
         try env.startDriver(maxParallel: 4)
         try waitUntil("all four to end", timeout: 60) { try [slow, stubborn, quiet, chatty].allSatisfy { try env.mission($0).state.isFinal } }
         let s = try env.mission(slow)
@@ -40,8 +34,8 @@ struct MissionLimitTests {
         defer { env.finish() }
         try AtomicFile.makeDirectory(env.state.path)
         try Data(#"{"mission-timeout": "1s"}"#.utf8).write(to: URL(fileURLWithPath: env.state.config))
-        let id = try add(env, [], ["sleep", "300"])
-        let own = try add(env, ["--timeout", "1h"], ["sh", "-c", "sleep 2; echo fine"])
+        let id = try env.add(["sleep", "300"])
+        let own = try env.add(["sh", "-c", "sleep 2; echo fine"], flags: ["--timeout", "1h"])
         let bad = try env.vigil(["mission", "add", "--timeout", "soon", "--", "true"], cwd: env.root)
         #expect(bad.code == 2 && bad.err.contains("--timeout"), "\(bad.err)")
         try env.startDriver(maxParallel: 2)
@@ -59,10 +53,8 @@ struct AtMostOnceTests {
         let env = try MissionEnv("at-most-once")
         defer { env.finish() }
         let runs = env.path("runs"), again = env.path("runs-again")
-        let once = try env.vigil(["mission", "add", "--at-most-once", "--", "sh", "-c", "echo ran >> \"$0\"; sleep 300", runs], cwd: env.root)
-        let twice = try env.vigil(["mission", "add", "--", "sh", "-c", "echo ran >> \"$0\"; [ \"$VIGIL_MISSION_ATTEMPT\" = 2 ] || sleep 300", again], cwd: env.root)
-        let a = try #require(Int64(once.out.trimmingCharacters(in: .whitespacesAndNewlines)))
-        let b = try #require(Int64(twice.out.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let a = try env.add(["sh", "-c", "echo ran >> \"$0\"; sleep 300", runs], flags: ["--at-most-once"])
+        let b = try env.add(["sh", "-c", "echo ran >> \"$0\"; [ \"$VIGIL_MISSION_ATTEMPT\" = 2 ] || sleep 300", again])
         let driver = try env.startDriver(maxParallel: 2)
         try waitUntil("both commands to run") { lines(runs).count == 1 && lines(again).count == 1 }
         let shims = [try #require(try env.mission(a).shim), try #require(try env.mission(b).shim)]
@@ -86,12 +78,6 @@ struct AtMostOnceTests {
 /// `--retries` and `vigil mission retry` (docs/missions.md, "Lifecycle").
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct MissionRetryTests {
-    func add(_ env: MissionEnv, _ flags: [String], _ argv: [String]) throws -> Int64 {
-        let r = try env.vigil(["mission", "add"] + flags + ["--"] + argv, cwd: env.root)
-        #expect(r.code == 0, "\(r.err)")
-        return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)))
-    }
-
     /// Fails until its third run (a counter file), then succeeds.
     func flaky(_ counter: String, succeedAt n: Int) -> [String] {
         ["sh", "-c", "n=$(cat \"$0\" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > \"$0\"; echo \"run $n attempt $VIGIL_MISSION_ATTEMPT\"; [ $n -ge \(n) ]", counter]
@@ -100,12 +86,12 @@ struct MissionRetryTests {
     @Test func failedAttemptsAreRetriedWithBackoffAndFromTheCheckpoint() throws {
         let env = try MissionEnv("retries")
         defer { env.finish() }
-        let flaky = try add(env, ["--retries", "2", "--retry-backoff", "0.2s"], flaky(env.path("c1"), succeedAt: 3))
-        let hopeless = try add(env, ["--retries", "1", "--retry-backoff", "0.1s"], ["false"])
-        let resumes = try add(env, ["--retries", "1", "--retry-backoff", "0.1s"], ["sh", "-c", """
+        let flaky = try env.add(flaky(env.path("c1"), succeedAt: 3), flags: ["--retries", "2", "--retry-backoff", "0.2s"])
+        let hopeless = try env.add(["false"], flags: ["--retries", "1", "--retry-backoff", "0.1s"])
+        let resumes = try env.add(["sh", "-c", """
             if [ -n "$VIGIL_CHECKPOINT" ]; then echo "resumed from $(cat "$VIGIL_CHECKPOINT")"; exit 0; fi
             echo half > "$VIGIL_MISSION_SCRATCH/s"; "$0" checkpoint save "$VIGIL_MISSION_SCRATCH/s" >/dev/null; exit 4
-            """, vigilPath])
+            """, vigilPath], flags: ["--retries", "1", "--retry-backoff", "0.1s"])
         try env.startDriver(maxParallel: 3)
         try waitUntil("all three to end", timeout: 60) { try [flaky, hopeless, resumes].allSatisfy { try env.mission($0).state.isFinal } }
         let f = try env.mission(flaky)
@@ -123,7 +109,7 @@ struct MissionRetryTests {
     @Test func anOperatorRetriesAFailedMission() throws {
         let env = try MissionEnv("retry-cmd")
         defer { env.finish() }
-        let id = try add(env, [], flaky(env.path("c"), succeedAt: 2))
+        let id = try env.add(flaky(env.path("c"), succeedAt: 2))
         try env.startDriver()
         try waitUntil("the first attempt to fail") { try env.mission(id).state == .failed }
         #expect(try env.vigil(["mission", "retry", "\(id)"]).code == 0)

@@ -87,8 +87,8 @@ final class MissionEnv {
     }
 
     /// `vigil mission add` that must succeed; returns the printed id.
-    func add(_ argv: [String], lock: String? = nil, maxAttempts: Int? = nil, letDaemonsGo: Bool = false) throws -> Int64 {
-        var args = ["mission", "add"]
+    func add(_ argv: [String], lock: String? = nil, maxAttempts: Int? = nil, letDaemonsGo: Bool = false, flags: [String] = []) throws -> Int64 {
+        var args = ["mission", "add"] + flags
         if let lock { args += ["--lock", lock] }
         if let maxAttempts { args += ["--max-attempts", "\(maxAttempts)"] }
         if letDaemonsGo { args.append("--let-daemons-go") }

@@ -231,13 +231,7 @@ struct MissionCgroup {
         // The calling process must not be in it (`cgroup.kill` would kill it too).
         if Cgroup.ofCurrentProcess() == cgroup { return (0, true) }
         let killed = cgroup.killAll()
-        let deadline = Clock.boot() + patience
-        var pause: UInt32 = 500
-        while cgroup.isPopulated && Clock.boot() < deadline {
-            usleep(pause)
-            pause = min(pause * 2, 50_000)
-        }
-        let left = cgroup.isPopulated
+        let left = !cgroup.waitUntilEmpty(timeout: patience)
         if !left {
             try? cgroup.remove()
             try? cgroup.parent?.remove() // the state dir's parent group, when no other mission has one (EBUSY)
@@ -251,7 +245,8 @@ struct MissionCgroup {
     func release() -> Int {
         guard cgroup.exists, let parent = cgroup.parent else { return 0 }
         var moved = 0
-        for pid in cgroup.processes() where (try? parent.add(pid: pid)) != nil { moved += 1 }
+        // Members pinned by pidfd (the PID is written, but only while its process is ours).
+        for m in cgroup.members() where !m.hasExited && (try? parent.add(pid: m.identity.pid)) != nil { moved += 1 }
         try? cgroup.remove()
         return moved
     }
