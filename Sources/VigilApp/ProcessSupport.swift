@@ -133,14 +133,17 @@ func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempt
     // Started for one directory (`StateDirectoryAnchor.handedVariable`): if that one is gone,
     // neither create a new one nor work in another (docs/operator-guide.md, "The state
     // directory removed or replaced").
-    if let token = ProcessInfo.processInfo.environment[StateDirectoryAnchor.handedVariable] {
-        unsetenv(StateDirectoryAnchor.handedVariable)
-        if let loss = StateDirectoryAnchor.verify(dir, token: token) {
-            throw CommandError("the state directory \(dir.path) \(loss) before this \(role.rawValue) started: not starting, and nothing written there (see docs/operator-guide.md, \"The state directory removed or replaced\")",
-                               code: StateDirectoryAnchor.lostExitCode)
-        }
+    // Checked again after `prepare`: the directory may go between the two.
+    let handed = ProcessInfo.processInfo.environment[StateDirectoryAnchor.handedVariable]
+    unsetenv(StateDirectoryAnchor.handedVariable)
+    func checkHanded() throws {
+        guard let token = handed, let loss = StateDirectoryAnchor.verify(dir, token: token) else { return }
+        throw CommandError("the state directory \(dir.path) \(loss) before this \(role.rawValue) started: not starting, and nothing written there (see docs/operator-guide.md, \"The state directory removed or replaced\")",
+                           code: StateDirectoryAnchor.lostExitCode)
     }
-    try dir.prepare()
+    try checkHanded()
+    do { try dir.prepare(create: handed == nil) } catch { try checkHanded(); throw error }
+    try checkHanded()
     dir.secure(journal: Journal(path: dir.journal, source: role.rawValue))
     if let lock = try FileLock.lock(dir.lock(role), attempts: attempts) { return lock }
     let holder = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: role.rawValue))

@@ -77,7 +77,7 @@ public final class ChatService: @unchecked Sendable {
         self.config = config
         self.journal = journal
         self.handler = handler
-        try AtomicFile.makeDirectory(stateDir.chatDirectory)
+        try stateDir.makeDirectory(stateDir.chatDirectory)
         instance = String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let me = ProcessIdentity.current
         owner = "\(me.pid):\(me.startTicks):\(instance)"

@@ -23,7 +23,7 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
     let rotateBytes: Int
 
     init(stateDir: StateDirectory, rotateBytes: Int = 8 << 20) {
-        try? AtomicFile.makeDirectory(stateDir.chatDirectory)
+        try? stateDir.makeDirectory(stateDir.chatDirectory)
         path = stateDir.chatLog
         lockPath = stateDir.chatConsoleLock
         self.rotateBytes = rotateBytes

@@ -51,12 +51,16 @@ public struct StateDirectory: Sendable {
     }
 
     /// Checks who may change the directory (`verify()`, before anything is created or written),
-    /// creates it (durably, 0700) and checks that it is writable; cleans temp files of dead
-    /// writers.
-    public func prepare() throws {
+    /// creates it (durably, 0700) unless `create` is false, and checks that it is writable;
+    /// cleans temp files of dead writers. A process started for one directory (the runner's
+    /// bridges) passes `create: false`: gone, it stays gone.
+    public func prepare(create: Bool = true) throws {
         try verify()
         do {
-            try AtomicFile.makeDirectory(path)
+            if create { try AtomicFile.makeDirectory(path) }
+            else if access(path, F_OK) != 0 { throw StateDirectoryError(path: path, reason: "it was removed") }
+        } catch let e as StateDirectoryError {
+            throw e
         } catch {
             throw StateDirectoryError(path: path, reason: "cannot create it: \(error)")
         }

@@ -26,6 +26,19 @@ import VigilSystem
         #expect(log.split(separator: "\n").count == 1)
     }
 
+    /// Removed under a running pair, the state directory stays gone: the console adapter and the
+    /// chat service make `chat/` only inside it (docs/operator-guide.md, "The state directory
+    /// removed or replaced").
+    @Test func chatNeverRecreatesARemovedStateDirectory() throws {
+        let state = try TempState()
+        let gone = StateDirectory(state.dir.path + "/removed")
+        _ = ConsoleAdapter(stateDir: gone)
+        #expect(throws: (any Error).self) {
+            _ = try ChatService(stateDir: gone, config: testConfig(), journal: state.journal, handler: RecordingHandler())
+        }
+        #expect(!FileManager.default.fileExists(atPath: gone.path))
+    }
+
     /// The runner's echo keeps its place across restarts: lines written while it was down are
     /// shown when it is back, none twice; a first start with no log yet shows the log from its
     /// start; a backlog over the limit is skipped whole-line and said.

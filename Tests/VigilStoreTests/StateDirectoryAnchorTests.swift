@@ -60,6 +60,18 @@ import VigilSystem
         #expect(!FileManager.default.fileExists(atPath: dir.path))
     }
 
+    /// A process started for one directory prepares it with `create: false`: removed between
+    /// the runner's check and the new process's start, it is not made again.
+    @Test func preparingWithoutCreateNeverMakesTheStateDirectory() throws {
+        let t = try TempDir()
+        let dir = StateDirectory(t.path + "/state")
+        #expect(throws: StateDirectoryError.self) { try dir.prepare(create: false) }
+        #expect(!FileManager.default.fileExists(atPath: dir.path))
+        try dir.prepare()
+        try dir.prepare(create: false)
+        #expect(FileManager.default.fileExists(atPath: dir.path))
+    }
+
     @Test func processIdentityTokenRoundTrips() {
         let me = ProcessIdentity.current
         #expect(ProcessIdentity(token: me.token) == me)

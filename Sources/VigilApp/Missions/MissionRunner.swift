@@ -145,7 +145,8 @@ public final class MissionRunner {
         self.termGrace = termGrace
         self.busyTimeout = busyTimeout
         self.files = StateFiles(dir: stateDir, journal: journal)
-        try AtomicFile.makeDirectory(stateDir.path)
+        // The state directory was prepared by the process; gone, it stays gone
+        // (docs/operator-guide.md, "The state directory removed or replaced").
         let lockPath = stateDir.file("missions.lock")
         guard let lock = try FileLock.tryLock(lockPath) else {
             throw CommandError("another runner already runs the missions of \(stateDir.path) (it holds \(lockPath)); stop it first")
