@@ -13,11 +13,10 @@
 /// - `MissionLifecycle.claimable` and `KeyBreaker`: which pending missions may start now
 ///   (FIFO per lock key, one holder per key, retry backoff, keys paused by their breaker).
 ///
-/// Status (issue 10 §1, in part): `MissionQueue` settles finished attempts (retries) and dead
-/// shims (`--at-most-once`) and takes operator retries with `apply`, claims with `isDue`, and
-/// `MissionRunner` ends attempts for `--timeout`/`--silence-limit` with `watch`, and the key
-/// breakers are `KeyBreaker` (`VigilStore/KeyBreakers.swift`). `claimLocked` still selects in
-/// SQL by `claimable`'s rules rather than calling it.
+/// `MissionQueue` stores what `apply` returns and claims what `ClaimSelection` chooses (the
+/// key breakers are `KeyBreaker`, stored by `VigilStore/KeyBreakers.swift`); `MissionRunner`
+/// performs the actions and ends attempts for cancel, `--timeout` and `--silence-limit` with
+/// `watch`.
 public enum MissionPhase: String, Codable, Sendable, CaseIterable {
     case pending
     case running
@@ -351,44 +350,68 @@ public struct PendingMission: Equatable, Sendable {
     public var id: Int64
     public var lockKey: String?
     public var retryAt: Double?
+    /// A `retryAt` further ahead than this can only mean the wall clock went back (`isDue`).
+    public var maxBackoff: TimeSpan
 
-    public init(id: Int64, lockKey: String? = nil, retryAt: Double? = nil) {
+    public init(id: Int64, lockKey: String? = nil, retryAt: Double? = nil, maxBackoff: TimeSpan = .seconds(60)) {
         self.id = id
         self.lockKey = lockKey
         self.retryAt = retryAt
+        self.maxBackoff = maxBackoff
     }
 }
 
 extension MissionLifecycle {
-    /// The pending missions to claim now, in id order, at most `limit`: one holder per key
-    /// (keys in `held` are taken; a key goes to its lowest pending id, FIFO, and a mission
-    /// behind it on the key waits even if the first is not due yet), none on a `paused` key,
-    /// none whose retry is not due. A `retryAt` further ahead than any backoff (`maxBackoff`)
-    /// can only mean the wall clock went back: it counts as due, so no wall jump can hold a
-    /// retry back.
     /// Whether a retry due at `retryAt` may start at `now` (nil: not a retry). Further ahead
-    /// than the longest backoff counts as due: only a wall clock that went back puts it there.
+    /// than the longest backoff counts as due: only a wall clock that went back puts it there,
+    /// so no wall jump can hold a retry back.
     public static func isDue(retryAt: Double?, now: Double, maxBackoff: TimeSpan = .seconds(60)) -> Bool {
         guard let at = retryAt else { return true }
         return at <= now || at > now + maxBackoff.seconds
     }
 
+    /// The pending missions to claim now, in id order, at most `limit`: one holder per key
+    /// (keys in `held` are taken; a key goes to its lowest pending id, FIFO, and a mission
+    /// behind it on the key waits even if the first is not due yet), none on a `paused` key,
+    /// none whose retry is not due (`isDue`).
     public static func claimable(_ pending: [PendingMission], held: Set<String>, paused: Set<String> = [], limit: Int,
-                                 now: Double, maxBackoff: TimeSpan = .seconds(60)) -> [Int64] {
-        guard limit > 0 else { return [] }
-        var out: [Int64] = []
-        var taken = held
-        for m in pending.sorted(by: { $0.id < $1.id }) {
-            let due = isDue(retryAt: m.retryAt, now: now, maxBackoff: maxBackoff)
-            if let key = m.lockKey {
-                if taken.contains(key) || paused.contains(key) { continue }
-                taken.insert(key) // first in line for the key, due or not: FIFO
-            }
-            guard due else { continue }
-            out.append(m.id)
-            if out.count == limit { break }
+                                 now: Double) -> [Int64] {
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: now)
+        for m in pending.sorted(by: { $0.id < $1.id }) where !selection.isFull { selection.consider(m) }
+        return selection.chosen
+    }
+}
+
+/// `claimable` one mission at a time, for a queue that reads its pending missions in batches
+/// (in id order): what `MissionQueue` claims with. Same rules, same result.
+public struct ClaimSelection: Sendable {
+    private var taken: Set<String>
+    private let paused: Set<String>
+    private let limit: Int
+    private let now: Double
+    public private(set) var chosen: [Int64] = []
+
+    public init(held: Set<String>, paused: Set<String>, limit: Int, now: Double) {
+        taken = held
+        self.paused = paused
+        self.limit = max(0, limit)
+        self.now = now
+    }
+
+    public var isFull: Bool { chosen.count >= limit }
+
+    /// Considers the next pending mission (ids must come in increasing order); true when it
+    /// is chosen.
+    @discardableResult
+    public mutating func consider(_ m: PendingMission) -> Bool {
+        guard !isFull else { return false }
+        if let key = m.lockKey {
+            if taken.contains(key) || paused.contains(key) { return false }
+            taken.insert(key) // first in line for the key, due or not: FIFO
         }
-        return out
+        guard MissionLifecycle.isDue(retryAt: m.retryAt, now: now, maxBackoff: m.maxBackoff) else { return false }
+        chosen.append(m.id)
+        return true
     }
 }
 

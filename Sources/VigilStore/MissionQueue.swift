@@ -159,8 +159,8 @@ public final class MissionQueue {
     public enum Settlement: Sendable, Equatable {
         /// The shim wrote this result.
         case finished(MissionResult)
-        /// No usable result (e.g. a corrupt result file): failed with this reason.
-        case failed(reason: String)
+        /// The result file was corrupt (quarantined after the commit): failed, or cancelled.
+        case resultCorrupt(why: String)
         /// The shim ended without a result: requeue, or fail after the max.
         case shimDied(reason: String, countAttempt: Bool)
         /// The shim could not be started: pending again, the attempt not counted.
@@ -255,15 +255,6 @@ public final class MissionQueue {
         return r
     }
 
-    /// Ends a running attempt as failed (or cancelled when that was asked) without a usable
-    /// result, e.g. a corrupt result file. Nil when stale.
-    @discardableResult
-    public func fail(id: Int64, attempt: Int, reason: String) throws -> MissionState? {
-        let outcome = try db.write { try settleLocked(id, attempt: attempt, .failed(reason: reason)) }
-        if case .ended(let state, _) = outcome { return state }
-        return nil
-    }
-
     public enum ShimDeath: Equatable, Sendable {
         /// Pending again; `attempts` starts so far.
         case requeued(attempts: Int)
@@ -317,55 +308,62 @@ public final class MissionQueue {
 
     // MARK: - Inside a write transaction
 
+    /// Claims what `ClaimSelection` (`MissionLifecycle.claimable`'s rules) chooses among the
+    /// pending missions, read in id order in batches: held keys from `mission_locks` (also
+    /// left out in SQL, which changes nothing the selection would choose), paused keys from
+    /// `key_breakers`. Each chosen mission gets its key and `apply(.claimed)` in this
+    /// transaction; a claim on a half-open key is its breaker's trial.
     private func claimLocked(limit: Int) throws -> [Mission] {
         guard limit > 0 else { return [] }
-        var claimed: [Mission] = []
-        var taken = Set<String>()
-        var after: Int64 = 0
         let now = MissionQueue.now()
         let wallNow = Clock.wall().timeIntervalSince1970
-        while claimed.count < limit {
-            let batch = limit - claimed.count + 16
+        let held = Set(try db.query("SELECT key FROM mission_locks").compactMap { $0[0].text })
+        var breakers: [String: KeyBreaker] = [:]
+        if breakerPolicy.limit > 0 {
+            for r in try db.query("SELECT key FROM key_breakers WHERE paused_at IS NOT NULL") {
+                if let k = r[0].text { breakers[k] = try breakerLocked(k) }
+            }
+        }
+        let paused = Set(breakers.filter { $0.value.isPaused(now: wallNow, coolOff: breakerPolicy.coolOff) }.keys)
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: wallNow)
+        var chosen: [Mission] = []
+        var after: Int64 = 0
+        while !selection.isFull {
+            let batch = limit - selection.chosen.count + 16
             let rows = try db.query("""
                 SELECT \(MissionQueue.columns) FROM missions
                 WHERE state = 'pending' AND id > ? AND (lock_key IS NULL OR lock_key NOT IN (SELECT key FROM mission_locks))
                 ORDER BY id LIMIT ?
                 """, [.int(after), .int(Int64(batch))])
-            for r in rows {
-                var m = MissionQueue.decode(r)
+            for r in rows where !selection.isFull {
+                let m = MissionQueue.decode(r)
                 after = m.id
-                // A retry waits for its time (`MissionLifecycle.isDue`), and so do the missions
-                // behind it on its key (FIFO per key).
-                let due = MissionLifecycle.isDue(retryAt: m.retryAt?.timeIntervalSince1970, now: wallNow,
-                                                 maxBackoff: max(.seconds(60), m.retryBackoff ?? .seconds(1)))
-                if let key = m.lockKey {
-                    guard !taken.contains(key) else { continue }
-                    taken.insert(key)
-                    guard due else { continue }
-                    if breakerPolicy.limit > 0 {
-                        var b = try breakerLocked(key)
-                        if b.isPaused(now: wallNow, coolOff: breakerPolicy.coolOff) { continue } // the key waits
-                        if b.pausedAt != nil {
-                            b.claimed(now: wallNow, coolOff: breakerPolicy.coolOff) // half-open: this one is the trial
-                            try storeBreakerLocked(key, b)
-                        }
-                    }
-                    try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
-                } else if !due {
-                    continue
-                }
-                try db.execute("""
-                    UPDATE missions SET state = 'running', attempts = attempts + 1, started_at = ?,
-                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL, retry_at = NULL
-                    WHERE id = ?
-                    """, [now, .int(m.id)])
-                m.state = .running
-                m.attempts += 1
-                m.shim = nil
-                claimed.append(m)
-                if claimed.count == limit { break }
+                let candidate = PendingMission(id: m.id, lockKey: m.lockKey, retryAt: m.retryAt?.timeIntervalSince1970,
+                                               maxBackoff: max(.seconds(60), m.retryBackoff ?? .seconds(1)))
+                if selection.consider(candidate) { chosen.append(m) }
             }
             if rows.count < batch { break }
+        }
+        var claimed: [Mission] = []
+        for var m in chosen {
+            // Nil only for a mission that may have run at most once: it is never started again.
+            guard let t = MissionLifecycle.apply(.claimed, to: m.record, policy: m.policy, now: wallNow) else { continue }
+            if let key = m.lockKey {
+                if var b = breakers[key] {
+                    b.claimed(now: wallNow, coolOff: breakerPolicy.coolOff) // half-open: this one is the trial
+                    try storeBreakerLocked(key, b)
+                }
+                try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(m.id)])
+            }
+            try db.execute("""
+                UPDATE missions SET state = 'running', attempts = ?, started_at = ?,
+                    shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL, retry_at = NULL
+                WHERE id = ? AND state = 'pending'
+                """, [.int(Int64(t.record.attempts)), now, .int(m.id)])
+            m.state = .running
+            m.attempts = t.record.attempts
+            m.shim = nil
+            claimed.append(m)
         }
         return claimed
     }
@@ -378,71 +376,49 @@ public final class MissionQueue {
         }
     }
 
+    /// Records the end of a running attempt: `MissionLifecycle.apply` decides (docs/missions.md,
+    /// "Lifecycle"), this stores its record and releases the key, in the caller's transaction.
     private func settleLocked(_ id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
         guard let m = try db.query("SELECT \(MissionQueue.columns) FROM missions WHERE id = ? AND state = 'running' AND attempts = ?",
                                    [.int(id), .int(Int64(attempt))]).first.map(MissionQueue.decode) else { return .stale }
-        let cancel = m.cancelRequested
-        let outcome: SettleOutcome
+        let event: MissionEvent
         switch settlement {
-        case .finished(let result):
-            // MissionLifecycle decides (docs/missions.md, "Lifecycle"): done, failed, cancelled,
-            // or — retries left — pending again after a backoff.
-            let event = MissionEvent.exited(code: result.exitCode, signal: result.signal, reason: result.reason, stoppedFor: m.stopCause)
-            let now = Clock.wall().timeIntervalSince1970
-            guard let t = MissionLifecycle.apply(event, to: m.record, policy: m.policy, now: now, jitter: Double.random(in: 0..<1)) else { return .stale }
-            let reason = t.record.reason
-            if t.record.phase == .pending {
-                try db.execute("""
-                    UPDATE missions SET state = 'pending', exit_code = ?, signal = ?, reason = ?, retried = ?, retry_at = ?,
-                        shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
-                    """, [.int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null, reason.map { .text($0) } ?? .null,
-                          .int(Int64(t.record.retried)), t.record.retryAt.map { .double($0) } ?? .null, .int(id)])
-                outcome = .retry(at: t.record.retryAt ?? now, reason: reason ?? "")
-            } else {
-                let state = MissionState(rawValue: t.record.phase.rawValue) ?? .failed
-                try db.execute("UPDATE missions SET state = ?, exit_code = ?, signal = ?, reason = ?, finished_at = ? WHERE id = ?",
-                               [.text(state.rawValue), .int(Int64(result.exitCode)), result.signal.map { .int(Int64($0)) } ?? .null,
-                                reason.map { .text($0) } ?? .null, MissionQueue.now(), .int(id)])
-                outcome = .ended(state, reason: reason)
-            }
-        case .failed(let reason):
-            let state: MissionState = cancel ? .cancelled : .failed
-            try db.execute("UPDATE missions SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
-                           [.text(state.rawValue), .text(reason), MissionQueue.now(), .int(id)])
-            outcome = .ended(state, reason: reason)
-        case .revert(let reason):
-            try db.execute("""
-                UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
-                WHERE id = ?
-                """, [.text(reason), .int(id)])
+        case .finished(let r): event = .exited(code: r.exitCode, signal: r.signal, reason: r.reason, stoppedFor: m.stopCause)
+        case .resultCorrupt(let why): event = .resultCorrupt(why: why)
+        case .shimDied(let reason, let countAttempt): event = .shimDied(reason: reason, mayHaveStarted: countAttempt)
+        case .revert(let reason): event = .shimNotStarted(reason: reason)
+        }
+        let now = Clock.wall().timeIntervalSince1970
+        guard let t = MissionLifecycle.apply(event, to: m.record, policy: m.policy, now: now, jitter: Double.random(in: 0..<1)) else { return .stale }
+        let n = t.record
+        guard let state = MissionState(rawValue: n.phase.rawValue) else { return .stale }
+        try db.execute("""
+            UPDATE missions SET state = ?, attempts = ?, reason = ?, exit_code = ?, signal = ?, retried = ?, retry_at = ?, may_have_run = ?,
+                finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
+                shim_pid = CASE WHEN ? THEN NULL ELSE shim_pid END,
+                shim_start = CASE WHEN ? THEN NULL ELSE shim_start END,
+                shim_boot = CASE WHEN ? THEN NULL ELSE shim_boot END
+            WHERE id = ?
+            """, [.text(state.rawValue), .int(Int64(n.attempts)), n.reason.map { .text($0) } ?? .null,
+                  n.exitCode.map { .int(Int64($0)) } ?? .null, n.signal.map { .int(Int64($0)) } ?? .null,
+                  .int(Int64(n.retried)), n.retryAt.map { .double($0) } ?? .null, .int(n.mayHaveRun ? 1 : 0),
+                  .int(n.phase.isFinal ? 1 : 0), MissionQueue.now(),
+                  .int(n.phase == .pending ? 1 : 0), .int(n.phase == .pending ? 1 : 0), .int(n.phase == .pending ? 1 : 0),
+                  .int(id)])
+        let outcome: SettleOutcome
+        switch (settlement, n.phase) {
+        case (.revert, .pending):
             outcome = .reverted
-        case .shimDied(let reason, let countAttempt):
-            // The rule is MissionLifecycle's (docs/missions.md, "Lifecycle"); here it is stored.
-            let record = m.record
-            let t = MissionLifecycle.apply(.shimDied(reason: reason, mayHaveStarted: countAttempt), to: record, policy: m.policy, now: 0)
-            let next = t?.record ?? record
-            let text = next.reason ?? reason
-            switch next.phase {
-            case .cancelled:
-                try db.execute("UPDATE missions SET state = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
-                               [.text(text), MissionQueue.now(), .int(id)])
-                outcome = .died(.cancelled)
-            case .pending where next.attempts < attempt:
-                try db.execute("""
-                    UPDATE missions SET state = 'pending', attempts = attempts - 1, reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL
-                    WHERE id = ?
-                    """, [.text(text), .int(id)])
-                outcome = .died(.requeuedUncounted)
-            case .pending:
-                try db.execute("""
-                    UPDATE missions SET state = 'pending', reason = ?, shim_pid = NULL, shim_start = NULL, shim_boot = NULL WHERE id = ?
-                    """, [.text(text), .int(id)])
-                outcome = .died(.requeued(attempts: attempt))
-            default:
-                try db.execute("UPDATE missions SET state = 'failed', reason = ?, finished_at = ?, may_have_run = ? WHERE id = ?",
-                               [.text(text), MissionQueue.now(), .int(next.mayHaveRun ? 1 : 0), .int(id)])
-                outcome = .died(.failed(reason: text))
-            }
+        case (.shimDied, .pending):
+            outcome = .died(n.attempts < attempt ? .requeuedUncounted : .requeued(attempts: attempt))
+        case (.shimDied, .cancelled):
+            outcome = .died(.cancelled)
+        case (.shimDied, _):
+            outcome = .died(.failed(reason: n.reason ?? "its shim died"))
+        case (_, .pending):
+            outcome = .retry(at: n.retryAt ?? now, reason: n.reason ?? "")
+        default:
+            outcome = .ended(state, reason: n.reason)
         }
         try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
         for m in announce?(id, attempt, settlement, outcome, m.queuedBy) ?? [] {

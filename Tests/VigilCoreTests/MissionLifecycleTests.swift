@@ -220,10 +220,37 @@ struct MissionClaimTests {
         #expect(MissionLifecycle.claimable(pending, held: [], limit: 2, now: 1000) == [2, 3])
         #expect(MissionLifecycle.claimable(pending, held: [], limit: 0, now: 1000) == [])
         // The wall clock went back a day: the retry waits at most maxBackoff.
-        let back = [PendingMission(id: 1, retryAt: 1000 + 86400)]
-        #expect(MissionLifecycle.claimable(back, held: [], limit: 1, now: 1000, maxBackoff: .seconds(60)) == [1],
+        let back = [PendingMission(id: 1, retryAt: 1000 + 86400, maxBackoff: .seconds(60))]
+        #expect(MissionLifecycle.claimable(back, held: [], limit: 1, now: 1000) == [1],
                 "a retryAt further ahead than the longest backoff is treated as due")
         #expect(MissionLifecycle.claimable([PendingMission(id: 1, retryAt: 1030)], held: [], limit: 1, now: 1000) == [])
+    }
+
+    /// The queue reads pending missions in batches and feeds them to `ClaimSelection` one at a
+    /// time: whatever the batch size, it chooses what `claimable` chooses over them all.
+    @Test(arguments: 0..<200) func selectionInBatchesIsClaimable(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        let keys: [String?] = [nil, "a", "b", "c", "d"]
+        let pending = (1...Int64.random(in: 1...40, using: &rng)).map { id in
+            PendingMission(id: id, lockKey: keys.randomElement(using: &rng)!,
+                           retryAt: Bool.random(using: &rng) ? nil : Double.random(in: 900...1100, using: &rng),
+                           maxBackoff: .seconds(Double(Int.random(in: 30...120, using: &rng))))
+        }
+        let held = Set(["a", "b", "c", "d"].filter { _ in Int.random(in: 0..<4, using: &rng) == 0 })
+        let paused = Set(["a", "b", "c", "d"].filter { _ in Int.random(in: 0..<4, using: &rng) == 0 })
+        let limit = Int.random(in: 0...8, using: &rng)
+        let whole = MissionLifecycle.claimable(pending.shuffled(using: &rng), held: held, paused: paused, limit: limit, now: 1000)
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: 1000)
+        let batch = Int.random(in: 1...7, using: &rng)
+        var i = 0
+        while i < pending.count && !selection.isFull {
+            for m in pending[i..<min(i + batch, pending.count)] { selection.consider(m) }
+            i += batch
+        }
+        #expect(selection.chosen == whole, "seed \(seed)")
+        #expect(whole.count <= limit)
+        let chosenKeys = whole.compactMap { id in pending.first { $0.id == id }!.lockKey }
+        #expect(Set(chosenKeys).count == chosenKeys.count && held.isDisjoint(with: chosenKeys) && paused.isDisjoint(with: chosenKeys))
     }
 
     @Test func breakerPausesAfterKFailuresHalfOpensAndResumes() {

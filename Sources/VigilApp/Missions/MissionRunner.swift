@@ -287,8 +287,9 @@ public final class MissionRunner {
 
     // MARK: - Recovery
 
-    /// Start-up recovery, in order: reattach live shims → finalize from result files → requeue
-    /// (or fail) dead ones → release locks of dead holders → only then clean orphans. Journals
+    /// Start-up recovery, in order: reattach live shims → record the others' ended attempts as
+    /// the tick does (result, corrupt result, or a dead shim: requeue or fail) → release locks
+    /// of dead holders → only then clean orphans. Journals
     /// the summary and hands it to `notify` when not empty. Idempotent: when it throws (the
     /// database is unavailable), calling it again redoes what is left; no mission starts
     /// before it succeeded.
@@ -316,53 +317,21 @@ public final class MissionRunner {
         try q.recordShims(toRecord)
         for r in toRecord { tracked[r.id]?.identityRecorded = true }
 
-        // 2. Finalize those whose result file exists.
-        var dead: [Mission] = []
+        // 2. The others' attempts are over: record each as the tick records an ended attempt
+        //    (`judge`, then `settle` and `record`), one transaction each.
         for m in rest {
-            switch try settle(m.id, attempt: m.attempts, q: q) {
-            case .finished:
-                summary.finalized += 1
-            case .corrupt:
-                summary.failed += 1
-            case .noResult:
-                dead.append(m)
-            }
+            let ended = judge(id: m.id, attempt: m.attempts, shim: m.shim, waitStatus: nil)
+            let outcome = try q.settle(id: m.id, attempt: m.attempts, ended.settlement)
+            reportKeyEvents(q)
+            record(id: m.id, attempt: m.attempts, ended, outcome, summary: &summary)
+            if case .died = outcome, m.lockKey != nil { summary.locksReleased += 1 }
+            if case .shimDied = ended.settlement { CrashPoint.hit("recovery-after-requeue") }
         }
 
-        // 3. Requeue (or fail) those whose shim died without a result.
-        for m in dead {
-            // Only for a shim known to have died: a claim without a recorded shim may have one
-            // that is alive (spawned by a runner killed before recording it), whose mission
-            // must not be killed; it holds the run lock and its result is found later. The
-            // attempt ended without a result, so nothing was let go: all of it is killed (only
-            // what started after its shim; a shim of an earlier boot left nothing running).
-            if let shim = m.shim, shim.bootID == Clock.bootID {
-                MissionProcesses.killSession(of: shim.identity)
-                MissionCgroup.of(stateDir, mission: m.id)?.kill(patience: .milliseconds(500))
-                MissionProcesses.killMembers(of: stateDir, mission: m.id, patience: .milliseconds(500), startedSince: shim.identity.startTicks)
-            }
-            // May its command have started? Its shim was recorded, or an unrecorded one (a lost
-            // spawn) got as far as making scratch/, which it does just before spawning the
-            // command (and which is removed after every attempt). Only "no" lets an
-            // at-most-once mission run again (docs/missions.md, "Lifecycle").
-            let scratchLeft = FileManager.default.fileExists(atPath: MissionPaths(stateDir: stateDir, id: m.id).scratch)
-            let mayHaveStarted = m.shim != nil || scratchLeft
-            let reason = m.shim != nil
-                ? "its shim (\(m.shim!.identity)) ended without recording an exit status"
-                : scratchLeft ? "its shim (never recorded: the runner stopped in between) ended without recording an exit status"
-                              : "it was claimed but its shim never started (the runner stopped in between)"
-            let outcome = try q.shimDied(id: m.id, attempt: m.attempts, reason: reason, countAttempt: mayHaveStarted)
-            report(outcome, id: m.id, attempt: m.attempts, reason: reason, summary: &summary)
-            if let outcome { announceEnd(m.id, m.attempts, .shimDied(reason: reason, countAttempt: mayHaveStarted), .died(outcome)) }
-            if outcome != nil && m.lockKey != nil { summary.locksReleased += 1 }
-            cleanAfterDeadShim(m.id)
-            CrashPoint.hit("recovery-after-requeue")
-        }
-
-        // 4. Release locks held by dead holders.
+        // 3. Release locks held by dead holders.
         summary.locksReleased += try q.releaseStaleLocks()
 
-        // 5. Only now: orphans.
+        // 4. Only now: orphans.
         summary.orphansCleaned = try cleanOrphans(q, &summary)
         checkpointsPrunedUpTo = 0 // every mission that ended long enough ago, at the first prune
         lastCheckpointPrune = nil
@@ -428,57 +397,11 @@ public final class MissionRunner {
         }
     }
 
-    enum Settled {
-        case finished(MissionState)
-        case corrupt
-        case noResult
-    }
-
-    /// Records an ended attempt from its result file, if there is one.
-    private func settle(_ id: Int64, attempt: Int, q: MissionQueue) throws -> Settled {
-        let paths = MissionPaths(stateDir: stateDir, id: id)
-        switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
-        case .ok(let r) where r.mission == id && r.attempt == attempt:
-            let outcome = try q.settle(id: id, attempt: attempt, .finished(r))
-            reportKeyEvents(q)
-            var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt))]
-            MissionRunner.addResult(r, to: &fields)
-            switch outcome {
-            case .ended(let state, let reason):
-                fields["state"] = .string(state.rawValue)
-                if let reason { fields["reason"] = .string(reason) }
-                journal.append("mission-finished", fields)
-                announceEnd(id, attempt, .finished(r), outcome)
-                return .finished(state)
-            case .retry(let at, let reason):
-                fields["reason"] = .string(reason)
-                fields["retry_at"] = .string(Clock.iso(Date(timeIntervalSince1970: at)))
-                journal.append("mission-retry-scheduled", fields)
-                nextRetryWall = min(nextRetryWall ?? at, at)
-                announceEnd(id, attempt, .finished(r), outcome)
-                return .finished(.pending)
-            default:
-                return .noResult
-            }
-        case .corrupt(let why):
-            let reason = "its result file was corrupt (\(why)); the file was quarantined"
-            // The database first: if we are killed between the two, the row is final and the
-            // leftover file harms nobody.
-            guard let state = try q.fail(id: id, attempt: attempt, reason: reason) else { return .noResult }
-            files.quarantine(paths.result, reason: "result of mission \(id) attempt \(attempt): \(why)")
-            journal.append("mission-failed", ["mission": .int(id), "attempt": .int(Int64(attempt)), "reason": .string(reason)])
-            announceEnd(id, attempt, .failed(reason: reason), .ended(state, reason: reason))
-            return .corrupt
-        case .ok, .absent:
-            return .noResult
-        }
-    }
-
     /// Shims no running attempt claims (with their attempt's processes), processes of missions
     /// that have not ended and that no live shim runs, scratch directories of missions that do
     /// not run; mission directories without a row are moved to quarantine/.
     /// A shim of the attempt after a pending mission's starts is adopted instead (reattached):
-    /// its claim was taken back in step 3 because the shim was not visible yet (a spawn a killed
+    /// its claim was taken back in step 2 because the shim was not visible yet (a spawn a killed
     /// runner never recorded); killing it would start the mission a second time.
     private func cleanOrphans(_ q: MissionQueue, _ summary: inout MissionRecoverySummary) throws -> Int {
         var cleaned = 0
@@ -611,11 +534,11 @@ public final class MissionRunner {
         }
 
         // Ended shims and failed starts: decide what happened (no database yet).
-        var plan: [(t: Tracked, settlement: MissionQueue.Settlement, corrupt: String?)] = []
+        var plan: [(t: Tracked, ended: EndedAttempt)] = []
         for t in tracked.values.sorted(by: { $0.id < $1.id }) {
             t.needsTick = false
             if let failure = t.spawnFailure {
-                plan.append((t, .revert(reason: failure), nil))
+                plan.append((t, EndedAttempt(settlement: .revert(reason: failure))))
                 continue
             }
             if !t.exited, let fd = t.pidfd, fd.hasExited {
@@ -623,8 +546,7 @@ public final class MissionRunner {
                 t.exited = true
             }
             guard t.exited else { continue }
-            let (settlement, corrupt) = judge(t)
-            plan.append((t, settlement, corrupt))
+            plan.append((t, judge(id: t.id, attempt: t.attempt, shim: t.shim, waitStatus: t.waitStatus ?? 0)))
         }
 
         // Changes by other processes: new missions, cancels.
@@ -645,7 +567,7 @@ public final class MissionRunner {
         let claimLimit = (claimNeeded || !plan.isEmpty) && free > 0 ? free : 0
         if !plan.isEmpty || !unrecorded.isEmpty || claimLimit > 0 {
             let (outcomes, claimed) = try q.settleAndClaim(
-                plan.map { ($0.t.id, $0.t.attempt, $0.settlement) },
+                plan.map { ($0.t.id, $0.t.attempt, $0.ended.settlement) },
                 recordShims: unrecorded.map { ($0.id, $0.attempt, $0.shim!) },
                 claimLimit: claimLimit)
             for t in unrecorded { t.identityRecorded = true }
@@ -655,9 +577,10 @@ public final class MissionRunner {
                 // The next moment a claim may find more: a retry due, a paused key's trial.
                 nextRetryWall = [try? q.nextRetry(), try? q.nextBreakerTrial()].compactMap { $0 }.min()
             }
+            var summary = MissionRecoverySummary() // counted for recovery only
             for (item, outcome) in zip(plan, outcomes) {
                 tracked[item.t.id] = nil
-                after(item.t, item.settlement, outcome, corrupt: item.corrupt)
+                record(id: item.t.id, attempt: item.t.attempt, item.ended, outcome, summary: &summary)
             }
             for m in claimed { start(m) }
             let fresh = claimed.compactMap { tracked[$0.id] }.filter { $0.shim != nil && !$0.identityRecorded }
@@ -754,31 +677,59 @@ public final class MissionRunner {
             + MissionProcesses.signalMembers(of: stateDir, mission: id, signal, outside: shim.pid, startedSince: shim.startTicks)
     }
 
-    /// What an ended attempt's files say: its result, a corrupt result (with the reason for
-    /// the quarantine), or a shim that died without one (whose leftover processes are killed
-    /// now, before the attempt can be started again).
-    private func judge(_ t: Tracked) -> (MissionQueue.Settlement, corrupt: String?) {
-        let paths = MissionPaths(stateDir: stateDir, id: t.id)
+    /// How an attempt ended, as `judge` read it from its files.
+    struct EndedAttempt {
+        var settlement: MissionQueue.Settlement
+        /// The result file was corrupt: why (it is quarantined after the commit).
+        var corrupt: String?
+    }
+
+    /// What ended attempt `attempt` of mission `id`: the one place that decides it, for the
+    /// tick (its shim exited: `waitStatus` is set, 0 when it could not be reaped) and for
+    /// start-up recovery (its shim is gone: nil). A result, a corrupt result, a shim that
+    /// found another shim of the mission running (`ShimMain.busyExit`: the claim is taken back),
+    /// or a shim that died without a result. For that last one, what the attempt left is
+    /// killed here, before the commit can let the mission or its key be claimed again.
+    private func judge(id: Int64, attempt: Int, shim: MissionShim?, waitStatus: Int32?) -> EndedAttempt {
+        let paths = MissionPaths(stateDir: stateDir, id: id)
         switch StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self) {
-        case .ok(let r) where r.mission == t.id && r.attempt == t.attempt:
-            return (.finished(r), nil)
+        case .ok(let r) where r.mission == id && r.attempt == attempt:
+            return EndedAttempt(settlement: .finished(r))
         case .corrupt(let why):
-            return (.failed(reason: "its result file was corrupt (\(why)); the file was quarantined"), why)
+            return EndedAttempt(settlement: .resultCorrupt(why: why), corrupt: why)
         case .ok, .absent:
-            if let status = t.waitStatus, exitCode(fromWaitStatus: status) == ShimMain.busyExit {
-                // Another shim of this mission (left by a runner that died before recording
-                // it) holds the run lock: take the claim back without counting an attempt;
-                // the mission is claimed again once that shim has finished and its result
-                // is found.
-                return (.revert(reason: "another shim of this mission was still running"), nil)
-            }
-            // No result: nothing was let go; all of the attempt goes (what started after its shim).
-            if let shim = t.shim { MissionProcesses.killSession(of: shim.identity) }
-            MissionCgroup.of(stateDir, mission: t.id)?.kill(patience: .milliseconds(500))
-            MissionProcesses.killMembers(of: stateDir, mission: t.id, patience: .milliseconds(500), startedSince: t.shim?.identity.startTicks ?? 0)
-            let who = t.shim.map { "\($0.identity)" } ?? "unknown"
-            return (.shimDied(reason: "its shim (\(who)) ended without recording an exit status", countAttempt: true), nil)
+            break
         }
+        if let status = waitStatus, exitCode(fromWaitStatus: status) == ShimMain.busyExit {
+            // Another shim of this mission (left by a runner that died before recording it)
+            // holds the run lock: the mission is claimed again once that one has finished
+            // and its result is found.
+            return EndedAttempt(settlement: .revert(reason: "another shim of this mission was still running"))
+        }
+        // No result: nothing was let go, so all of the attempt goes (what started after its
+        // shim). Only for a shim known to have died in this boot: a claim whose shim was never
+        // recorded may have a live one that recovery could not see yet, whose mission must not
+        // be killed (it holds the run lock; its result is found later); a shim of an earlier
+        // boot left nothing running.
+        if let shim, shim.bootID == Clock.bootID {
+            MissionProcesses.killSession(of: shim.identity)
+            MissionCgroup.of(stateDir, mission: id)?.kill(patience: .milliseconds(500))
+            MissionProcesses.killMembers(of: stateDir, mission: id, patience: .milliseconds(500), startedSince: shim.identity.startTicks)
+        }
+        // May its command have started? We saw its shim run, or it was recorded, or an
+        // unrecorded one (a lost spawn) got as far as making scratch/, which it does just
+        // before spawning the command (and which is removed after every attempt). Only "no"
+        // lets an at-most-once mission run again (docs/missions.md, "Lifecycle").
+        let scratchLeft = FileManager.default.fileExists(atPath: paths.scratch)
+        let reason: String
+        if let shim {
+            reason = "its shim (\(shim.identity)) ended without recording an exit status"
+        } else if scratchLeft || waitStatus != nil {
+            reason = "its shim (never recorded: the runner stopped in between) ended without recording an exit status"
+        } else {
+            reason = "it was claimed but its shim never started (the runner stopped in between)"
+        }
+        return EndedAttempt(settlement: .shimDied(reason: reason, countAttempt: shim != nil || scratchLeft || waitStatus != nil))
     }
 
     /// A result's exit status and what its shim did with the mission's processes outside its
@@ -792,10 +743,13 @@ public final class MissionRunner {
         if let n = r.outsideLeft { fields["outside_left"] = .int(Int64(n)) }
     }
 
-    /// After the commit: journal, quarantine, clean up.
-    private func after(_ t: Tracked, _ settlement: MissionQueue.Settlement, _ outcome: MissionQueue.SettleOutcome, corrupt: String?) {
-        var summary = MissionRecoverySummary()
-        var fields: [String: JSONValue] = ["mission": .int(t.id), "attempt": .int(Int64(t.attempt))]
+    /// After the commit of an ended attempt (tick and recovery alike): quarantine a corrupt
+    /// result, journal, tell chat, clean up after a dead shim, and count it in `summary`.
+    private func record(id: Int64, attempt: Int, _ ended: EndedAttempt, _ outcome: MissionQueue.SettleOutcome,
+                        summary: inout MissionRecoverySummary) {
+        let settlement = ended.settlement
+        var fields: [String: JSONValue] = ["mission": .int(id), "attempt": .int(Int64(attempt))]
+        if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
         switch outcome {
         case .stale:
             return
@@ -803,29 +757,30 @@ public final class MissionRunner {
             journal.append("mission-start-reverted", fields)
             claimNeeded = true // try again (e.g. the executable was being replaced)
         case .retry(let at, let reason):
-            if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
             fields["reason"] = .string(reason)
             fields["retry_at"] = .string(Clock.iso(Date(timeIntervalSince1970: at)))
             journal.append("mission-retry-scheduled", fields)
             nextRetryWall = min(nextRetryWall ?? at, at)
-            announceEnd(t.id, t.attempt, settlement, outcome)
+            summary.finalized += 1
+            announceEnd(id, attempt, settlement, outcome)
         case .died(let death):
             guard case .shimDied(let reason, _) = settlement else { return }
-            report(death, id: t.id, attempt: t.attempt, reason: reason, summary: &summary)
-            cleanAfterDeadShim(t.id)
-            announceEnd(t.id, t.attempt, settlement, outcome)
+            report(death, id: id, attempt: attempt, reason: reason, summary: &summary)
+            cleanAfterDeadShim(id)
+            announceEnd(id, attempt, settlement, outcome)
         case .ended(let state, let reason):
-            let paths = MissionPaths(stateDir: stateDir, id: t.id)
-            if let why = corrupt {
+            if let why = ended.corrupt {
                 // The database first: if we are killed between the two, the row is final and
                 // the leftover file harms nobody.
-                files.quarantine(paths.result, reason: "result of mission \(t.id) attempt \(t.attempt): \(why)")
+                files.quarantine(MissionPaths(stateDir: stateDir, id: id).result, reason: "result of mission \(id) attempt \(attempt): \(why)")
+                summary.failed += 1
+            } else {
+                summary.finalized += 1
             }
             fields["state"] = .string(state.rawValue)
-            if case .finished(let r) = settlement { MissionRunner.addResult(r, to: &fields) }
             if let reason { fields["reason"] = .string(reason) }
-            journal.append(corrupt == nil ? "mission-finished" : "mission-failed", fields)
-            announceEnd(t.id, t.attempt, settlement, outcome)
+            journal.append(ended.corrupt == nil ? "mission-finished" : "mission-failed", fields)
+            announceEnd(id, attempt, settlement, outcome)
         }
     }
 
