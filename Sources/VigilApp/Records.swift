@@ -95,3 +95,12 @@ extension StateFiles {
         try save(Marker.now(by: by, reason: reason), kind: Marker.kind, to: path)
     }
 }
+
+extension StateFiles {
+    /// The PID file without the corrupt-file policy (for computing deadlines; the probe
+    /// quarantines).
+    func loadRecordQuietly(_ role: StateDirectory.Role) -> ProcessRecord? {
+        if case .ok(let r) = StateFile.read(dir.pidFile(role), kind: ProcessRecord.kind, as: ProcessRecord.self) { return r }
+        return nil
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import Glibc
+import VigilChat
+import VigilCore
+import VigilStore
+import VigilSystem
+
+/// heal.json: the heal state across runners.
+extension Runner {
+    // MARK: - Heal state persistence
+
+    /// Loads heal.json and tells the machine a new runner took over: its first probe decides
+    /// whether this is a start of the pair (docs/architecture.md, "A start is not an incident").
+    func loadHealState() {
+        defer { heal = HealMachine.runnerStarted(heal, pairStart: clearStop, now: Clock.boot()) }
+        guard let file = ctx.files.load(ctx.dir.healState, kind: HealFile.kind, as: HealFile.self) else { return }
+        if file.bootID == Clock.bootID {
+            heal = file.state
+            savedHeal = heal
+        } else {
+            ctx.journal.append("heal-state-discarded", ["reason": "written before the last reboot"])
+        }
+    }
+
+    /// Persists the heal state when it changed. A failed write is journaled (at a low rate) and
+    /// the runner goes on from its memory: it never repeats a tier because it could not save.
+    func saveHealState(now: BootInstant) {
+        guard heal != savedHeal else { return }
+        do {
+            try ctx.files.save(HealFile(bootID: Clock.bootID, state: heal), kind: HealFile.kind, to: ctx.dir.healState)
+            savedHeal = heal
+            if lastHealWriteProblem != nil {
+                lastHealWriteProblem = nil
+                ctx.journal.append("state-write-recovered", ["file": "heal.json"])
+            }
+        } catch {
+            if lastHealWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
+                lastHealWriteProblem = now
+                ctx.journal.append("state-write-failed", ["file": "heal.json", "error": .string("\(error)")])
+            }
+        }
+    }
+}
