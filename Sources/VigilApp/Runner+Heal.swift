@@ -20,7 +20,7 @@ extension Runner {
         let current = versions.current(now: now)
         if versions.problem != lastVersionProblem {
             lastVersionProblem = versions.problem
-            if let p = versions.problem { ctx.journal.append("version-unknown", ["detail": .string(p)]) }
+            if let p = versions.problem { ctx.journal.append(.versionUnknown, ["detail": .string(p)]) }
         }
         let probe = Probe.run(record: record, starting: starting, currentVersion: current,
                               limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
@@ -72,7 +72,7 @@ extension Runner {
         if confirmed.count > 64 { confirmed.removeAll() }
         confirmed[id] = yes
         if !yes {
-            ctx.journal.append("foreign-process", ["pid": .int(Int64(id.pid)), "detail": "bridge.json names a live process that is not a Vigil bridge of this state dir; treated as dead, never signalled"])
+            ctx.journal.append(.foreignProcess, ["pid": .int(Int64(id.pid)), "detail": "bridge.json names a live process that is not a Vigil bridge of this state dir; treated as dead, never signalled"])
         }
         return yes
     }

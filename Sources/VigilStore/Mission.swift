@@ -98,7 +98,7 @@ public struct MissionPaths: Sendable {
     public let directory: String
 
     public init(stateDir: StateDirectory, id: Int64) {
-        directory = "\(stateDir.missions)/\(id)"
+        directory = stateDir.missionDirectory(id)
     }
 
     /// stdout and stderr of every attempt, appended as they are produced.
