@@ -9,7 +9,8 @@ import VigilSystem
 extension Runner {
     // MARK: - Reporting
 
-    func report(_ note: HealNote, probe: Probe, after: ProcessIdentity?, failure: String?, now: BootInstant) {
+    func report(_ note: HealNote, probe: Probe, done: Performed, now: BootInstant) {
+        let after = done.spawned, failure = done.failure
         func idJSON(_ id: ProcessIdentity?) -> JSONValue {
             guard let id else { return .null }
             return ["pid": .int(Int64(id.pid)), "start_ticks": .int(Int64(id.startTicks))]
@@ -40,9 +41,9 @@ extension Runner {
             ctx.journal.append(.heal, fields)
             let what: String
             switch action {
-            case .restartMarker: what = "asked it to restart itself (restart marker)"
-            case .terminate: what = "sent SIGTERM"
-            case .kill: what = "sent SIGKILL"
+            case .restartMarker: what = failure ?? "asked it to restart itself (restart marker)"
+            case .terminate: what = failure ?? "sent SIGTERM"
+            case .kill: what = failure ?? "sent SIGKILL"
             case .start, .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"
             case .none: what = "waited"
             }
