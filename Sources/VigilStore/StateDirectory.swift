@@ -60,7 +60,7 @@ public struct StateDirectory: Sendable {
     public var consoleEchoPosition: String { file("chat/echo.json") }
     /// Held by a console deliverer (bridge or runner) while it checks and appends `chat.log`.
     public var chatConsoleLock: String { file("chat/console.lock") }
-    /// The chat service's status (`ChatService.Status`), read by `vigil status` and doctor.
+    /// The chat service's status (a state file of kind `chat-status`), read by `vigil status` and doctor.
     public var chatStatus: String { file("chat/status.json") }
 
     /// Test fault injection (only with `VIGIL_TEST_FAULTS=1`): the fault the bridge acts on, the
