@@ -34,6 +34,33 @@ import VigilStore
         return names
     }
 
+    /// No script or doc spells an event a second way (`chat_redeliver` for `chat-redeliver`):
+    /// the scripts take the names from `vigil journal --events` and check the ones they use.
+    @Test func noSecondSpellingInScriptsOrDocs() throws {
+        let second = Dictionary(uniqueKeysWithValues: JournalEvent.allCases.compactMap { e -> (String, String)? in
+            e.rawValue.contains("-") ? (e.rawValue.replacingOccurrences(of: "-", with: "_"), e.rawValue) : nil
+        })
+        let fm = FileManager.default
+        var files: [String] = []
+        for dir in ["scripts", "scripts/chaoslib", "docs"] {
+            let url = JournalEventTests.repository.appendingPathComponent(dir)
+            for name in try fm.contentsOfDirectory(atPath: url.path).sorted() {
+                var isDir: ObjCBool = false
+                let path = url.appendingPathComponent(name).path
+                if fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue, !name.hasSuffix(".pyc") { files.append(path) }
+            }
+        }
+        #expect(files.count > 5)
+        for path in files {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+            for (old, name) in second {
+                for quote in ["\"", "'", "`"] where text.contains(quote + old + quote) {
+                    Issue.record("\(path) spells \(name) as \(old)")
+                }
+            }
+        }
+    }
+
     @Test func theOperatorGuideListsExactlyTheEvents() throws {
         let documented = try JournalEventTests.documentedEvents()
         let cases = JournalEvent.allCases.map(\.rawValue)
