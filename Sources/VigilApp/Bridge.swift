@@ -38,7 +38,7 @@ final class Bridge {
         // A program that crashes at start never beats: the fault that plays one exits first.
         if FaultInjection.current(ctx.dir) == "exit-at-start" { injectFault("exit-at-start") }
         ctx.beat()
-        ctx.journal.append(reexecFrom == nil ? "bridge-started" : "bridge-reexec-done", [
+        ctx.journal.append(reexecFrom == nil ? .bridgeStarted : .bridgeReexecDone, [
             "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),
             "previous_version": reexecFrom.map { .string($0) } ?? .null,
         ])
@@ -71,11 +71,11 @@ final class Bridge {
             }
             if let m = ctx.pendingRestartMarker() {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
-                ctx.journal.append("bridge-reexec", ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
+                ctx.journal.append(.bridgeReexec, ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
                 hooks?.shutdown(deadline: Clock.boot() + .milliseconds(200))
                 let target = Rollback.reexecTarget(ctx.dir) // the kept copy while a rollback is in effect
                 let err = reexec(path: target.path, arguments: arguments, environment: target.environment.merging(["VIGIL_REEXEC_FROM": ctx.record.version, StateDirectoryAnchor.handedVariable: ctx.anchor.token]) { $1 })
-                ctx.journal.append("bridge-reexec-failed", ["error": .string("\(err)")])
+                ctx.journal.append(.bridgeReexecFailed, ["error": .string("\(err)")])
             }
             if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {
                 stop(reason: "vigil stop (\(m.by))")
@@ -104,7 +104,7 @@ final class Bridge {
     private func stop(reason: String) {
         hooks?.shutdown(deadline: Clock.boot() + config.tunables.termGrace * 0.5)
         ctx.removeOwnPidFile()
-        ctx.journal.append("bridge-stopped", ["reason": .string(reason), "pid": .int(Int64(getpid()))])
+        ctx.journal.append(.bridgeStopped, ["reason": .string(reason), "pid": .int(Int64(getpid()))])
         lock.release()
     }
 
@@ -126,11 +126,11 @@ final class Bridge {
         if problem != nil && ctx.anchor.check() != nil { return }
         if let problem, !runnerDown {
             runnerDown = true
-            ctx.journal.append("runner-down", ["detail": .string(problem)])
+            ctx.journal.append(.runnerDown, ["detail": .string(problem)])
             hooks?.notify(key: "runner-down-\(now.nanoseconds)", text: "Vigil: the runner is \(problem); missions and healing are paused until it is back.")
         } else if problem == nil && runnerDown {
             runnerDown = false
-            ctx.journal.append("runner-back", [:])
+            ctx.journal.append(.runnerBack, [:])
             hooks?.notify(key: "runner-back-\(now.nanoseconds)", text: "Vigil: the runner is back.")
         }
     }
@@ -138,7 +138,7 @@ final class Bridge {
     private var bloat = FaultInjection.Bloat()
 
     private func injectFault(_ fault: String, runtime: Bool = false) {
-        ctx.journal.append("fault-injected", ["fault": .string(fault), "runtime": .bool(runtime)])
+        ctx.journal.append(.faultInjected, ["fault": .string(fault), "runtime": .bool(runtime)])
         if fault == "exit-at-start" && !runtime { exit(1) }
         if fault.hasPrefix("bloat-grow="), let rate = Int(fault.dropFirst(11).replacingOccurrences(of: "/s", with: "")), rate > 0 {
             bloat.start(mbPerSecond: rate, now: Clock.boot())

@@ -40,7 +40,6 @@ final class BridgeHooks: ChatCommandHandler {
     // MARK: - Chat commands
 
     func handle(_ command: ChatCommand, sender: String) -> String {
-        journal.append("chat-command", ["command": .string(command.name), "sender": .string(sender)])
         do {
             switch command {
             case .status:

@@ -51,10 +51,6 @@ struct Heartbeat: Equatable, Sendable {
     }
 }
 
-extension StateDirectory {
-    func beatFile(_ role: Role) -> String { file("\(role.rawValue).beat") }
-}
-
 extension StateFiles {
     /// The PID file with the latest heartbeat folded in (when the heartbeat is the same
     /// process's). A corrupt heartbeat is quarantined like any state file.

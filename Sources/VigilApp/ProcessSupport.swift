@@ -70,13 +70,13 @@ final class ProcessContext {
             }
             try AtomicFile.write(Heartbeat(identity: record.identity, beat: now, seq: record.seq).encoded(), to: dir.beatFile(role))
             if let report = writeProblems.success(now: now) {
-                journal.append("state-write-recovered", ["file": .string("\(role.rawValue).beat")].merging(report.fields) { a, _ in a })
+                journal.append(.stateWriteRecovered, ["file": .string("\(role.rawValue).beat")].merging(report.fields) { a, _ in a })
             }
             return true
         } catch {
             recordDirty = true
             if let report = writeProblems.failure(now: now) {
-                journal.append("state-write-failed", ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")]
+                journal.append(.stateWriteFailed, ["file": .string("\(role.rawValue).beat"), "error": .string("\(error)")]
                     .merging(report.fields) { a, _ in a })
             }
             return false
@@ -111,7 +111,7 @@ final class ProcessContext {
         let sentence = "the state directory \(dir.path) \(loss) while the \(role.rawValue) (pid \(getpid())) ran on it: " + consequence
         printErr("vigil \(role.rawValue): \(sentence)\n")
         let pinned = Journal(path: anchor.pinnedPath("journal.jsonl"), source: role.rawValue)
-        pinned.append("state-dir-lost", [
+        pinned.append(.stateDirLost, [
             "loss": .string(loss.kind), "detail": .string(loss.description), "path": .string(dir.path),
             "device": .int(Int64(bitPattern: anchor.device)), "inode": .int(Int64(bitPattern: anchor.inode)),
             "pid": .int(Int64(getpid())), "exit": .int(Int64(StateDirectoryAnchor.lostExitCode)),
@@ -165,13 +165,13 @@ enum FaultInjection {
     static let enabled = ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1"
 
     static func runner(_ dir: StateDirectory) -> String? {
-        guard enabled, case .bytes(let data) = StateSlot.read(dir.file("runner-fault")) else { return nil }
+        guard enabled, case .bytes(let data) = StateSlot.read(dir.runnerFault) else { return nil }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
     }
 
     static func current(_ dir: StateDirectory) -> String? {
-        guard enabled, case .bytes(let data) = StateSlot.read(dir.file("fault")) else { return nil }
+        guard enabled, case .bytes(let data) = StateSlot.read(dir.fault) else { return nil }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
     }

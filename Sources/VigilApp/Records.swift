@@ -24,7 +24,7 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
     /// Runner only: its last verdict on the bridge and the version it saw on disk.
     public var lastVerdict: Verdict?
     public var currentVersion: String?
-    /// Runner only: mean CPU time of one probe-and-decide, in microseconds.
+    /// Runner only: the median CPU time of one probe-and-decide over the last 64, in microseconds.
     public var probeCPUMicros: Double?
     /// Runner only: the wrapper (scripts/vigil-run) that started it and relaunches it after
     /// exit 42; nil when started some other way (docs/operator-guide.md, "The wrapper gone").

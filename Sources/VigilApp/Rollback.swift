@@ -115,17 +115,17 @@ final class Rollback {
         let copyIdentity = Executable.runningIdentity
         let kept = record?.copy == copyIdentity ? record : nil
         if record?.rolledBackFrom == r.broken {
-            journal.append("rollback-continued", ["broken_version": .string(r.broken), "kept_version": json(kept?.source)])
+            journal.append(.rollbackContinued, ["broken_version": .string(r.broken), "kept_version": json(kept?.source)])
             return nil
         }
         if kept?.source == r.broken {
             // The program on disk is the kept one: the crashes were not caused by an update.
-            journal.append("rollback-same-program", ["version": .string(r.broken), "program": .string(r.program)])
+            journal.append(.rollbackSameProgram, ["version": .string(r.broken), "program": .string(r.program)])
             return nil
         }
         // Journal first, then chat, then remember (a crash in between repeats both; the chat
         // key makes the repeat one message).
-        journal.append("update-rolled-back", [
+        journal.append(.updateRolledBack, [
             "broken_version": .string(r.broken), "kept_version": json(kept?.source), "kept_stamp": json(kept?.stamp),
             "program": .string(r.program), "kept_copy": .string(dir.keptProgram),
         ])
@@ -140,7 +140,7 @@ final class Rollback {
             try files.save(updated, kind: KeptProgram.kind, to: dir.keptProgramRecord)
             record = updated
         } catch {
-            journal.append("state-write-failed", ["file": "program/good.json", "error": .string("\(error)")])
+            journal.append(.stateWriteFailed, ["file": "program/good.json", "error": .string("\(error)")])
         }
         return nil
     }
@@ -197,13 +197,13 @@ final class Rollback {
                 try files.save(kept, kind: KeptProgram.kind, to: dir.keptProgramRecord)
                 record = kept
                 keepWanted = false
-                journal.append("program-kept", ["version": .string(job.source), "stamp": .string(job.stamp), "copy": .string(dir.keptProgram), "ms": .double(ms)])
+                journal.append(.programKept, ["version": .string(job.source), "stamp": .string(job.stamp), "copy": .string(dir.keptProgram), "ms": .double(ms)])
                 return
             } catch {
-                journal.append("program-keep-failed", ["version": .string(job.source), "error": .string("cannot write the record: \(error)")])
+                journal.append(.programKeepFailed, ["version": .string(job.source), "error": .string("cannot write the record: \(error)")])
             }
         case .failed(let error):
-            journal.append("program-keep-failed", ["version": .string(job.source), "error": .string(error)])
+            journal.append(.programKeepFailed, ["version": .string(job.source), "error": .string(error)])
         }
         retryAfter = now + Rollback.retryDelay
         healthySince = nil

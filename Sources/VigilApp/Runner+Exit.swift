@@ -15,7 +15,7 @@ extension Runner {
     func restart(reason: String, key: String) -> Int32? {
         guard wrapperIsGone(), let w = wrapper else { return exitForRestart(reason: reason) }
         guard restartsHeld.insert(key).inserted else { return nil }
-        ctx.journal.append("runner-restart-skipped", [
+        ctx.journal.append(.runnerRestartSkipped, [
             "reason": .string(reason), "wrapper_pid": .int(Int64(w.pid)),
             "detail": "the wrapper is gone: nothing would relaunch the runner after exit 42, so it keeps running",
         ])
@@ -31,7 +31,7 @@ extension Runner {
         guard let w = wrapper else { return false }
         if !wrapperGone && w.liveness() == .gone {
             wrapperGone = true
-            ctx.journal.append("wrapper-gone", [
+            ctx.journal.append(.wrapperGone, [
                 "wrapper_pid": .int(Int64(w.pid)), "wrapper_start_ticks": .int(Int64(w.startTicks)),
                 "detail": "scripts/vigil-run is gone (killed?): the runner keeps running, but restart markers and a new program wait until the pair is started again",
             ])
@@ -77,7 +77,7 @@ extension Runner {
 
     func exitForRestart(reason: String) -> Int32 {
         saveHealState(now: Clock.boot())
-        ctx.journal.append("runner-restart", ["reason": .string(reason), "exit": 42])
+        ctx.journal.append(.runnerRestart, ["reason": .string(reason), "exit": 42])
         hooks?.shutdown()
         versions.cancel()
         ctx.removeOwnPidFile()
@@ -87,10 +87,10 @@ extension Runner {
     /// Stops the bridge gracefully (SIGCONT+SIGTERM, SIGKILL after the grace), then ourselves.
     /// Missions keep running (their shims are detached); the next runner reattaches them.
     func stopPair(reason: String) {
-        ctx.journal.append("runner-stopping", ["reason": .string(reason)])
+        ctx.journal.append(.runnerStopping, ["reason": .string(reason)])
         if let r = ctx.files.loadRecord(.bridge), runsVigil(r.identity, role: .bridge, dir: ctx.dir), let pidfd = r.identity.openPidFD(),
            endBridge(pidfd) {
-            ctx.journal.append("bridge-killed", ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
+            ctx.journal.append(.bridgeKilled, ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
         }
         if let s = starting, let pidfd = s.openPidFD() {
             pidfd.signal(SIGKILL)
@@ -103,6 +103,6 @@ extension Runner {
         hooks?.shutdown()
         versions.cancel()
         ctx.removeOwnPidFile()
-        ctx.journal.append("runner-stopped", ["reason": .string(reason)])
+        ctx.journal.append(.runnerStopped, ["reason": .string(reason)])
     }
 }

@@ -20,7 +20,7 @@ extension Runner {
         let current = versions.current(now: now)
         if versions.problem != lastVersionProblem {
             lastVersionProblem = versions.problem
-            if let p = versions.problem { ctx.journal.append("version-unknown", ["detail": .string(p)]) }
+            if let p = versions.problem { ctx.journal.append(.versionUnknown, ["detail": .string(p)]) }
         }
         let probe = Probe.run(record: record, starting: starting, currentVersion: current,
                               limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
@@ -40,30 +40,43 @@ extension Runner {
         // saved first: it must not wait for an fsync (kill → first beat), and the bridge lock
         // already keeps a second one from running.
         if step.action == .restartMarker || step.action == .terminate || step.action == .kill { saveHealState(now: now) }
-        var after: ProcessIdentity? = nil
-        var failure: String? = nil
-        switch step.action {
+        let done = perform(step.action, probe: probe)
+        for note in step.notes { report(note, probe: probe, done: done, now: now) }
+        saveHealState(now: now)
+        return step.action != .none || !step.notes.isEmpty
+    }
+
+    /// What performing a heal action did, as the journal and chat are told it: only what was
+    /// actually done (a signal that could not be sent is reported as not sent).
+    struct Performed {
+        /// The bridge a start or respawn spawned.
+        var spawned: ProcessIdentity?
+        /// Why the action was not done (nil: done, or nothing to do).
+        var failure: String?
+    }
+
+    /// Carries out one action of the heal machine and says what happened.
+    func perform(_ action: HealAction, probe: Probe) -> Performed {
+        var done = Performed()
+        switch action {
         case .none: break
         case .restartMarker:
             do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(getpid())", reason: probe.verdict.rawValue) } catch {
-                failure = "cannot write the restart marker: \(error)"
+                done.failure = "cannot write the restart marker: \(error)"
             }
-        case .terminate:
-            if let pidfd = probe.identity?.openPidFD() {
-                pidfd.signal(SIGCONT) // a stopped process cannot act on SIGTERM
-                pidfd.signal(SIGTERM)
-            }
-        case .kill:
-            if let pidfd = probe.identity?.openPidFD() {
+        case .terminate, .kill:
+            // SIGCONT first: a stopped process cannot act on SIGTERM (and is killed either way).
+            let signal = action == .terminate ? SIGTERM : SIGKILL
+            if let id = probe.identity, let pidfd = id.openPidFD() {
                 pidfd.signal(SIGCONT)
-                pidfd.signal(SIGKILL)
+                if !pidfd.signal(signal) { done.failure = "could not signal: \(SignalName.of(signal)) to pid \(id.pid) failed" }
+            } else {
+                done.failure = probe.identity == nil ? "could not signal: no pid" : "could not signal: pid gone"
             }
         case .start, .respawn:
-            do { after = try spawnBridge() } catch { failure = "\(error)" }
+            do { done.spawned = try spawnBridge() } catch { done.failure = "\(error)" }
         }
-        for note in step.notes { report(note, probe: probe, after: after, failure: failure, now: now) }
-        saveHealState(now: now)
-        return step.action != .none || !step.notes.isEmpty
+        return done
     }
 
     func isBridge(_ id: ProcessIdentity) -> Bool {
@@ -72,7 +85,7 @@ extension Runner {
         if confirmed.count > 64 { confirmed.removeAll() }
         confirmed[id] = yes
         if !yes {
-            ctx.journal.append("foreign-process", ["pid": .int(Int64(id.pid)), "detail": "bridge.json names a live process that is not a Vigil bridge of this state dir; treated as dead, never signalled"])
+            ctx.journal.append(.foreignProcess, ["pid": .int(Int64(id.pid)), "detail": "bridge.json names a live process that is not a Vigil bridge of this state dir; treated as dead, never signalled"])
         }
         return yes
     }
@@ -108,34 +121,15 @@ extension Runner {
 
     /// The earliest instant after `now` at which a probe could judge differently or the heal
     /// machine could take its next step, besides the tick (docs/architecture.md, "Wake-ups"):
-    /// the loop sleeps until then and probes when it is reached.
-    ///
-    /// - the last beat the probe saw + stale-after (a beating bridge turns hung exactly then);
-    /// - the current tier's wait: tier 1's cooldown, tier 2's term grace, tier 3's kill cooldown
-    ///   and a respawned bridge's start grace;
-    /// - the stability window of a respawn not yet proven (failures reset, circuit closes);
-    /// - an open circuit's cool-off (half-open) and its next reminder.
+    /// the loop sleeps until then and probes when it is reached. The machine's own deadlines
+    /// come from `HealMachine.nextDeadline` (every window it applies); the runner adds the one
+    /// of the probe: the last beat it saw + stale-after (a beating bridge turns hung exactly then).
     func nextDeadline(now: BootInstant) -> BootInstant? {
-        let p = config.tunables.policy
         var d: [BootInstant] = []
         if let r = lastRecord, let v = lastVerdict, v.processAlive, v != .hung {
             d.append(r.beat + config.tunables.staleAfter)
         }
-        if let since = heal.tierSince {
-            switch heal.tier {
-            case 1: d.append(since + p.cooldown)
-            case 2: d.append(since + p.termGrace)
-            default: break
-            }
-        }
-        if let r = heal.respawnedAt { d.append(r + p.startGrace) }
-        // The start grace of a cold start and the end of a respawn's (or circuit's) probation.
-        if let pending = heal.pendingDeadline(policy: p) { d.append(pending) }
-        if let k = heal.killedAt { d.append(k + p.cooldown) }
-        if heal.circuit == .open, let o = heal.circuitOpenedAt {
-            d.append(o + p.circuitCooloff)
-            d.append((heal.lastReminderAt ?? o) + p.reminderEvery)
-        }
+        if let machine = HealMachine.nextDeadline(heal, policy: config.tunables.policy, now: now) { d.append(machine) }
         return d.filter { $0 > now }.min()
     }
 }

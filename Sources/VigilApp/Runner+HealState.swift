@@ -18,7 +18,7 @@ extension Runner {
             heal = file.state
             savedHeal = heal
         } else {
-            ctx.journal.append("heal-state-discarded", ["reason": "written before the last reboot"])
+            ctx.journal.append(.healStateDiscarded, ["reason": "written before the last reboot"])
         }
     }
 
@@ -31,12 +31,12 @@ extension Runner {
             savedHeal = heal
             if lastHealWriteProblem != nil {
                 lastHealWriteProblem = nil
-                ctx.journal.append("state-write-recovered", ["file": "heal.json"])
+                ctx.journal.append(.stateWriteRecovered, ["file": "heal.json"])
             }
         } catch {
             if lastHealWriteProblem.map({ now - $0 > .seconds(60) }) ?? true {
                 lastHealWriteProblem = now
-                ctx.journal.append("state-write-failed", ["file": "heal.json", "error": .string("\(error)")])
+                ctx.journal.append(.stateWriteFailed, ["file": "heal.json", "error": .string("\(error)")])
             }
         }
     }

@@ -9,7 +9,8 @@ import VigilSystem
 extension Runner {
     // MARK: - Reporting
 
-    func report(_ note: HealNote, probe: Probe, after: ProcessIdentity?, failure: String?, now: BootInstant) {
+    func report(_ note: HealNote, probe: Probe, done: Performed, now: BootInstant) {
+        let after = done.spawned, failure = done.failure
         func idJSON(_ id: ProcessIdentity?) -> JSONValue {
             guard let id else { return .null }
             return ["pid": .int(Int64(id.pid)), "start_ticks": .int(Int64(id.startTicks))]
@@ -23,7 +24,7 @@ extension Runner {
             // The bridge journals its own `bridge-started`; the runner speaks only when it could
             // not start one.
             if let failure {
-                ctx.journal.append("bridge-start-failed", ["error": .string(failure)])
+                ctx.journal.append(.bridgeStartFailed, ["error": .string(failure)])
                 hooks?.notify(key: "\(key)-start-failed", text: "Vigil: could not start the bridge: \(failure).")
             }
         case .started(let since, let took):
@@ -37,19 +38,19 @@ extension Runner {
                 "circuit": .string(heal.circuit.rawValue), "failed_respawns": .int(Int64(heal.failedRespawns)),
             ]
             if let failure { fields["error"] = .string(failure) }
-            ctx.journal.append("heal", fields)
+            ctx.journal.append(.heal, fields)
             let what: String
             switch action {
-            case .restartMarker: what = "asked it to restart itself (restart marker)"
-            case .terminate: what = "sent SIGTERM"
-            case .kill: what = "sent SIGKILL"
+            case .restartMarker: what = failure ?? "asked it to restart itself (restart marker)"
+            case .terminate: what = failure ?? "sent SIGTERM"
+            case .kill: what = failure ?? "sent SIGKILL"
             case .start, .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"
             case .none: what = "waited"
             }
             hooks?.notify(key: "\(key)-t\(tier)", text: "Vigil: bridge \(verdict.rawValue) (\(pidText)); tier \(tier): \(what).")
         case .recovered(let down, let verdict, let tier, let since):
             let healthyAt = since + down
-            ctx.journal.append("recovered", [
+            ctx.journal.append(.recovered, [
                 "verdict": .string(verdict.rawValue), "tier": .int(Int64(tier)), "after_ms": .double((down.milliseconds * 10).rounded() / 10),
                 "bridge": idJSON(probe.identity), "healthy_boot": .int(healthyAt.nanoseconds),
                 "stable_ms": .double(((now - healthyAt).milliseconds * 10).rounded() / 10),
@@ -58,7 +59,7 @@ extension Runner {
             hooks?.notify(key: "incident-\(since.nanoseconds)-recovered",
                           text: String(format: "Vigil: bridge healthy again after %.2f s (was %@, tier %d%@).", down.seconds, verdict.rawValue, tier, proven))
         case .respawnFailed(let count, let verdict):
-            ctx.journal.append("respawn-failed", ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(limit)),
+            ctx.journal.append(.respawnFailed, ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(limit)),
                                                   "bridge": idJSON(probe.identity)])
             let next = count >= limit ? "the circuit opens" : "trying again"
             hooks?.notify(key: "\(key)-failed", text: "Vigil: the respawned bridge is \(verdict.rawValue) (\(pidText)): failed respawn \(count) of \(limit); \(next).")
@@ -78,16 +79,16 @@ extension Runner {
                 fields["bridge"] = idJSON(probe.identity)
                 text = "Vigil ALERT: bridge stuck in uninterruptible sleep — needs a person: \(pidText) survived \(config.tunables.policy.unkillableAfter) SIGKILLs (process state \(state)). The watchdog stopped acting (circuit open); find what it waits on (`cat /proc/PID/stack`, a hung mount), then `vigil heal reset`."
             }
-            ctx.journal.append("circuit-open", fields)
+            ctx.journal.append(.circuitOpen, fields)
             hooks?.notify(key: "\(key)-circuit", text: text)
         case .circuitReminder(let openFor):
-            ctx.journal.append("circuit-reminder", ["tier": 4, "verdict": .string(probe.verdict.rawValue), "open_s": .double(openFor.seconds),
+            ctx.journal.append(.circuitReminder, ["tier": 4, "verdict": .string(probe.verdict.rawValue), "open_s": .double(openFor.seconds),
                                                     "reason": heal.circuitReason.map { .string($0.rawValue) } ?? .null])
             hooks?.notify(key: "\(key)-reminder", text: "Vigil reminder: the circuit is still open (for \(openFor)); the bridge is \(probe.verdict.rawValue).")
         case .circuitHalfOpen:
-            ctx.journal.append("circuit-half-open", ["tier": 4, "verdict": .string(probe.verdict.rawValue)])
+            ctx.journal.append(.circuitHalfOpen, ["tier": 4, "verdict": .string(probe.verdict.rawValue)])
         case .circuitClosed:
-            ctx.journal.append("circuit-closed", [:])
+            ctx.journal.append(.circuitClosed, [:])
             hooks?.notify(key: "\(key)-closed", text: "Vigil: circuit closed; the bridge has been stable.")
         }
     }
@@ -95,7 +96,7 @@ extension Runner {
     func resetHeal(by: String) {
         let was = heal
         heal = HealState()
-        ctx.journal.append("heal-reset", ["by": .string(by), "tier_was": .int(Int64(was.displayTier)), "circuit_was": .string(was.circuit.rawValue)])
+        ctx.journal.append(.healReset, ["by": .string(by), "tier_was": .int(Int64(was.displayTier)), "circuit_was": .string(was.circuit.rawValue)])
         hooks?.notify(key: "heal-reset-\(Clock.boot().nanoseconds)", text: "Vigil: heal state reset by \(by) (was tier \(was.displayTier), circuit \(was.circuit.rawValue)).")
     }
 }

@@ -77,13 +77,13 @@ final class Runner {
     func run() throws -> Int32 {
         let t = config.tunables
         if FaultInjection.runner(ctx.dir) == "exit-at-start" {
-            ctx.journal.append("fault-injected", ["fault": "exit-at-start", "runtime": false])
+            ctx.journal.append(.faultInjected, ["fault": "exit-at-start", "runtime": false])
             exit(1)
         }
         if clearStop { try? AtomicFile.remove(ctx.dir.stopMarker) }
         loadHealState()
         ctx.beat()
-        ctx.journal.append("runner-started", [
+        ctx.journal.append(.runnerStarted, [
             "pid": .int(Int64(getpid())), "version": .string(runningVersion), "tier": .int(Int64(heal.displayTier)),
             "circuit": .string(heal.circuit.rawValue),
         ])

@@ -35,7 +35,7 @@ final class RunnerHooks {
             standby = try ChatService(stateDir: dir, config: chatConfig, journal: runner.ctx.journal, handler: commands, mode: mode)
         } catch {
             standby = nil
-            runner.ctx.journal.append("chat_standby_unavailable", ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
+            runner.ctx.journal.append(.chatStandbyUnavailable, ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
         }
     }
 
@@ -119,7 +119,6 @@ final class RunnerChatCommands: ChatCommandHandler {
     }
 
     func handle(_ command: ChatCommand, sender: String) -> String {
-        journal.append("chat-command", ["command": .string(command.name), "sender": .string(sender), "by": "runner"])
         do {
             switch command {
             case .status: return try ChatCommandActions.status(dir) + "\n(answered by the runner: the bridge is down)"

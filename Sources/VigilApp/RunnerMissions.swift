@@ -40,7 +40,7 @@ final class RunnerMissions {
             engine = try makeEngine()
         } catch {
             let report = failures.failure(now: Clock.boot())
-            journal.append("missions-unavailable", ["error": .string("\(error)")].merging(report?.fields ?? [:]) { a, _ in a })
+            journal.append(.missionsUnavailable, ["error": .string("\(error)")].merging(report?.fields ?? [:]) { a, _ in a })
         }
     }
 
@@ -55,12 +55,12 @@ final class RunnerMissions {
             }
             try engine.tick(now: now)
             if let report = failures.success(now: now) {
-                journal.append("missions-db-available", report.fields)
+                journal.append(.missionsDbAvailable, report.fields)
             }
         } catch {
             retryAt = now + tickPeriod
             if let report = failures.failure(now: now) {
-                journal.append("missions-db-unavailable", ["error": .string("\(error)"), "recovered": .bool(recovered)]
+                journal.append(.missionsDbUnavailable, ["error": .string("\(error)"), "recovered": .bool(recovered)]
                     .merging(report.fields) { a, _ in a })
             }
         }

@@ -25,7 +25,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
     /// when their sections are present.
     public var adapters: [String]
     /// Attempts after which a message still not out is reported stuck (journal
-    /// `chat_delivery_stuck`, `vigil status`); it keeps being retried until `maxAge`.
+    /// `chat-delivery-stuck`, `vigil status`); it keeps being retried until `maxAge`.
     public var maxAttempts: Int
     /// A message that could not be delivered for this long (retryable failures only: network,
     /// timeout, 5xx, 429) is marked failed. A refusal for good (another 4xx) fails it at once.

@@ -4,22 +4,6 @@ import VigilCore
 import VigilStore
 import VigilSystem
 
-extension StateDirectory {
-    /// `<state>/chat/`: the kick file and the notification spool.
-    public var chatDirectory: String { file("chat") }
-    /// Touched (opened for writing and closed) after anything is queued for the bridge; the
-    /// bridge's chat workers watch the directory with inotify and wake at once.
-    public var chatKick: String { file("chat/kick") }
-    /// Notifications that could not go into the database (locked, corrupt): an fsync'd append-only
-    /// file, moved into the outbox as soon as the database can be written.
-    public var chatSpool: String { file("chat/spool.jsonl") }
-    var chatSpoolLock: String { file("chat/spool.lock") }
-    /// Where the runner's console echo is in chat.log (`ConsoleFollower`).
-    var consoleEchoPosition: String { file("chat/echo.json") }
-    /// Held by a console deliverer (bridge or runner) while it checks and appends `chat.log`.
-    var chatConsoleLock: String { file("chat/console.lock") }
-}
-
 /// Wakes the bridge's chat workers: "something was queued".
 public enum ChatKick {
     /// Never blocks (`StateFiles.touch`: a FIFO or symlink there is quarantined).

@@ -218,11 +218,10 @@ public final class ChatService: @unchecked Sendable {
     }
 
     /// The path of the chat status file.
-    public static func statusPath(_ dir: StateDirectory) -> String { dir.file("chat/status.json") }
 
     /// `readStatus` that tells absent and corrupt apart (read-only; nothing is quarantined).
     public static func readStatusFile(_ dir: StateDirectory) -> StateFile.Read<[ChatAdapterStatus]> {
-        switch StateFile.read(statusPath(dir), kind: "chat-status", as: StatusFile.self) {
+        switch StateFile.read(dir.chatStatus, kind: "chat-status", as: StatusFile.self) {
         case .absent: return .absent
         case .ok(let s): return .ok(s.adapters)
         case .corrupt(let why): return .corrupt(why)
@@ -237,7 +236,7 @@ public final class ChatService: @unchecked Sendable {
     private func writeStatusFile() {
         guard case .primary = mode else { return } // the file is the bridge's
         let s = StatusFile(adapters: adapterStatus, pid: getpid())
-        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: ChatService.statusPath(stateDir)) }
+        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: stateDir.chatStatus) }
     }
 
     // MARK: - Inside
@@ -275,17 +274,17 @@ public final class ChatService: @unchecked Sendable {
         lastRecoveryAttempt = Clock.boot()
         do {
             let released = try Outbox(db).releaseInFlight(where: ChatService.isGone)
-            if released > 0 { journal.append("chat_redeliver", ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
+            if released > 0 { journal.append(.chatRedeliver, ["count": .int(Int64(released)), "reason": "in flight when the last bridge stopped"]) }
             let inbox = ChatInbox(db)
             for cmd in try inbox.interruptHandling(where: ChatService.isGone) {
-                journal.append("chat_command_interrupted", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                journal.append(.chatCommandInterrupted, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                                             "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
                 let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
                 queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: reply, state: "interrupted")
             }
             recovered = true
         } catch {
-            journal.append("chat_recovery_failed", ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
+            journal.append(.chatRecoveryFailed, ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
         }
     }
 
@@ -296,12 +295,12 @@ public final class ChatService: @unchecked Sendable {
         do {
             db = try Database(path: stateDir.database, busyTimeout: 0.05)
             if let report = openFailures.success(now: now) {
-                journal.append("chat_outbox_available", ["stage": "bridge"].merging(report.fields) { a, _ in a })
+                journal.append(.chatOutboxAvailable, ["stage": "bridge"].merging(report.fields) { a, _ in a })
             }
         } catch {
             // Tried every second; journaled at once, then at most once a minute with the count.
             if let report = openFailures.failure(now: now) {
-                journal.append("chat_outbox_unavailable", ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))]
+                journal.append(.chatOutboxUnavailable, ["stage": "bridge", "error": .string(ChatText.brief("\(error)", maxLength: 300))]
                     .merging(report.fields) { a, _ in a })
             }
         }
@@ -349,7 +348,7 @@ public final class ChatService: @unchecked Sendable {
 
     private func handle(_ cmd: InboxCommand, inbox: ChatInbox) {
         guard isAllowed(cmd) else {
-            journal.append("chat_ignored", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+            journal.append(.chatIgnored, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                             "text": .string(ChatText.brief(cmd.body, maxLength: 100)), "reason": "sender not on the allow-list"])
             queueReply(inbox, inboxID: cmd.id, adapter: nil, body: nil, state: "ignored")
             return
@@ -370,7 +369,8 @@ public final class ChatService: @unchecked Sendable {
         case let c?:
             reply = handler.handle(c, sender: cmd.sender)
         }
-        journal.append("chat_command", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+        // The one entry of a command (the handlers journal nothing of their own).
+        journal.append(.chatCommand, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                         "command": .string(parsed?.name ?? "none")])
         let body = ChatText.clean(reply.isEmpty ? "OK" : reply, maxLength: config.maxMessageLength)
         queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: body, state: "done")
@@ -396,7 +396,7 @@ public final class ChatService: @unchecked Sendable {
     /// A command said too long ago is answered and journaled, never run late (docs/chat.md).
     private func refuseTooOld(_ cmd: InboxCommand, command: ChatCommand, age: TimeSpan, inbox: ChatInbox) {
         let shown = ChatText.brief(cmd.body, maxLength: 80)
-        journal.append("chat_command_too_old", ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+        journal.append(.chatCommandTooOld, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                                 "command": .string(command.name), "text": .string(ChatText.brief(cmd.body, maxLength: 100)),
                                                 "age_s": .double((age.seconds * 10).rounded() / 10),
                                                 "limit_s": .double(config.commandMaxAge.seconds)])

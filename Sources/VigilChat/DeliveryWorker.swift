@@ -67,7 +67,7 @@ final class DeliveryWorker: @unchecked Sendable {
         guard let match = DeliveryWorker.faultAfterSend else { return }
         if match.isEmpty { kill(getpid(), SIGKILL) }
         guard msg.key.contains(match) else { return }
-        let fd = open(stateDir.file("chat/fault-fired"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFile.mode)
+        let fd = open(stateDir.chatFaultFired, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFile.mode)
         guard fd >= 0 else { return } // fired already
         fsync(fd)
         close(fd)
@@ -211,7 +211,7 @@ final class DeliveryWorker: @unchecked Sendable {
                     wait(until: msg.leaseUntil ?? now + .seconds(1))
                 case .claimed(let msg, let tookOver):
                     if tookOver {
-                        journal.append("chat_delivery_takeover", [
+                        journal.append(.chatDeliveryTakeover, [
                             "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
                             "attempts": .int(Int64(msg.attempts)),
                         ])
@@ -262,7 +262,7 @@ final class DeliveryWorker: @unchecked Sendable {
             if state == .open, let until = lock.withLock({ circuit.openUntil }) {
                 fields["retry_in_s"] = .double(((until - now).seconds * 1000).rounded() / 1000)
             }
-            journal.append("chat_circuit", fields)
+            journal.append(.chatCircuit, fields)
             onCircuitChange()
         }
     }
@@ -284,7 +284,7 @@ final class DeliveryWorker: @unchecked Sendable {
             guard try outbox.markRetry(id: msg.id, owner: owner, error: why, at: at) else { return }
             if stuck && !msg.stuck {
                 try outbox.markStuck(id: msg.id)
-                journal.append("chat_delivery_stuck", [
+                journal.append(.chatDeliveryStuck, [
                     "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
                     "attempts": .int(Int64(msg.attempts)), "error": .string(ChatText.brief(why, maxLength: 300)),
                     "gives_up_in_s": .double(max(0, (config.maxAge - age).seconds.rounded())),
@@ -305,7 +305,7 @@ final class DeliveryWorker: @unchecked Sendable {
     }
 
     private func journalFailed(_ msg: OutboxMessage, _ why: String) {
-        journal.append("chat_delivery_failed", [
+        journal.append(.chatDeliveryFailed, [
             "adapter": .string(adapter.name), "id": .int(msg.id), "key": .string(ChatText.brief(msg.key, maxLength: 120)),
             "attempts": .int(Int64(msg.attempts)), "error": .string(ChatText.brief(why, maxLength: 300)),
         ])
@@ -314,12 +314,12 @@ final class DeliveryWorker: @unchecked Sendable {
     private func noteDatabaseFailure(_ error: any Error, _ reports: inout RepeatLimiter) {
         lock.withLock { lastError = "database: \(error)" }
         guard let report = reports.failure(now: Clock.boot()) else { return }
-        journal.append("chat_outbox_unavailable", ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300))]
+        journal.append(.chatOutboxUnavailable, ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300))]
             .merging(report.fields) { a, _ in a })
     }
 
     private func noteDatabaseWorks(_ reports: inout RepeatLimiter) {
         guard reports.isFailing, let report = reports.success(now: Clock.boot()) else { return }
-        journal.append("chat_outbox_available", ["adapter": .string(adapter.name)].merging(report.fields) { a, _ in a })
+        journal.append(.chatOutboxAvailable, ["adapter": .string(adapter.name)].merging(report.fields) { a, _ in a })
     }
 }

@@ -123,7 +123,7 @@ final class MatrixPoller: @unchecked Sendable {
         lastError = why
         // Journal the first failure of a run of them and then every 20th, not every retry.
         if failures == 1 || failures % 20 == 0 {
-            journal.append("chat_sync_failed", ["adapter": "matrix", "error": .string(ChatText.brief(why, maxLength: 300)),
+            journal.append(.chatSyncFailed, ["adapter": "matrix", "error": .string(ChatText.brief(why, maxLength: 300)),
                                                 "failures": .int(Int64(failures))])
         }
     }
@@ -195,7 +195,7 @@ final class MatrixPoller: @unchecked Sendable {
             if b.truncated {
                 fields["note"] = .string("more than \(MatrixPoller.backfillMaxEvents) messages while away; older ones were not read")
             }
-            journal.append("chat_backfill", fields)
+            journal.append(.chatBackfill, fields)
         }
         for i in ignored { journalIgnored(sender: i.sender, body: i.body) }
         if !commands.isEmpty { onCommand() }
@@ -254,7 +254,7 @@ final class MatrixPoller: @unchecked Sendable {
         ignoredJournaled.removeAll { now - $0 > .seconds(60) }
         guard ignoredJournaled.count < 10 else { return }
         ignoredJournaled.append(now)
-        journal.append("chat_ignored", ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
+        journal.append(.chatIgnored, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
                                         "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list"])
     }
 }

@@ -84,7 +84,7 @@ public final class Notifier: @unchecked Sendable {
             if memory.count > Notifier.memoryLimit {
                 let dropped = memory.count - Notifier.memoryLimit
                 memory.removeFirst(dropped)
-                journal.append("chat_notification_dropped", ["count": .int(Int64(dropped)), "reason": "memory backlog full"])
+                journal.append(.chatNotificationDropped, ["count": .int(Int64(dropped)), "reason": "memory backlog full"])
             }
         }
     }
@@ -106,7 +106,7 @@ public final class Notifier: @unchecked Sendable {
         let now = Clock.boot()
         if let last = lastFailureJournaled, now - last < .seconds(30) { return }
         lastFailureJournaled = now
-        journal.append("chat_queue_failed", [
+        journal.append(.chatQueueFailed, [
             "stage": .string(stage), "error": .string(ChatText.brief("\(error)", maxLength: 300)),
             "failures": .int(Int64(failuresSinceJournal)), "backlog": .int(Int64(memory.count)),
         ])

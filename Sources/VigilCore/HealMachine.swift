@@ -1,7 +1,8 @@
 /// The watchdog's escalation logic as a pure state machine: an observation, a state and a time
 /// go in; one action, a new state and notes for the journal come out. Nothing here touches
 /// the system, so every verdict × tier × boundary × circuit state can be tested with
-/// made-up times (Tests/VigilCoreTests/HealMachine*Tests.swift).
+/// made-up times (Tests/VigilCoreTests: HealMachineTableTests, HealMachineScenarioTests,
+/// HealMachinePropertyTests and HealMachineDeadlineTests).
 ///
 /// Tiers: 1 restart marker · 2 SIGCONT+SIGTERM · 3 SIGKILL then respawn · circuit open.
 /// Besides the tiers the machine knows the pair's start (`runnerStarted`, `.start`) and its
@@ -70,19 +71,6 @@ public struct HealState: Codable, Equatable, Sendable {
 
     /// True while a respawned bridge is healthy but has not yet proven stable.
     public var onProbation: Bool { unprovenRespawnAt != nil && respawnedAt == nil && healthySince != nil }
-
-    /// The next instant at which the machine decides something without any new observation
-    /// besides the tick: the end of the start grace of a starting bridge, and the moment a
-    /// healthy bridge has been healthy for `stableAfter` (a respawn proven, the recovery
-    /// announced, the circuit closed). Tier windows are computed by the runner itself.
-    public func pendingDeadline(policy: HealPolicy) -> BootInstant? {
-        var d: [BootInstant] = []
-        if let s = startedAt { d.append(s + policy.startGrace) }
-        if let h = healthySince, unprovenRespawnAt != nil || circuit != .closed || failedRespawns > 0 {
-            d.append(h + policy.stableAfter)
-        }
-        return d.min()
-    }
 }
 
 public struct HealPolicy: Equatable, Sendable {
@@ -185,6 +173,52 @@ public enum HealMachine {
         s.circuitReason = state.circuitReason
         s.lastReminderAt = state.lastReminderAt
         return s
+    }
+
+    /// The earliest instant after `now` at which `step` could decide differently for the same
+    /// state and observation: before it, stepping again with unchanged inputs takes the same
+    /// action, makes the same notes and the same state (only the instants it stamps and the
+    /// durations it reports move with the clock). Every time-based rule of `step` is here:
+    ///
+    /// - the start grace of the first bridge of a start (`startedAt`) and of a respawned bridge
+    ///   not yet seen up (`respawnedAt`): missing or hung inside it is "not yet";
+    /// - `stableAfter` of a healthy bridge with something to prove (a respawn on probation,
+    ///   failures to forgive, a circuit to close);
+    /// - with the circuit open: its cool-off (half-open) and its next reminder;
+    /// - otherwise the current tier's wait: tier 1's cooldown, tier 2's term grace, tier 3's
+    ///   cooldown after a SIGKILL that has not taken yet.
+    ///
+    /// nil: nothing is due without a new observation. The runner sleeps until the earliest of
+    /// this and its own deadlines (a beat going stale, the tick).
+    public static func nextDeadline(_ s: HealState, policy p: HealPolicy, now: BootInstant) -> BootInstant? {
+        var d: [BootInstant] = []
+        if let started = s.startedAt { d.append(started + p.startGrace) }
+        if let spawned = s.respawnedAt { d.append(spawned + p.startGrace) }
+        if let h = s.healthySince, s.unprovenRespawnAt != nil || s.failedRespawns > 0 || s.circuit != .closed {
+            d.append(h + p.stableAfter)
+        }
+        if s.circuit == .open {
+            // An open circuit waits for nothing else (the tiers resume in the half-open attempt).
+            // Past its cool-off the next unhealthy step goes half-open at once: no reminder then.
+            if let opened = s.circuitOpenedAt {
+                if opened + p.circuitCooloff > now {
+                    d.append(opened + p.circuitCooloff)
+                    d.append((s.lastReminderAt ?? opened) + p.reminderEvery)
+                }
+            } else if let last = s.lastReminderAt {
+                d.append(last + p.reminderEvery)
+            }
+        } else {
+            if let since = s.tierSince {
+                switch s.tier {
+                case 1: d.append(since + p.cooldown)
+                case 2: d.append(since + p.termGrace)
+                default: break
+                }
+            }
+            if s.tier >= 3, let killed = s.killedAt { d.append(killed + p.cooldown) }
+        }
+        return d.filter { $0 > now }.min()
     }
 
     /// Decides the next step. Pure: same inputs, same output.

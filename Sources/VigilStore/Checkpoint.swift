@@ -53,7 +53,7 @@ public struct CheckpointStore: Sendable {
         self.mission = mission
     }
 
-    public var directory: String { MissionPaths(stateDir: stateDir, id: mission).directory + "/checkpoints" }
+    public var directory: String { MissionPaths(stateDir: stateDir, id: mission).checkpoints }
     func dataPath(_ seq: Int) -> String { "\(directory)/\(seq).data" }
     func metaPath(_ seq: Int) -> String { "\(directory)/\(seq).meta" }
 

@@ -4,12 +4,14 @@ import Glibc
 import VigilSystem
 
 /// A SQLite connection to the state directory's database, set up the one safe way: WAL,
-/// `synchronous=FULL` on every connection (docs/architecture.md, "File formats"), a busy timeout, and
-/// `BEGIN IMMEDIATE` for every write transaction (mistake 7). Statements are prepared and
-/// stepped, never `sqlite3_exec` with callbacks. One connection per thread of use.
+/// `synchronous=FULL` on every connection, a busy timeout, and `BEGIN IMMEDIATE` for every
+/// write transaction (docs/durability.md, "Every commit is synchronous", "Write transactions
+/// begin immediate"). Statements are prepared and stepped, never `sqlite3_exec` with callbacks.
+/// One connection per thread of use.
 ///
 /// - Important: never open, copy or delete the database's files with plain file APIs while a
-///   connection is open (mistakes 5 and 6).
+///   connection is open (docs/durability.md, "No plain file APIs on an open database", "Never
+///   delete the WAL").
 public final class Database: @unchecked Sendable {
     public let path: String
     let db: OpaquePointer
@@ -72,7 +74,8 @@ public final class Database: @unchecked Sendable {
     /// SQLite would create it 0644 (less the umask), and it gives `-wal` and `-shm` the mode of
     /// the database file. The file holds chat tokens and mission argv (docs/operator-guide.md,
     /// "Security of the state directory"). `O_EXCL`: an existing file is never opened here (so
-    /// no descriptor of it is closed beside a connection: docs/architecture.md, "File formats").
+    /// no descriptor of it is closed beside a connection: docs/durability.md, "No plain file APIs on
+    /// an open database").
     static func createPrivately(_ path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
         if fd >= 0 {
@@ -308,7 +311,7 @@ public final class Database: @unchecked Sendable {
         }
     }
 
-    /// `wal_checkpoint(TRUNCATE)`: keeps the WAL from growing while idle (mistake 11).
+    /// `wal_checkpoint(TRUNCATE)`: keeps the WAL from growing while idle (docs/durability.md, "Clean up leftovers").
     public func checkpoint() {
         _ = try? query("PRAGMA wal_checkpoint(TRUNCATE)")
     }

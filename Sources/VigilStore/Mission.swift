@@ -98,7 +98,7 @@ public struct MissionPaths: Sendable {
     public let directory: String
 
     public init(stateDir: StateDirectory, id: Int64) {
-        directory = "\(stateDir.missions)/\(id)"
+        directory = stateDir.missionDirectory(id)
     }
 
     /// stdout and stderr of every attempt, appended as they are produced.
@@ -114,6 +114,8 @@ public struct MissionPaths: Sendable {
     /// when it makes the directory: a directory an older row of the same id left (a database
     /// restored from a backup) is never reused (docs/missions.md, "Files of a mission").
     public var owner: String { directory + "/owner" }
+    /// The mission's checkpoints (`CheckpointStore`, docs/missions.md, "Checkpoints").
+    public var checkpoints: String { directory + "/checkpoints" }
 }
 
 /// The `owner` state file of a mission directory: the row it was made for, by id and creation

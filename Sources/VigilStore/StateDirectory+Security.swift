@@ -144,7 +144,7 @@ extension StateDirectory {
             }
         }
         if !tightened.isEmpty {
-            journal.append("state-dir-tightened", [
+            journal.append(.stateDirTightened, [
                 "count": .int(Int64(tightened.count)),
                 "paths": .array(tightened.prefix(20).map { .string($0) }),
                 "note": .string("group/other permissions removed (docs/operator-guide.md, \"Security of the state directory\")"),

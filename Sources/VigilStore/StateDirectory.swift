@@ -34,6 +34,41 @@ public struct StateDirectory: Sendable {
     public var keptProgramRecord: String { file("program/good.json") }
 
     public func lock(_ role: Role) -> String { file("\(role.rawValue).lock") }
+    /// Held by the mission runner (inside the runner, or `shim --drive`): one runner of missions
+    /// per state directory.
+    public var missionsLock: String { file("missions.lock") }
+    /// Touched after a mission is queued or cancelled: the mission runner watches the directory
+    /// with inotify and looks at once.
+    public var missionsWake: String { file("missions.wake") }
+    /// `<state>/missions/<id>/`: one mission's files (`MissionPaths`).
+    public func missionDirectory(_ id: Int64) -> String { file("missions/\(id)") }
+    /// One entry of `quarantine/` (`StateFiles.moveToQuarantine` names them `NAME.MS.PID.RANDOM`).
+    public func quarantineEntry(_ name: String) -> String { file("quarantine/" + name) }
+    /// Where `vigil restore` keeps the database it replaced.
+    public func databaseBeforeRestore(stamp: String) -> String { file("vigil.db.before-restore.\(stamp)") }
+
+    /// `<state>/chat/`: the kick file, the notification spool, the chat service's status.
+    public var chatDirectory: String { file("chat") }
+    /// Touched (opened for writing and closed) after anything is queued for the bridge; the
+    /// bridge's chat workers watch the directory with inotify and wake at once.
+    public var chatKick: String { file("chat/kick") }
+    /// Notifications that could not go into the database (locked, corrupt): an fsync'd append-only
+    /// file, moved into the outbox as soon as the database can be written.
+    public var chatSpool: String { file("chat/spool.jsonl") }
+    public var chatSpoolLock: String { file("chat/spool.lock") }
+    /// Where the runner's console echo is in chat.log (`ConsoleFollower`).
+    public var consoleEchoPosition: String { file("chat/echo.json") }
+    /// Held by a console deliverer (bridge or runner) while it checks and appends `chat.log`.
+    public var chatConsoleLock: String { file("chat/console.lock") }
+    /// The chat service's status (a state file of kind `chat-status`), read by `vigil status` and doctor.
+    public var chatStatus: String { file("chat/status.json") }
+
+    /// Test fault injection (only with `VIGIL_TEST_FAULTS=1`): the fault the bridge acts on, the
+    /// one the runner reads at its start, and the mark a delivery worker leaves when its fault
+    /// fired (see `FaultInjection`).
+    public var fault: String { file("fault") }
+    public var runnerFault: String { file("runner-fault") }
+    public var chatFaultFired: String { file("chat/fault-fired") }
 
     /// Creates a directory inside this state directory (and those between), never the state
     /// directory itself: gone, it stays gone (`AtomicFile.makeDirectory(_:below:)`).
@@ -44,6 +79,8 @@ public struct StateDirectory: Sendable {
     public func pidFile(_ role: Role) -> String { file("\(role.rawValue).json") }
     public func restartMarker(_ role: Role) -> String { file("\(role.rawValue).restart") }
     public func log(_ role: Role) -> String { file("\(role.rawValue).log") }
+    /// The heartbeat a process rewrites in place between its PID-file writes (`Heartbeat`).
+    public func beatFile(_ role: Role) -> String { file("\(role.rawValue).beat") }
 
     public enum Role: String, Sendable, CaseIterable {
         case bridge

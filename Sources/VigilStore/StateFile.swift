@@ -132,11 +132,11 @@ public struct StateFiles: Sendable {
         let name = (path as NSString).lastPathComponent
         var st = stat()
         if let target = moveToQuarantine(path) {
-            journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
+            journal.append(.quarantined, ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
         } else if lstat(path, &st) == 0 {
             // Could not move it (read-only, full): remove it so it cannot wedge every probe.
             unlink(path)
-            journal.append("quarantined", ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])
+            journal.append(.quarantined, ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])
         }
     }
 
@@ -147,7 +147,7 @@ public struct StateFiles: Sendable {
     public func moveToQuarantine(_ path: String, name: String? = nil) -> String? {
         let name = name ?? (path as NSString).lastPathComponent
         let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
-        let target = "\(dir.quarantine)/\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))"
+        let target = dir.quarantineEntry("\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))")
         // `dir.makeDirectory`: never re-creates a state directory someone removed.
         guard (try? dir.makeDirectory(dir.quarantine)) != nil, rename(path, target) == 0 else { return nil }
         try? AtomicFile.fsyncDirectory(dir.quarantine)

@@ -5,7 +5,7 @@ import Glibc
 /// rename it over the target, fsync the directory. A reader sees the old file or the new one,
 /// never a mix; after a power cut the name points at complete contents.
 ///
-/// - Important: an fsync failure is final for that write (docs/architecture.md, "File formats"): the error
+/// - Important: an fsync failure is final for that write (docs/durability.md, "A failed fsync is final"): the error
 ///   is thrown, the temp file removed, and nothing is acknowledged. The next write starts over
 ///   with a new temp file.
 public enum AtomicFile {

@@ -2,7 +2,10 @@ import Glibc
 
 /// An exclusive `flock` on a file, held for the life of this value (or the process). The
 /// descriptor is close-on-exec, so children never inherit the lock; the kernel releases it when
-/// the holder dies.
+/// the holder dies. An exec releases it too: the bridge's re-exec (a restart marker) does not
+/// keep its lock; the new image takes it again at its start (`takeSingletonLock`, retried),
+/// and since the process lives on throughout, the runner never takes the free lock for a dead
+/// bridge.
 public final class FileLock: @unchecked Sendable {
     public let path: String
     private var fd: Int32
@@ -45,10 +48,6 @@ public final class FileLock: @unchecked Sendable {
         }
         return false
     }
-
-    /// The descriptor, for callers that must keep it open across an exec (the bridge's re-exec
-    /// keeps its lock by clearing close-on-exec just before `execv`).
-    public var descriptor: Int32 { fd }
 
     public func release() {
         if fd >= 0 { close(fd); fd = -1 }

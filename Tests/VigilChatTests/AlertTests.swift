@@ -86,7 +86,7 @@ import VigilSystem
 
         // `/heal reset` from chat reaches the runner with no bridge running: from Matrix when it
         // runs here, and from the console (`vigil say`).
-        unlink(s.pair.dir.file("fault"))
+        unlink(s.pair.dir.fault)
         if let m = s.matrix {
             _ = try m.server.send(as: m.alice, room: m.room, text: "/heal reset")
         } else {
@@ -109,7 +109,7 @@ import VigilSystem
         // marking it; the wrapper starts the next, which finishes the job.
         try s.pair.startWrapper(AlertTests.flags, environment: ["VIGIL_CHAT_FAULT": "after-send:-circuit"])
         let rows = try deliveredAlert(s)
-        #expect(FileManager.default.fileExists(atPath: s.pair.dir.file("chat/fault-fired")))
+        #expect(FileManager.default.fileExists(atPath: s.pair.dir.chatFaultFired))
         #expect(s.pair.events("runner-started").count >= 2)
         #expect(rows.contains { $0.attempts >= 2 }) // the row in flight at the kill was tried again
         try expectOnceEverywhere(s, rows)
@@ -184,10 +184,10 @@ final class PairProcesses {
 
     /// A bridge is alive and its heartbeat file names it (seen from outside).
     func bridgeBeating() -> Bool {
-        guard case .ok(let v) = StateFile.read(dir.file("bridge.json"), kind: "process", as: JSONValue.self),
+        guard case .ok(let v) = StateFile.read(dir.pidFile(.bridge), kind: "process", as: JSONValue.self),
               let pid = v["identity"]?["pid"]?.intValue, let start = v["identity"]?["start_ticks"]?.intValue else { return false }
         let id = ProcessIdentity(pid: Int32(pid), startTicks: UInt64(start))
-        guard id.liveness() == .alive, let beat = try? String(contentsOfFile: dir.file("bridge.beat"), encoding: .utf8) else { return false }
+        guard id.liveness() == .alive, let beat = try? String(contentsOfFile: dir.beatFile(.bridge), encoding: .utf8) else { return false }
         return beat.hasPrefix("vigil-beat 1 \(pid) \(start) ")
     }
 

@@ -110,7 +110,7 @@ import VigilSystem
         #expect(bodies["reply:\(help)"] == ChatCommand.helpText) // answered by the service: harmless however late
         #expect(try inbox.command(id: old)?.state == "expired")
         #expect(try inbox.command(id: fresh)?.state == "done")
-        #expect(state.journalEvents("chat_command_too_old").map { $0["command"] } == ["restart", "missions"])
+        #expect(state.journalEvents("chat-command-too-old").map { $0["command"] } == ["restart", "missions"])
         #expect(ChatService.ageText(.seconds(59.4)) == "59s")
         #expect(ChatService.ageText(.seconds(7200)) == "2h")
         #expect(ChatService.ageText(.seconds(90_000)) == "1d 1h")
@@ -135,7 +135,7 @@ import VigilSystem
         #expect(replies[0].key == "reply:\(id)" && replies[0].body == "mission queued: write the docs")
         #expect(replies[2].body.hasPrefix("Unknown command /bogus."))
         #expect(try inbox.command(id: id)?.state == "done")
-        #expect(!state.journalEvents("chat_command").isEmpty)
+        #expect(!state.journalEvents("chat-command").isEmpty)
     }
 
     @Test func commandInterruptedByACrashIsNotRunTwice() throws {
@@ -165,7 +165,7 @@ import VigilSystem
         #expect(try state.outboxRows().first?.attempts == 2)
         let log = try String(contentsOfFile: state.dir.chatLog, encoding: .utf8)
         #expect(log.components(separatedBy: "only once").count == 2) // exactly one line
-        #expect(state.journalEvents("chat_redeliver").count == 1)
+        #expect(state.journalEvents("chat-redeliver").count == 1)
     }
 
     @Test func shutdownFlushesWhatIsDue() throws {

@@ -121,13 +121,13 @@ extension MatrixTests {
         #expect(reply == "Mission 1 queued.")
         #expect(try botMessages(s).filter { $0.body == "Mission 1 queued." }.count == 1)
         #expect(try missionCount(s) == 1)
-        let backfills = s.state.journalEvents("chat_backfill")
+        let backfills = s.state.journalEvents("chat-backfill")
         #expect(backfills.count == 1)
         #expect(backfills.first?["truncated"] == .bool(false))
         #expect(backfills.first?["commands"] == .int(1))
         #expect((backfills.first?["events"]?.intValue ?? 0) >= 31) // 81 said, 50 in the /sync timeline
         #expect(try s.state.database().scalarInt("SELECT COUNT(*) FROM chat_inbox WHERE origin_id = ?", [.text(history)]) == 0)
-        #expect(s.state.journalEvents("chat_command_too_old").isEmpty)
+        #expect(s.state.journalEvents("chat-command-too-old").isEmpty)
 
         // A restarted bridge goes on from the stored token: the command is not taken again.
         bridge.stop()
@@ -160,7 +160,7 @@ extension MatrixTests {
         #expect(try botMessages(s).filter { $0.body == reply }.count == 1)
         #expect(try missionCount(s) == 0)
         #expect(s.state.journalEvents("chat-command").isEmpty) // the bridge's handler never saw it
-        let tooOld = s.state.journalEvents("chat_command_too_old")
+        let tooOld = s.state.journalEvents("chat-command-too-old")
         #expect(tooOld.count == 1)
         #expect(tooOld.first?["command"] == "mission")
         #expect((tooOld.first?["age_s"]?.doubleValue ?? 0) > 2)

@@ -81,7 +81,7 @@ import VigilSystem
         #expect(row.attempts == 2)
         #expect(row.remoteID == before.first?.eventID)
         #expect(try botMessages(s).map(\.eventID) == before.map(\.eventID))
-        #expect(s.state.journalEvents("chat_redeliver").count == 1)
+        #expect(s.state.journalEvents("chat-redeliver").count == 1)
     }
 
     @Test func commandsFromAllowListedUsersOnly() throws {
@@ -117,7 +117,7 @@ import VigilSystem
         #expect(replies.first == "status: all good")
         #expect(replies.dropFirst().first == "mission queued: deploy [31mnow @\u{200B}room")
         #expect(replies.last?.hasPrefix("Unknown command /launch-missiles.") == true)
-        let ignored = s.state.journalEvents("chat_ignored")
+        let ignored = s.state.journalEvents("chat-ignored")
         #expect(ignored.count == 1)
         #expect(ignored.first?["sender"]?.stringValue == mallory.id)
 
@@ -151,7 +151,7 @@ import VigilSystem
         #expect(waiting.first?.attempts ?? 0 >= 1)
         #expect(waiting.first?.lastError?.contains("connection refused") == true)
         #expect(waiting.dropFirst().allSatisfy { $0.attempts == 0 }) // held back behind the head: order
-        #expect(s.state.journalEvents("chat_circuit").contains { $0["circuit"] == "open" })
+        #expect(s.state.journalEvents("chat-circuit").contains { $0["circuit"] == "open" })
 
         try s.server.launch()
         #expect(try pumpUntil(service, timeout: .seconds(30), longestPump: &longest) {

@@ -96,7 +96,7 @@ import VigilSystem
         n.notify(key: "heal:2", text: "recovered")
         #expect(!NotificationSpool.isEmpty(state.dir))
         #expect(n.backlog == 0) // on disk, not only in memory
-        #expect(state.journalEvents("chat_queue_failed").count == 1) // rate-limited: one entry
+        #expect(state.journalEvents("chat-queue-failed").count == 1) // rate-limited: one entry
         // A restart of the notifying process loses nothing: a new notifier drains the spool.
         try holder.execute("COMMIT")
         let n2 = Notifier(stateDir: state.dir, config: .console, journal: state.journal)
@@ -111,7 +111,7 @@ import VigilSystem
         let n = Notifier(stateDir: state.dir, config: .console, journal: state.journal)
         n.notify(key: "heal:9", text: "healed while the db is broken")
         #expect(!NotificationSpool.isEmpty(state.dir))
-        #expect(!state.journalEvents("chat_queue_failed").isEmpty)
+        #expect(!state.journalEvents("chat-queue-failed").isEmpty)
         // The operator repairs the database (here: a fresh one).
         try FileManager.default.removeItem(atPath: state.dir.database)
         n.retryPending()

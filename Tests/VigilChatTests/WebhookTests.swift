@@ -67,7 +67,7 @@ import VigilSystem
         #expect(error.contains("HTTP 404") && error.contains("no such hook"))
         // Secrets (URL path, header values) are in no error, status or journal line.
         #expect(!error.contains("SECRET"))
-        #expect(state.journalEvents("chat_delivery_failed").count == 2)
+        #expect(state.journalEvents("chat-delivery-failed").count == 2)
         let journalText = try String(contentsOfFile: state.dir.journal, encoding: .utf8)
         #expect(!journalText.contains("SECRET"))
         #expect(service.adapterStatus.first?.circuit == .closed) // the server answered
@@ -91,8 +91,8 @@ import VigilSystem
         let okKeys = server.requests.enumerated().compactMap { i, r in server.responses[i] == 200 ? r.headers["idempotency-key"] : nil }
         #expect(okKeys == ["heal-1", "heal-2", "heal-3", "heal-4"])
         #expect(delivered.count > 4) // it did retry through the outage
-        #expect(state.journalEvents("chat_delivery_failed").isEmpty)
-        #expect(state.journalEvents("chat_delivery_stuck").count == 1) // the head, once
+        #expect(state.journalEvents("chat-delivery-failed").isEmpty)
+        #expect(state.journalEvents("chat-delivery-stuck").count == 1) // the head, once
     }
 
     @Test func maxAgeFailsVisiblyAndIsToldThroughTheOtherAdapters() throws {
@@ -114,7 +114,7 @@ import VigilSystem
         let row = try #require(try state.outboxRows().first { $0.adapter == "webhook" && $0.key == "k" })
         #expect(row.attempts > 2) // max_attempts did not end it; the age did
         #expect(row.lastError?.hasPrefix("gave up after") == true)
-        #expect(state.journalEvents("chat_delivery_stuck").count == 1)
+        #expect(state.journalEvents("chat-delivery-stuck").count == 1)
         // Told once through the console, never back to the webhook.
         let told = try state.outboxRows().filter { $0.key.hasPrefix("undelivered:") }
         #expect(told.map(\.adapter) == ["console"])
@@ -135,7 +135,7 @@ import VigilSystem
         // request timeout (1.5 s); the bound only has to separate the two.
         #expect(longest < .seconds(1))
         // The worker journals the change just after it sets the state that status shows.
-        #expect(waitUntil(timeout: .seconds(5)) { state.journalEvents("chat_circuit").first?["circuit"] == "open" })
+        #expect(waitUntil(timeout: .seconds(5)) { state.journalEvents("chat-circuit").first?["circuit"] == "open" })
         // Server healthy again: the half-open trial closes the circuit and the message goes.
         server.setScript { _ in .status(200, "ok") }
         #expect(try pumpUntil(service) { try state.outboxRows().first?.state == .delivered })

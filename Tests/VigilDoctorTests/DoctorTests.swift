@@ -199,7 +199,7 @@ struct DoctorTests {
         #expect(try q.lockView().held.isEmpty)
         let recovered = try #require(env.journal("missions-recovered").last)
         #expect(recovered["source"] == "doctor" && recovered["requeued"] == 2)
-        #expect(FileLock.isFree(env.state.file("missions.lock")), "doctor gives missions.lock back")
+        #expect(FileLock.isFree(env.state.missionsLock), "doctor gives missions.lock back")
     }
 
     @Test func orphansAreCleanedOnlyWhileNoRunnerRuns() throws {
@@ -268,7 +268,7 @@ struct DoctorTests {
         defer { env.finish() }
         _ = try env.queue // the database exists from the start
         // Doctor's recovery holds missions.lock while a runner starts.
-        var doctorsLock: FileLock? = try env.hold(env.state.file("missions.lock"))
+        var doctorsLock: FileLock? = try env.hold(env.state.missionsLock)
         let runner = try env.spawn([vigilPath, "runner", "--state-dir", env.state.path, "--tick", "0.05", "--heartbeat-interval", "0.1",
                                     "--stale-after", "2"], output: env.path("runner.out"))
         try waitUntil("the runner to find missions.lock taken") { !env.journal("missions-unavailable").isEmpty }
@@ -330,7 +330,7 @@ struct DoctorTests {
         let torn = try StateFile.encode(Marker.now(by: "test", reason: "torn"), kind: ProcessRecord.kind)
         try torn.prefix(torn.count - 12).write(to: URL(fileURLWithPath: env.state.pidFile(.bridge)))
         try AtomicFile.makeDirectory(env.state.chatDirectory)
-        try write("{not a state file", to: env.state.file("chat/status.json"))
+        try write("{not a state file", to: env.state.chatStatus)
 
         var r = try env.doctor()
         #expect(Set(r.all("state-file").compactMap(\.subject)) == ["heal.json", "runner.json", "bridge.json", "chat/status.json"])
@@ -401,7 +401,7 @@ struct DoctorTests {
         let env = try DoctorEnv("integrity")
         defer { env.finish() }
         try Outbox(try env.queue.db).enqueue((0..<3000).map { (key: "k\($0)", adapter: "console", body: String(repeating: "x", count: 50)) })
-        env.closeDatabase() // before touching the file with plain file APIs (docs/architecture.md, "File formats")
+        env.closeDatabase() // before touching the file with plain file APIs (docs/durability.md, "No plain file APIs on an open database")
         #expect(!env.exists(env.state.database + "-wal"), "the last connection removed the WAL")
         // Damage one entry of an index page (a leaf with "pending" in it): the page stays
         // readable, the index no longer matches the table.
@@ -499,7 +499,7 @@ struct DoctorTests {
             "pid": .int(1),
             "adapters": [["adapter": "console", "circuit": "open", "consecutive_failures": 3, "last_error": "connection refused",
                           "delivered": 0, "failed": 0]],
-        ]), kind: "chat-status", to: env.state.file("chat/status.json"))
+        ]), kind: "chat-status", to: env.state.chatStatus)
 
         var r = try env.doctor()
         let orphaned = try #require(r.finding("outbox.orphaned-sending"))

@@ -97,7 +97,7 @@ final class DoctorEnv {
 
     /// Holds what a live runner holds: `runner.lock` and `missions.lock`.
     func pretendRunner() throws -> [FileLock] {
-        [try hold(state.lock(.runner)), try hold(state.file("missions.lock"))]
+        [try hold(state.lock(.runner)), try hold(state.missionsLock)]
     }
 
     /// Starts a process (our child) and records it for cleanup.

@@ -23,13 +23,13 @@ struct JournalRuntimeTests {
         defer { h.finish() }
         try h.startRunner(Harness.fast + ["--journal-max-bytes", "4KiB", "--journal-keep", "5"])
         try h.waitHealthy()
-        // Each command is journaled by the bridge (`chat_command`): enough to pass 4 KiB.
+        // Each command is journaled by the bridge (`chat-command`): enough to pass 4 KiB.
         let commands = 30
         for _ in 0..<commands {
             let r = try h.vigil(["say", "status"])
             #expect(r.code == 0, "\(r.err)")
         }
-        try h.waitUntil("\(commands) chat_command entries", timeout: 60) { h.events("chat_command").count >= commands }
+        try h.waitUntil("\(commands) chat-command entries", timeout: 60) { h.events("chat-command").count >= commands }
         let path = h.dir + "/journal.jsonl"
         #expect(FileManager.default.fileExists(atPath: path + ".1"), "rotated (the bridge got journal-max-bytes from the runner)")
         #expect(!FileManager.default.fileExists(atPath: path + ".6"), "keep 5")
@@ -41,7 +41,7 @@ struct JournalRuntimeTests {
         let shown = jsonLines(r.out)
         #expect(shown.first?["crc"] == all.entries.first?["crc"], "the oldest file's first entry comes first")
         #expect(shown.contains { $0["event"]?.stringValue == "runner-started" })
-        #expect(shown.filter { $0["event"]?.stringValue == "chat_command" }.count == commands)
+        #expect(shown.filter { $0["event"]?.stringValue == "chat-command" }.count == commands)
         let crcs = shown.compactMap { $0["crc"]?.stringValue }
         #expect(Set(crcs).count == crcs.count, "nothing twice")
         #expect(shown.count >= all.entries.count - 5, "everything journaled so far (a few may have been added since)")
@@ -153,7 +153,7 @@ struct JournalRuntimeTests {
         let since = Clock.boot().nanoseconds
         #expect(try h.vigil(["restart", "bridge"]).code == 0)
         func unavailable() -> [[String: JSONValue]] {
-            h.journal.filter { ($0["boot"]?.intValue ?? 0) > since && ["chat_outbox_unavailable", "missions-db-unavailable"].contains($0["event"]?.stringValue) }
+            h.journal.filter { ($0["boot"]?.intValue ?? 0) > since && ["chat-outbox-unavailable", "missions-db-unavailable"].contains($0["event"]?.stringValue) }
         }
         func bridgeOpen(_ e: [String: JSONValue]) -> Bool { e["source"]?.stringValue == "bridge" && e["stage"]?.stringValue == "bridge" }
         try h.waitUntil("the re-exec'd bridge's chat cannot open the database", timeout: 30) { unavailable().contains(where: bridgeOpen) }
@@ -178,9 +178,9 @@ struct JournalRuntimeTests {
         // The operator puts a good database in place (here: none, so a new one is made).
         for name in ["vigil.db", "vigil.db-wal", "vigil.db-shm"] { unlink(h.dir + "/" + name) }
         try h.waitUntil("the bridge's chat journals that the database works again", timeout: 30) {
-            h.events("chat_outbox_available").contains(where: bridgeOpen)
+            h.events("chat-outbox-available").contains(where: bridgeOpen)
         }
-        let cleared = try #require(h.events("chat_outbox_available").first(where: bridgeOpen))
+        let cleared = try #require(h.events("chat-outbox-available").first(where: bridgeOpen))
         #expect((cleared["suppressed"]?.intValue ?? 0) >= 1, "the repeats not journaled are counted: \(cleared)")
         #expect((cleared["failures"]?.intValue ?? 0) >= 2)
         // Each bridge image journaled its failing open once (a loaded machine may have made the
@@ -189,7 +189,7 @@ struct JournalRuntimeTests {
         for e in h.journal where (e["boot"]?.intValue ?? 0) > since {
             let event = e["event"]?.stringValue
             if e["source"]?.stringValue == "bridge" && (event == "bridge-started" || event == "bridge-reexec-done") { perImage.append(0) }
-            if event == "chat_outbox_unavailable" && bridgeOpen(e) { perImage[perImage.count - 1] += 1 }
+            if event == "chat-outbox-unavailable" && bridgeOpen(e) { perImage[perImage.count - 1] += 1 }
         }
         #expect(perImage.allSatisfy { $0 <= 1 }, "failing opens journaled per bridge image: \(perImage)")
     }

@@ -215,6 +215,7 @@ class System:
         self.env.update({"VIGIL_BIN": self.bin, "VIGIL_TEST_FAULTS": "1", "VIGIL_STATE_DIR": state})
         self.env.pop("VIGIL_BUSY_TIMEOUT", None)
         self.journal = JournalTail(os.path.join(state, "journal.jsonl"))
+        journal_events(vigil_bin)  # the names, from the binary under test
 
     # -- lifecycle
 
@@ -403,6 +404,28 @@ class System:
         os.rename(tmp, self.bin)
 
 
+_JOURNAL_EVENTS = None
+
+
+def journal_events(vigil=None):
+    """Every event name the journal can hold, from `vigil journal --events` (Vigil's JournalEvent:
+    the one spelling, also listed in docs/operator-guide.md). Read once."""
+    global _JOURNAL_EVENTS
+    if _JOURNAL_EVENTS is None:
+        out = subprocess.run([vigil or find_vigil(), "journal", "--events"], capture_output=True, text=True, check=True).stdout
+        _JOURNAL_EVENTS = frozenset(out.split())
+    return _JOURNAL_EVENTS
+
+
+def ev(*names):
+    """The event name(s) given, checked against `journal_events()`: a name Vigil does not journal
+    (a misspelling, an old name) stops the script instead of counting nothing."""
+    unknown = [n for n in names if n not in journal_events()]
+    if unknown:
+        raise SystemExit(f"not a journal event: {', '.join(unknown)} (see vigil journal --events)")
+    return names[0] if len(names) == 1 else names
+
+
 class JournalTail:
     """Reads journal.jsonl incrementally; skips torn or garbage lines (counted)."""
 
@@ -440,6 +463,8 @@ class JournalTail:
             return self.entries
 
     def since(self, t_boot, events=None):
+        if events is not None:
+            ev(*events)
         es = self.poll()
         return [e for e in es if e.get("boot", 0) >= t_boot and (events is None or e["event"] in events)]
 
@@ -889,7 +914,7 @@ def final_checks(system, ledger, journal_entries):
     no_end_note = sorted(i for i in acked if by_id.get(i, {}).get("state") in ("done", "failed")
                          and (f"mission-{i}-{by_id[i]['attempts']}-end", "console") not in keys)
     inv["mission_end_notified"] = {"ok": not no_end_note, "missing": no_end_note[:30], "count": len(no_end_note)}
-    heal_events = sum(1 for e in journal_entries if e.get("event") == "heal")
+    heal_events = sum(1 for e in journal_entries if e.get("event") == ev("heal"))
     heal_notes = sum(1 for r in rows if r["adapter"] == "console" and r["key"].startswith("heal-") and re.search(r"-t\d$", r["key"]))
     stats["notifications"] = {
         "rows": len(rows), "seen_during_run": len(seen), "snapshots": ledger.snapshots,

@@ -41,7 +41,7 @@ enum BackupCommand {
         let db = try Database(path: inv.stateDir.database, busyTimeout: 10)
         try db.backup(to: target)
         let missions = (try? Database(path: target, busyTimeout: 1, migrate: false).scalarInt("SELECT count(*) FROM missions")) ?? nil
-        Journal(path: inv.stateDir.journal, source: "cli").append("db-backup", ["file": .string(target), "missions": missions.map { .int($0) } ?? .null])
+        Journal(path: inv.stateDir.journal, source: "cli").append(.dbBackup, ["file": .string(target), "missions": missions.map { .int($0) } ?? .null])
         printOut("backup written: \(target) (\(missions.map { "\($0) missions" } ?? "?"), \(ByteSize.format(UInt64(fileSize(target)))))")
     }
 
@@ -75,10 +75,10 @@ enum BackupCommand {
         }
         let db = try Database(path: dir.database, busyTimeout: 10)
         let stamp = Clock.iso(Clock.wall()).replacingOccurrences(of: ":", with: "")
-        let before = dir.file("vigil.db.before-restore.\(stamp)")
+        let before = dir.databaseBeforeRestore(stamp: stamp)
         try db.backup(to: before)
         try db.replaceContents(from: check + "/vigil.db")
-        Journal(path: dir.journal, source: "cli").append("db-restored", ["file": .string(source), "missions": .int(missions), "previous": .string(before)])
+        Journal(path: dir.journal, source: "cli").append(.dbRestored, ["file": .string(source), "missions": .int(missions), "previous": .string(before)])
         printOut("restored \(source) (\(missions) missions); the database as it was is in \(before)")
     }
 

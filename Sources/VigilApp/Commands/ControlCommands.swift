@@ -28,7 +28,7 @@ enum RestartCommand {
             let files = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "cli"))
             try files.writeMarker(dir.restartMarker(role), by: "cli \(getpid())", reason: "vigil restart \(role.rawValue)")
             let wrapped = role == .bridge || Wrapper.isRunning(on: dir)
-            files.journal.append("restart-requested", ["process": .string(role.rawValue), "by": "cli", "wrapper": role == .runner ? .bool(wrapped) : .null])
+            files.journal.append(.restartRequested, ["process": .string(role.rawValue), "by": "cli", "wrapper": role == .runner ? .bool(wrapped) : .null])
             let running = files.loadRecordQuietly(role).map { $0.identity.isAlive } ?? false
             printOut("restart marker written for the \(role.rawValue)" + (running ? "" : " (it is not running now; the marker applies only to a process started before it)"))
             if running && !wrapped { printErr("vigil: warning: \(Wrapper.missingWarning(dir))\n") }
@@ -92,7 +92,7 @@ enum StopCommand {
             let journal = Journal(path: dir.journal, source: "cli")
             let files = StateFiles(dir: dir, journal: journal)
             try files.writeMarker(dir.stopMarker, by: "cli \(getpid())", reason: "vigil stop")
-            journal.append("stop-requested", ["by": "cli"])
+            journal.append(.stopRequested, ["by": "cli"])
             let deadline = Clock.boot() + timeout
             var pidfds: [(String, PidFD)] = []
             for role in StateDirectory.Role.allCases {

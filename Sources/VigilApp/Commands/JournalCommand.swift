@@ -10,15 +10,25 @@ enum JournalCommand {
         summary: "the heal journal (--json, --follow, --since 10m)",
         help: """
         usage: vigil journal [--state-dir DIR] [--json] [--follow] [--since D] [--last N]
+               vigil journal --events [--json]
 
         Prints the heal journal: every heal action, recovery, circuit change, restart and
         quarantined file, across the rotated files (journal.jsonl.1 …) oldest first. --json prints one object per line (fields ts, event, and for heal
         actions tier and verdict). --since 10m shows entries of the last ten minutes;
         --follow keeps printing new entries until interrupted.
+
+        --events prints the name of every event the journal can hold, one a line (--json: one
+        JSON array), and reads no state directory: scripts take the names from here.
         """,
         run: { inv in
-            let args = try Arguments(inv.arguments, valued: ["since", "last"], booleans: ["json", "follow"])
+            let args = try Arguments(inv.arguments, valued: ["since", "last"], booleans: ["json", "follow", "events"])
             guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
+            if args.has("events") {
+                let names = JournalEvent.allCases.map(\.rawValue)
+                if args.has("json") { printOut(JSONValue.array(names.map { .string($0) }).jsonString) }
+                else { for n in names { printOut(n) } }
+                return
+            }
             let since = try args.duration("since")
             let last = try args.int("last", min: 1)
             let path = try existing(inv.stateDir).journal

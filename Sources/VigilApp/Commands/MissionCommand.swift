@@ -71,7 +71,7 @@ enum MissionCommand {
             guard args.positional.count == 1, let key = args.positional.first, !key.isEmpty else { throw UsageError("usage: vigil mission resume-key KEY") }
             let was = try withQueue(inv.stateDir, doing: "nothing was resumed") { q in try q.resumeKey(key) }
             if was {
-                Journal(path: inv.stateDir.journal, source: "cli").append("mission-key-resumed", ["key": .string(key), "by": "vigil mission resume-key"])
+                Journal(path: inv.stateDir.journal, source: "cli").append(.missionKeyResumed, ["key": .string(key), "by": "vigil mission resume-key"])
             }
             MissionRunner.poke(inv.stateDir)
             printOut(was ? "lock key \(key) resumed: missions on it start again" : "lock key \(key) was not paused")
@@ -106,13 +106,13 @@ enum MissionCommand {
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
-        if FileLock.isFree(stateDir.file("missions.lock")) {
+        if FileLock.isFree(stateDir.missionsLock) {
             printErr("vigil: note: no runner is running on \(stateDir.path): mission \(id) waits until the pair is started (scripts/vigil-run --state-dir \(stateDir.path))\n")
         }
         guard printOut("\(id)") else {
             // Committed, so exit 0 (a script that retries on failure would add it twice); the
             // id is journaled instead (docs/operator-guide.md, "Bad input").
-            Journal(path: stateDir.journal, source: "cli").append("mission-id-unprinted", [
+            Journal(path: stateDir.journal, source: "cli").append(.missionIdUnprinted, [
                 "mission": .int(id), "why": .string(Console.out.isGone ? "standard output is closed" : "writing to standard output failed"),
             ])
             printErr("vigil: mission \(id) was added, but its id could not be printed (standard output is closed or failing); it is in `vigil journal`\n")

@@ -35,7 +35,7 @@ extension Doctor {
             }
         }
         let done = out.filter { if case .done = $0.value { return true }; return false }.count
-        if done > 0 { journal.append("doctor-fixed", ["repairs": .int(Int64(done))]) }
+        if done > 0 { journal.append(.doctorFixed, ["repairs": .int(Int64(done))]) }
         return out
     }
 
@@ -114,7 +114,7 @@ extension Doctor {
                 if unlink(p) == 0 { n += 1 }
             }
             if n > 0 { try? AtomicFile.fsyncDirectory(dir.quarantine) }
-            journal.append("quarantine-purged", ["files": .int(Int64(n)), "older_than": .string("\(options.quarantineAge)")])
+            journal.append(.quarantinePurged, ["files": .int(Int64(n)), "older_than": .string("\(options.quarantineAge)")])
             return .done("deleted \(n) file\(n == 1 ? "" : "s") older than \(options.quarantineAge)")
         }
     }

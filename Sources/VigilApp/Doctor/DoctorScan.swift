@@ -30,11 +30,9 @@ final class DoctorScan {
         self.options = options
         runnerRunning = !FileLock.isFree(dir.lock(.runner))
         bridgeRunning = !FileLock.isFree(dir.lock(.bridge))
-        missionsRunning = !FileLock.isFree(DoctorScan.missionsLock(dir))
+        missionsRunning = !FileLock.isFree(dir.missionsLock)
         stopped = access(dir.stopMarker, F_OK) == 0
     }
-
-    static func missionsLock(_ dir: StateDirectory) -> String { dir.file("missions.lock") }
 
     func add(_ f: DoctorFinding) { findings.append(f) }
 
@@ -165,7 +163,7 @@ final class DoctorScan {
         check(dir.restartMarker(.runner), Marker.kind, Marker.self, writer: nil)
         check(dir.stopMarker, Marker.kind, Marker.self, writer: nil)
         check(dir.healReset, Marker.kind, Marker.self, writer: nil)
-        if case .corrupt(let why) = ChatService.readStatusFile(dir) { corrupt(ChatService.statusPath(dir), why, writer: .bridge) }
+        if case .corrupt(let why) = ChatService.readStatusFile(dir) { corrupt(dir.chatStatus, why, writer: .bridge) }
     }
 
     private func corrupt(_ path: String, _ why: String, writer: StateDirectory.Role?) {
@@ -184,7 +182,7 @@ final class DoctorScan {
         var old: [String] = []
         for name in names {
             var st = stat()
-            let path = dir.quarantine + "/" + name
+            let path = dir.quarantineEntry(name)
             guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
             let mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
             if now - mtime >= options.quarantineAge.seconds { old.append(path) } else { recent.append((name, mtime)) }

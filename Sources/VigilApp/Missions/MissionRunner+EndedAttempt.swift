@@ -83,12 +83,12 @@ extension MissionRunner {
         case .stale:
             return
         case .reverted:
-            journal.append("mission-start-reverted", fields)
+            journal.append(.missionStartReverted, fields)
             claimNeeded = true // try again (e.g. the executable was being replaced)
         case .retry(let at, let reason):
             fields["reason"] = .string(reason)
             fields["retry_at"] = .string(Clock.iso(Date(timeIntervalSince1970: at)))
-            journal.append("mission-retry-scheduled", fields)
+            journal.append(.missionRetryScheduled, fields)
             nextRetryWall = min(nextRetryWall ?? at, at)
             summary.finalized += 1
             announceEnd(id, attempt, settlement, outcome)
@@ -108,7 +108,7 @@ extension MissionRunner {
             }
             fields["state"] = .string(state.rawValue)
             if let reason { fields["reason"] = .string(reason) }
-            journal.append(ended.corrupt == nil ? "mission-finished" : "mission-failed", fields)
+            journal.append(ended.corrupt == nil ? .missionFinished : .missionFailed, fields)
             announceEnd(id, attempt, settlement, outcome)
         }
     }

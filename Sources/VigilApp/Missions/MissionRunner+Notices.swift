@@ -46,10 +46,10 @@ extension MissionRunner {
         for (key, told) in q.takeKeyEvents() {
             switch told {
             case .paused(let failures):
-                journal.append("mission-key-paused", ["key": .string(key), "failures": .int(Int64(failures)),
+                journal.append(.missionKeyPaused, ["key": .string(key), "failures": .int(Int64(failures)),
                                                       "cooloff_ms": .int(Int64(settings.keyBreaker.coolOff.milliseconds))])
             case .closed:
-                journal.append("mission-key-resumed", ["key": .string(key), "by": "a mission that succeeded"])
+                journal.append(.missionKeyResumed, ["key": .string(key), "by": "a mission that succeeded"])
             }
             if endNoticesInOutbox == nil {
                 let n = MissionRunner.keyNotice(key, told, coolOff: settings.keyBreaker.coolOff)

@@ -62,7 +62,7 @@ extension MissionRunner {
         claimNeeded = true
         var fields = summary.journalFields
         fields["cgroup"] = .string(MissionCgroup.probe(stateDir))
-        journal.append("missions-recovered", fields)
+        journal.append(.missionsRecovered, fields)
         if !summary.isEmpty {
             notify("missions-recovered-\(Clock.bootID)-\(ProcessIdentity.current.pid)-\(ProcessIdentity.current.startTicks)", summary.text)
         }
@@ -107,14 +107,14 @@ extension MissionRunner {
         case .requeued, .requeuedUncounted:
             summary.requeued += 1
             fields["uncounted"] = .bool(outcome == .requeuedUncounted)
-            journal.append("mission-requeued", fields)
+            journal.append(.missionRequeued, fields)
         case .failed(let text):
             summary.failed += 1
             fields["reason"] = .string(text)
-            journal.append("mission-failed", fields)
+            journal.append(.missionFailed, fields)
         case .cancelled:
             summary.cancelled += 1
-            journal.append("mission-cancelled", fields)
+            journal.append(.missionCancelled, fields)
         }
     }
 
@@ -134,7 +134,7 @@ extension MissionRunner {
                owner.owns(pending), let fd = p.identity.openPidFD(),
                let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID)) {
                 watch(m, shim: m.shim!, pidfd: fd, recorded: true)
-                journal.append("mission-adopted", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
+                journal.append(.missionAdopted, ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
                 summary.reattached += 1
                 continue
             }
@@ -144,7 +144,7 @@ extension MissionRunner {
             if tracked[p.mission] == nil {
                 MissionProcesses.killMembers(of: stateDir, mission: p.mission, patience: .milliseconds(500), startedSince: p.identity.startTicks)
             }
-            journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
+            journal.append(.missionOrphanKilled, ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission),
                                                      "attempt": .int(Int64(p.attempt)), "what": "shim session"])
             cleaned += 1
         }
@@ -154,14 +154,14 @@ extension MissionRunner {
         for (id, group) in MissionCgroup.all(of: stateDir) where tracked[id] == nil {
             let n = group.kill(patience: .milliseconds(500)).killed
             if n > 0 {
-                journal.append("mission-orphan-killed", ["mission": .int(id), "what": "cgroup", "processes": .int(Int64(n)), "cgroup": .string(group.cgroup.path)])
+                journal.append(.missionOrphanKilled, ["mission": .int(id), "what": "cgroup", "processes": .int(Int64(n)), "cgroup": .string(group.cgroup.path)])
                 cleaned += 1
             }
         }
         let claimed = Set(tracked.values.compactMap { $0.shim?.identity.pid })
         for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: claimed, watched: Set(tracked.keys)) {
             if p.identity.signal(SIGKILL) {
-                journal.append("mission-orphan-killed", ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
+                journal.append(.missionOrphanKilled, ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
             }
         }
@@ -175,7 +175,7 @@ extension MissionRunner {
             }
         }
         for dir in paths.scratch where (try? FileManager.default.removeItem(atPath: dir)) != nil {
-            journal.append("mission-orphan-removed", ["path": .string(dir), "what": "scratch directory"])
+            journal.append(.missionOrphanRemoved, ["path": .string(dir), "what": "scratch directory"])
             cleaned += 1
         }
         return cleaned

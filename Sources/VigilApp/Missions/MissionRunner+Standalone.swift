@@ -23,7 +23,7 @@ extension MissionRunner {
         try inotify.watch(directory: stateDir.path)
         let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,
                                        notify: { _, _ in }, termGrace: termGrace, settings: settings)
-        journal.append("mission-runner-started", ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
+        journal.append(.missionRunnerStarted, ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
         var lastErrorJournaled: BootInstant? = nil
         var failing = false
         while true {
@@ -32,14 +32,14 @@ extension MissionRunner {
             do {
                 try runner.tick(now: now)
                 if failing {
-                    journal.append("missions-db-available", [:])
+                    journal.append(.missionsDbAvailable, [:])
                     failing = false
                 }
             } catch {
                 ok = false
                 failing = true
                 if lastErrorJournaled.map({ now - $0 >= .seconds(2) }) ?? true {
-                    journal.append("missions-db-unavailable", ["error": .string("\(error)")])
+                    journal.append(.missionsDbUnavailable, ["error": .string("\(error)")])
                     lastErrorJournaled = now
                 }
             }
@@ -48,7 +48,7 @@ extension MissionRunner {
             let fds = [signals.readFD, inotify.fd] + (ok ? runner.wakeDescriptors : [])
             let ready = pollReadable(fds, timeoutMilliseconds: Int32(min(60_000, timeout.milliseconds.rounded(.up))))
             if ready.contains(signals.readFD), !signals.drain().isEmpty {
-                journal.append("mission-runner-stopped", ["running": .int(Int64(runner.runningCount))])
+                journal.append(.missionRunnerStopped, ["running": .int(Int64(runner.runningCount))])
                 return
             }
             if ready.contains(inotify.fd) { _ = inotify.drain() }

@@ -38,12 +38,12 @@ extension MissionRunner {
                 t.exited = true
                 t.needsTick = true
             }
-            journal.append("mission-started", ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)),
+            journal.append(.missionStarted, ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)),
                                                "shim_pid": .int(Int64(identity.pid))])
         } catch {
             t.spawnFailure = "cannot start its shim: \(error)"
             t.needsTick = true
-            journal.append("mission-start-failed", ["mission": .int(m.id), "error": .string("\(error)")])
+            journal.append(.missionStartFailed, ["mission": .int(m.id), "error": .string("\(error)")])
         }
         CrashPoint.hit("after-spawn")
     }
@@ -99,7 +99,7 @@ extension MissionRunner {
             fields["action"] = "kept (it could not be moved to quarantine/)"
             gone = false
         }
-        journal.append("mission-dir-unclaimed", fields)
+        journal.append(.missionDirUnclaimed, fields)
         return gone
     }
 

@@ -91,12 +91,12 @@ extension MissionRunner {
             if t.termSentAt == nil {
                 let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGTERM, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
                 t.termSentAt = now
-                journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
+                journal.append(.missionCancel, ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
             } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
                 let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGKILL, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
                 if t.killSentAt == nil || n > 0 {
-                    journal.append("mission-cancel", ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
+                    journal.append(.missionCancel, ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
                 }
                 t.killSentAt = now
             }
@@ -125,16 +125,16 @@ extension MissionRunner {
                 do {
                     try queue?.requestStop(id: t.id, attempt: t.attempt, cause: cause, limit: limit)
                 } catch {
-                    journal.append("mission-stop-unrecorded", ["mission": .int(t.id), "cause": .string(cause.rawValue), "error": .string("\(error)")])
+                    journal.append(.missionStopUnrecorded, ["mission": .int(t.id), "cause": .string(cause.rawValue), "error": .string("\(error)")])
                 }
                 t.stopCause = cause
-                journal.append(cause == .timeout ? "mission-timeout" : "mission-silent",
+                journal.append(cause == .timeout ? .missionTimeout : .missionSilent,
                                ["mission": .int(t.id), "attempt": .int(Int64(t.attempt)), "limit_ms": .int(Int64(limit.milliseconds)),
                                 "grace_ms": .int(Int64(termGrace.milliseconds))])
             }
             let n = MissionRunner.signalMission(t.id, shim: shim.identity, sig, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
             if sig == MissionLifecycle.sigkill && n > 0 {
-                journal.append("mission-stop-kill", ["mission": .int(t.id), "signal": "SIGKILL", "processes": .int(Int64(n))])
+                journal.append(.missionStopKill, ["mission": .int(t.id), "signal": "SIGKILL", "processes": .int(Int64(n))])
             }
         }
     }
@@ -146,7 +146,7 @@ extension MissionRunner {
         let cutoff = Clock.wall().timeIntervalSince1970 - CheckpointStore.retention.seconds
         guard cutoff > checkpointsPrunedUpTo, let ids = try? q.endedBetween(after: checkpointsPrunedUpTo, before: cutoff) else { return }
         for id in ids where CheckpointStore(stateDir: stateDir, mission: id).removeAll() {
-            journal.append("mission-checkpoints-removed", ["mission": .int(id), "retention_s": .int(Int64(CheckpointStore.retention.seconds))])
+            journal.append(.missionCheckpointsRemoved, ["mission": .int(id), "retention_s": .int(Int64(CheckpointStore.retention.seconds))])
         }
         checkpointsPrunedUpTo = cutoff
     }

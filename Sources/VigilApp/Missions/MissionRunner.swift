@@ -147,21 +147,19 @@ public final class MissionRunner {
         self.files = StateFiles(dir: stateDir, journal: journal)
         // The state directory was prepared by the process; gone, it stays gone
         // (docs/operator-guide.md, "The state directory removed or replaced").
-        let lockPath = stateDir.file("missions.lock")
+        let lockPath = stateDir.missionsLock
         guard let lock = try FileLock.tryLock(lockPath) else {
             throw CommandError("another runner already runs the missions of \(stateDir.path) (it holds \(lockPath)); stop it first")
         }
         self.lock = lock
     }
 
-    /// The wake file the CLI touches after `mission add`/`cancel`: an inotify event for the
-    /// runner's loop (which watches the state directory), not a durable record.
-    public static func wakeFile(_ stateDir: StateDirectory) -> String { stateDir.file("missions.wake") }
-
-    /// Touches the wake file (`StateFiles.touch`: never blocks; a FIFO or symlink there is
+    /// Touches the wake file (`missionsWake`; the CLI does after `mission add`/`cancel`): an
+    /// inotify event for the runner's loop (which watches the state directory), not a durable
+    /// record. Touched (`StateFiles.touch`: never blocks; a FIFO or symlink there is
     /// quarantined). Errors are ignored: the runner's next periodic tick sees the change anyway.
     public static func poke(_ stateDir: StateDirectory, journal: Journal? = nil) {
-        StateFiles(dir: stateDir, journal: journal ?? Journal(path: stateDir.journal, source: "cli")).touch(wakeFile(stateDir))
+        StateFiles(dir: stateDir, journal: journal ?? Journal(path: stateDir.journal, source: "cli")).touch(stateDir.missionsWake)
     }
 
     /// Pidfds of the running shims: readable when a shim ended, so its result is recorded at once.
