@@ -205,7 +205,7 @@ enum FaultInjection {
 /// True when `identity` runs `vigil bridge` (or runner) on this state directory: checked
 /// before any signal, so a PID file naming an unrelated process (even with a matching start
 /// time, e.g. forged) never gets it signalled.
-func runsVigil(_ identity: ProcessIdentity, role: StateDirectory.Role, dir: StateDirectory) -> Bool {
+package func runsVigil(_ identity: ProcessIdentity, role: StateDirectory.Role, dir: StateDirectory) -> Bool {
     let argv = ProcStat.commandLine(pid: identity.pid)
     guard argv.contains(role.rawValue) else { return false }
     guard let i = argv.firstIndex(of: "--state-dir"), i + 1 < argv.count else { return false }
@@ -225,7 +225,7 @@ func reexec(path: String, arguments: [String], environment: [String: String]) ->
 
 extension TimeSpan {
     /// Milliseconds for `poll`, clamped to [0, 1 h], rounded up so we never wake early.
-    var pollMilliseconds: Int32 {
+    package var pollMilliseconds: Int32 {
         if nanoseconds <= 0 { return 0 }
         return Int32(min(3_600_000, (nanoseconds + 999_999) / 1_000_000))
     }

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The alert that always gets through (docs/chat.md, "Delivery"): a real runner whose bridge
 /// dies at every start, so the circuit opens with no bridge alive; the runner itself delivers the
@@ -138,7 +139,7 @@ final class PairProcesses {
     var env: [String: String] { ["VIGIL_TEST_FAULTS": "1", "VIGIL_STATE_DIR": path, "PATH": "/usr/bin:/bin"] }
 
     func write(_ name: String, _ text: String) {
-        FileManager.default.createFile(atPath: path + "/" + name, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path + "/" + name, contents: Data(text.utf8))
     }
 
     @discardableResult

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// `vigil say` and `vigil outbox`, run as the built binary.
 @Suite(.serialized, .timeLimit(.minutes(1))) struct CLITests {

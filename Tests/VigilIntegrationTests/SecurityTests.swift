@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Security of the state directory (docs/operator-guide.md): a directory another user can
 /// change is refused before Vigil runs anything it names; nothing is written through a planted

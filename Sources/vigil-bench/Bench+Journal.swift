@@ -1,16 +1,18 @@
 import Foundation
 import Glibc
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench journal`: what one journal append costs (docs/architecture.md, "Journal
+/// `vigil-bench journal`: what one journal append costs (docs/architecture.md, "Journal
 /// rotation"): the bare floor (one write + fdatasync on an O_APPEND descriptor), the lock and
 /// inode check alone, and `Journal.append` without and with rotation.
 enum JournalBench {
     static let help = """
-    usage: vigil bench journal [--records N]
-           vigil bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K] [--no-rotate] [--pad BYTES]
+    usage: vigil-bench journal [--records N]
+           vigil-bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K] [--no-rotate] [--pad BYTES]
 
     Appends N records (default 2000, ~150 bytes each) to journals in a temporary directory and
     prints the median and p99 of one append:
@@ -26,7 +28,7 @@ enum JournalBench {
     rotation under concurrent writers (and its cost under contention).
     """
 
-    static func run(_ args: [String], stateDir: StateDirectory) throws {
+    static func run(_ args: [String], stateDir: StateDirectory, json: Bool = false) throws {
         let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep", "pad"], booleans: ["no-rotate"])
         if let count = try a.int("append", min: 1) { return try append(count, a, stateDir: stateDir) }
         let n = try a.int("records", min: 10) ?? 2000
@@ -74,7 +76,7 @@ enum JournalBench {
         row("lock + inode check", check)
         row("Journal.append", plain)
         row("Journal.append rotating", rotating)
-        printOut(table.text)
+        table.print(json: json)
     }
 
     static func append(_ count: Int, _ a: Arguments, stateDir: StateDirectory) throws {
