@@ -375,7 +375,11 @@ class System:
 
 
 class JournalTail:
-    """Reads journal.jsonl incrementally; skips torn or garbage lines (counted)."""
+    """Reads journal.jsonl incrementally; skips torn or garbage lines (counted).
+
+    An independent check: it parses the journal's JSON lines itself and shares no code with
+    the Swift Journal reader (nor `vigil journal`), so what the soak concludes from the
+    journal does not rest on the code under test."""
 
     def __init__(self, path):
         self.path = path
@@ -727,7 +731,8 @@ def parse_events(path):
 
 
 def chat_tags(state):
-    """{outbox id: times delivered to chat.log (and its rotated predecessor)}."""
+    """{outbox id: times delivered to chat.log (and its rotated predecessor)}. An independent
+    check: chat.log's `[#ID]` tags are read here, not through the Swift console adapter."""
     counts = {}
     for name in ("chat.log.1", "chat.log"):
         try:
