@@ -32,9 +32,7 @@ enum JournalBench {
         let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep", "pad"], booleans: ["no-rotate"])
         if let count = try a.int("append", min: 1) { return try append(count, a, stateDir: stateDir) }
         let n = try a.int("records", min: 10) ?? 2000
-        var template = Array((NSTemporaryDirectory() + "/vigil-bench-journal-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { throw CommandError("cannot make a temporary directory") }
-        let dir = String(cString: p)
+        let dir = try TempDir.make("vigil-bench-journal")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let fields: [String: JSONValue] = ["tier": 2, "verdict": "hung", "action": "terminate", "note": .string(String(repeating: "x", count: 40))]
 

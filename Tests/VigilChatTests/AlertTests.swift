@@ -125,14 +125,12 @@ final class PairProcesses {
     let dir: StateDirectory
     private var started: [ProcessIdentity] = []
 
-    static let vigil = (Executable.path as NSString).deletingLastPathComponent + "/vigil"
+    static let vigil = Binaries.vigil
     static let fast = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "3", "--cooldown", "3",
                        "--term-grace", "1", "--start-grace", "5", "--stable-after", "1.5"]
 
     init() throws {
-        var template = Array("/tmp/vigil-pair-XXXXXX".utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno()) }
-        path = String(cString: p)
+        path = try TempDir.make("vigil-pair")
         dir = StateDirectory(path)
     }
 

@@ -117,7 +117,7 @@ rc_admin_redaction: {u}
     py = os.path.join(venv, "bin", "python")
     with open(log, "a") as lf:
         rc = subprocess.call([py, "-m", "synapse.app.homeserver", "-c", conf, "--generate-keys"],
-                             stdin=subprocess.DEVNULL, stdout=lf, stderr=lf)
+                             stdin=subprocess.DEVNULL, stdout=lf, stderr=lf, cwd=d)
     if rc != 0:
         raise RuntimeError(f"synapse --generate-keys failed: {_tail(log)}")
     return {"dir": d, "config": conf, "log": log, "port": port, "base_url": f"http://127.0.0.1:{port}",
@@ -129,6 +129,8 @@ def serve(conf):
     away: no homeserver outlives a crashed test run or soak."""
     import runpy
     import threading
+    # This file is named synapse.py: its directory must not be where `synapse` is imported from.
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(HERE)]
     parent = os.getppid()
 
     def watch():
