@@ -1,4 +1,5 @@
 import Foundation
+import VigilCore
 import VigilSystem
 
 /// The one way tests, benchmarks and tools find the built executables and the repository.
@@ -27,4 +28,18 @@ public enum Binaries {
         if isRepo(url.path) { return url.path }
         return FileManager.default.currentDirectoryPath
     }()
+}
+
+/// What a run of one of the binaries to its end gave: exit code, stdout, stderr.
+public struct RunResult: Sendable {
+    public var code: Int32
+    public var out: String
+    public var err: String
+    public init(code: Int32, out: String, err: String) {
+        self.code = code
+        self.out = out
+        self.err = err
+    }
+    /// stdout as JSON (`--json` commands), nil when it is not.
+    public var json: JSONValue? { JSONValue.parse(Data(out.utf8)) }
 }

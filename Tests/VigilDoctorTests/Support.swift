@@ -10,13 +10,6 @@ import VigilTestSupport
 /// The `vigil` executable built beside this test bundle.
 let vigilPath = Binaries.vigil
 
-struct RunResult {
-    var code: Int32
-    var out: String
-    var err: String
-    var json: JSONValue? { JSONValue.parse(Data(out.utf8)) }
-}
-
 extension DoctorReport {
     func finding(_ check: String, _ subject: String? = nil) -> DoctorFinding? {
         findings.first { $0.check == check && (subject == nil || $0.subject == subject) }

@@ -10,12 +10,6 @@ import VigilTestSupport
 /// The `vigil` executable built beside this test bundle.
 let vigilPath = Binaries.vigil
 
-struct RunResult {
-    var code: Int32
-    var out: String
-    var err: String
-}
-
 /// A temp directory with a state directory, the drivers ("runners") started in it, and a
 /// check at the end that nothing of ours is left running.
 final class MissionEnv {
