@@ -7,6 +7,7 @@ let package = Package(
     name: "Vigil",
     products: [
         .executable(name: "vigil", targets: ["vigil"]),
+        .executable(name: "vigil-bench", targets: ["vigil-bench"]),
     ],
     targets: [
         // Linux calls the Glibc module does not export (pidfd, setsid-on-spawn, a signal self-pipe).
@@ -21,19 +22,26 @@ let package = Package(
         .target(name: "VigilStore", dependencies: ["VigilSystem", "VigilCore", "CSQLite"]),
         // Chat adapters and outbox delivery.
         .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore", "CVigil"]),
-        // The processes and commands: bridge, runner, shim, CLI, benchmark.
+        // The processes and commands: bridge, runner, shim, CLI.
         .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+        // The product: nothing of the benchmark or the test fixtures is linked into it.
         .executableTarget(name: "vigil", dependencies: ["VigilApp"]),
 
+        // What tests, benchmarks and scripts share: temp directories, waiting, finding the
+        // built binaries, the Synapse fixture (launched by scripts/chaoslib/synapse.py).
+        .target(name: "VigilTestSupport", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+        // The benchmarks and the test drivers (`vigil-bench heal|missions|…`, `drive`, `fill`).
+        .executableTarget(name: "vigil-bench", dependencies: ["VigilTestSupport", "VigilApp", "VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+
         .testTarget(name: "VigilCoreTests", dependencies: ["VigilCore"]),
-        .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem"]),
-        .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore"]),
-        .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
-        .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        .testTarget(name: "VigilSystemTests", dependencies: ["VigilSystem", "VigilTestSupport"]),
+        .testTarget(name: "VigilStoreTests", dependencies: ["VigilStore", "VigilTestSupport"]),
+        .testTarget(name: "VigilIntegrationTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil", "vigil-bench"]),
+        .testTarget(name: "VigilChatTests", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil"]),
         // Missions end to end: the real `vigil` binary, real processes, kill -9 at crash points.
-        .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil", "vigil-bench"]),
         // `vigil doctor`: every anomaly made for real in a temp state dir, found, fixed when safe.
-        .testTarget(name: "VigilDoctorTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "vigil"]),
+        .testTarget(name: "VigilDoctorTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil", "vigil-bench"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -35,16 +35,14 @@ final class Bridge {
         let t = config.tunables
         let reexecFrom = ProcessInfo.processInfo.environment["VIGIL_REEXEC_FROM"]
         unsetenv("VIGIL_REEXEC_FROM")
-        // A program that crashes at start never beats: the fault that plays one exits first.
-        if FaultInjection.current(ctx.dir) == "exit-at-start" { injectFault("exit-at-start") }
+        var faults = FaultInjection.bridge(ctx.dir, journal: ctx.journal)
+        faults?.beforeFirstBeat()
         ctx.beat()
         ctx.journal.append(reexecFrom == nil ? .bridgeStarted : .bridgeReexecDone, [
             "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),
             "previous_version": reexecFrom.map { .string($0) } ?? .null,
         ])
-        var fault = FaultInjection.current(ctx.dir)
-        var ignoreTerm = fault == "ignore-term"
-        if let fault { injectFault(fault) }
+        faults?.started()
         hooks = try BridgeHooks.make(bridge: self)
 
         var nextBeat = Clock.boot() + t.heartbeatInterval
@@ -61,14 +59,7 @@ final class Bridge {
                 nextBeat = now + t.heartbeatInterval
             }
             let changed = ctx.inotify.drain()
-            if FaultInjection.enabled {
-                if changed.contains(where: { $0.name == "fault" }), let f = FaultInjection.current(ctx.dir), f != fault {
-                    fault = f
-                    if f == "ignore-term" { ignoreTerm = true }
-                    injectFault(f, runtime: true)
-                }
-                bloat.grow(now: now)
-            }
+            faults?.turn(changed: changed, now: now)
             if let m = ctx.pendingRestartMarker() {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
                 ctx.journal.append(.bridgeReexec, ["reason": .string(m.reason), "by": .string(m.by), "version": .string(ctx.record.version)])
@@ -82,7 +73,7 @@ final class Bridge {
                 return
             }
             for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
-                if ignoreTerm && sig == SIGTERM { continue }
+                if faults?.ignoresTerm == true && sig == SIGTERM { continue }
                 stop(reason: "signal \(sig)")
                 return
             }
@@ -135,21 +126,6 @@ final class Bridge {
         }
     }
 
-    private var bloat = FaultInjection.Bloat()
-
-    private func injectFault(_ fault: String, runtime: Bool = false) {
-        ctx.journal.append(.faultInjected, ["fault": .string(fault), "runtime": .bool(runtime)])
-        if fault == "exit-at-start" && !runtime { exit(1) }
-        if fault.hasPrefix("bloat-grow="), let rate = Int(fault.dropFirst(11).replacingOccurrences(of: "/s", with: "")), rate > 0 {
-            bloat.start(mbPerSecond: rate, now: Clock.boot())
-        }
-        if fault == "hang" { while true { pause() } }
-        if fault.hasPrefix("bloat="), let mb = Int(fault.dropFirst(6)) {
-            let bytes = mb << 20
-            let p = malloc(bytes)!
-            memset(p, 1, bytes)
-        }
-    }
 }
 
 enum BridgeCommand {

@@ -35,7 +35,7 @@ public enum CLI {
         [
             BridgeCommand.command, RunnerCommand.command, StatusCommand.command, JournalCommand.command,
             MissionCommand.command, OutboxCommand.command, SayCommand.command, RestartCommand.command,
-            HealCommand.command, StopCommand.command, DoctorCommand.command, BenchCommand.command,
+            HealCommand.command, StopCommand.command, DoctorCommand.command,
             ShimCommand.command, CheckpointCommand.command, BackupCommand.backup, BackupCommand.restore,
         ]
     }
@@ -50,6 +50,13 @@ public enum CLI {
 
     /// Runs `vigil` with `argv` (without the program name) and returns the exit code.
     public static func main(_ argv: [String]) -> Int32 {
+        main(argv, program: "vigil", usage: usage, commands: commands, access: access)
+    }
+
+    /// The same for another program made of `Command`s (`vigil-bench`): same parsing of
+    /// `--state-dir`, same checks, same exit codes.
+    package static func main(_ argv: [String], program: String, usage: String, commands: [Command],
+                             access: (String, [String]) -> StateAccess) -> Int32 {
         // A closed pipe is an error a write sees (`Console`), not a signal that kills a
         // command after its commit (docs/operator-guide.md, "Bad input").
         Console.ignoreSIGPIPE()
@@ -58,17 +65,17 @@ public enum CLI {
             let stateDir = try extractStateDir(&args)
             guard let name = args.first, !name.hasPrefix("-") || name == "--help" || name == "-h" else {
                 if args.isEmpty {
-                    printErr(usage + commandList())
+                    printErr(usage + commandList(commands))
                     return 2
                 }
                 throw UsageError("unknown option \(args[0]); options go after the command name")
             }
             if name == "--help" || name == "-h" || name == "help" {
-                Console.out.write(usage + commandList())
+                Console.out.write(usage + commandList(commands))
                 return 0
             }
             if name == "--version" || name == "version" {
-                printOut("vigil \(VigilVersion.string)")
+                printOut("\(program) \(VigilVersion.string)")
                 return 0
             }
             guard let command = commands.first(where: { $0.name == name }) else {
@@ -80,33 +87,33 @@ public enum CLI {
                 return 0
             }
             try checkUsable(stateDir)
-            try checkStateDirectory(stateDir, command: name, arguments: rest)
+            try checkStateDirectory(stateDir, command: name, access: access(name, rest))
             try command.run(Invocation(arguments: rest, stateDir: stateDir, fullArguments: argv))
             return 0
         } catch let e as ExitCode {
             return e.code
         } catch let e as UsageError {
-            printErr("vigil: \(e.message)\nRun `vigil --help` (or `vigil COMMAND --help`) for usage.\n")
+            printErr("\(program): \(e.message)\nRun `\(program) --help` (or `\(program) COMMAND --help`) for usage.\n")
             return 2
         } catch let e as CommandError {
-            printErr("vigil: \(e.message)\n")
+            printErr("\(program): \(e.message)\n")
             return e.code
         } catch let e as StateDirectoryError {
-            printErr("vigil: \(e)\n")
+            printErr("\(program): \(e)\n")
             return e.code
         } catch {
-            printErr("vigil: \(error)\n")
+            printErr("\(program): \(error)\n")
             return 1
         }
     }
 
     /// What a command does with the state directory, for `checkStateDirectory`.
-    enum StateAccess: Equatable {
+    package enum StateAccess: Equatable {
         /// Writes (or runs what the directory names): refused in an unsafe directory.
         case writes
         /// Only reads: runs in an unsafe directory with a warning on stderr.
         case reads
-        /// Does not use it (the benchmark makes its own directories).
+        /// Does not use it (`vigil-bench`'s benchmarks make their own directories).
         case none
     }
 
@@ -114,7 +121,6 @@ public enum CLI {
     /// state directory"); anything not listed writes.
     static func access(_ command: String, _ args: [String]) -> StateAccess {
         switch command {
-        case "bench": return .none
         case "status", "journal": return .reads
         case "outbox": return args.contains { $0 == "--retry" || $0.hasPrefix("--retry=") } ? .writes : .reads
         case "mission": return ["list", "ls", "show"].contains(args.first ?? "") ? .reads : .writes
@@ -127,8 +133,7 @@ public enum CLI {
     /// directory another user can write into (or a vigil.json they own or can write) is refused
     /// with exit 2 before anything is read or written, or, for a command that only reads, named
     /// in a warning.
-    static func checkStateDirectory(_ dir: StateDirectory, command: String, arguments: [String]) throws {
-        let access = access(command, arguments)
+    static func checkStateDirectory(_ dir: StateDirectory, command: String, access: StateAccess) throws {
         guard access != .none else { return }
         do {
             try dir.verifyConfig()
@@ -138,7 +143,7 @@ public enum CLI {
         }
     }
 
-    static func commandList() -> String {
+    static func commandList(_ commands: [Command]) -> String {
         let width = commands.map(\.name.count).max() ?? 8
         return "commands:\n" + commands.filter { !$0.summary.isEmpty }.map {
             "  \($0.name.padding(toLength: width + 2, withPad: " ", startingAt: 0))\($0.summary)"

@@ -11,10 +11,10 @@ import VigilSystem
 ///
 /// The CRC-32 covers everything before it. Identity, version and start live in the JSON PID
 /// file (`bridge.json`), which changes only at start and re-exec.
-struct Heartbeat: Equatable, Sendable {
-    var identity: ProcessIdentity
-    var beat: BootInstant
-    var seq: UInt64
+package struct Heartbeat: Equatable, Sendable {
+    package var identity: ProcessIdentity
+    package var beat: BootInstant
+    package var seq: UInt64
 
     static let magic = "vigil-beat 1"
 
@@ -40,7 +40,7 @@ struct Heartbeat: Equatable, Sendable {
 
     /// One `read` into a stack buffer, through `StateSlot` (a FIFO or a huge file there is
     /// `.corrupt`, never a blocked `open`; docs/operator-guide.md, "Bad input").
-    static func read(_ path: String) -> StateFile.Read<Heartbeat> {
+    package static func read(_ path: String) -> StateFile.Read<Heartbeat> {
         StateSlot.withContents(of: path, sizeLimit: 256) { contents in
             switch contents {
             case .absent: return .absent

@@ -151,61 +151,10 @@ func takeSingletonLock(_ role: StateDirectory.Role, dir: StateDirectory, attempt
     throw CommandError("another \(role.rawValue) is already running on \(dir.path)\(holder); \(hint)", code: 3)
 }
 
-/// Fault injection for tests, the benchmark and the chaos soak. Only when the environment has
-/// `VIGIL_TEST_FAULTS=1` does the bridge read `<state>/fault` at start: `exit-at-start` (dies
-/// right after writing its PID file), `ignore-term` (ignores SIGTERM), `hang` (its loop stops
-/// turning), `bloat=MB` (touches MB of memory), `bloat-grow=MB/s` (touches MB more memory every
-/// second, up to 4 GiB: runaway memory). The running bridge also re-reads the file when inotify
-/// reports it changed (for `scripts/chaos`): `hang`, `ignore-term` and `bloat-grow` then take
-/// effect at once and stay until the process exits or re-execs; removing the file undoes nothing.
-///
-/// The runner reads `<state>/runner-fault` at its start: `exit-at-start` makes it exit 1 at
-/// once (a runner that crashes at start: the wrapper's backoff and rollback).
-enum FaultInjection {
-    static let enabled = ProcessInfo.processInfo.environment["VIGIL_TEST_FAULTS"] == "1"
-
-    static func runner(_ dir: StateDirectory) -> String? {
-        guard enabled, case .bytes(let data) = StateSlot.read(dir.runnerFault) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? nil : text
-    }
-
-    static func current(_ dir: StateDirectory) -> String? {
-        guard enabled, case .bytes(let data) = StateSlot.read(dir.fault) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? nil : text
-    }
-
-    /// Runaway memory: grows by `mbPerSecond` (touched, so it counts in RSS) on every loop turn.
-    struct Bloat {
-        private var rate = 0
-        private var since = BootInstant.zero
-        private var held = 0
-        private var blocks: [UnsafeMutableRawPointer] = []
-        static let capMB = 4096
-
-        mutating func start(mbPerSecond: Int, now: BootInstant) {
-            if rate == 0 { since = now }
-            rate = mbPerSecond
-        }
-
-        mutating func grow(now: BootInstant) {
-            guard rate > 0 else { return }
-            let want = min(Bloat.capMB, Int((now - since).seconds * Double(rate)))
-            while held < want {
-                guard let p = malloc(1 << 20) else { return }
-                memset(p, 1, 1 << 20)
-                blocks.append(p)
-                held += 1
-            }
-        }
-    }
-}
-
 /// True when `identity` runs `vigil bridge` (or runner) on this state directory: checked
 /// before any signal, so a PID file naming an unrelated process (even with a matching start
 /// time, e.g. forged) never gets it signalled.
-func runsVigil(_ identity: ProcessIdentity, role: StateDirectory.Role, dir: StateDirectory) -> Bool {
+package func runsVigil(_ identity: ProcessIdentity, role: StateDirectory.Role, dir: StateDirectory) -> Bool {
     let argv = ProcStat.commandLine(pid: identity.pid)
     guard argv.contains(role.rawValue) else { return false }
     guard let i = argv.firstIndex(of: "--state-dir"), i + 1 < argv.count else { return false }
@@ -225,7 +174,7 @@ func reexec(path: String, arguments: [String], environment: [String: String]) ->
 
 extension TimeSpan {
     /// Milliseconds for `poll`, clamped to [0, 1 h], rounded up so we never wake early.
-    var pollMilliseconds: Int32 {
+    package var pollMilliseconds: Int32 {
         if nanoseconds <= 0 { return 0 }
         return Int32(min(3_600_000, (nanoseconds + 999_999) / 1_000_000))
     }

@@ -83,11 +83,11 @@ struct HealFile: Codable, Sendable {
 }
 
 extension StateFiles {
-    func loadRecord(_ role: StateDirectory.Role) -> ProcessRecord? {
+    package func loadRecord(_ role: StateDirectory.Role) -> ProcessRecord? {
         load(dir.pidFile(role), kind: ProcessRecord.kind, as: ProcessRecord.self)
     }
 
-    func loadMarker(_ path: String) -> Marker? {
+    package func loadMarker(_ path: String) -> Marker? {
         load(path, kind: Marker.kind, as: Marker.self)
     }
 

@@ -76,10 +76,7 @@ final class Runner {
     /// Runs until stopped (returns 0) or until a restart is due (returns 42).
     func run() throws -> Int32 {
         let t = config.tunables
-        if FaultInjection.runner(ctx.dir) == "exit-at-start" {
-            ctx.journal.append(.faultInjected, ["fault": "exit-at-start", "runtime": false])
-            exit(1)
-        }
+        FaultInjection.runnerStarting(ctx.dir, journal: ctx.journal)
         if clearStop { try? AtomicFile.remove(ctx.dir.stopMarker) }
         loadHealState()
         ctx.beat()

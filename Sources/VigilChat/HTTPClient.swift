@@ -17,7 +17,7 @@ struct HTTPRequest: Sendable {
 }
 
 /// What came back: a response (any status), or a transport failure (refused, timed out, reset).
-enum HTTPOutcome: Sendable {
+package enum HTTPOutcome: Sendable {
     case response(status: Int, body: Data)
     /// A reply whose body is longer than the request's `maxBodyBytes` (by its Content-Length,
     /// or counted as it came): reading stopped there and the connection was dropped.
@@ -37,7 +37,7 @@ enum HTTPOutcome: Sendable {
 /// the cap in memory (docs/chat.md, "Reply size caps"). URLSession could not do this: its
 /// delegate hears of the bytes through a queue that lags the transfer by 100 MB and more at
 /// loopback speed, and its completion handler holds the whole reply.
-final class HTTPClient: @unchecked Sendable {
+package final class HTTPClient: @unchecked Sendable {
     /// The default cap on a reply's body: 1 MiB (a webhook's reply, a Matrix send or login).
     static let defaultMaxBodyBytes = 1 << 20
 
@@ -46,7 +46,7 @@ final class HTTPClient: @unchecked Sendable {
     private var inFlight: [OpaquePointer] = []
     private var cancelled = false
 
-    init() {}
+    package init() {}
 
     /// Ends the calls in flight (they return `.cancelled`) and every later one.
     func cancel() {
@@ -132,4 +132,12 @@ func redactedURL(_ url: URL) -> String {
     var s = (url.scheme ?? "http") + "://" + (url.host ?? "?")
     if let p = url.port { s += ":\(p)" }
     return s + "/…"
+}
+
+extension HTTPClient {
+    /// One call without building an `HTTPRequest`: what the Synapse fixture in
+    /// VigilTestSupport uses (the package's tests and benchmarks, not the product).
+    package func perform(method: String, url: URL, headers: [String: String] = [:], body: Data? = nil, timeout: TimeSpan) -> HTTPOutcome {
+        perform(HTTPRequest(method: method, url: url, headers: headers, body: body, timeout: timeout))
+    }
 }

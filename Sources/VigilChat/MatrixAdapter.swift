@@ -6,7 +6,7 @@ import VigilSystem
 /// The Matrix Client-Server API pieces Vigil needs: login (or a given access token), room alias
 /// resolution and join, send with a transaction id, and /sync. Shared by the delivery thread
 /// and the sync thread (the login and room are looked up once, under a lock).
-final class MatrixSession: @unchecked Sendable {
+package final class MatrixSession: @unchecked Sendable {
     let config: ChatConfig.Matrix
     let base: URL
     private let lock = NSLock()
@@ -60,13 +60,13 @@ final class MatrixSession: @unchecked Sendable {
         return c.url!
     }
 
-    static func encodeSegment(_ s: String) -> String {
+    package static func encodeSegment(_ s: String) -> String {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")
         return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
     }
 
-    static func encodeQuery(_ s: String) -> String { encodeSegment(s) }
+    package static func encodeQuery(_ s: String) -> String { encodeSegment(s) }
 
     /// A transaction id derived from the idempotency key (and a scope: the room and the
     /// database's instance id): the same key always gives the same id, so a retried send returns

@@ -12,7 +12,7 @@ import VigilSystem
 /// `/messages` before anything is stored (docs/chat.md, "Matrix"). Only `m.room.message`
 /// events in the configured room that look like commands are considered; the sender must be
 /// on the allow-list (exact user id), others are journaled and ignored.
-final class MatrixPoller: @unchecked Sendable {
+package final class MatrixPoller: @unchecked Sendable {
     let session: MatrixSession
     let stateDir: StateDirectory
     let journal: Journal
@@ -73,7 +73,7 @@ final class MatrixPoller: @unchecked Sendable {
         }
     }
 
-    static func filter(roomID: String, limit: Int) -> String {
+    package static func filter(roomID: String, limit: Int) -> String {
         let f: JSONValue = [
             "room": [
                 "rooms": [.string(roomID)],

@@ -67,10 +67,8 @@ public final class Journal: @unchecked Sendable {
         appendLine(event.rawValue, fields)
     }
 
-    /// Transitional, package-only: an entry under a name that is not a `JournalEvent`. Only the
-    /// call sites in Sources/VigilApp/Commands/Bench*.swift (being moved to their own target,
-    /// converted to the enum then) and the journal's format tests (synthetic names) use it;
-    /// everything else passes a `JournalEvent`.
+    /// Package-only, for the journal's format tests: an entry under a synthetic name that is
+    /// not a `JournalEvent`. Nothing in Sources uses it; everything there passes a `JournalEvent`.
     @discardableResult
     package func append(_ name: String, _ fields: [String: JSONValue] = [:]) -> Bool {
         appendLine(name, fields)

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The alert that always gets through (docs/chat.md, "Delivery"): a real runner whose bridge
 /// dies at every start, so the circuit opens with no bridge alive; the runner itself delivers the
@@ -124,21 +125,19 @@ final class PairProcesses {
     let dir: StateDirectory
     private var started: [ProcessIdentity] = []
 
-    static let vigil = (Executable.path as NSString).deletingLastPathComponent + "/vigil"
+    static let vigil = Binaries.vigil
     static let fast = ["--tick", "0.1", "--heartbeat-interval", "0.1", "--stale-after", "3", "--cooldown", "3",
                        "--term-grace", "1", "--start-grace", "5", "--stable-after", "1.5"]
 
     init() throws {
-        var template = Array("/tmp/vigil-pair-XXXXXX".utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno()) }
-        path = String(cString: p)
+        path = try TempDir.make("vigil-pair")
         dir = StateDirectory(path)
     }
 
     var env: [String: String] { ["VIGIL_TEST_FAULTS": "1", "VIGIL_STATE_DIR": path, "PATH": "/usr/bin:/bin"] }
 
     func write(_ name: String, _ text: String) {
-        FileManager.default.createFile(atPath: path + "/" + name, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path + "/" + name, contents: Data(text.utf8))
     }
 
     @discardableResult

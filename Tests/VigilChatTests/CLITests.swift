@@ -5,14 +5,11 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// `vigil say` and `vigil outbox`, run as the built binary.
 @Suite(.serialized, .timeLimit(.minutes(1))) struct CLITests {
-    static var vigil: String {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("vigil").path
-    }
+    static var vigil: String { Binaries.vigil }
 
     struct Run {
         var status: Int32

@@ -47,7 +47,7 @@ import VigilSystem
         let adapter = ConsoleAdapter(stateDir: state.dir)
         let outbox = Outbox(try state.database())
         func line(_ id: Int64, _ text: String) {
-            try? outbox.enqueue(key: "k\(id)", adapter: "console", body: text)
+            _ = try? outbox.enqueue(key: "k\(id)", adapter: "console", body: text)
             guard case .claimed(let m, _) = try? outbox.claimNext(adapter: "console", now: Clock.boot(), owner: "t") else {
                 Issue.record("no claim")
                 return

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// A `vigil bridge` process started by a test (the built binary, its own session), stopped by
 /// its pid (SIGTERM through a pidfd, SIGKILL if it does not go) and reaped; at the latest when

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 @Suite(.serialized, .withSynapse, .timeLimit(.minutes(3))) struct MatrixTests {
     /// A room with alice (operator, allow-listed), the bot invited; a state dir and a config.

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Reply bodies are capped (docs/chat.md, "Reply size caps"): a chat server that answers with
 /// hundreds of megabytes cannot grow the bridge. Real `vigil bridge` processes against the

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// A fresh state directory under /tmp, removed at deinit.
 final class TempState: @unchecked Sendable {
@@ -13,9 +14,7 @@ final class TempState: @unchecked Sendable {
     let journal: Journal
 
     init() throws {
-        var template = Array("/tmp/vigil-chat-test-XXXXXX".utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno()) }
-        path = String(cString: p)
+        path = try TempDir.make("vigil-chat-test")
         dir = StateDirectory(path)
         try dir.prepare()
         journal = Journal(path: dir.journal, source: "test")
@@ -67,18 +66,6 @@ func pumpUntil(_ service: ChatService, timeout: TimeSpan = .seconds(20), longest
     return try condition()
 }
 
-/// Waits (without a bridge loop) until `condition` holds or `timeout` passes.
-@discardableResult
-func waitUntil(timeout: TimeSpan = .seconds(20), _ condition: () throws -> Bool) rethrows -> Bool {
-    let end = Clock.boot() + timeout
-    while Clock.boot() < end {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
-}
-
-/// Fast retry settings for tests.
 func testConfig(adapters: [String] = ["console"], webhook: ChatConfig.Webhook? = nil, matrix: ChatConfig.Matrix? = nil,
                 maxAttempts: Int = 5) -> ChatConfig {
     ChatConfig(adapters: adapters, maxAttempts: maxAttempts, backoffInitial: .milliseconds(50), backoffMax: .milliseconds(400),

@@ -3,6 +3,7 @@ import Testing
 @testable import VigilChat
 import VigilCore
 import VigilSystem
+import VigilTestSupport
 
 /// One Synapse for the whole Matrix suite: installed (if missing) by `scripts/setup-synapse`,
 /// started on a free 127.0.0.1 port, stopped and removed at the end. When it cannot be had,
@@ -14,11 +15,7 @@ final class SynapseFixture: Sendable {
     let bot: SynapseServer.User?
     let botPassword: String
 
-    static let repoRoot: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
+    static let repoRoot = Binaries.repoRoot
 
     init() {
         var server: SynapseServer?

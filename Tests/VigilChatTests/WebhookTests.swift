@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 @Suite(.serialized, .timeLimit(.minutes(1))) struct WebhookTests {
     func webhookConfig(_ server: HTTPTestServer, timeout: TimeSpan = .seconds(5)) -> ChatConfig {

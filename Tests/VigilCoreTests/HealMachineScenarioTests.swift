@@ -677,7 +677,7 @@ struct HealMachineScenarioTests {
     func openedCircuit(persist: Bool) throws -> Driver {
         var d = Driver(persist: persist)
         try d.probe(.healthy)
-        while d.state.circuit != .open { try d.probe(.dead, after: .milliseconds(100)) }
+        try d.repeatUntil("the circuit opens", atMost: 1000, { $0.state.circuit == .open }) { try $0.probe(.dead, after: .milliseconds(100)) }
         #expect(d.state.failedRespawns == p.circuitLimit)
         return d
     }

@@ -95,7 +95,7 @@ struct HealMachineTableTests {
         case .halfOpen:
             try d.probe(.healthy)
             try d.probe(.dead, at: t0 - (p.circuitCooloff + s * Double(p.circuitLimit)))
-            while d.state.circuit != .open { try d.probe(.dead, after: s) }
+            try d.repeatUntil("the circuit opens", atMost: 1000, { $0.state.circuit == .open }) { try $0.probe(.dead, after: s) }
             try d.probe(.dead, at: t0)
         }
         #expect(d.now == t0)

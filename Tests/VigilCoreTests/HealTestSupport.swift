@@ -70,6 +70,21 @@ struct Driver {
         state = HealMachine.stopped(persist ? try roundTrip(state) : state)
     }
 
+    /// Runs `step` until `done` holds, at most `limit` times: past that the test fails (an
+    /// issue, then `NeverHeld` thrown) instead of looping forever.
+    mutating func repeatUntil(_ what: String, atMost limit: Int = 10_000, sourceLocation: SourceLocation = #_sourceLocation,
+                              _ done: (Driver) -> Bool, _ step: (inout Driver) throws -> Void) throws {
+        var n = 0
+        while !done(self) {
+            guard n < limit else {
+                Issue.record("\(what): not after \(limit) steps", sourceLocation: sourceLocation)
+                throw NeverHeld(what: what, limit: limit)
+            }
+            try step(&self)
+            n += 1
+        }
+    }
+
     /// Probes `count` times, `every` apart, and returns the actions.
     @discardableResult
     mutating func probe(_ verdict: Verdict, lockFree: Bool = true, times count: Int, every: TimeSpan) throws -> [HealAction] {
@@ -102,4 +117,11 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// What `Driver.repeatUntil` throws when its condition never held.
+struct NeverHeld: Error, CustomStringConvertible {
+    var what: String
+    var limit: Int
+    var description: String { "\(what): not after \(limit) steps" }
 }

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// `vigil doctor`: each anomaly is made for real in a temp state dir (real files, real SQLite,
 /// real processes), found, repaired when that is safe, and left alone when it is not.
@@ -116,7 +117,7 @@ struct DoctorTests {
     @Test func longRunningMissionIsReleasedOnlyWithTheFlag() throws {
         let env = try DoctorEnv("long")
         defer { env.finish() }
-        let driver = try env.spawn([vigilPath, "--state-dir", env.state.path, "shim", "--drive", "--tick", "0.05", "--term-grace", "0.3"],
+        let driver = try env.spawn([Binaries.vigilBench, "--state-dir", env.state.path, "drive", "--tick", "0.05", "--term-grace", "0.3"],
                                    output: env.path("driver.log"))
         let id = try env.queue.enqueue(argv: ["sleep", "1000"], cwd: "/")
         MissionRunner.poke(env.state)

@@ -5,34 +5,10 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The `vigil` executable built beside this test bundle.
-let vigilPath: String = (Executable.path as NSString).deletingLastPathComponent + "/vigil"
-
-struct Timeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds; a generous deadline, never a timed assertion.
-func waitUntil(_ what: String, timeout: Double = 20, _ condition: () throws -> Bool) throws {
-    let deadline = Clock.boot() + .seconds(timeout)
-    while true {
-        if try condition() { return }
-        if Clock.boot() >= deadline {
-            Issue.record("timed out waiting for \(what)")
-            throw Timeout(what: what)
-        }
-        usleep(20_000)
-    }
-}
-
-struct RunResult {
-    var code: Int32
-    var out: String
-    var err: String
-    var json: JSONValue? { JSONValue.parse(Data(out.utf8)) }
-}
+let vigilPath = Binaries.vigil
 
 extension DoctorReport {
     func finding(_ check: String, _ subject: String? = nil) -> DoctorFinding? {
@@ -52,9 +28,7 @@ final class DoctorEnv {
     private var runCount = 0
 
     init(_ name: String) throws {
-        var template = Array("/tmp/vigil-doctor-\(name)-XXXXXX".utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno()) }
-        root = String(cString: p)
+        root = try TempDir.make("vigil-doctor-\(name)")
         state = StateDirectory(root + "/state")
         try AtomicFile.makeDirectory(state.path)
     }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VigilCore
 import VigilSystem
+import VigilTestSupport
 
 /// `/mission TEXT` reads `agent-command` from vigil.json as it is when the command arrives
 /// (docs/operator-guide.md, "Configuration"): setting it needs no bridge restart, and a broken file queues nothing.

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// `vigil backup` and `vigil restore` (docs/operator-guide.md, "Backup and restore") on a real
 /// pair: online backup, restore refused while the pair runs, mission directories kept.

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Bad input gets a clear sentence on stderr and a non-zero exit, or a journaled verdict;
 /// never a crash and never a silent default.
@@ -55,10 +56,17 @@ struct BadInputTests {
     @Test func everySubcommandHasHelp() throws {
         let h = Harness()
         defer { h.finish() }
-        for cmd in ["bridge", "runner", "status", "journal", "mission", "outbox", "say", "restart", "heal", "stop", "doctor", "bench"] {
+        for cmd in ["bridge", "runner", "status", "journal", "mission", "outbox", "say", "restart", "heal", "stop", "doctor"] {
             let r = try h.vigil([cmd, "--help"])
             #expect(r.code == 0, "\(cmd) --help: \(r.err)")
             #expect(r.out.contains("usage: vigil \(cmd)"), "\(cmd) --help: \(r.out)")
+        }
+        // The benchmarks and test drivers are `vigil-bench`'s, not the product's.
+        #expect(try h.vigil(["bench", "--help"]).code == 2)
+        for cmd in ["heal", "missions", "chat", "alert", "checkpoint", "journal", "drive", "fill"] {
+            let r = try h.run(Binaries.vigilBench, [cmd, "--help"])
+            #expect(r.code == 0, "vigil-bench \(cmd) --help: \(r.err)")
+            #expect(r.out.contains("usage: vigil-bench"), "vigil-bench \(cmd) --help: \(r.out)")
         }
     }
 

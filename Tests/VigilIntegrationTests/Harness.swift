@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// A fresh state directory with the real `vigil` executable, for tests that run real processes.
 /// Tracks every process it starts (and every bridge the runner reports) by identity, and on
@@ -15,10 +16,7 @@ final class Harness {
     private(set) var started: [ProcessIdentity] = []
 
     /// The vigil executable beside the test bundle.
-    static let vigil: String = {
-        let testBin = Executable.path
-        return (testBin as NSString).deletingLastPathComponent + "/vigil"
-    }()
+    static let vigil = Binaries.vigil
 
     /// The temp directory this harness removes at `finish()` (`dir` or its parent).
     private let root: String
@@ -26,9 +24,7 @@ final class Harness {
     /// - Parameter uncreated: the state directory is a path inside a fresh temp directory that
     ///   does not exist yet (for tests of what creates it).
     init(binary: String = Harness.vigil, uncreated: Bool = false) {
-        var template = Array("/tmp/vigil-test-XXXXXX".utf8CString)
-        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        root = String(cString: p!)
+        root = try! TempDir.make("vigil-test")
         dir = uncreated ? root + "/state" : root
         bin = binary
     }
@@ -64,11 +60,7 @@ final class Harness {
         return try spawn([Harness.repoRoot + "/scripts/vigil-run", "--state-dir", dir] + extra, log: "wrapper.out", environment: e)
     }
 
-    static let repoRoot: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
+    static let repoRoot = Binaries.repoRoot
 
     @discardableResult
     func spawn(_ argv: [String], log: String, environment: [String: String]? = nil) throws -> ProcessIdentity {
@@ -90,13 +82,18 @@ final class Harness {
     /// Runs a vigil CLI command to completion.
     @discardableResult
     func vigil(_ args: [String], environment: [String: String]? = nil) throws -> Result {
+        try run(bin, ["--state-dir", dir] + args, environment: environment)
+    }
+
+    /// Runs `program` with `args` to its end (e.g. `Binaries.vigilBench`).
+    func run(_ program: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
         let tag = UUID().uuidString.prefix(8)
         let out = "\(root)/.cli-\(tag).out", err = "\(root)/.cli-\(tag).err"
         var o = Spawner.Options()
         o.newSession = false
         o.environment = environment ?? env
         // stdout and stderr apart: run through /bin/sh only to split them (argv is quoted).
-        let quoted = ([bin, "--state-dir", dir] + args).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let quoted = ([program] + args).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
         let id = try Spawner.spawn(["/bin/sh", "-c", "exec \(quoted) >\(out) 2>\(err)"], o)
         let status = Spawner.wait(id.pid) ?? -1
         defer { unlink(out); unlink(err) }
@@ -170,30 +167,20 @@ final class Harness {
         if !started.contains(id) { started.append(id) }
     }
 
-    struct Timeout: Error, CustomStringConvertible {
-        var what: String
-        var description: String { "timed out waiting for: \(what)" }
-    }
-
     /// Polls `condition` every 20 ms (or `pollMicroseconds`) until it holds; the timeout only
     /// matters when broken.
     func waitUntil(_ what: @autoclosure () -> String, timeout: Double = 20, pollMicroseconds: UInt32 = 20_000,
                    sourceLocation: SourceLocation = #_sourceLocation, _ condition: () throws -> Bool) throws {
-        let deadline = Clock.boot() + .seconds(timeout)
-        while Clock.boot() < deadline {
-            if try condition() { return }
-            usleep(pollMicroseconds)
-        }
-        if try condition() { return }
+        if try VigilTestSupport.waitUntil(timeout: .seconds(timeout), every: .milliseconds(Double(pollMicroseconds) / 1000), condition) { return }
         let tail = journal.suffix(15).map { JSONValue.object($0).jsonString }.joined(separator: "\n")
         Issue.record("timed out waiting for: \(what())\njournal tail:\n\(tail)", sourceLocation: sourceLocation)
-        throw Timeout(what: what())
+        throw WaitTimeout(what: what())
     }
 
     /// Waits for a process we started to exit and reaps it; returns its exit code.
     func waitExit(_ id: ProcessIdentity, timeout: Double = 20) throws -> Int32? {
         guard let pidfd = id.openPidFD() else { return Spawner.reap(id.pid).map(exitCode(fromWaitStatus:)) }
-        guard pidfd.waitForExit(timeoutMilliseconds: Int32(timeout * 1000)) else { throw Timeout(what: "exit of \(id)") }
+        guard pidfd.waitForExit(timeoutMilliseconds: Int32(timeout * 1000)) else { throw WaitTimeout(what: "exit of \(id)") }
         return Spawner.wait(id.pid).map(exitCode(fromWaitStatus:))
     }
 
@@ -254,6 +241,6 @@ final class Harness {
     }
 
     func write(_ name: String, _ text: String) {
-        FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/" + name, contents: Data(text.utf8))
     }
 }

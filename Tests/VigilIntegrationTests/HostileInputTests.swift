@@ -5,6 +5,7 @@ import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Hostile surroundings (issue 9 §2; docs/operator-guide.md, "Bad input"): nothing planted in a
 /// state slot hangs Vigil, a closed or broken stdout crashes nothing, durations survive the

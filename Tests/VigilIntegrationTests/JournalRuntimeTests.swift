@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The journal under a running pair: rotation at `journal-max-bytes` read back across files by
 /// `vigil journal`, and a corrupt database journaled at a bounded rate (docs/architecture.md,
@@ -57,7 +58,7 @@ struct JournalRuntimeTests {
         let writers = 6, perWriter = 150
         var ids: [ProcessIdentity] = []
         for w in 0..<writers {
-            ids.append(try h.spawn([h.bin, "--state-dir", h.dir, "bench", "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
+            ids.append(try h.spawn([Binaries.vigilBench, "--state-dir", h.dir, "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
                                     "--max-bytes", "16KiB", "--keep", "20"], log: "writer\(w).out"))
         }
         for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
@@ -90,7 +91,7 @@ struct JournalRuntimeTests {
         var ids: [ProcessIdentity] = []
         for w in 0..<writers {
             // Records of a few kilobytes (1000 + 37 × i bytes of pad): larger than a pipe's atomic write.
-            ids.append(try h.spawn([h.bin, "--state-dir", h.dir, "bench", "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
+            ids.append(try h.spawn([Binaries.vigilBench, "--state-dir", h.dir, "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
                                     "--no-rotate", "--pad", "1000"], log: "writer\(w).out"))
         }
         for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
@@ -109,7 +110,7 @@ struct JournalRuntimeTests {
         let h = Harness()
         defer { h.finish() }
         func append(_ n: Int, writer: String) throws {
-            let r = try h.vigil(["bench", "journal", "--append", "\(n)", "--writer", writer, "--max-bytes", "2KiB", "--keep", "20"])
+            let r = try h.run(Binaries.vigilBench, ["journal", "--append", "\(n)", "--writer", writer, "--max-bytes", "2KiB", "--keep", "20"])
             #expect(r.code == 0, "\(r.err)")
         }
         try append(5, writer: "before")

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// What the pair does when what it stands on goes away (issue 9 §4, items 2 and 3; docs/
 /// operator-guide.md, "The state directory removed or replaced" and "The wrapper gone"): real

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// A broken update is rolled back (issue 8; docs/operator-guide.md, "Rollback of a broken
 /// update"), and the wrapper's own log (issue 8, §5): real processes through scripts/vigil-run.

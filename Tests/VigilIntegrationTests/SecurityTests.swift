@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Security of the state directory (docs/operator-guide.md): a directory another user can
 /// change is refused before Vigil runs anything it names; nothing is written through a planted
@@ -60,9 +61,7 @@ struct SecurityTests {
     /// A root-only temp directory outside the state directory (targets of planted links, the
     /// "evil" command and its marker); removed by the caller.
     static func aside() -> String {
-        var template = Array("/tmp/vigil-aside-XXXXXX".utf8CString)
-        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        return String(cString: p!)
+        try! TempDir.make("vigil-aside")
     }
 
     /// An executable that touches `marker`: it must never run.

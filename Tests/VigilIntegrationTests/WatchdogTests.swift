@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The supervised pair with real processes and real signals (issue 2, §7).
 @Suite(.serialized, .timeLimit(.minutes(2)))

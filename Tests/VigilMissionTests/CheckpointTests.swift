@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Checkpoints (docs/missions.md, "Checkpoints"): saved from inside a mission with the real
 /// `vigil checkpoint save`, handed to the next attempt as `VIGIL_CHECKPOINT`.

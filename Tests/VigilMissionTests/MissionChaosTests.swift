@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 extension MissionTests {
     /// kill -9 of the runner at random moments while missions are added, started and finished,

@@ -5,6 +5,7 @@ import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Crash points of docs/missions.md, shim deaths, corrupt results, a locked database, locks.
 extension MissionTests {

@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Missions that misbehave (issue 9; docs/missions.md, "Output cap", "Environment", "Every
 /// process of a mission"): real drivers, shims and missions, a fresh state dir each, nothing

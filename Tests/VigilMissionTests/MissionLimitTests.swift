@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// `--timeout` and `--silence-limit` (docs/missions.md, "Timeouts and silence"): real missions
 /// under the test driver (term grace 0.3 s), ended with the reason that says which.

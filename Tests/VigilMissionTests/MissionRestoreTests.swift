@@ -5,6 +5,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// A database restored from an older backup, and processes a mission leaves behind
 /// (docs/missions.md, "Files of a mission" and "Every process of a mission"): real drivers,
@@ -85,7 +86,7 @@ extension MissionTests {
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
             daemon.signal(SIGKILL)
-            try? waitUntil("the daemon to be gone") { !daemon.isAlive }
+            #expect(waitUntil(timeout: .seconds(30)) { !daemon.isAlive }, "the daemon to be gone")
         }
         #expect(daemon.isAlive, "the daemon was killed at the end")
         let paths = MissionPaths(stateDir: env.state, id: id)
@@ -121,7 +122,7 @@ extension MissionTests {
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
             daemon.signal(SIGKILL)
-            try? waitUntil("the daemon to be gone") { !daemon.isAlive }
+            #expect(waitUntil(timeout: .seconds(30)) { !daemon.isAlive }, "the daemon to be gone")
         }
         #expect(try env.mission(id).state == .running)
         #expect(try env.vigil(["mission", "cancel", "\(id)"]).code == 0)

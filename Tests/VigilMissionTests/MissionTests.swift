@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Missions end to end with the real binary. One serialized suite (the tests spawn processes
 /// and share 2 cores); each test has its own temp state dir and leaves no process behind.

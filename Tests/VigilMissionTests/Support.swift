@@ -5,36 +5,10 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The `vigil` executable built beside this test bundle.
-let vigilPath: String = {
-    let exe = Executable.path
-    return (exe as NSString).deletingLastPathComponent + "/vigil"
-}()
-
-struct Timeout: Error, CustomStringConvertible {
-    var what: String
-    var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 20 ms until it holds; a generous deadline, never a timed assertion.
-func waitUntil(_ what: String, timeout: Double = 30, _ condition: () throws -> Bool) throws {
-    let deadline = Clock.boot() + .seconds(timeout)
-    while true {
-        if try condition() { return }
-        if Clock.boot() >= deadline {
-            Issue.record("timed out waiting for \(what)")
-            throw Timeout(what: what)
-        }
-        usleep(20_000)
-    }
-}
-
-struct RunResult {
-    var code: Int32
-    var out: String
-    var err: String
-}
+let vigilPath = Binaries.vigil
 
 /// A temp directory with a state directory, the drivers ("runners") started in it, and a
 /// check at the end that nothing of ours is left running.
@@ -46,9 +20,7 @@ final class MissionEnv {
     private var _queue: MissionQueue?
 
     init(_ name: String) throws {
-        var template = Array("/tmp/vigil-mt-\(name)-XXXXXX".utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno()) }
-        root = String(cString: p)
+        root = try TempDir.make("vigil-mt-\(name)")
         state = StateDirectory(root + "/state")
     }
 
@@ -97,11 +69,11 @@ final class MissionEnv {
         return try #require(Int64(r.out.trimmingCharacters(in: .whitespacesAndNewlines)), "mission add printed \(r.out.debugDescription)")
     }
 
-    /// Starts a mission-only runner loop (`vigil shim --drive`) in its own session.
+    /// Starts a mission-only runner loop (`vigil-bench drive`) in its own session.
     @discardableResult
     func startDriver(maxParallel: Int = 1, termGrace: String = "0.3", env: [String: String] = [:]) throws -> Int32 {
         let log = path("driver-\(drivers.count + 1).log")
-        let pid = try spawn([vigilPath, "--state-dir", state.path, "shim", "--drive", "--tick", "0.05",
+        let pid = try spawn([Binaries.vigilBench, "--state-dir", state.path, "drive", "--tick", "0.05",
                              "--max-parallel", "\(maxParallel)", "--term-grace", termGrace],
                             env: env, stdout: log, stderr: log, cwd: root, newSession: true)
         drivers.append(pid)

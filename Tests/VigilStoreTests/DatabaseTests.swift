@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import VigilStore
+import VigilTestSupport
 
 @Suite("Database")
 struct DatabaseTests {

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// Journal rotation by size (docs/architecture.md, "Journal rotation"): files, order, CRCs,
 /// readers across files. Writers in several processes rotating at once: JournalRuntimeTests

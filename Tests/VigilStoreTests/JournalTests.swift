@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import VigilCore
 import VigilStore
+import VigilTestSupport
 
 @Suite("Journal", .serialized, .timeLimit(.minutes(1)))
 struct JournalTests {

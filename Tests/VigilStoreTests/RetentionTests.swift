@@ -3,6 +3,7 @@ import Testing
 import VigilCore
 import VigilSystem
 @testable import VigilStore
+import VigilTestSupport
 
 /// Retention on a real database (docs/architecture.md, "Retention clock"): the wall clock is
 /// made to jump through `Retention.prune`'s `now` (the system clock cannot be changed here).

@@ -4,6 +4,7 @@ import Testing
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
 /// The pinned state directory (docs/operator-guide.md, "The state directory removed or
 /// replaced"): what `check()` says for a directory left alone, removed, renamed away and

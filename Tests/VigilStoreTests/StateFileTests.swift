@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import VigilCore
 import VigilStore
+import VigilTestSupport
 
 struct Sample: Codable, Equatable, Sendable {
     var pid: Int32

@@ -3,27 +3,7 @@ import Glibc
 import Testing
 import VigilCore
 import VigilStore
-
-/// A fresh directory for one test, removed (with everything in it) when the value goes away.
-final class TempDir {
-    let path: String
-
-    init(_ label: String = "vigil-store-test") throws {
-        let base = (NSTemporaryDirectory() as NSString).standardizingPath
-        var template = Array("\(base)/\(label).XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func names(_ sub: String? = nil) -> [String] {
-        let p = sub.map { file($0) } ?? path
-        return ((try? FileManager.default.contentsOfDirectory(atPath: p)) ?? []).sorted()
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
+import VigilTestSupport
 
 func bytes(_ path: String) -> Data? { try? Data(contentsOf: URL(fileURLWithPath: path)) }
 

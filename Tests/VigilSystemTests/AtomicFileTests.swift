@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import VigilSystem
+import VigilTestSupport
 
 @Suite("AtomicFile", .serialized, .timeLimit(.minutes(1)))
 struct AtomicFileTests {

@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import VigilCore
 import VigilSystem
+import VigilTestSupport
 
 @Suite("ProcessIdentity and PidFD", .serialized, .timeLimit(.minutes(1)))
 struct ProcessIdentityTests {

@@ -3,25 +3,9 @@ import Glibc
 import Testing
 import VigilCore
 import VigilSystem
+import VigilTestSupport
 
 /// A fresh directory for one test, removed (with everything in it) when the value goes away.
-final class TempDir {
-    let path: String
-
-    init(_ label: String = "vigil-test") throws {
-        let base = (NSTemporaryDirectory() as NSString).standardizingPath
-        var template = Array("\(base)/\(label).XXXXXX".utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        path = try #require(made.map { String(cString: $0) }, "mkdtemp failed")
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func names() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// A child this test started. Killed (SIGKILL) and reaped when the value goes away unless the
 /// test reaped it already, so no test leaves a process behind. An unreaped child's PID cannot
 /// be reused, so the kill cannot hit anyone else.

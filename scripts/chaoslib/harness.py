@@ -25,6 +25,9 @@ import sys
 import threading
 import time
 
+import common
+from common import dist, pct  # noqa: F401  (the scripts use H.dist, H.pct)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PY = sys.executable or "python3"
@@ -144,45 +147,13 @@ def run(argv, timeout=30, env=None, cwd=None):
         return None, out, err
 
 
-def pct(values, q):
-    if not values:
-        return None
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(q / 100.0 * (len(v) - 1)))))
-    return v[k]
-
-
-def dist(values):
-    """median / p95 / max / n of a list of seconds (rounded to ms)."""
-    if not values:
-        return {"n": 0, "median_s": None, "p95_s": None, "max_s": None, "min_s": None}
-    r = lambda x: round(x, 3)
-    return {"n": len(values), "median_s": r(statistics.median(values)), "p95_s": r(pct(values, 95)),
-            "max_s": r(max(values)), "min_s": r(min(values))}
-
-
 # MARK: - the binary
 
 
 def find_vigil():
     """$VIGIL_BIN, or this checkout's release build, or its debug build (what `swift build`
-    made), or a release build made now."""
-    b = os.environ.get("VIGIL_BIN")
-    if b:
-        if not os.access(b, os.X_OK):
-            raise SystemExit(f"VIGIL_BIN={b} is not an executable")
-        return os.path.abspath(b)
-    b = os.path.join(REPO, ".build", "release", "vigil")
-    debug = os.path.join(REPO, ".build", "debug", "vigil")
-    if not os.access(b, os.X_OK) and os.access(debug, os.X_OK):
-        log(f"using the debug build {debug} (no release build; set VIGIL_BIN to choose)")
-        return debug
-    if not os.access(b, os.X_OK):
-        log("no release build: running swift build -c release --product vigil (once)")
-        rc = subprocess.call(["swift", "build", "-c", "release", "--product", "vigil"], cwd=REPO)
-        if rc != 0 or not os.access(b, os.X_OK):
-            raise SystemExit("swift build -c release failed; set VIGIL_BIN to a built vigil")
-    return b
+    made), or a release build made now (common.find_vigil)."""
+    return common.find_vigil("chaos", build=True, debug=True)
 
 
 # MARK: - the system under test
@@ -427,7 +398,11 @@ def ev(*names):
 
 
 class JournalTail:
-    """Reads journal.jsonl incrementally; skips torn or garbage lines (counted)."""
+    """Reads journal.jsonl incrementally; skips torn or garbage lines (counted).
+
+    An independent check: it parses the journal's JSON lines itself and shares no code with
+    the Swift Journal reader (nor `vigil journal`), so what the soak concludes from the
+    journal does not rest on the code under test."""
 
     def __init__(self, path):
         self.path = path
@@ -781,7 +756,8 @@ def parse_events(path):
 
 
 def chat_tags(state):
-    """{outbox id: times delivered to chat.log (and its rotated predecessor)}."""
+    """{outbox id: times delivered to chat.log (and its rotated predecessor)}. An independent
+    check: chat.log's `[#ID]` tags are read here, not through the Swift console adapter."""
     counts = {}
     for name in ("chat.log.1", "chat.log"):
         try:

@@ -194,9 +194,6 @@ public final class MissionRunner {
         return next
     }
 
-    /// The runner's queue once opened (the benchmark claims through it).
-    var queueForBench: MissionQueue? { queue }
-
     /// Missions this runner watches now.
     public var runningCount: Int { tracked.count }
 

@@ -1,14 +1,16 @@
 import Foundation
 import Glibc
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench missions`: the mission figures of the targets in docs/performance.md, measured on the disk of
+/// `vigil-bench missions`: the mission figures of the targets in docs/performance.md, measured on the disk of
 /// the state directory (in a scratch directory inside it, removed afterwards).
 enum MissionBench {
-    static let usage = """
-    usage: vigil bench missions [--enqueues N] [--queued N] [--cycles N] [--starts N] [--trials N]
+    static let help = """
+    usage: vigil-bench missions [--enqueues N] [--queued N] [--cycles N] [--starts N] [--trials N]
 
     Durable enqueue latency beside a bare SQLite durable commit (same disk, same run, interleaved);
     start-up recovery with N queued missions (after kill -9 of the process that queued them);
@@ -21,9 +23,12 @@ enum MissionBench {
         var figure: String
         var measured: String
         var target: String
+        /// The number the target is judged on, and whether it was met (nil: no target of its own).
+        var value: Double? = nil
+        var met: Bool? = nil
     }
 
-    static func run(_ argv: [String], stateDir: StateDirectory) throws {
+    static func run(_ argv: [String], stateDir: StateDirectory, json: Bool = false) throws {
         let args = try Arguments(argv, valued: ["enqueues", "queued", "cycles", "starts", "trials"], booleans: [])
         let enqueues = try args.int("enqueues", min: 10) ?? 1000
         let queued = try args.int("queued", min: 1) ?? 100_000
@@ -45,14 +50,9 @@ enum MissionBench {
         rows += try startLatency(StateDirectory(work + "/start"), count: starts)
         rows += try idleTick(StateDirectory(work + "/idle"))
 
-        let w0 = max(6, rows.map(\.figure.count).max() ?? 0)
-        let w1 = max(8, rows.map(\.measured.count).max() ?? 0)
-        func line(_ a: String, _ b: String, _ c: String) -> String {
-            a.padding(toLength: w0, withPad: " ", startingAt: 0) + " | " + b.padding(toLength: w1, withPad: " ", startingAt: 0) + " | " + c
-        }
-        var out = [line("figure", "measured", "target"), String(repeating: "-", count: w0) + "-+-" + String(repeating: "-", count: w1) + "-+-------"]
-        out += rows.map { line($0.figure, $0.measured, $0.target) }
-        printOut(out.joined(separator: "\n"))
+        var table = BenchTable(title: "vigil-bench missions (\(enqueues) enqueues, \(queued) queued, \(cycles) cycles, \(starts) starts, \(trials) trials)")
+        for r in rows { table.add(r.figure, r.measured, r.target, value: r.value, met: r.met) }
+        table.print(json: json)
     }
 
     // MARK: - Figures
@@ -103,8 +103,10 @@ enum MissionBench {
             let enq = samples.map(\.enqueue), raw = samples.map(\.bare), wake = samples.map(\.withWake)
             return [
                 Row(figure: "\(label): bare SQLite commit (WAL, FULL), p50 / p95 / p99", measured: ms3(raw), target: "(reference)"),
-                Row(figure: "\(label): durable enqueue, p50 / p95 / p99", measured: ms3(enq), target: "p99 ≤ 5 ms"),
-                Row(figure: "\(label):   enqueue p50 ÷ bare commit p50", measured: String(format: "%.2f×", median(enq) / median(raw)), target: "≤ 1.5×"),
+                Row(figure: "\(label): durable enqueue, p50 / p95 / p99", measured: ms3(enq), target: "p99 ≤ 5 ms",
+                    value: percentile(enq, 99), met: percentile(enq, 99) <= 5),
+                Row(figure: "\(label):   enqueue p50 ÷ bare commit p50", measured: String(format: "%.2f×", median(enq) / median(raw)), target: "≤ 1.5×",
+                    value: median(enq) / median(raw), met: median(enq) / median(raw) <= 1.5),
                 Row(figure: "\(label):   enqueue + wake file (`mission add`), p50 / p95", measured: ms2(wake), target: ""),
             ]
         }
@@ -145,7 +147,8 @@ enum MissionBench {
         }
         let separate = Clock.boot() - t1
         return [
-            Row(figure: "\(count) full cycles (enqueue, claim, complete; each durable)", measured: String(format: "%.3f s", pipelined.seconds), target: "≤ 1 s"),
+            Row(figure: "\(count) full cycles (enqueue, claim, complete; each durable)", measured: String(format: "%.3f s", pipelined.seconds), target: "≤ 1 s",
+                value: pipelined.seconds, met: pipelined.seconds <= 1),
             Row(figure: "  (complete + next claim share a commit, as in the runner's tick: 2 commits/mission)", measured: "", target: ""),
             Row(figure: "  \(count) cycles with 3 separate commits per mission", measured: String(format: "%.3f s", separate.seconds), target: "(reference)"),
         ]
@@ -160,14 +163,16 @@ enum MissionBench {
             // A separate process queues them and is killed -9 right after its commit.
             var options = Spawner.Options()
             options.outputPath = work + "/fill.log"
-            let filler = try Spawner.spawn([Executable.path, "shim", "--state-dir", dir.path, "--bench-fill", "\(queued)"], options)
+            let filler = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "fill", "\(queued)"], options)
             _ = Spawner.wait(filler.pid)
             let journal = Journal(path: dir.journal, source: "bench")
             let t0 = Clock.boot()
-            let runner = try MissionRunner(stateDir: dir, journal: journal, maxParallel: 1, shimExecutable: Executable.path, notify: { _, _ in })
+            let runner = try MissionRunner(stateDir: dir, journal: journal, maxParallel: 1, shimExecutable: Binaries.vigil, notify: { _, _ in })
             let summary = try runner.recover()
             let t1 = Clock.boot()
-            guard let q = runner.queueForBench, try q.claim(limit: 1).count == 1 else {
+            // The claim goes through a queue of its own (the runner's is its own business): its
+            // open is counted in "first mission claimed", so that figure is if anything high.
+            guard try MissionQueue(db: try Database(path: dir.database)).claim(limit: 1).count == 1 else {
                 throw CommandError("benchmark: no mission claimable after recovery (\(summary.text))")
             }
             let t2 = Clock.boot()
@@ -178,8 +183,10 @@ enum MissionBench {
             openMS.append((Clock.boot() - t3).milliseconds)
         }
         return [
-            Row(figure: "start-up recovery, \(queued) queued (after kill -9), median of \(trials)", measured: String(format: "%.1f ms", median(recoverMS)), target: "≤ 200 ms"),
-            Row(figure: "  first mission claimed (recovery + claim)", measured: String(format: "%.1f ms", median(firstMS)), target: "≤ 100 ms"),
+            Row(figure: "start-up recovery, \(queued) queued (after kill -9), median of \(trials)", measured: String(format: "%.1f ms", median(recoverMS)), target: "≤ 200 ms",
+                value: median(recoverMS), met: median(recoverMS) <= 200),
+            Row(figure: "  first mission claimed (recovery + claim)", measured: String(format: "%.1f ms", median(firstMS)), target: "≤ 100 ms",
+                value: median(firstMS), met: median(firstMS) <= 100),
             Row(figure: "  (open + count the queue, for reference)", measured: String(format: "%.1f ms", median(openMS)), target: ""),
         ]
     }
@@ -192,7 +199,7 @@ enum MissionBench {
         var options = Spawner.Options()
         options.outputPath = dir.file("driver.log")
         // Tick 10 s: only the wake file (inotify) can make it start a mission quickly.
-        let driver = try Spawner.spawn([Executable.path, "shim", "--state-dir", dir.path, "--drive", "--tick", "10"], options)
+        let driver = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "drive", "--tick", "10"], options)
         defer {
             driver.signal(SIGTERM)
             _ = Spawner.wait(driver.pid)
@@ -231,17 +238,18 @@ enum MissionBench {
     static func idleTick(_ dir: StateDirectory) throws -> [Row] {
         try AtomicFile.makeDirectory(dir.path)
         let runner = try MissionRunner(stateDir: dir, journal: Journal(path: dir.journal, source: "bench"), maxParallel: 1,
-                                       shimExecutable: Executable.path, notify: { _, _ in })
+                                       shimExecutable: Binaries.vigil, notify: { _, _ in })
         try runner.recover()
         try runner.tick(now: Clock.boot())
         let n = 2000
         let c0 = Clock.processCPU()
         for _ in 0..<n { try runner.tick(now: Clock.boot()) }
         let perTick = (Clock.processCPU() - c0).milliseconds * 1000 / Double(n)
-        return [Row(figure: "idle runner tick (missions part), CPU", measured: String(format: "%.1f µs", perTick), target: "probe budget ≤ 100 µs")]
+        return [Row(figure: "idle runner tick (missions part), CPU", measured: String(format: "%.1f µs", perTick), target: "probe budget ≤ 100 µs",
+                    value: perTick, met: perTick <= 100)]
     }
 
-    /// `vigil shim --bench-fill`: queues `count` missions in one transaction (the caller then
+    /// `vigil-bench fill`: queues `count` missions in one transaction (the caller then
     /// kills itself with SIGKILL, so the database is opened after a crash).
     static func fill(stateDir: StateDirectory, count: Int) throws {
         try AtomicFile.makeDirectory(stateDir.path)

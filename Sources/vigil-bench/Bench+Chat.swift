@@ -1,15 +1,17 @@
 import Foundation
 import Glibc
 import VigilChat
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench chat`: time from a heal notification to the message visible in a real Matrix
+/// `vigil-bench chat`: time from a heal notification to the message visible in a real Matrix
 /// room (a throwaway Synapse on 127.0.0.1), with a healthy bridge and after a bridge respawn.
 enum ChatBench {
     static let help = """
-    usage: vigil bench chat [--trials N] [--venv DIR]
+    usage: vigil-bench chat [--trials N] [--venv DIR]
 
     Starts a Synapse homeserver on 127.0.0.1 (installing it with scripts/setup-synapse when
     needed), runs a chat service like the bridge does, and measures:
@@ -23,15 +25,15 @@ enum ChatBench {
       --venv DIR   the Synapse venv (default $VIGIL_SYNAPSE_VENV or .venv-synapse in the repository)
     """
 
-    static func run(_ args: [String], stateDir: StateDirectory) throws {
+    static func run(_ args: [String], stateDir: StateDirectory, json: Bool = false) throws {
         let a = try Arguments(args, valued: ["trials", "venv"])
         let trials = try a.int("trials", min: 1) ?? 20
         let venv: String
         if let v = a.value("venv") {
             venv = v
-        } else if let root = repoRoot() {
+        } else if FileManager.default.isExecutableFile(atPath: Binaries.repoRoot + "/scripts/setup-synapse") {
             printErr("bench chat: making sure Synapse is installed (scripts/setup-synapse)…\n")
-            venv = try SynapseServer.install(repoRoot: root)
+            venv = try SynapseServer.install()
         } else if let v = ProcessInfo.processInfo.environment["VIGIL_SYNAPSE_VENV"] {
             venv = v
         } else {
@@ -91,14 +93,13 @@ enum ChatBench {
             ("heal action → message in the room (healthy bridge)", healthy, "≤ 1 s"),
             ("queued while down → in the room, from a respawned bridge's first loop turn", respawned, "≤ 1 s"),
         ]
-        let w = rows.map(\.0.count).max() ?? 40
-        printOut("\("figure".padding(toLength: w, withPad: " ", startingAt: 0)) | measured (median / p95 / max, \(trials) trials) | target")
-        printOut(String(repeating: "-", count: w) + "-|-" + String(repeating: "-", count: 44) + "-|-------")
+        var table = BenchTable(title: "vigil-bench chat (median / p95 / max, \(trials) trials)")
         for (name, xs, target) in rows {
             let s = xs.sorted()
             let measured = "\(ms(percentile(s, 0.5))) / \(ms(percentile(s, 0.95))) / \(ms(s.last ?? 0))"
-            printOut("\(name.padding(toLength: w, withPad: " ", startingAt: 0)) | \(measured.padding(toLength: 44, withPad: " ", startingAt: 0)) | \(target)")
+            table.add(name, measured, target, value: percentile(s, 0.5) * 1000, atMost: 1000)
         }
+        table.print(json: json)
     }
 
     static func percentile(_ sorted: [Double], _ q: Double) -> Double {
@@ -108,18 +109,6 @@ enum ChatBench {
     }
 
     static func ms(_ s: Double) -> String { String(format: "%.0f ms", s * 1000) }
-
-    /// The repository holding scripts/setup-synapse: above the executable, or the working directory.
-    static func repoRoot() -> String? {
-        var candidates: [String] = []
-        var p = (Executable.path as NSString).deletingLastPathComponent
-        while p.count > 1 {
-            candidates.append(p)
-            p = (p as NSString).deletingLastPathComponent
-        }
-        candidates.append(FileManager.default.currentDirectoryPath)
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0 + "/scripts/setup-synapse") }
-    }
 
     /// A bridge-like main loop on its own thread: pump, then poll the wake descriptors until the
     /// next wish or 1 s (the heartbeat interval).

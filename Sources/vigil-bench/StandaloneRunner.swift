@@ -1,21 +1,21 @@
 import Foundation
 import Glibc
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
 
-extension MissionRunner {
-    /// A minimal runner loop that only runs missions: what tests and the benchmark drive (and
-    /// kill -9) without the watchdog. `vigil shim --drive` runs it. Returns on SIGTERM or
-    /// SIGINT, leaving running missions alone.
+/// A minimal runner loop that only runs missions: what tests and the benchmark drive (and
+/// kill -9) without the watchdog. `vigil-bench drive` runs it. Returns on SIGTERM or SIGINT,
+/// leaving running missions alone.
+enum StandaloneRunner {
     ///
     /// The loop is the model for the real runner's: `tick` in do/catch with database errors
     /// journaled at a low rate; poll the signal pipe, an inotify watch of the state directory
     /// (the CLI's wake file) and `wakeDescriptors`, with a timeout of the tick period or
     /// `nextDeadline`; after a failed tick, wait a whole period before the next.
-    public static func runStandalone(stateDir: StateDirectory, maxParallel: Int, tick period: TimeSpan,
-                                     termGrace: TimeSpan, shimExecutable: String = Executable.path,
-                                     settings: MissionSettings = .init()) throws {
+    static func run(stateDir: StateDirectory, maxParallel: Int, tick period: TimeSpan,
+                    termGrace: TimeSpan, shimExecutable: String, settings: MissionSettings = .init()) throws {
         try stateDir.prepare()
         let journal = Journal(path: stateDir.journal, source: "runner")
         let signals = try SignalPipe(signals: [SIGTERM, SIGINT])

@@ -1,179 +1,118 @@
 import Foundation
-import Glibc
+import VigilChat
+import VigilStore
 import VigilCore
 import VigilSystem
 
-/// A throwaway Synapse homeserver on 127.0.0.1 for the chat tests and `vigil bench chat`:
-/// SQLite backend, `trusted_key_servers: []`, registration closed except through the shared
-/// secret, rate limits lifted, presence off. Started from the venv that `scripts/setup-synapse`
-/// makes; it exits by itself if the process that started it dies (it watches its parent), and
-/// `stop()` ends it by its verified identity.
+/// A throwaway Synapse homeserver on 127.0.0.1 for the chat tests and `vigil-bench chat|alert`,
+/// launched by the one launcher, scripts/chaoslib/synapse.py (`prepare` writes the config and
+/// keys and prints them as JSON, `serve` runs it and exits when its parent, this process,
+/// dies; `register` does the shared-secret registration). This type only drives that script
+/// and is the Swift client of the running server. Started from the venv that
+/// `scripts/setup-synapse` makes; `stop()` ends it by its verified identity.
 public final class SynapseServer: @unchecked Sendable {
     public let venv: String
     public let workDir: String
     public let port: UInt16
-    public let serverName = "vigil.test"
+    public let serverName: String
     public var baseURL: String { "http://127.0.0.1:\(port)" }
     let sharedSecret: String
+    let configPath: String
+    public let logPath: String
     private let lock = NSLock()
     private var identity: ProcessIdentity?
     private let client = HTTPClient()
 
     public struct Failure: Error, CustomStringConvertible {
         public var message: String
+        public init(message: String) { self.message = message }
         public var description: String { message }
     }
+
+    /// The launcher every Synapse of the repository goes through.
+    public static var launcher: String { Binaries.repoRoot + "/scripts/chaoslib/synapse.py" }
 
     // MARK: - Installing
 
     /// The venv Synapse runs from: `$VIGIL_SYNAPSE_VENV`, else `.venv-synapse` in `repoRoot`.
-    public static func venvPath(repoRoot: String) -> String {
+    public static func venvPath(repoRoot: String = Binaries.repoRoot) -> String {
         ProcessInfo.processInfo.environment["VIGIL_SYNAPSE_VENV"] ?? repoRoot + "/.venv-synapse"
     }
 
     /// Runs `scripts/setup-synapse` (idempotent; fast when installed) with a time limit and
     /// returns the venv, or throws with the script's reason.
-    public static func install(repoRoot: String, timeout: TimeSpan = .seconds(600)) throws -> String {
+    public static func install(repoRoot: String = Binaries.repoRoot, timeout: TimeSpan = .seconds(600)) throws -> String {
         let script = repoRoot + "/scripts/setup-synapse"
         let venv = venvPath(repoRoot: repoRoot)
         if FileManager.default.fileExists(atPath: venv + "/.vigil-synapse-ok") && FileManager.default.isExecutableFile(atPath: venv + "/bin/python") {
             return venv
         }
         guard FileManager.default.isExecutableFile(atPath: script) else { throw Failure(message: "\(script) is missing") }
-        let log = NSTemporaryDirectory() + "/vigil-setup-synapse-\(getpid()).log"
-        defer { unlink(log) }
-        var opts = Spawner.Options()
-        opts.outputPath = log
-        opts.workingDirectory = repoRoot
-        opts.newSession = true
-        let child = try Spawner.spawn(["/bin/bash", script], opts)
-        guard let pidfd = child.openPidFD() else { throw Failure(message: "setup-synapse did not start") }
-        if !pidfd.waitForExit(timeoutMilliseconds: Int32(min(Int64(Int32.max), timeout.nanoseconds / 1_000_000))) {
-            kill(-child.pid, SIGKILL)
-            _ = Spawner.wait(child.pid)
-            throw Failure(message: "setup-synapse took longer than \(timeout)")
-        }
-        let status = Spawner.wait(child.pid) ?? -1
-        guard status == 0, FileManager.default.fileExists(atPath: venv + "/bin/python") else {
-            let out = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            throw Failure(message: "setup-synapse failed (exit \(exitCode(fromWaitStatus: status))): " +
-                          out.split(separator: "\n").suffix(5).joined(separator: " | "))
+        let r = try SynapseServer.run(["/bin/bash", script], cwd: repoRoot, timeout: timeout)
+        guard r.status == 0, FileManager.default.fileExists(atPath: venv + "/bin/python") else {
+            throw Failure(message: "setup-synapse failed (exit \(r.status)): " + r.output.split(separator: "\n").suffix(5).joined(separator: " | "))
         }
         return venv
     }
 
+    /// Runs `argv` to its end (killed after `timeout`); its exit code and output (stdout and
+    /// stderr together).
+    static func run(_ argv: [String], cwd: String? = nil, timeout: TimeSpan = .seconds(120)) throws -> (status: Int32, output: String) {
+        let log = try TempDir.make("vigil-synapse-run")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        var opts = Spawner.Options()
+        opts.outputPath = log + "/out"
+        opts.workingDirectory = cwd
+        opts.newSession = true
+        let child = try Spawner.spawn(argv, opts)
+        guard let pidfd = child.openPidFD() else { throw Failure(message: "\(argv[0]) did not start") }
+        if !pidfd.waitForExit(timeoutMilliseconds: Int32(min(Int64(Int32.max), timeout.nanoseconds / 1_000_000))) {
+            pidfd.signal(SIGKILL)
+            _ = Spawner.wait(child.pid)
+            throw Failure(message: "\(argv.prefix(3).joined(separator: " ")) took longer than \(timeout)")
+        }
+        let status = Spawner.wait(child.pid).map(exitCode(fromWaitStatus:)) ?? -1
+        return (status, (try? String(contentsOfFile: log + "/out", encoding: .utf8)) ?? "")
+    }
+
+    /// The launcher's JSON answer (its last line of output), or a failure with its output.
+    static func runLauncher(_ python: String, _ args: [String]) throws -> JSONValue {
+        let r = try run([python, launcher] + args)
+        let last = r.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard r.status == 0, let json = JSONValue.parse(Data(last.utf8)) else {
+            throw Failure(message: "synapse.py \(args.first ?? "") failed (exit \(r.status)): " + r.output.split(separator: "\n").suffix(5).joined(separator: " | "))
+        }
+        return json
+    }
+
     // MARK: - Running
 
-    /// Writes a config into a new directory under `parent` and starts the server; returns when
-    /// it answers (or throws with the tail of its log).
-    public static func start(venv: String, parent: String = NSTemporaryDirectory(), readyTimeout: TimeSpan = .seconds(90)) throws -> SynapseServer {
-        var template = Array((parent + "/vigil-synapse-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { throw SystemError("mkdtemp", errno: lastErrno(), subject: parent) }
-        let server = SynapseServer(venv: venv, workDir: String(cString: p), port: try freePort())
-        try server.writeConfig()
-        try server.generateKeys()
+    /// Has the launcher write a config and keys into a new directory under /tmp, then starts
+    /// the server; returns when it answers (or throws with the tail of its log).
+    public static func start(venv: String, readyTimeout: TimeSpan = .seconds(90)) throws -> SynapseServer {
+        let dir = try TempDirectory.make(prefix: "vigil-synapse")
+        let info = try runLauncher(venv + "/bin/python", ["prepare", "--dir", dir, "--venv", venv])
+        guard let port = info["port"]?.intValue, let config = info["config"]?.stringValue, let log = info["log"]?.stringValue,
+              let secret = info["secret"]?.stringValue else {
+            throw Failure(message: "synapse.py prepare printed no port, config, log and secret: \(info.jsonString)")
+        }
+        let server = SynapseServer(venv: venv, workDir: dir, port: UInt16(port), serverName: info["server_name"]?.stringValue ?? "vigil.test",
+                                   secret: secret, config: config, log: log)
         try server.launch(readyTimeout: readyTimeout)
         return server
     }
 
-    init(venv: String, workDir: String, port: UInt16) {
+    init(venv: String, workDir: String, port: UInt16, serverName: String, secret: String, config: String, log: String) {
         self.venv = venv
         self.workDir = workDir
         self.port = port
-        sharedSecret = "vigil-test-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        self.serverName = serverName
+        sharedSecret = secret
+        configPath = config
+        logPath = log
     }
 
     deinit { stop() }
-
-    var configPath: String { workDir + "/homeserver.yaml" }
-    public var logPath: String { workDir + "/homeserver.log" }
-
-    static func freePort() throws -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket", errno: lastErrno()) }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard rc == 0 else { throw SystemError("bind", errno: lastErrno()) }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return UInt16(bigEndian: addr.sin_port)
-    }
-
-    func writeConfig() throws {
-        let unlimited = "{per_second: 100000, burst_count: 100000}"
-        let yaml = """
-        server_name: "\(serverName)"
-        pid_file: \(workDir)/homeserver.pid
-        listeners:
-          - port: \(port)
-            bind_addresses: ['127.0.0.1']
-            type: http
-            tls: false
-            x_forwarded: false
-            resources:
-              - names: [client]
-                compress: false
-        database:
-          name: sqlite3
-          args:
-            database: \(workDir)/homeserver.db
-        media_store_path: \(workDir)/media
-        signing_key_path: \(workDir)/signing.key
-        registration_shared_secret: "\(sharedSecret)"
-        macaroon_secret_key: "\(sharedSecret)-macaroon"
-        form_secret: "\(sharedSecret)-form"
-        report_stats: false
-        trusted_key_servers: []
-        suppress_key_server_warning: true
-        enable_registration: false
-        enable_registration_without_verification: false
-        presence:
-          enabled: false
-        url_preview_enabled: false
-        rc_message: \(unlimited)
-        rc_registration: \(unlimited)
-        rc_login:
-          address: \(unlimited)
-          account: \(unlimited)
-          failed_attempts: \(unlimited)
-        rc_joins:
-          local: \(unlimited)
-          remote: \(unlimited)
-        rc_invites:
-          per_room: \(unlimited)
-          per_user: \(unlimited)
-          per_issuer: \(unlimited)
-        rc_admin_redaction: \(unlimited)
-
-        """
-        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
-    }
-
-    func generateKeys() throws {
-        var opts = Spawner.Options()
-        opts.outputPath = logPath
-        let child = try Spawner.spawn([venv + "/bin/python", "-m", "synapse.app.homeserver", "-c", configPath, "--generate-keys"], opts)
-        let status = Spawner.wait(child.pid) ?? -1
-        guard status == 0 else { throw Failure(message: "synapse --generate-keys failed: \(logTail())") }
-    }
-
-    /// A Python launcher that exits the server when its parent (this process) goes away, then
-    /// runs Synapse in the same interpreter: no homeserver outlives a crashed test run.
-    static let launcher = """
-    import os, sys, threading, time, runpy
-    parent = os.getppid()
-    def watch():
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(0)
-    threading.Thread(target=watch, daemon=True).start()
-    sys.argv = ["synapse.app.homeserver"] + sys.argv[1:]
-    runpy.run_module("synapse.app.homeserver", run_name="__main__")
-    """
 
     /// Starts the server process (again, after `stop`, with the same database and port).
     public func launch(readyTimeout: TimeSpan = .seconds(90)) throws {
@@ -181,18 +120,20 @@ public final class SynapseServer: @unchecked Sendable {
         opts.outputPath = logPath
         opts.newSession = true
         opts.workingDirectory = workDir
-        let child = try Spawner.spawn([venv + "/bin/python", "-c", SynapseServer.launcher, "-c", configPath], opts)
+        let child = try Spawner.spawn([venv + "/bin/python", SynapseServer.launcher, "serve", configPath], opts)
         lock.withLock { identity = child }
-        let end = Clock.boot() + readyTimeout
-        while Clock.boot() < end {
-            if case .response(200, _) = client.perform(HTTPRequest(method: "GET", url: URL(string: baseURL + "/_matrix/client/versions")!, timeout: .seconds(2))) {
-                return
+        let ready = waitUntil(timeout: readyTimeout, every: .milliseconds(50)) {
+            if case .response(200, _) = client.perform(method: "GET", url: URL(string: baseURL + "/_matrix/client/versions")!, timeout: .seconds(2)) {
+                return true
             }
-            if child.liveness() == .gone || Spawner.reap(child.pid) != nil {
-                lock.withLock { identity = nil }
-                throw Failure(message: "synapse exited during start-up: \(logTail())")
-            }
-            usleep(50_000)
+            return child.liveness() == .gone || Spawner.reap(child.pid) != nil
+        }
+        if ready, case .response(200, _) = client.perform(method: "GET", url: URL(string: baseURL + "/_matrix/client/versions")!, timeout: .seconds(2)) {
+            return
+        }
+        if ready {
+            lock.withLock { identity = nil }
+            throw Failure(message: "synapse exited during start-up: \(logTail())")
         }
         stop()
         throw Failure(message: "synapse did not answer within \(readyTimeout): \(logTail())")
@@ -236,17 +177,12 @@ public final class SynapseServer: @unchecked Sendable {
         public var token: String
     }
 
-    /// Registers a user through the shared-secret admin API (HMAC-SHA1 over nonce, name,
-    /// password, admin flag).
+    /// Registers a user through the shared-secret admin API (the launcher computes the
+    /// HMAC-SHA1 over nonce, name, password and admin flag).
     public func register(_ localpart: String, password: String? = nil, admin: Bool = false) throws -> User {
         let pw = password ?? "pw-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        let nonce = try call("GET", "/_synapse/admin/v1/register")["nonce"]?.stringValue ?? ""
-        var msg = Array(nonce.utf8) + [0] + Array(localpart.utf8) + [0] + Array(pw.utf8) + [0]
-        msg += Array((admin ? "admin" : "notadmin").utf8)
-        let mac = HMACSHA1.hex(HMACSHA1.hmac(key: Array(sharedSecret.utf8), message: msg))
-        let r = try call("POST", "/_synapse/admin/v1/register", body: [
-            "nonce": .string(nonce), "username": .string(localpart), "password": .string(pw), "admin": .bool(admin), "mac": .string(mac),
-        ])
+        let r = try SynapseServer.runLauncher(venv + "/bin/python", ["register", "--base-url", baseURL, "--secret", sharedSecret,
+                                                                    "--user", localpart, "--password", pw] + (admin ? ["--admin"] : []))
         guard let id = r["user_id"]?.stringValue, let token = r["access_token"]?.stringValue else {
             throw Failure(message: "registration of \(localpart) gave no token")
         }
@@ -311,7 +247,7 @@ public final class SynapseServer: @unchecked Sendable {
         return (out, r["next_batch"]?.stringValue ?? since ?? "")
     }
 
-    func call(_ method: String, _ path: String, query: [(String, String)] = [], token: String? = nil, body: JSONValue? = nil,
+    public func call(_ method: String, _ path: String, query: [(String, String)] = [], token: String? = nil, body: JSONValue? = nil,
               timeout: TimeSpan = .seconds(30)) throws -> JSONValue {
         var c = URLComponents(string: baseURL)!
         c.percentEncodedPath = path
@@ -319,7 +255,7 @@ public final class SynapseServer: @unchecked Sendable {
         var headers: [String: String] = [:]
         if let token { headers["Authorization"] = "Bearer " + token }
         if body != nil { headers["Content-Type"] = "application/json" }
-        switch client.perform(HTTPRequest(method: method, url: c.url!, headers: headers, body: body?.encoded(), timeout: timeout)) {
+        switch client.perform(method: method, url: c.url!, headers: headers, body: body?.encoded(), timeout: timeout) {
         case .response(let status, let data):
             let json = JSONValue.parse(data) ?? .object([:])
             guard (200..<300).contains(status) else {

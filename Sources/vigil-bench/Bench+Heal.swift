@@ -1,21 +1,23 @@
 import Foundation
 import Glibc
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench heal`: fault → healthy-again times against a live pair at default tick and
+/// `vigil-bench heal`: fault → healthy-again times against a live pair at default tick and
 /// heartbeat, measured from outside (docs/performance.md): a watcher in this process notices
 /// the first heartbeat in `bridge.beat` of a bridge that is not the faulted one (for drift: one
 /// stamped with the new version). Beside it, the runner's own journal times (`heal`,
 /// `recovered`), so the two views can be compared. Also the crash-loop respawn count, probe
 /// CPU, idle CPU and RSS.
 enum HealBench {
-    static func run(_ argv: [String]) throws {
+    static func run(_ argv: [String], json: Bool = false) throws {
         let args = try Arguments(argv, valued: ["trials", "idle", "out"])
         let trials = try args.int("trials", min: 1) ?? 5
         let idle = try args.duration("idle") ?? .seconds(10)
-        var table = BenchTable(title: "vigil bench heal (\(trials) trials each, tick 1 s, heartbeat 1 s, stale 3 s)")
+        var table = BenchTable(title: "vigil-bench heal (\(trials) trials each, tick 1 s, heartbeat 1 s, stale 3 s)")
 
         // One pair for kill -9, SIGSTOP and drift: default tick/heartbeat; stale 3 s for the
         // hung trials; a short stability window so consecutive trials are independent.
@@ -49,29 +51,33 @@ enum HealBench {
             return String(format: "%.1f / %.1f / %.1f ms (n=%d)", s.median * 1e3, s.p95 * 1e3, s.max * 1e3, s.values.count)
         }
         func sec(_ xs: [Double?]) -> String { Stats(xs.compactMap { $0 }).seconds() }
+        func median(_ xs: [Double?]) -> Double { Stats(xs.compactMap { $0 }).median }
         func medians(_ a: [Double?], _ b: [Double?], unit: Double, _ fmt: String) -> String {
             String(format: fmt, Stats(a.compactMap { $0 }).median * unit, Stats(b.compactMap { $0 }).median * unit)
         }
         table.add("kill -9 → replacement's first heartbeat, outside (median / p95 / max)", ms(dead.map(\.outside)),
-                  "≤ 25 ms median", "runit 10 ms, monit 526 ms, s6 1.01 s, supervisord 2.02 s")
+                  "≤ 25 ms median", "runit 10 ms, monit 526 ms, s6 1.01 s, supervisord 2.02 s",
+                  value: median(dead.map(\.outside)) * 1e3, atMost: 25)
         table.add("  runner's journal: kill -9 → respawn / → recovered (medians)",
                   medians(dead.map(\.action), dead.map(\.recovered), unit: 1e3, "%.1f / %.1f ms"), "(reference)")
         table.add("SIGSTOP → healthy at stale 3 s, outside (median / p95 / max)", sec(hung.map(\.outside)),
-                  "≤ 2.8 s median", "monit 4.61 s; others never")
+                  "≤ 2.8 s median", "monit 4.61 s; others never", value: median(hung.map(\.outside)), atMost: 2.8)
         table.add("  acted past last beat + stale-after (median / max)",
-                  String(format: "%.3f / %.3f s", Stats(hung.compactMap(\.lag)).median, Stats(hung.compactMap(\.lag)).max), "≤ 0.35 s")
+                  String(format: "%.3f / %.3f s", Stats(hung.compactMap(\.lag)).median, Stats(hung.compactMap(\.lag)).max), "≤ 0.35 s",
+                  value: Stats(hung.compactMap(\.lag)).max, atMost: 0.35)
         table.add("  runner's journal: SIGSTOP → SIGTERM / → recovered (medians)",
                   medians(hung.map(\.action), hung.map(\.recovered), unit: 1, "%.3f / %.3f s"), "(reference)")
         table.add("drift (program replaced) → healthy, outside (median / p95 / max)", sec(drift.map(\.outside)),
-                  "≤ 0.15 s median, no signal", "monit 1.62 s (by killing)")
+                  "≤ 0.15 s median, no signal", "monit 1.62 s (by killing)", value: median(drift.map(\.outside)), atMost: 0.15)
         table.add("  runner's journal: drift → restart marker / → recovered (medians)",
                   medians(drift.map(\.action), drift.map(\.recovered), unit: 1e3, "%.1f / %.1f ms"), "(reference)")
-        table.add("signals sent for drift", "\(driftSignals)", "0")
-        table.add("probe CPU per tick", String(format: "%.1f µs", idleStats.probeMicros), "≤ 100 µs", "Kōan 2.2 ms")
-        table.add("idle runner CPU", String(format: "%.3f %%", idleStats.runnerCPU), "≤ 0.2 %", "monit 1.23 %")
-        table.add("idle bridge CPU", String(format: "%.3f %%", idleStats.bridgeCPU), "≤ 0.2 %")
-        table.add("idle runner memory", idleStats.runner.text, "RSS ≤ 10 MB", "monit 7.6 MB, supervisord 30.7 MB, runit 2.6 MB")
-        table.add("idle bridge memory", idleStats.bridge.text, "RSS ≤ 10 MB")
+        table.add("signals sent for drift", "\(driftSignals)", "0", value: Double(driftSignals), met: driftSignals == 0)
+        table.add("probe CPU per tick", String(format: "%.1f µs", idleStats.probeMicros), "≤ 100 µs", "Kōan 2.2 ms", value: idleStats.probeMicros, atMost: 100)
+        table.add("idle runner CPU", String(format: "%.3f %%", idleStats.runnerCPU), "≤ 0.2 %", "monit 1.23 %", value: idleStats.runnerCPU, atMost: 0.2)
+        table.add("idle bridge CPU", String(format: "%.3f %%", idleStats.bridgeCPU), "≤ 0.2 %", value: idleStats.bridgeCPU, atMost: 0.2)
+        table.add("idle runner memory", idleStats.runner.text, "RSS ≤ 10 MB", "monit 7.6 MB, supervisord 30.7 MB, runit 2.6 MB",
+                  value: Double(idleStats.runner.rss), atMost: 10e6)
+        table.add("idle bridge memory", idleStats.bridge.text, "RSS ≤ 10 MB", value: Double(idleStats.bridge.rss), atMost: 10e6)
         pair.finish()
 
         // Crash loop: a bridge that dies at every start.
@@ -84,9 +90,10 @@ enum HealBench {
             loops.append(p.events("heal").filter { $0["action"]?.stringValue == "respawn" }.count)
             p.finish()
         }
-        table.add("crash loop: respawns until the circuit opened (limit 3)", loops.map(String.init).joined(separator: ", "), "exactly 3 (±1 tick)", "monit 5 starts then silent; supervisord 5–22; runit, s6 never stop")
+        table.add("crash loop: respawns until the circuit opened (limit 3)", loops.map(String.init).joined(separator: ", "), "exactly 3 (±1 tick)", "monit 5 starts then silent; supervisord 5–22; runit, s6 never stop",
+                  value: loops.map(Double.init).max(), met: loops.allSatisfy { $0 == 3 })
 
-        printOut(table.text)
+        table.print(json: json)
         if let out = args.value("out") { try Data((table.text + "\n").utf8).write(to: URL(fileURLWithPath: out)) }
     }
 }
@@ -135,7 +142,7 @@ final class BenchPair {
             try Data(fault.utf8).write(to: URL(fileURLWithPath: dir.file("fault")))
             o.environment["VIGIL_TEST_FAULTS"] = "1"
         }
-        runner = try Spawner.spawn([Executable.path, "runner", "--state-dir", dir.path] + flags, o)
+        runner = try Spawner.spawn([Binaries.vigil, "runner", "--state-dir", dir.path] + flags, o)
     }
 
     func writeVersion(_ v: String) {
@@ -320,7 +327,7 @@ final class BenchPair {
     }
 }
 
-/// `vigil bench probe --state-dir DIR`: the cost of each part of one probe, against a live pair.
+/// `vigil-bench probe --state-dir DIR`: the cost of each part of one probe, against a live pair.
 enum ProbeBench {
     static func run(_ dir: StateDirectory) throws {
         let files = StateFiles(dir: dir, journal: Journal(path: "/dev/null", source: "bench"))
@@ -339,7 +346,7 @@ enum ProbeBench {
         time("JSONSerialization of payload") { _ = try? JSONSerialization.jsonObject(with: payload) }
         time("JSONDecoder of payload") { _ = try? JSONDecoder().decode(ProcessRecord.self, from: payload) }
         time("liveness (/proc/PID/stat)") { _ = rec?.identity.liveness() }
-        time("exe identity (stat)") { _ = Executable.fileIdentity(Executable.path) }
+        time("exe identity (stat)") { _ = Executable.fileIdentity(Binaries.vigil) }
         time("marker absent (open ENOENT)") { _ = files.loadMarker(dir.restartMarker(.runner)) }
         time("classify + heal step") {
             let f = ProbeFacts(process: .alive(rssBytes: nil), lastBeat: Clock.boot(), stampedVersion: "a", currentVersion: "a")

@@ -1,16 +1,18 @@
 import Foundation
 import Glibc
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench journal`: what one journal append costs (docs/architecture.md, "Journal
+/// `vigil-bench journal`: what one journal append costs (docs/architecture.md, "Journal
 /// rotation"): the bare floor (one write + fdatasync on an O_APPEND descriptor), the lock and
 /// inode check alone, and `Journal.append` without and with rotation.
 enum JournalBench {
     static let help = """
-    usage: vigil bench journal [--records N]
-           vigil bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K] [--no-rotate] [--pad BYTES]
+    usage: vigil-bench journal [--records N]
+           vigil-bench journal --append N [--writer NAME] [--max-bytes SIZE] [--keep K] [--no-rotate] [--pad BYTES]
 
     Appends N records (default 2000, ~150 bytes each) to journals in a temporary directory and
     prints the median and p99 of one append:
@@ -26,13 +28,11 @@ enum JournalBench {
     rotation under concurrent writers (and its cost under contention).
     """
 
-    static func run(_ args: [String], stateDir: StateDirectory) throws {
+    static func run(_ args: [String], stateDir: StateDirectory, json: Bool = false) throws {
         let a = try Arguments(args, valued: ["records", "append", "writer", "max-bytes", "keep", "pad"], booleans: ["no-rotate"])
         if let count = try a.int("append", min: 1) { return try append(count, a, stateDir: stateDir) }
         let n = try a.int("records", min: 10) ?? 2000
-        var template = Array((NSTemporaryDirectory() + "/vigil-bench-journal-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { throw CommandError("cannot make a temporary directory") }
-        let dir = String(cString: p)
+        let dir = try TempDir.make("vigil-bench-journal")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let fields: [String: JSONValue] = ["tier": 2, "verdict": "hung", "action": "terminate", "note": .string(String(repeating: "x", count: 40))]
 
@@ -74,7 +74,7 @@ enum JournalBench {
         row("lock + inode check", check)
         row("Journal.append", plain)
         row("Journal.append rotating", rotating)
-        printOut(table.text)
+        table.print(json: json)
     }
 
     static func append(_ count: Int, _ a: Arguments, stateDir: StateDirectory) throws {
@@ -92,7 +92,7 @@ enum JournalBench {
         for i in 0..<count {
             let t = Clock.boot()
             let padding = String(repeating: "p", count: pad.map { $0 + 37 * i } ?? 50 + i % 100)
-            guard j.append("bench-line", ["writer": .string(writer), "i": .int(Int64(i)), "pad": .string(padding)]) else {
+            guard j.append(.benchLine, ["writer": .string(writer), "i": .int(Int64(i)), "pad": .string(padding)]) else {
                 throw CommandError("append \(i) of writer \(writer) failed (kept in memory: \(j.backlog))")
             }
             times.append((Clock.boot() - t).seconds * 1e6)

@@ -1,18 +1,20 @@
 import Foundation
 import Glibc
 import VigilChat
+import VigilApp
 import VigilCore
 import VigilStore
 import VigilSystem
+import VigilTestSupport
 
-/// `vigil bench alert`: a crash loop with no live bridge (every bridge exits at start), measured
+/// `vigil-bench alert`: a crash loop with no live bridge (every bridge exits at start), measured
 /// from outside: the time from the runner's `circuit-open` journal entry to the alert being
 /// visible in each chat — a line in console `chat.log` (seen by a watcher thread here), a POST
 /// received by a webhook receiver here, an event seen by an operator's /sync on a real Synapse.
 /// Also the outbox's claim + mark cost per message (two FULL commits) with the lease.
 enum AlertBench {
     static let help = """
-    usage: vigil bench alert [--trials N] [--no-matrix] [--venv DIR]
+    usage: vigil-bench alert [--trials N] [--no-matrix] [--venv DIR]
 
     Each trial starts a pair (default tick 1 s, circuit limit 3) in a fresh temporary state
     dir, waits until it is healthy and logged in to chat, then kills the bridge with every
@@ -21,17 +23,19 @@ enum AlertBench {
     console chat.log, by a local webhook receiver and (unless --no-matrix) in a Synapse room.
     """
 
-    static func run(_ argv: [String]) throws {
+    static func run(_ argv: [String], json: Bool = false) throws {
         let args = try Arguments(argv, valued: ["trials", "venv"], booleans: ["no-matrix"])
         let trials = try args.int("trials", min: 1) ?? 5
-        var table = BenchTable(title: "vigil bench alert (\(trials) trials, tick 1 s, circuit limit 3, no live bridge)")
+        var table = BenchTable(title: "vigil-bench alert (\(trials) trials, tick 1 s, circuit limit 3, no live bridge)")
 
         let receiver = try WebhookReceiver()
         defer { receiver.stop() }
         var matrix: (server: SynapseServer, bot: SynapseServer.User, password: String, op: SynapseServer.User)?
         if !args.has("no-matrix") {
             let venv: String
-            if let v = args.value("venv") { venv = v } else if let root = ChatBench.repoRoot() { venv = try SynapseServer.install(repoRoot: root) } else {
+            if let v = args.value("venv") { venv = v } else if FileManager.default.isExecutableFile(atPath: Binaries.repoRoot + "/scripts/setup-synapse") {
+                venv = try SynapseServer.install()
+            } else {
                 throw CommandError("cannot find a Synapse venv: pass --venv DIR or --no-matrix")
             }
             printErr("bench alert: starting Synapse…\n")
@@ -69,7 +73,7 @@ enum AlertBench {
             if matrix != nil {
                 try pair.waitFor("the Matrix login", timeout: 60) {
                     let db = try? Database(path: pair.dir.database)
-                    return ((try? db?.scalarInt("SELECT COUNT(*) FROM chat_state WHERE name LIKE 'matrix.token|%'")) ?? 0) ?? 0 > 0
+                    return ((try? db?.scalarInt("SELECT COUNT(*) FROM chat_state WHERE name LIKE 'matrix.token|%'")) ?? 0) > 0
                 }
             }
             try Data("exit-at-start".utf8).write(to: URL(fileURLWithPath: pair.dir.file("fault")))
@@ -106,16 +110,17 @@ enum AlertBench {
                 }
             }
         }
-        table.add("circuit open → alert in console chat.log", Stats(console).seconds(), "≤ 1 s", "before: never (only the dead bridge delivered)")
-        table.add("circuit open → alert at the webhook", Stats(webhook).seconds(), "≤ 1 s", "before: never")
+        table.add("circuit open → alert in console chat.log", Stats(console).seconds(), "≤ 1 s", "before: never (only the dead bridge delivered)",
+                  value: Stats(console).median, atMost: 1)
+        table.add("circuit open → alert at the webhook", Stats(webhook).seconds(), "≤ 1 s", "before: never", value: Stats(webhook).median, atMost: 1)
         if matrix != nil {
-            table.add("circuit open → alert in the Matrix room (operator's /sync)", Stats(room).seconds(), "≤ 1 s", "before: never")
+            table.add("circuit open → alert in the Matrix room (operator's /sync)", Stats(room).seconds(), "≤ 1 s", "before: never", value: Stats(room).median, atMost: 1)
         }
-        table.add("alerts delivered by the runner", "\(byRunner) of \(trials)", "all")
+        table.add("alerts delivered by the runner", "\(byRunner) of \(trials)", "all", value: Double(byRunner), met: byRunner == trials)
 
         let (claim, bare) = try claimCost()
         table.add("outbox claim + mark delivered per message (2 FULL commits)", String(format: "%.3f ms median (bare FULL commit %.3f ms)", claim, bare), "—")
-        printOut(table.text)
+        table.print(json: json)
     }
 
     /// Median ms of enqueue-free claim + mark cycles, beside a bare one-row FULL commit.
