@@ -62,8 +62,8 @@ enum JournalBench {
                 _ = stat(path, &b)
                 _ = flock(cfd, LOCK_UN)
             })
-            plain.append(time { j1.append("heal", fields) })
-            rotating.append(time { j2.append("heal", fields) })
+            plain.append(time { j1.append(.heal, fields) })
+            rotating.append(time { j2.append(.heal, fields) })
         }
         var table = BenchTable(title: "Journal append (\(n) records of \(record.count) bytes)")
         func row(_ name: String, _ v: [Double]) {
