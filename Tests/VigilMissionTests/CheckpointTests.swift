@@ -104,7 +104,9 @@ struct CheckpointRetentionTests {
         let eightDaysAgo = Date().timeIntervalSince1970 - 8 * 86400
         try env.queue.db.execute("UPDATE missions SET finished_at = ? WHERE id = ?", [.double(eightDaysAgo), .int(old)])
         try env.startDriver()
-        try waitUntil("the old mission's checkpoints to go") { CheckpointStore(stateDir: env.state, mission: old).list().isEmpty }
+        // The files go first, then the entry is journaled: wait for the entry.
+        try waitUntil("the old mission's checkpoints removed and journaled") { !env.events("mission-checkpoints-removed").isEmpty }
+        #expect(CheckpointStore(stateDir: env.state, mission: old).list().isEmpty)
         #expect(CheckpointStore(stateDir: env.state, mission: recent).list().count == 1, "kept: it ended just now")
         #expect(env.events("mission-checkpoints-removed").map { $0["mission"]?.intValue } == [old])
     }
