@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -45,25 +44,28 @@ extension Runner {
         switch step.action {
         case .none: break
         case .restartMarker:
-            do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(getpid())", reason: probe.verdict.rawValue) } catch {
+            do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(ThisProcess.pid)", reason: probe.verdict.rawValue) } catch {
                 failure = "cannot write the restart marker: \(error)"
             }
         case .terminate:
-            if let pidfd = probe.identity?.openPidFD() {
-                pidfd.signal(SIGCONT) // a stopped process cannot act on SIGTERM
-                pidfd.signal(SIGTERM)
-            }
+            failure = signalBridge(probe.identity, .terminate, .terminate)
         case .kill:
-            if let pidfd = probe.identity?.openPidFD() {
-                pidfd.signal(SIGCONT)
-                pidfd.signal(SIGKILL)
-            }
+            failure = signalBridge(probe.identity, .killNow, .kill)
         case .start, .respawn:
             do { after = try spawnBridge() } catch { failure = "\(error)" }
         }
         for note in step.notes { report(note, probe: probe, after: after, failure: failure, now: now) }
         saveHealState(now: now)
         return step.action != .none || !step.notes.isEmpty
+    }
+
+    /// Takes `teardown` on the bridge `id` (SIGCONT first: a stopped process cannot act on
+    /// SIGTERM). Nil when the kernel accepted `signal`; otherwise why it was not sent, so the
+    /// journal and the chat say what was done, not what was meant.
+    func signalBridge(_ id: ProcessIdentity?, _ teardown: Teardown, _ signal: Signal) -> String? {
+        guard let id else { return "no bridge process to signal: \(signal) not sent" }
+        guard let report = id.perform(teardown) else { return "the bridge (pid \(id.pid)) was gone before the signal: \(signal) not sent" }
+        return report.sent.contains(signal) ? nil : "the bridge (pid \(id.pid)) exited before the signal: \(signal) not sent"
     }
 
     func isBridge(_ id: ProcessIdentity) -> Bool {

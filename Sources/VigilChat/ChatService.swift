@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import Synchronization
 import VigilCore
 import VigilStore
@@ -87,7 +86,7 @@ public final class ChatService: @unchecked Sendable {
         inotify = ino
 
         let wakePipe = wake
-        let wakeUp: @Sendable () -> Void = { wakePipe.signal() }
+        let wakeUp: @Sendable () -> Void = { wakePipe.wake() }
         var matrixSession: MatrixSession?
         if config.adapters.contains("matrix"), let m = config.matrix { matrixSession = try MatrixSession(m) }
         let dir = stateDir
@@ -236,7 +235,7 @@ public final class ChatService: @unchecked Sendable {
 
     private func writeStatusFile() {
         guard case .primary = mode else { return } // the file is the bridge's
-        let s = StatusFile(adapters: adapterStatus, pid: getpid())
+        let s = StatusFile(adapters: adapterStatus, pid: ThisProcess.pid)
         statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: ChatService.statusPath(stateDir)) }
     }
 

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -65,13 +64,12 @@ final class DeliveryWorker: @unchecked Sendable {
 
     private func injectAfterSendFault(_ msg: OutboxMessage) {
         guard let match = DeliveryWorker.faultAfterSend else { return }
-        if match.isEmpty { kill(getpid(), SIGKILL) }
+        if match.isEmpty { ThisProcess.raise(.kill) }
         guard msg.key.contains(match) else { return }
-        let fd = open(stateDir.file("chat/fault-fired"), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFile.mode)
-        guard fd >= 0 else { return } // fired already
-        fsync(fd)
-        close(fd)
-        kill(getpid(), SIGKILL)
+        guard let fd = try? FileDescriptor.open(stateDir.file("chat/fault-fired"), [.writeOnly, .create, .exclusive]) else { return } // fired already
+        try? fd.sync()
+        fd.close()
+        ThisProcess.raise(.kill)
     }
 
     init(adapter: any ChatAdapter, stateDir: StateDirectory, config: ChatConfig, journal: Journal, owner: String,
@@ -110,7 +108,7 @@ final class DeliveryWorker: @unchecked Sendable {
 
     /// Look at the queue now (something was queued).
     func nudge() {
-        wake.signal()
+        wake.wake()
     }
 
     /// Deliver what is due until `deadline`, then stop.

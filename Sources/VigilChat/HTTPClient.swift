@@ -1,6 +1,5 @@
 import CVigil
 import Foundation
-import Glibc
 import VigilCore
 
 /// One HTTP request for an adapter.
@@ -111,9 +110,15 @@ final class HTTPClient: @unchecked Sendable {
 }
 
 private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    // NUL-terminated copies, freed when `body` returns.
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { s in
+        let bytes = Array(s.utf8CString)
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+        p.initialize(from: bytes, count: bytes.count)
+        return p
+    }
     pointers.append(nil)
-    defer { for p in pointers { free(p) } }
+    defer { for p in pointers { p?.deallocate() } }
     return pointers.withUnsafeBufferPointer { buffer in
         buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) { body($0) }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -69,7 +68,7 @@ final class MatrixPoller: @unchecked Sendable {
     private func pause(_ span: TimeSpan) {
         let end = Clock.boot() + span
         while !isStopping, Clock.boot() < end {
-            usleep(UInt32(min(50_000, max(1000, (end - Clock.boot()).nanoseconds / 1000))))
+            ThisProcess.pause(TimeSpan(nanoseconds: min(50_000_000, max(1_000_000, (end - Clock.boot()).nanoseconds))))
         }
     }
 

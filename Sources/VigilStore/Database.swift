@@ -1,6 +1,5 @@
 import CSQLite
 import Foundation
-import Glibc
 import VigilSystem
 
 /// A SQLite connection to the state directory's database, set up the one safe way: WAL,
@@ -74,15 +73,13 @@ public final class Database: @unchecked Sendable {
     /// "Security of the state directory"). `O_EXCL`: an existing file is never opened here (so
     /// no descriptor of it is closed beside a connection: docs/architecture.md, "File formats").
     static func createPrivately(_ path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
-        if fd >= 0 {
-            close(fd)
-            try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
-            return
+        do {
+            try FileDescriptor.open(path, [.writeOnly, .create, .exclusive, .noFollow]).close()
+        } catch {
+            if error.isExists { return }
+            throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(error.reason)", sql: nil)
         }
-        let e = lastErrno()
-        if e == EEXIST { return }
-        throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(String(cString: strerror(e)))", sql: nil)
+        try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
     }
 
     deinit {
@@ -236,25 +233,24 @@ public final class Database: @unchecked Sendable {
     /// and the directory fsynced: when this returns, the backup is durable and whole.
     public func backup(to path: String) throws {
         let dir = (path as NSString).deletingLastPathComponent
-        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
-        unlink(temp)
+        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(ThisProcess.pid)"
+        FileSystem.unlink(temp)
         try Database.createPrivately(temp)
         do {
             try Database.copy(from: db, toFile: temp)
-            let fd = try sys("open", temp) { open(temp, O_RDONLY | O_CLOEXEC) }
-            defer { close(fd) }
-            _ = try sys("fsync", temp) { fsync(fd) }
+            let fd = try FileDescriptor.open(temp, .readOnly)
+            try fd.closeAfter { () throws(SystemError) in try fd.sync(subject: temp) }
             // A connection of its own, closed (deinit) when the function returns.
             func problemsOfCopy() throws -> [String] { try Database(path: temp, busyTimeout: 1, migrate: false).integrityProblems() }
             let problems = try problemsOfCopy()
             if !problems.isEmpty { throw Error(code: SQLITE_CORRUPT, message: "the copy does not pass integrity_check: \(problems.prefix(3))", sql: nil) }
             // The check opened it in WAL mode; closing checkpointed and removed the WAL.
-            _ = try sys("rename", path) { rename(temp, path) }
+            try FileSystem.rename(temp, to: path)
             try AtomicFile.fsyncDirectory(dir.isEmpty ? "." : dir)
         } catch {
-            unlink(temp)
-            unlink(temp + "-wal")
-            unlink(temp + "-shm")
+            FileSystem.unlink(temp)
+            FileSystem.unlink(temp + "-wal")
+            FileSystem.unlink(temp + "-shm")
             throw error
         }
     }
@@ -300,7 +296,7 @@ public final class Database: @unchecked Sendable {
             step = sqlite3_backup_step(b, -1)
             if step == SQLITE_DONE { break }
             if step != SQLITE_BUSY && step != SQLITE_LOCKED && step != SQLITE_OK { break }
-            usleep(10_000)
+            ThisProcess.pause(.milliseconds(10))
         }
         let done = sqlite3_backup_finish(b)
         guard step == SQLITE_DONE, done == SQLITE_OK else {

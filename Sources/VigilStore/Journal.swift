@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilSystem
 
@@ -55,7 +54,7 @@ public final class Journal: @unchecked Sendable {
         self.rotation = rotation
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit { if fd >= 0 { FileDescriptor(rawValue: fd).close() } }
 
     /// Entries waiting to be written because an earlier write failed.
     public var backlog: Int { lock.withLock { pending.count } }
@@ -79,26 +78,26 @@ public final class Journal: @unchecked Sendable {
         while let line = pending.first {
             do {
                 let held = try openCurrentLocked()
-                defer { if fd >= 0 && held { flock(fd, LOCK_UN) } }
+                defer { if fd >= 0 && held { FileDescriptor(rawValue: fd).unlock() } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
                 let before = Journal.fileSize(fd: fd)
                 if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
                 try AtomicFile.writeAll(fd, record, subject: path)
                 // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
-                if !isSink { try sys("fdatasync", path) { fdatasync(fd) } }
+                if !isSink { try FileDescriptor(rawValue: fd).sync(dataOnly: true, subject: path) }
                 pending.removeFirst()
                 if let rotation, held, before + Int64(record.count) > rotation.maxBytes {
                     rotateHeld(rotation)
                     // Our descriptor is the renamed file now: the next record opens the new one.
-                    close(fd)
+                    FileDescriptor(rawValue: fd).close()
                     fd = -1
                 }
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
                 // line may now be partly on disk: readers skip it by its checksum, and it is
                 // written again whole.
-                if fd >= 0 { close(fd); fd = -1 }
+                if fd >= 0 { FileDescriptor(rawValue: fd).close(); fd = -1 }
                 if pending.count > 10_000 { pending.removeFirst(pending.count - 10_000) }
                 return false
             }
@@ -120,27 +119,26 @@ public final class Journal: @unchecked Sendable {
     private func openCurrentLocked() throws(SystemError) -> Bool {
         for _ in 0..<100 {
             if fd < 0 {
-                let created = access(path, F_OK) != 0
-                fd = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
+                let created = !FileSystem.exists(path)
+                fd = try PrivateFile.open(path, [.readWrite, .append, .create])
                 if created {
                     let dir = (path as NSString).deletingLastPathComponent
                     try? AtomicFile.fsyncDirectory(dir)
                 }
             }
-            var mine = stat()
-            guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
+            let mine: FileStatus
+            do { mine = try FileDescriptor(rawValue: fd).status() } catch { throw SystemError("fstat", errno: error.errno, subject: path) }
             // `/dev/null` (a sink) is never rotated: no lock, no check.
-            isSink = (mine.st_mode & S_IFMT) != S_IFREG
+            isSink = mine.kind != .regular
             if isSink { return false }
             let held = try Journal.lock(fd, path: path)
-            var now = stat()
-            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return held }
-            if held { flock(fd, LOCK_UN) }
+            if let now = FileStatus.at(path), now.inode == mine.inode && now.device == mine.device { return held }
+            if held { FileDescriptor(rawValue: fd).unlock() }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
-            close(fd)
+            FileDescriptor(rawValue: fd).close()
             fd = -1
         }
-        throw SystemError("open", errno: EAGAIN, subject: path)
+        throw SystemError.tryAgain("open", subject: path)
     }
 
     /// How long an append waits for another writer's lock before writing without it.
@@ -150,11 +148,9 @@ public final class Journal: @unchecked Sendable {
     private static func lock(_ fd: Int32, path: String) throws(SystemError) -> Bool {
         let deadline = Clock.boot() + lockWait
         while true {
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
-            let e = lastErrno()
-            guard e == EWOULDBLOCK || e == EINTR else { throw SystemError("flock", errno: e, subject: path) }
+            if try FileDescriptor(rawValue: fd).tryLock(subject: path) { return true }
             if Clock.boot() >= deadline { return false }
-            usleep(500)
+            ThisProcess.pause(.milliseconds(0.5))
         }
     }
 
@@ -166,21 +162,19 @@ public final class Journal: @unchecked Sendable {
         let dir = (path as NSString).deletingLastPathComponent
         var k = rotation.keep
         while k >= 2 {
-            if rename("\(path).\(k - 1)", "\(path).\(k)") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+            if (try? FileSystem.rename("\(path).\(k - 1)", to: "\(path).\(k)")) != nil { try? AtomicFile.fsyncDirectory(dir) }
             k -= 1
         }
-        if rename(path, "\(path).1") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+        if (try? FileSystem.rename(path, to: "\(path).1")) != nil { try? AtomicFile.fsyncDirectory(dir) }
     }
 
     private static func fileSize(fd: Int32) -> Int64 {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+        (try? FileDescriptor(rawValue: fd).status()).map { Int64($0.size) } ?? 0
     }
 
     private static func endsWithNewline(fd: Int32, size: Int64) -> Bool {
         guard size > 0 else { return true }
-        var b: UInt8 = 0
-        return pread(fd, &b, 1, off_t(size - 1)) == 1 && b == 0x0A
+        return (try? FileDescriptor(rawValue: fd).readAll(limit: 1, from: Int(size - 1))) == [0x0A]
     }
 
     // MARK: - Format
@@ -236,21 +230,14 @@ public final class Journal: @unchecked Sendable {
         guard case .file(let fd, let size) = StateSlot.openForReading(path, sizeLimit: nil) else {
             return ReadResult(entries: [], skipped: 0, offset: offset)
         }
-        defer { close(fd) }
+        defer { FileDescriptor(rawValue: fd).close() }
         return read(fd: fd, size: size, from: offset)
     }
 
     private static func read(fd: Int32, size: Int, from offset: Int) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
-        var buf = [UInt8](repeating: 0, count: 65536)
-        var pos = offset
-        while true {
-            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
-            pos += n
-        }
+        // To the end of the file, from `offset` (pread: the descriptor's offset is not moved).
+        _ = try? FileDescriptor(rawValue: fd).readChunks(from: offset) { data.append(contentsOf: $0); return true }
         var entries: [[String: JSONValue]] = []
         var skipped = 0
         var consumed = 0
@@ -303,10 +290,9 @@ public final class Journal: @unchecked Sendable {
         var seen: Set<UInt64> = []
         for name in [path] + (1...maxKeep).map({ "\(path).\($0)" }) {
             guard case .file(let fd, let size) = StateSlot.openForReading(name, sizeLimit: nil) else { continue }
-            var st = stat()
-            guard fstat(fd, &st) == 0, seen.insert(UInt64(st.st_ino)).inserted else { close(fd); continue }
-            let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
-            out.append(OpenFile(fd: fd, inode: UInt64(st.st_ino), size: size, modified: mtime))
+            guard let st = try? FileDescriptor(rawValue: fd).status(), seen.insert(st.inode).inserted else { FileDescriptor(rawValue: fd).close(); continue }
+            let mtime = Date(timeIntervalSince1970: Double(st.modifiedSeconds) + Double(st.modifiedNanoseconds) / 1e9)
+            out.append(OpenFile(fd: fd, inode: st.inode, size: size, modified: mtime))
         }
         return out
     }
@@ -318,7 +304,7 @@ public final class Journal: @unchecked Sendable {
     /// entries are all older).
     public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil) -> Span {
         let files = openFiles(path)
-        defer { for f in files { close(f.fd) } }
+        defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
         var start = files.count - 1
         var startOffset = 0
@@ -344,7 +330,7 @@ public final class Journal: @unchecked Sendable {
     /// (chat's `/journal N`).
     public static func readLast(path: String, count: Int) -> [[String: JSONValue]] {
         let files = openFiles(path)
-        defer { for f in files { close(f.fd) } }
+        defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         var out: [[String: JSONValue]] = []
         for f in files where out.count < count {
             out = read(fd: f.fd, size: f.size, from: 0).entries + out

@@ -1,15 +1,17 @@
 import Glibc
+import Synchronization
 
 /// An exclusive `flock` on a file, held for the life of this value (or the process). The
 /// descriptor is close-on-exec, so children never inherit the lock; the kernel releases it when
-/// the holder dies.
-public final class FileLock: @unchecked Sendable {
+/// the holder dies. The descriptor (-1 once released) is behind a `Mutex`, so `release` from
+/// any thread closes it once.
+public final class FileLock: Sendable {
     public let path: String
-    private var fd: Int32
+    private let fd: Mutex<Int32>
 
     private init(path: String, fd: Int32) {
         self.path = path
-        self.fd = fd
+        self.fd = Mutex(fd)
     }
 
     /// Takes the lock, or returns nil when another process holds it. The file is opened
@@ -48,10 +50,14 @@ public final class FileLock: @unchecked Sendable {
 
     /// The descriptor, for callers that must keep it open across an exec (the bridge's re-exec
     /// keeps its lock by clearing close-on-exec just before `execv`).
-    public var descriptor: Int32 { fd }
+    public var descriptor: Int32 { fd.withLock { $0 } }
 
     public func release() {
-        if fd >= 0 { close(fd); fd = -1 }
+        let old = fd.withLock { fd in
+            defer { fd = -1 }
+            return fd
+        }
+        if old >= 0 { close(old) }
     }
 
     deinit { release() }

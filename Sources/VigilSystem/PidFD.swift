@@ -2,8 +2,9 @@ import CVigil
 import Glibc
 
 /// An open pidfd for an identified process. It can be polled (readable when the process
-/// exits) and signalled without any PID-reuse race. Closed on deinit.
-public final class PidFD: @unchecked Sendable {
+/// exits) and signalled without any PID-reuse race. Closed on deinit. Sendable: it holds only
+/// constants.
+public final class PidFD: Sendable {
     public let fd: Int32
     public let identity: ProcessIdentity
 
@@ -16,8 +17,8 @@ public final class PidFD: @unchecked Sendable {
 
     /// `pidfd_send_signal`. False when the process has already exited.
     @discardableResult
-    public func signal(_ signal: Int32) -> Bool {
-        cvigil_pidfd_send_signal(fd, signal) == 0
+    public func signal(_ signal: Signal) -> Bool {
+        cvigil_pidfd_send_signal(fd, signal.rawValue) == 0
     }
 
     /// True once the process has exited (the pidfd polls readable).

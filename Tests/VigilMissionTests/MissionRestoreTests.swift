@@ -84,7 +84,7 @@ extension MissionTests {
         let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
-            daemon.signal(SIGKILL)
+            daemon.signal(.kill)
             try? waitUntil("the daemon to be gone") { !daemon.isAlive }
         }
         #expect(daemon.isAlive, "the daemon was killed at the end")
@@ -120,7 +120,7 @@ extension MissionTests {
         let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
-            daemon.signal(SIGKILL)
+            daemon.signal(.kill)
             try? waitUntil("the daemon to be gone") { !daemon.isAlive }
         }
         #expect(try env.mission(id).state == .running)

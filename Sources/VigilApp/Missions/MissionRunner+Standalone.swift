@@ -18,7 +18,7 @@ extension MissionRunner {
                                      settings: MissionSettings = .init()) throws {
         try stateDir.prepare()
         let journal = Journal(path: stateDir.journal, source: "runner")
-        let signals = try SignalPipe(signals: [SIGTERM, SIGINT])
+        let signals = try WakePipe(signals: [.terminate, .interrupt])
         let inotify = try Inotify()
         try inotify.watch(directory: stateDir.path)
         let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,

@@ -207,9 +207,9 @@ public final class SynapseServer: @unchecked Sendable {
             return identity
         }) else { return }
         if let pidfd = id.openPidFD() {
-            pidfd.signal(SIGTERM)
+            pidfd.signal(.terminate)
             if !pidfd.waitForExit(timeoutMilliseconds: Int32(grace.nanoseconds / 1_000_000)) {
-                pidfd.signal(SIGKILL)
+                pidfd.signal(.kill)
                 _ = pidfd.waitForExit(timeoutMilliseconds: 5000)
             }
         }
