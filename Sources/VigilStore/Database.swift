@@ -9,7 +9,11 @@ import VigilSystem
 ///
 /// - Important: never open, copy or delete the database's files with plain file APIs while a
 ///   connection is open (mistakes 5 and 6).
-public final class Database: @unchecked Sendable {
+///
+/// Not Sendable: the connection is opened `SQLITE_OPEN_NOMUTEX` and keeps a statement cache,
+/// so it belongs to the thread that uses it; the compiler keeps it there (a value that must
+/// cross threads is held in a `Mutex` by its owner).
+public final class Database {
     public let path: String
     let db: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]

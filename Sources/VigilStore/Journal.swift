@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VigilCore
 import VigilSystem
 
@@ -18,15 +19,20 @@ import VigilSystem
 /// When a write fails (disk full, read-only), the entry is kept in memory and written before
 /// the next one: the caller goes on healing, and the journal catches up when it can.
 ///
-/// `@unchecked Sendable`: `fd`, `isSink` and `pending` are touched only under `lock`.
-public final class Journal: @unchecked Sendable {
+/// Sendable: the writer's state (descriptor, sink flag, entries not yet written) is behind
+/// one `Mutex`; the rest is constant.
+public final class Journal: Sendable {
     public let path: String
     private let source: String
     public let rotation: Rotation?
-    private let lock = NSLock()
-    private var fd: Int32 = -1
-    private var isSink = false
-    private var pending: [Data] = []
+    private let writer = Mutex(Writer())
+
+    /// What appends change, only under `writer`'s lock.
+    private struct Writer {
+        var fd: Int32 = -1
+        var isSink = false
+        var pending: [Data] = []
+    }
 
     /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
     /// (`journal.jsonl.1` the newest … `journal.jsonl.<keep>` the oldest; older ones deleted).
@@ -54,51 +60,51 @@ public final class Journal: @unchecked Sendable {
         self.rotation = rotation
     }
 
-    deinit { if fd >= 0 { FileDescriptor(rawValue: fd).close() } }
+    deinit { writer.withLock { if $0.fd >= 0 { FileDescriptor(rawValue: $0.fd).close() } } }
 
     /// Entries waiting to be written because an earlier write failed.
-    public var backlog: Int { lock.withLock { pending.count } }
+    public var backlog: Int { writer.withLock { $0.pending.count } }
 
     /// Appends one entry. Returns false when it could not be made durable now (it stays queued
     /// in memory and is retried with the next append or `flush()`).
     @discardableResult
     public func append(_ event: String, _ fields: [String: JSONValue] = [:]) -> Bool {
         let line = Journal.encode(event: event, source: source, fields: fields, boot: Clock.boot(), wall: Clock.wall())
-        return lock.withLock {
-            pending.append(line)
-            return flushLocked()
+        return writer.withLock { w in
+            w.pending.append(line)
+            return flushLocked(&w)
         }
     }
 
     /// Retries entries whose write failed earlier.
     @discardableResult
-    public func flush() -> Bool { lock.withLock { flushLocked() } }
+    public func flush() -> Bool { writer.withLock { flushLocked(&$0) } }
 
-    private func flushLocked() -> Bool {
-        while let line = pending.first {
+    private func flushLocked(_ w: inout Writer) -> Bool {
+        while let line = w.pending.first {
             do {
-                let held = try openCurrentLocked()
-                defer { if fd >= 0 && held { FileDescriptor(rawValue: fd).unlock() } }
+                let held = try openCurrentLocked(&w)
+                defer { if w.fd >= 0 && held { FileDescriptor(rawValue: w.fd).unlock() } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
-                let before = Journal.fileSize(fd: fd)
-                if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
-                try AtomicFile.writeAll(fd, record, subject: path)
+                let before = Journal.fileSize(fd: w.fd)
+                if !Journal.endsWithNewline(fd: w.fd, size: before) { record.insert(0x0A, at: record.startIndex) }
+                try AtomicFile.writeAll(w.fd, record, subject: path)
                 // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
-                if !isSink { try FileDescriptor(rawValue: fd).sync(dataOnly: true, subject: path) }
-                pending.removeFirst()
+                if !w.isSink { try FileDescriptor(rawValue: w.fd).sync(dataOnly: true, subject: path) }
+                w.pending.removeFirst()
                 if let rotation, held, before + Int64(record.count) > rotation.maxBytes {
                     rotateHeld(rotation)
                     // Our descriptor is the renamed file now: the next record opens the new one.
-                    FileDescriptor(rawValue: fd).close()
-                    fd = -1
+                    FileDescriptor(rawValue: w.fd).close()
+                    w.fd = -1
                 }
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
                 // line may now be partly on disk: readers skip it by its checksum, and it is
                 // written again whole.
-                if fd >= 0 { FileDescriptor(rawValue: fd).close(); fd = -1 }
-                if pending.count > 10_000 { pending.removeFirst(pending.count - 10_000) }
+                if w.fd >= 0 { FileDescriptor(rawValue: w.fd).close(); w.fd = -1 }
+                if w.pending.count > 10_000 { w.pending.removeFirst(w.pending.count - 10_000) }
                 return false
             }
         }
@@ -116,27 +122,27 @@ public final class Journal: @unchecked Sendable {
     /// the lock (returns false: no rotation then). It cannot interleave (one `write` on
     /// `O_APPEND`); if a rotation is under way it may land at the end of the file just renamed to
     /// `.1`: still read, in file order, never lost.
-    private func openCurrentLocked() throws(SystemError) -> Bool {
+    private func openCurrentLocked(_ w: inout Writer) throws(SystemError) -> Bool {
         for _ in 0..<100 {
-            if fd < 0 {
+            if w.fd < 0 {
                 let created = !FileSystem.exists(path)
-                fd = try PrivateFile.open(path, [.readWrite, .append, .create])
+                w.fd = try PrivateFile.open(path, [.readWrite, .append, .create])
                 if created {
                     let dir = (path as NSString).deletingLastPathComponent
                     try? AtomicFile.fsyncDirectory(dir)
                 }
             }
             let mine: FileStatus
-            do { mine = try FileDescriptor(rawValue: fd).status() } catch { throw SystemError("fstat", errno: error.errno, subject: path) }
+            do { mine = try FileDescriptor(rawValue: w.fd).status() } catch { throw SystemError("fstat", errno: error.errno, subject: path) }
             // `/dev/null` (a sink) is never rotated: no lock, no check.
-            isSink = mine.kind != .regular
-            if isSink { return false }
-            let held = try Journal.lock(fd, path: path)
+            w.isSink = mine.kind != .regular
+            if w.isSink { return false }
+            let held = try Journal.lock(w.fd, path: path)
             if let now = FileStatus.at(path), now.inode == mine.inode && now.device == mine.device { return held }
-            if held { FileDescriptor(rawValue: fd).unlock() }
+            if held { FileDescriptor(rawValue: w.fd).unlock() }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
-            FileDescriptor(rawValue: fd).close()
-            fd = -1
+            FileDescriptor(rawValue: w.fd).close()
+            w.fd = -1
         }
         throw SystemError.tryAgain("open", subject: path)
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -47,7 +46,7 @@ enum ShimCommand {
         }
         if let count = try args.int("bench-fill", min: 1) {
             try MissionBench.fill(stateDir: inv.stateDir, count: count)
-            kill(getpid(), SIGKILL)
+            ThisProcess.raise(.kill)
             return
         }
         guard let mission = try args.int("mission", min: 1), let attempt = try args.int("attempt", min: 1),

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -23,7 +22,7 @@ extension MissionRunner {
         try inotify.watch(directory: stateDir.path)
         let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,
                                        notify: { _, _ in }, termGrace: termGrace, settings: settings)
-        journal.append("mission-runner-started", ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
+        journal.append("mission-runner-started", ["pid": .int(Int64(ThisProcess.pid)), "max_parallel": .int(Int64(maxParallel))])
         var lastErrorJournaled: BootInstant? = nil
         var failing = false
         while true {
