@@ -64,6 +64,7 @@ public struct FileDescriptor: RawRepresentable, Hashable, Sendable {
     @discardableResult
     public func readChunks(limit: Int = .max, from offset: Int? = nil, chunkSize: Int = 65536,
                            _ body: (UnsafeRawBufferPointer) -> Bool) throws(SystemError) -> Int {
+        let chunkSize = max(1, min(chunkSize, limit))
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 1)
         defer { buf.deallocate() }
         var total = 0

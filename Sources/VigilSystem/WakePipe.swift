@@ -42,7 +42,9 @@ public final class WakePipe: Sendable {
     /// The bytes written since the last call, emptying the pipe.
     @discardableResult
     public func drain() -> [UInt8] {
-        (try? FileDescriptor(rawValue: readFD).readAll(limit: 1 << 16)) ?? []
+        var out: [UInt8] = []
+        _ = try? FileDescriptor(rawValue: readFD).readChunks(chunkSize: 256) { out.append(contentsOf: $0); return true }
+        return out
     }
 
     /// The signals received since the last call (for a pipe made with `signals:`).
