@@ -39,10 +39,11 @@ public final class PidFD: Sendable {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let deadline = Clock.boot().nanoseconds + Int64(timeoutMilliseconds) * 1_000_000
         while true {
-            let left = max(0, (deadline - Clock.boot().nanoseconds) / 1_000_000)
+            // Rounded up: never wakes before the deadline.
+            let left = max(0, (deadline - Clock.boot().nanoseconds + 999_999) / 1_000_000)
             let r = poll(&p, 1, Int32(left))
             if r == 1 { return true }
-            if r == 0 { return false }
+            if r == 0 { if Clock.boot().nanoseconds >= deadline { return false } else { continue } }
             if lastErrno() != EINTR { return false }
         }
     }
