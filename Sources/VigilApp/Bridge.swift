@@ -1,4 +1,6 @@
 import Foundation
+// Glibc only for the fault injection below (`injectFault`: exit, pause, malloc, memset), whose
+// shape stays as it is while it moves to a target of its own; nothing else here calls it.
 import Glibc
 import VigilCore
 import VigilStore
@@ -25,7 +27,7 @@ final class Bridge {
         lock = try takeSingletonLock(.bridge, dir: dir, attempts: 25, hint: "stop it first (`vigil stop`) or use another --state-dir")
         // Only a runner's spawn hands a stamp; a re-exec (drift) must run the command itself.
         let handed = ProcessInfo.processInfo.environment[VersionSource.handedStampVariable]
-        unsetenv(VersionSource.handedStampVariable)
+        ThisProcess.setEnvironment(VersionSource.handedStampVariable, nil)
         let version = VersionSource(tunables: config.tunables, scratchDir: dir.path).stamp(handed: handed)
         ctx = try ProcessContext(role: .bridge, dir: dir, version: version, journalRotation: config.tunables.journalRotation)
         arguments = invocation.fullArguments
@@ -34,12 +36,12 @@ final class Bridge {
     func run() throws {
         let t = config.tunables
         let reexecFrom = ProcessInfo.processInfo.environment["VIGIL_REEXEC_FROM"]
-        unsetenv("VIGIL_REEXEC_FROM")
+        ThisProcess.setEnvironment("VIGIL_REEXEC_FROM", nil)
         var faults = FaultInjection.bridge(ctx.dir, journal: ctx.journal)
         faults?.beforeFirstBeat()
         ctx.beat()
         ctx.journal.append(reexecFrom == nil ? .bridgeStarted : .bridgeReexecDone, [
-            "pid": .int(Int64(getpid())), "version": .string(ctx.record.version),
+            "pid": .int(Int64(ThisProcess.pid)), "version": .string(ctx.record.version),
             "previous_version": reexecFrom.map { .string($0) } ?? .null,
         ])
         faults?.started()
@@ -72,9 +74,9 @@ final class Bridge {
                 stop(reason: "vigil stop (\(m.by))")
                 return
             }
-            for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
-                if faults?.ignoresTerm == true && sig == SIGTERM { continue }
-                stop(reason: "signal \(sig)")
+            for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
+                if faults?.ignoresTerm == true && sig == .terminate { continue }
+                stop(reason: "signal \(sig.rawValue)")
                 return
             }
             if now >= nextRunnerCheck {
@@ -95,7 +97,7 @@ final class Bridge {
     private func stop(reason: String) {
         hooks?.shutdown(deadline: Clock.boot() + config.tunables.termGrace * 0.5)
         ctx.removeOwnPidFile()
-        ctx.journal.append(.bridgeStopped, ["reason": .string(reason), "pid": .int(Int64(getpid()))])
+        ctx.journal.append(.bridgeStopped, ["reason": .string(reason), "pid": .int(Int64(ThisProcess.pid))])
         lock.release()
     }
 

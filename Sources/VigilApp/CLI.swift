@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilStore
 import VigilSystem
 
@@ -158,8 +157,7 @@ public enum CLI {
         if dir.path == "/" {
             throw CommandError("the state directory cannot be / (Vigil creates, moves aside and removes files in it): give it a directory of its own with --state-dir or $VIGIL_STATE_DIR, e.g. /var/lib/vigil", code: 2)
         }
-        var st = stat()
-        if stat(dir.path, &st) == 0 && (st.st_mode & S_IFMT) != S_IFDIR {
+        if let st = FileStatus.at(dir.path), st.kind != .directory {
             throw CommandError("the state directory \(dir.path) exists but is not a directory: pass the directory Vigil keeps its state in (or a path that does not exist yet) with --state-dir or $VIGIL_STATE_DIR", code: 2)
         }
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -95,13 +94,12 @@ final class RecordCache {
     private var cached: ProcessRecord?
 
     func load(_ files: StateFiles, _ role: StateDirectory.Role) -> ProcessRecord? {
-        var st = stat()
-        guard stat(files.dir.pidFile(role), &st) == 0 else {
+        guard let st = FileStatus.at(files.dir.pidFile(role)) else {
             key = nil
             cached = nil
             return files.loadRecord(role) // absent, or unreadable: the usual policy
         }
-        let k = (UInt(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
+        let k = (UInt(st.inode), st.size, st.modifiedSeconds, st.modifiedNanoseconds)
         if let key, key == k, cached != nil { return cached }
         cached = files.loadRecord(role)
         key = cached == nil ? nil : k

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import Synchronization
 import VigilCore
 import VigilStore
@@ -73,9 +72,9 @@ final class Rollback {
             try? ctx.inotify.watch(directory: (program as NSString).deletingLastPathComponent)
         } else {
             rolledBack = nil
-            unsetenv(Rollback.programVariable)
+            ThisProcess.setEnvironment(Rollback.programVariable, nil)
         }
-        unsetenv(Rollback.brokenIdentityVariable)
+        ThisProcess.setEnvironment(Rollback.brokenIdentityVariable, nil)
         AtomicFile.sweepTemps(in: ctx.dir.programDir)
         record = ctx.files.load(ctx.dir.keptProgramRecord, kind: KeptProgram.kind, as: KeptProgram.self)
         let describesCopy = record != nil && record?.copy == Executable.fileIdentity(ctx.dir.keptProgram)

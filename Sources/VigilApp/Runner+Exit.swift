@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -64,15 +63,11 @@ extension Runner {
         return code
     }
 
-    /// SIGCONT+SIGTERM, SIGKILL after the term grace. True when it had to be killed.
+    /// SIGCONT+SIGTERM, SIGKILL after the term grace (`Teardown.graceful`). True when a
+    /// SIGKILL had to be sent (and was).
     @discardableResult
     func endBridge(_ pidfd: PidFD) -> Bool {
-        pidfd.signal(SIGCONT)
-        pidfd.signal(SIGTERM)
-        if pidfd.waitForExit(timeoutMilliseconds: config.tunables.termGrace.pollMilliseconds) { return false }
-        pidfd.signal(SIGKILL)
-        _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
-        return true
+        pidfd.perform(.graceful(grace: config.tunables.termGrace)).killed
     }
 
     func exitForRestart(reason: String) -> Int32 {
@@ -92,10 +87,7 @@ extension Runner {
            endBridge(pidfd) {
             ctx.journal.append(.bridgeKilled, ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])
         }
-        if let s = starting, let pidfd = s.openPidFD() {
-            pidfd.signal(SIGKILL)
-            _ = pidfd.waitForExit(timeoutMilliseconds: 2000)
-        }
+        starting?.perform(.kill())
         reapChildren()
         // A stop is not an incident: whatever was under way is abandoned, never failed.
         heal = HealMachine.stopped(heal)

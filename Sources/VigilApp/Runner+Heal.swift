@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -61,22 +60,26 @@ extension Runner {
         switch action {
         case .none: break
         case .restartMarker:
-            do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(getpid())", reason: probe.verdict.rawValue) } catch {
+            do { try ctx.files.writeMarker(ctx.dir.restartMarker(.bridge), by: "runner \(ThisProcess.pid)", reason: probe.verdict.rawValue) } catch {
                 done.failure = "cannot write the restart marker: \(error)"
             }
-        case .terminate, .kill:
-            // SIGCONT first: a stopped process cannot act on SIGTERM (and is killed either way).
-            let signal = action == .terminate ? SIGTERM : SIGKILL
-            if let id = probe.identity, let pidfd = id.openPidFD() {
-                pidfd.signal(SIGCONT)
-                if !pidfd.signal(signal) { done.failure = "could not signal: \(SignalName.of(signal)) to pid \(id.pid) failed" }
-            } else {
-                done.failure = probe.identity == nil ? "could not signal: no pid" : "could not signal: pid gone"
-            }
+        case .terminate:
+            done.failure = signalBridge(probe.identity, .terminate, .terminate)
+        case .kill:
+            done.failure = signalBridge(probe.identity, .killNow, .kill)
         case .start, .respawn:
             do { done.spawned = try spawnBridge() } catch { done.failure = "\(error)" }
         }
         return done
+    }
+
+    /// Takes `teardown` on the bridge `id` (SIGCONT first: a stopped process cannot act on
+    /// SIGTERM). Nil when the kernel accepted `signal`; otherwise why it was not sent, so the
+    /// journal and the chat say what was done, not what was meant.
+    func signalBridge(_ id: ProcessIdentity?, _ teardown: Teardown, _ signal: Signal) -> String? {
+        guard let id else { return "no bridge process to signal: \(signal) not sent" }
+        guard let report = id.perform(teardown) else { return "the bridge (pid \(id.pid)) was gone before the signal: \(signal) not sent" }
+        return report.sent.contains(signal) ? nil : "the bridge (pid \(id.pid)) exited before the signal: \(signal) not sent"
     }
 
     func isBridge(_ id: ProcessIdentity) -> Bool {

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -42,6 +41,7 @@ extension Runner {
             let what: String
             switch action {
             case .restartMarker: what = failure ?? "asked it to restart itself (restart marker)"
+            // What the system call did: "sent" only when the kernel took the signal.
             case .terminate: what = failure ?? "sent SIGTERM"
             case .kill: what = failure ?? "sent SIGKILL"
             case .start, .respawn: what = after.map { "started a new bridge (pid \($0.pid))" } ?? "could not start a new bridge: \(failure ?? "unknown error")"

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -60,7 +59,7 @@ final class Runner {
         self.config = config
         self.clearStop = clearStop
         wrapper = ProcessInfo.processInfo.environment[Runner.wrapperVariable].flatMap { ProcessIdentity(token: $0) }
-        unsetenv(Runner.wrapperVariable)
+        ThisProcess.setEnvironment(Runner.wrapperVariable, nil)
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
@@ -81,7 +80,7 @@ final class Runner {
         loadHealState()
         ctx.beat()
         ctx.journal.append(.runnerStarted, [
-            "pid": .int(Int64(getpid())), "version": .string(runningVersion), "tier": .int(Int64(heal.displayTier)),
+            "pid": .int(Int64(ThisProcess.pid)), "version": .string(runningVersion), "tier": .int(Int64(heal.displayTier)),
             "circuit": .string(heal.circuit.rawValue),
         ])
         hooks = try RunnerHooks.make(runner: self)
@@ -102,8 +101,8 @@ final class Runner {
             var probeDue = now >= nextTick || !events.isEmpty || (watched?.hasExited ?? false)
                 || verdictDue.map { now >= $0 } ?? false
 
-            for sig in ctx.signals.drain() where sig == SIGTERM || sig == SIGINT || sig == SIGHUP {
-                stopPair(reason: "signal \(sig)")
+            for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
+                stopPair(reason: "signal \(sig.rawValue)")
                 return 0
             }
             if let m = ctx.stopRequested() {

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -108,12 +107,13 @@ enum ChatMissions {
         if let r = m.reason { head += " — \(r)" }
         head += "\n" + m.argv.joined(separator: " ").prefix(200)
         let path = MissionPaths(stateDir: dir, id: id).output
-        guard let fd = try? PrivateFile.open(path, O_RDONLY) else { return head + "\n(no output yet)" }
-        defer { close(fd) }
-        let size = lseek(fd, 0, SEEK_END)
+        guard let raw = try? PrivateFile.open(path, .readOnly) else { return head + "\n(no output yet)" }
+        let fd = FileDescriptor(rawValue: raw)
+        defer { fd.close() }
+        let size = (try? fd.seekToEnd()) ?? 0
         let start = max(0, size - 16384)
-        var buf = [UInt8](repeating: 0, count: Int(size - start))
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, start) }
+        let buf = (try? fd.readAll(limit: size - start, from: start)) ?? []
+        let n = buf.count
         guard n > 0 else { return head + "\n(no output yet)" }
         var carry: [UInt8] = []
         let text = String(decoding: MissionOutput.escapeForTerminal(Array(buf[0..<n]), carry: &carry)

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -92,9 +91,8 @@ public final class VersionSource {
 
     /// The version file's contents, re-read only when the file changed (a stat per probe).
     private func readVersionFile(_ path: String) -> String? {
-        var st = stat()
-        if stat(path, &st) == 0 {
-            let k = (UInt(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
+        if let st = FileStatus.at(path) {
+            let k = (UInt(st.inode), st.size, st.modifiedSeconds, st.modifiedNanoseconds)
             if let key = fileKey, key == k, let cached { return cached }
             fileKey = k
         } else {
@@ -125,7 +123,7 @@ public final class VersionSource {
         if let r = running {
             if let status = Spawner.reap(r.identity.pid) {
                 let out = (try? String(contentsOfFile: r.output, encoding: .utf8)) ?? ""
-                unlink(r.output)
+                FileSystem.unlink(r.output)
                 running = nil
                 let code = exitCode(fromWaitStatus: status)
                 let text = out.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -138,7 +136,7 @@ public final class VersionSource {
             } else if now - r.started > timeout {
                 killGroup(r.identity)
                 _ = Spawner.wait(r.identity.pid)
-                unlink(r.output)
+                FileSystem.unlink(r.output)
                 running = nil
                 problem = "the version command \(argv.joined(separator: " ")) hung for more than \(timeout); killed"
             }
@@ -146,7 +144,7 @@ public final class VersionSource {
         }
         if let last = lastRun, now - last < refresh, cached != nil || problem != nil { return }
         lastRun = now
-        let output = "\(scratchDir)/.version.tmp.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        let output = "\(scratchDir)/.version.tmp.\(ThisProcess.pid).\(UInt32.random(in: 0...UInt32.max))"
         var opts = Spawner.Options()
         opts.newSession = false
         opts.newProcessGroup = true
@@ -163,8 +161,8 @@ public final class VersionSource {
     /// yet: its PID (even as a zombie) pins the group id, so the group signal cannot reach
     /// anyone else. End the leader through its verified identity, then the rest of the group.
     private func killGroup(_ id: ProcessIdentity) {
-        id.signal(SIGKILL)
-        kill(-id.pid, SIGKILL)
+        id.perform(.kill(wait: .zero))
+        ProcessGroup(id: id.pid).signal(.kill)
     }
 
     /// Kills a version command still running (on exit).
@@ -172,7 +170,7 @@ public final class VersionSource {
         if let r = running {
             killGroup(r.identity)
             _ = Spawner.wait(r.identity.pid)
-            unlink(r.output)
+            FileSystem.unlink(r.output)
             running = nil
         }
     }

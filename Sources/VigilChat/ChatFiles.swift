@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -9,7 +8,7 @@ public enum ChatKick {
     /// Never blocks (`StateFiles.touch`: a FIFO or symlink there is quarantined).
     public static func poke(_ dir: StateDirectory, journal: Journal? = nil) {
         let files = StateFiles(dir: dir, journal: journal ?? Journal(path: dir.journal, source: "cli"))
-        if files.touch(dir.chatKick) == .failed(ENOENT) {
+        if files.touch(dir.chatKick).isNoEntry {
             try? dir.makeDirectory(dir.chatDirectory)
             files.touch(dir.chatKick)
         }
@@ -51,23 +50,22 @@ enum NotificationSpool {
         guard !items.isEmpty else { return }
         try dir.makeDirectory(dir.chatDirectory)
         guard let lock = try FileLock.lock(dir.chatSpoolLock, attempts: 10) else {
-            throw SystemError("flock", errno: EWOULDBLOCK, subject: dir.chatSpoolLock)
+            throw SystemError.tryAgain("flock", subject: dir.chatSpoolLock)
         }
         defer { lock.release() }
-        let created = access(dir.chatSpool, F_OK) != 0
-        let fd = try PrivateFile.open(dir.chatSpool, O_WRONLY | O_APPEND | O_CREAT)
-        defer { close(fd) }
+        let created = !FileSystem.exists(dir.chatSpool)
+        let fd = FileDescriptor(rawValue: try PrivateFile.open(dir.chatSpool, [.writeOnly, .append, .create]))
+        defer { fd.close() }
         var data = Data()
         for item in items { data.append(encode(item)) }
-        try AtomicFile.writeAll(fd, data, subject: dir.chatSpool)
-        try sys("fdatasync", dir.chatSpool) { fdatasync(fd) }
+        try fd.writeAll(data, subject: dir.chatSpool)
+        try fd.sync(dataOnly: true, subject: dir.chatSpool)
         if created { try AtomicFile.fsyncDirectory(dir.chatDirectory) }
     }
 
     /// Whether the spool holds anything (one stat).
     static func isEmpty(_ dir: StateDirectory) -> Bool {
-        var st = stat()
-        return stat(dir.chatSpool, &st) != 0 || st.st_size == 0
+        (FileStatus.at(dir.chatSpool)?.size ?? 0) == 0
     }
 
     /// Moves everything in the spool into the outbox, then empties the spool. Returns how many
@@ -77,20 +75,16 @@ enum NotificationSpool {
         guard !isEmpty(dir) else { return 0 }
         guard let lock = try FileLock.lock(dir.chatSpoolLock, attempts: 5) else { return 0 }
         defer { lock.release() }
-        guard let fd = try? PrivateFile.open(dir.chatSpool, O_RDWR) else { return 0 }
-        defer { close(fd) }
+        guard let raw = try? PrivateFile.open(dir.chatSpool, .readWrite) else { return 0 }
+        let fd = FileDescriptor(rawValue: raw)
+        defer { fd.close() }
         var data = Data()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
-        }
+        // What could be read (an error ends the read like the end of the file).
+        _ = try? fd.readChunks { data.append(contentsOf: $0); return true }
         let items = decode(data)
         let inserted = try outbox.enqueue(items.map { ($0.key, $0.adapter, $0.body) })
-        try sys("ftruncate", dir.chatSpool) { ftruncate(fd, 0) }
-        try sys("fsync", dir.chatSpool) { fsync(fd) }
+        try fd.truncate(to: 0, subject: dir.chatSpool)
+        try fd.sync(subject: dir.chatSpool)
         return inserted
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import Synchronization
 import VigilCore
 import VigilStore
@@ -22,10 +21,9 @@ import VigilSystem
 /// - Important: create one per process; call `pump`, `shutdown` and the handler from the
 ///   owner's loop thread only.
 ///
-/// `@unchecked Sendable`: the mutable state is touched only from the owner's loop thread (see
-/// above); the worker threads read only the `let`s and the closures, and `writeStatusFile` is
-/// serialised by `statusLock`.
-public final class ChatService: @unchecked Sendable {
+/// Not Sendable: it belongs to the owner's loop thread (the compiler keeps it there). The
+/// workers reach back only through `ChatStatusWriter` (Sendable, its own lock).
+public final class ChatService {
     /// Who runs this service.
     public enum Mode: Sendable {
         /// The bridge: delivers everything, takes every command.
@@ -65,7 +63,7 @@ public final class ChatService: @unchecked Sendable {
     private var moreCommands = false
     private let wake: WakePipe
     private let inotify: Inotify?
-    private let statusLock = NSLock()
+    private let statusWriter: ChatStatusWriter
 
     /// Commands handled per pump at most (the rest wait for the next turn, which `nextWake` asks for at once).
     static let commandsPerPump = 8
@@ -86,8 +84,9 @@ public final class ChatService: @unchecked Sendable {
         if let ino { try? ino.watch(directory: stateDir.chatDirectory) }
         inotify = ino
 
+        statusWriter = ChatStatusWriter(stateDir: stateDir, adapters: config.adapters, isPrimary: { if case .primary = mode { return true } else { return false } }())
         let wakePipe = wake
-        let wakeUp: @Sendable () -> Void = { wakePipe.signal() }
+        let wakeUp: @Sendable () -> Void = { wakePipe.wake() }
         var matrixSession: MatrixSession?
         if config.adapters.contains("matrix"), let m = config.matrix { matrixSession = try MatrixSession(m) }
         let dir = stateDir
@@ -107,12 +106,14 @@ public final class ChatService: @unchecked Sendable {
                 throw ChatConfigError(message: "unknown chat adapter \(name.debugDescription)")
             }
             workers[name] = try DeliveryWorker(adapter: adapter, stateDir: stateDir, config: config, journal: journal, owner: ownerName,
-                                               isGone: ChatService.isGone, onCircuitChange: { [weak self] in self?.writeStatusFile() },
+                                               isGone: ChatService.isGone, onCircuitChange: { [statusWriter] in statusWriter.write() },
                                                role: mode.role)
         }
+        statusWriter.set(workers)
         if let s = matrixSession {
-            poller = MatrixPoller(session: s, stateDir: stateDir, journal: journal, onCommand: wakeUp)
-            if case .standby(let role, _) = mode { poller?.paused = { !ChatService.needed(role()) } }
+            var paused: (@Sendable () -> Bool)? = nil
+            if case .standby(let role, _) = mode { paused = { !ChatService.needed(role()) } }
+            poller = MatrixPoller(session: s, stateDir: stateDir, journal: journal, paused: paused, onCommand: wakeUp)
         }
         ChatService.liveInstances.withLock { _ = $0.insert(instance) }
     }
@@ -203,9 +204,7 @@ public final class ChatService: @unchecked Sendable {
     // MARK: - Status
 
     /// Each adapter's circuit and counters.
-    public var adapterStatus: [ChatAdapterStatus] {
-        config.adapters.compactMap { workers[$0]?.status }
-    }
+    public var adapterStatus: [ChatAdapterStatus] { statusWriter.status }
 
     /// The last /sync failure of the Matrix poller, if it is failing.
     public var matrixSyncError: String? { poller?.lastError }
@@ -233,11 +232,7 @@ public final class ChatService: @unchecked Sendable {
         var pid: Int32
     }
 
-    private func writeStatusFile() {
-        guard case .primary = mode else { return } // the file is the bridge's
-        let s = StatusFile(adapters: adapterStatus, pid: getpid())
-        statusLock.withLock { try? StateFile.write(s, kind: "chat-status", to: stateDir.chatStatus) }
-    }
+    private func writeStatusFile() { statusWriter.write() }
 
     // MARK: - Inside
 
@@ -440,20 +435,54 @@ public final class ChatService: @unchecked Sendable {
     }
 }
 
-/// A `ChatInbox` on a connection of the calling thread's own (one per thread that asks).
-final class ThreadInbox: @unchecked Sendable {
+/// A `ChatInbox` on a connection of the calling thread's own (one per thread that asks), kept
+/// in that thread's own storage (`Thread.threadDictionary`): no thread ever sees another's
+/// connection, and it is closed when its thread ends. Sendable: it holds only constants.
+final class ThreadInbox: Sendable {
     let dir: StateDirectory
-    private let lock = NSLock()
-    private var byThread: [ObjectIdentifier: ChatInbox] = [:]
+    private let key: String
 
-    init(_ dir: StateDirectory) { self.dir = dir }
+    init(_ dir: StateDirectory) {
+        self.dir = dir
+        key = "vigil.thread-inbox.\(UInt64.random(in: 0...UInt64.max))"
+    }
 
     func get() -> ChatInbox? {
-        let key = ObjectIdentifier(Thread.current)
-        if let i = lock.withLock({ byThread[key] }) { return i }
+        let storage = Thread.current.threadDictionary
+        if let i = storage[key] as? ChatInbox { return i }
         guard let db = try? Database(path: dir.database, busyTimeout: 2) else { return nil }
         let inbox = ChatInbox(db)
-        lock.withLock { byThread[key] = inbox }
+        storage[key] = inbox
         return inbox
+    }
+}
+
+/// Writes `chat/status.json` (the bridge's; a standby service writes nothing), from the loop
+/// thread and from the delivery workers when a circuit changes. Sendable: constants, and the
+/// workers behind one `Mutex` that also serialises the writes.
+final class ChatStatusWriter: Sendable {
+    let stateDir: StateDirectory
+    let adapters: [String]
+    let isPrimary: Bool
+    private let workers = Mutex<[String: DeliveryWorker]>([:])
+
+    init(stateDir: StateDirectory, adapters: [String], isPrimary: Bool) {
+        self.stateDir = stateDir
+        self.adapters = adapters
+        self.isPrimary = isPrimary
+    }
+
+    func set(_ all: [String: DeliveryWorker]) { workers.withLock { $0 = all } }
+
+    var status: [ChatAdapterStatus] {
+        workers.withLock { w in adapters.compactMap { w[$0]?.status } }
+    }
+
+    func write() {
+        guard isPrimary else { return }
+        workers.withLock { w in
+            let s = ChatService.StatusFile(adapters: adapters.compactMap { w[$0]?.status }, pid: ThisProcess.pid)
+            try? StateFile.write(s, kind: "chat-status", to: stateDir.chatStatus)
+        }
     }
 }

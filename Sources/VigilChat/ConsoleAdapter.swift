@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -14,7 +13,7 @@ import VigilSystem
 /// and runner both deliver (docs/chat.md, "Delivery"): the look and the write happen under an
 /// flock on `chat/console.lock`, so a deliverer that was stopped mid-delivery and resumes after
 /// another took its row over still sees the line and does not write it again.
-final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
+final class ConsoleAdapter: ChatAdapter, Sendable {
     let name = "console"
     let lease = TimeSpan.seconds(5)
     let path: String
@@ -48,20 +47,19 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
                 return .delivered(remoteID: tag)
             }
             rotateIfNeeded()
-            let created = access(path, F_OK) != 0
-            let fd = try PrivateFile.open(path, O_WRONLY | O_APPEND | O_CREAT)
-            defer { close(fd) }
-            var st = stat()
-            let before = fstat(fd, &st) == 0 ? st.st_size : -1
+            let created = !FileSystem.exists(path)
+            let fd = FileDescriptor(rawValue: try PrivateFile.open(path, [.writeOnly, .append, .create]))
+            defer { fd.close() }
+            let before = (try? fd.status())?.size ?? -1
             do {
-                try AtomicFile.writeAll(fd, Data(line.utf8), subject: path)
+                try fd.writeAll(Data(line.utf8), subject: path)
             } catch {
                 // Disk full mid-line: cut the partial line off (the bridge is chat.log's only
                 // writer), so the retry starts on a clean line.
-                if before >= 0 { _ = ftruncate(fd, before) }
+                if before >= 0 { try? fd.truncate(to: before, subject: path) }
                 throw error
             }
-            try sys("fdatasync", path) { fdatasync(fd) }
+            try fd.sync(dataOnly: true, subject: path)
             if created { try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent) }
             return .delivered(remoteID: tag)
         } catch {
@@ -70,9 +68,8 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
     }
 
     private func rotateIfNeeded() {
-        var st = stat()
-        guard stat(path, &st) == 0, Int(st.st_size) > rotateBytes else { return }
-        if rename(path, path + ".1") == 0 {
+        guard let st = FileStatus.at(path), st.size > rotateBytes else { return }
+        if (try? FileSystem.rename(path, to: path + ".1")) != nil {
             try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
         }
     }
@@ -118,14 +115,12 @@ final class ConsoleAdapter: ChatAdapter, @unchecked Sendable {
     static func tailContains(_ path: String, _ entry: String) -> Bool {
         // `StateSlot`: a FIFO in chat.log's place is not waited on (docs/operator-guide.md, "Bad input").
         guard case .file(let fd, let size) = StateSlot.openForReading(path, sizeLimit: nil) else { return false }
-        defer { close(fd) }
+        let file = FileDescriptor(rawValue: fd)
+        defer { file.close() }
         let start = max(0, size - (256 << 10))
-        guard size > start else { return false }
-        var buf = [UInt8](repeating: 0, count: size - start)
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
-        guard n > 0 else { return false }
+        guard size > start, let buf = try? file.readAll(limit: size - start, from: start), !buf.isEmpty else { return false }
         let needle = Array((" " + entry).utf8)
-        return buf[0..<n].firstRange(of: needle) != nil
+        return buf.firstRange(of: needle) != nil
     }
 }
 
@@ -158,15 +153,14 @@ public final class ConsoleFollower {
     public init(stateDir: StateDirectory, fromStart: Bool = false, persist: Bool = false) {
         path = stateDir.chatLog
         positionFile = persist ? stateDir.consoleEchoPosition : nil
-        var st = stat()
-        guard stat(path, &st) == 0 else {
+        guard let st = FileStatus.at(path) else {
             // No log yet: it will be shown from its start (inode 0 says so in the position).
             offset = 0
             if persist { commit() }
             return
         }
-        inode = UInt(st.st_ino)
-        let size = Int(st.st_size)
+        inode = UInt(st.inode)
+        let size = st.size
         offset = fromStart ? 0 : size
         var saved: Position?
         if let file = positionFile, case .ok(let p) = StateFile.read(file, kind: ConsoleFollower.positionKind, as: Position.self) {
@@ -190,22 +184,20 @@ public final class ConsoleFollower {
     /// lines indented. Safe to print: control characters were removed when queued and are
     /// removed again here.
     public func poll() -> [String] {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return [] }
-        if UInt(st.st_ino) != inode || Int(st.st_size) < offset {
-            inode = UInt(st.st_ino)
+        guard let st = FileStatus.at(path) else { return [] }
+        if UInt(st.inode) != inode || st.size < offset {
+            inode = UInt(st.inode)
             offset = 0
             partial.removeAll()
         }
-        guard Int(st.st_size) > offset else { return [] }
-        guard case .file(let fd, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return [] }
-        defer { close(fd) }
-        let want = min(Int(st.st_size) - offset, 4 << 20)
-        var buf = [UInt8](repeating: 0, count: want)
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(offset)) }
-        guard n > 0 else { return [] }
-        offset += n
-        partial.append(contentsOf: buf[0..<n])
+        guard st.size > offset else { return [] }
+        guard case .file(let raw, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return [] }
+        let fd = FileDescriptor(rawValue: raw)
+        defer { fd.close() }
+        let want = min(st.size - offset, 4 << 20)
+        guard let buf = try? fd.readAll(limit: want, from: offset), !buf.isEmpty else { return [] }
+        offset += buf.count
+        partial.append(contentsOf: buf)
         var lines: [String] = []
         while let nl = partial.firstIndex(of: 0x0A) {
             let raw = String(decoding: partial[partial.startIndex..<nl], as: UTF8.self)

@@ -1,5 +1,5 @@
 import Foundation
-import Glibc
+import Synchronization
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -26,9 +26,9 @@ public struct ChatAdapterStatus: Sendable, Equatable, Codable {
 /// The decisions (claim, take over, retry, fail) are `OutboxLifecycle`'s; `role` says whether
 /// this is the bridge's worker (primary) or the runner's (standby, docs/chat.md "Delivery").
 ///
-/// `@unchecked Sendable`: the mutable state below (`circuit`, `drainDeadline`, `hardStop`,
-/// counters, `lastError`) is only touched under `lock`; `thread` is set once before start.
-final class DeliveryWorker: @unchecked Sendable {
+/// Sendable: what changes (the circuit, the drain deadline, the stop flag, counters, the last
+/// error, whether it started) is behind one `Mutex`, `state`; the rest is constant.
+final class DeliveryWorker: Sendable {
     let adapter: any ChatAdapter
     let stateDir: StateDirectory
     let config: ChatConfig
@@ -42,16 +42,20 @@ final class DeliveryWorker: @unchecked Sendable {
     /// The other adapters (a message that fails here is told through them).
     let otherAdapters: [String]
 
-    private let lock = NSLock()
-    private var circuit: CircuitBreaker
-    private var drainDeadline: BootInstant?
-    private var hardStop = false
-    private var lastError: String?
-    private var deliveredCount = 0
-    private var failedCount = 0
+    private let state: Mutex<State>
     private let wake: WakePipe
-    private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
+
+    /// Only under `state`'s lock.
+    private struct State {
+        var circuit: CircuitBreaker
+        var drainDeadline: BootInstant?
+        var hardStop = false
+        var lastError: String?
+        var deliveredCount = 0
+        var failedCount = 0
+        var started = false
+    }
 
     /// Fault injection for crash tests: `VIGIL_CHAT_FAULT=after-send` kills the process with
     /// SIGKILL right after a successful send, before the row is marked delivered;
@@ -65,13 +69,12 @@ final class DeliveryWorker: @unchecked Sendable {
 
     private func injectAfterSendFault(_ msg: OutboxMessage) {
         guard let match = DeliveryWorker.faultAfterSend else { return }
-        if match.isEmpty { kill(getpid(), SIGKILL) }
+        if match.isEmpty { ThisProcess.raise(.kill) }
         guard msg.key.contains(match) else { return }
-        let fd = open(stateDir.chatFaultFired, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFile.mode)
-        guard fd >= 0 else { return } // fired already
-        fsync(fd)
-        close(fd)
-        kill(getpid(), SIGKILL)
+        guard let fd = try? FileDescriptor.open(stateDir.chatFaultFired, [.writeOnly, .create, .exclusive]) else { return } // fired already
+        try? fd.sync()
+        fd.close()
+        ThisProcess.raise(.kill)
     }
 
     init(adapter: any ChatAdapter, stateDir: StateDirectory, config: ChatConfig, journal: Journal, owner: String,
@@ -87,14 +90,14 @@ final class DeliveryWorker: @unchecked Sendable {
         self.isGone = isGone
         self.onCircuitChange = onCircuitChange
         backoff = Backoff(initial: config.backoffInitial, max: config.backoffMax, jitter: config.backoffJitter)
-        circuit = CircuitBreaker(threshold: config.circuitFailures, cooloff: config.circuitCooloff, maxCooloff: config.circuitCooloffMax)
+        state = Mutex(State(circuit: CircuitBreaker(threshold: config.circuitFailures, cooloff: config.circuitCooloff, maxCooloff: config.circuitCooloffMax)))
         wake = try WakePipe()
     }
 
     var status: ChatAdapterStatus {
-        lock.withLock {
-            ChatAdapterStatus(adapter: adapter.name, circuit: circuit.state, consecutiveFailures: circuit.consecutiveFailures,
-                              lastError: lastError, delivered: deliveredCount, failed: failedCount)
+        state.withLock { s in
+            ChatAdapterStatus(adapter: adapter.name, circuit: s.circuit.state, consecutiveFailures: s.circuit.consecutiveFailures,
+                              lastError: s.lastError, delivered: s.deliveredCount, failed: s.failedCount)
         }
     }
 
@@ -104,30 +107,30 @@ final class DeliveryWorker: @unchecked Sendable {
             self.finished.signal()
         }
         t.name = "vigil-chat-\(adapter.name)"
-        thread = t
+        state.withLock { $0.started = true }
         t.start()
     }
 
     /// Look at the queue now (something was queued).
     func nudge() {
-        wake.signal()
+        wake.wake()
     }
 
     /// Deliver what is due until `deadline`, then stop.
     func beginShutdown(deadline: BootInstant) {
-        lock.withLock { drainDeadline = deadline }
+        state.withLock { s in s.drainDeadline = deadline }
         nudge()
     }
 
     /// Stop now: the call in flight is cancelled (its message goes back to pending).
     func stopNow() {
-        lock.withLock { hardStop = true }
+        state.withLock { s in s.hardStop = true }
         adapter.cancel()
         nudge()
     }
 
     func join(until deadline: BootInstant) -> Bool {
-        guard thread != nil else { return true }
+        guard state.withLock({ $0.started }) else { return true }
         let ns = max(0, (deadline - Clock.boot()).nanoseconds)
         return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
     }
@@ -135,9 +138,9 @@ final class DeliveryWorker: @unchecked Sendable {
     private enum Mode { case running, draining, stop }
 
     private func mode(_ now: BootInstant) -> Mode {
-        lock.withLock {
-            if hardStop { return .stop }
-            if let d = drainDeadline { return now >= d ? .stop : .draining }
+        state.withLock { s in
+            if s.hardStop { return .stop }
+            if let d = s.drainDeadline { return now >= d ? .stop : .draining }
             return .running
         }
     }
@@ -147,7 +150,7 @@ final class DeliveryWorker: @unchecked Sendable {
         let now = Clock.boot()
         var ms: Int64 = 1000
         if let until { ms = min(ms, max(0, (until - now).nanoseconds / 1_000_000 + 1)) }
-        if let d = lock.withLock({ drainDeadline }) { ms = min(ms, max(0, (d - now).nanoseconds / 1_000_000)) }
+        if let d = state.withLock({ s in s.drainDeadline }) { ms = min(ms, max(0, (d - now).nanoseconds / 1_000_000)) }
         let fds = [wake.readFD]
         let ready = pollReadable(fds, timeoutMilliseconds: Int32(ms))
         if ready.contains(wake.readFD) { wake.drain() }
@@ -189,10 +192,10 @@ final class DeliveryWorker: @unchecked Sendable {
                     try apply(pm.result, to: pm.message, retryAt: pm.retryAt, outbox: ob)
                     pendingMark = nil
                 }
-                let allowed = lock.withLock { circuit.allows(now: now) }
+                let allowed = state.withLock { s in s.circuit.allows(now: now) }
                 if !allowed {
                     if m == .draining { break }
-                    wait(until: lock.withLock { circuit.openUntil })
+                    wait(until: state.withLock { s in s.circuit.openUntil })
                     continue
                 }
                 switch try ob.claimNext(adapter: adapter.name, now: now, owner: owner, lease: adapter.lease, role: role(), isGone: isGone) {
@@ -244,14 +247,14 @@ final class DeliveryWorker: @unchecked Sendable {
 
     private func updateCircuit(_ result: DeliveryResult, now: BootInstant) {
         var changed: (CircuitBreaker.State, String?)?
-        lock.withLock {
+        state.withLock { s in
             switch result {
             case .delivered, .failed:
-                if let old = circuit.recordSuccess() { changed = (.closed, "was \(old.rawValue)") }
-                if case .delivered = result { lastError = nil }
+                if let old = s.circuit.recordSuccess() { changed = (.closed, "was \(old.rawValue)") }
+                if case .delivered = result { s.lastError = nil }
             case .retry(let why, _):
-                lastError = why
-                if let s = circuit.recordFailure(now: now) { changed = (s, why) }
+                s.lastError = why
+                if let next = s.circuit.recordFailure(now: now) { changed = (next, why) }
             case .cancelled:
                 break
             }
@@ -259,7 +262,7 @@ final class DeliveryWorker: @unchecked Sendable {
         if let (state, why) = changed {
             var fields: [String: JSONValue] = ["adapter": .string(adapter.name), "circuit": .string(state.rawValue)]
             if let why { fields["reason"] = .string(ChatText.brief(why, maxLength: 300)) }
-            if state == .open, let until = lock.withLock({ circuit.openUntil }) {
+            if state == .open, let until = self.state.withLock({ s in s.circuit.openUntil }) {
                 fields["retry_in_s"] = .double(((until - now).seconds * 1000).rounded() / 1000)
             }
             journal.append(.chatCircuit, fields)
@@ -274,10 +277,10 @@ final class DeliveryWorker: @unchecked Sendable {
         switch OutboxLifecycle.after(result.outcome, attempts: msg.attempts, age: age, now: now, backoff: max(.zero, retryAt - now), policy: policy) {
         case .delivered(let rid):
             try outbox.markDelivered(id: msg.id, owner: owner, remoteID: rid)
-            lock.withLock { deliveredCount += 1 }
+            state.withLock { s in s.deliveredCount += 1 }
         case .failed(let why):
             guard try outbox.markFailed(id: msg.id, owner: owner, error: why) else { return }
-            lock.withLock { failedCount += 1 }
+            state.withLock { s in s.failedCount += 1 }
             journalFailed(msg, why)
             tellOthers(msg, why, outbox: outbox)
         case .retry(let at, let why, let stuck):
@@ -312,7 +315,7 @@ final class DeliveryWorker: @unchecked Sendable {
     }
 
     private func noteDatabaseFailure(_ error: any Error, _ reports: inout RepeatLimiter) {
-        lock.withLock { lastError = "database: \(error)" }
+        state.withLock { s in s.lastError = "database: \(error)" }
         guard let report = reports.failure(now: Clock.boot()) else { return }
         journal.append(.chatOutboxUnavailable, ["adapter": .string(adapter.name), "error": .string(ChatText.brief("\(error)", maxLength: 300))]
             .merging(report.fields) { a, _ in a })

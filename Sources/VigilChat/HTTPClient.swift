@@ -1,6 +1,6 @@
 import CVigil
 import Foundation
-import Glibc
+import Synchronization
 import VigilCore
 
 /// One HTTP request for an adapter.
@@ -37,37 +37,42 @@ package enum HTTPOutcome: Sendable {
 /// the cap in memory (docs/chat.md, "Reply size caps"). URLSession could not do this: its
 /// delegate hears of the bytes through a queue that lags the transfer by 100 MB and more at
 /// loopback speed, and its completion handler holds the whole reply.
-package final class HTTPClient: @unchecked Sendable {
+/// Sendable: the calls in flight and the cancelled flag are behind one `Mutex`.
+package final class HTTPClient: Sendable {
     /// The default cap on a reply's body: 1 MiB (a webhook's reply, a Matrix send or login).
     static let defaultMaxBodyBytes = 1 << 20
 
-    private let lock = NSLock()
-    /// Calls in flight (guarded by `lock`).
-    private var inFlight: [OpaquePointer] = []
-    private var cancelled = false
+    private struct Calls {
+        /// Calls in flight, by address (a pointer is not Sendable; the call stays ours).
+        var inFlight: [Int] = []
+        var cancelled = false
+    }
+
+    private let calls = Mutex(Calls())
 
     package init() {}
 
     /// Ends the calls in flight (they return `.cancelled`) and every later one.
     func cancel() {
-        lock.withLock {
-            cancelled = true
-            for call in inFlight { cvigil_http_cancel(call) }
+        calls.withLock { c in
+            c.cancelled = true
+            for address in c.inFlight { if let call = OpaquePointer(bitPattern: address) { cvigil_http_cancel(call) } }
         }
     }
 
-    var isCancelled: Bool { lock.withLock { cancelled } }
+    var isCancelled: Bool { calls.withLock { $0.cancelled } }
 
     func perform(_ request: HTTPRequest) -> HTTPOutcome {
         guard let call = cvigil_http_new() else { return .failure(String(cString: cvigil_http_load_error())) }
         defer { cvigil_http_free(call) }
-        let proceed: Bool = lock.withLock {
-            if cancelled { return false }
-            inFlight.append(call)
+        let address = Int(bitPattern: call)
+        let proceed: Bool = calls.withLock { c in
+            if c.cancelled { return false }
+            c.inFlight.append(address)
             return true
         }
         guard proceed else { return .cancelled }
-        defer { lock.withLock { inFlight.removeAll { $0 == call } } }
+        defer { calls.withLock { $0.inFlight.removeAll { $0 == address } } }
 
         let headers = request.headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
         let limit = max(0, request.maxBodyBytes)
@@ -111,9 +116,15 @@ package final class HTTPClient: @unchecked Sendable {
 }
 
 private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    // NUL-terminated copies, freed when `body` returns.
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { s in
+        let bytes = Array(s.utf8CString)
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+        p.initialize(from: bytes, count: bytes.count)
+        return p
+    }
     pointers.append(nil)
-    defer { for p in pointers { free(p) } }
+    defer { for p in pointers { p?.deallocate() } }
     return pointers.withUnsafeBufferPointer { buffer in
         buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) { body($0) }
     }

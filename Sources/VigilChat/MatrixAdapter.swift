@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -6,18 +7,25 @@ import VigilSystem
 /// The Matrix Client-Server API pieces Vigil needs: login (or a given access token), room alias
 /// resolution and join, send with a transaction id, and /sync. Shared by the delivery thread
 /// and the sync thread (the login and room are looked up once, under a lock).
-package final class MatrixSession: @unchecked Sendable {
+///
+/// Sendable: the login state is behind one `Mutex`, `state`; `loginLock` (a `Mutex` too) makes
+/// logins one at a time; the rest is constant.
+package final class MatrixSession: Sendable {
     let config: ChatConfig.Matrix
     let base: URL
-    private let lock = NSLock()
+    private let state: Mutex<State>
     /// One login at a time (the delivery and the sync thread may both need one at start).
-    private let loginLock = NSLock()
-    private var token: String?
-    private var userID: String?
-    private var roomID: String?
-    private var joined = false
-    /// The token saved in the database was rejected: log in again instead of reusing it.
-    private var savedTokenRejected = false
+    private let loginLock = Mutex(())
+
+    /// Only under `state`'s lock.
+    private struct State {
+        var token: String?
+        var userID: String?
+        var roomID: String?
+        var joined = false
+        /// The token saved in the database was rejected: log in again instead of reusing it.
+        var savedTokenRejected = false
+    }
 
     init(_ config: ChatConfig.Matrix) throws {
         guard let base = URL(string: config.homeserver), let scheme = base.scheme?.lowercased(),
@@ -26,9 +34,10 @@ package final class MatrixSession: @unchecked Sendable {
         }
         self.config = config
         self.base = base
-        token = config.accessToken
-        if config.room.hasPrefix("!") { roomID = config.room }
-        if let u = config.user, u.hasPrefix("@") { userID = u }
+        var initial = State(token: config.accessToken)
+        if config.room.hasPrefix("!") { initial.roomID = config.room }
+        if let u = config.user, u.hasPrefix("@") { initial.userID = u }
+        state = Mutex(initial)
     }
 
     /// Where the login token is kept when Vigil logged in with a password (so restarts reuse
@@ -36,20 +45,20 @@ package final class MatrixSession: @unchecked Sendable {
     var tokenStateName: String { "matrix.token|\(config.homeserver)|\(config.user ?? "")|\(config.deviceID)" }
     var sinceStateName: String { "matrix.since|\(config.homeserver)|\(config.user ?? "")|\(config.room)" }
 
-    var ownUserID: String? { lock.withLock { userID } }
-    var currentRoomID: String? { lock.withLock { roomID } }
+    var ownUserID: String? { state.withLock { s in s.userID } }
+    var currentRoomID: String? { state.withLock { s in s.roomID } }
 
     /// Forgets a token the server rejected (a password login will make a new one).
     func tokenRejected(_ inbox: ChatInbox?) {
-        lock.withLock {
+        state.withLock { s in
             if config.password != nil {
-                token = nil
-                savedTokenRejected = true
+                s.token = nil
+                s.savedTokenRejected = true
             }
         }
     }
 
-    func notJoined() { lock.withLock { joined = false } }
+    func notJoined() { state.withLock { s in s.joined = false } }
 
     func url(_ path: String, query: [(String, String)] = []) -> URL {
         var c = URLComponents(url: base, resolvingAgainstBaseURL: false)!
@@ -98,38 +107,41 @@ package final class MatrixSession: @unchecked Sendable {
 
     /// Makes sure there is a token, a room id and a joined room. Blocking; on the caller's thread.
     func ensureReady(_ client: HTTPClient, inbox: ChatInbox?) throws(Failure) -> (token: String, room: String) {
-        var (tok, room, isJoined, rejected) = lock.withLock { (token, roomID, joined, savedTokenRejected) }
+        var (tok, room, isJoined) = state.withLock { s in (s.token, s.roomID, s.joined) }
         if tok == nil {
-            loginLock.lock()
-            defer { loginLock.unlock() }
-            (tok, rejected) = lock.withLock { (token, savedTokenRejected) }
-        }
-        if tok == nil {
-            if !rejected, let saved = try? inbox?.value(tokenStateName) {
-                tok = saved
-            } else {
-                tok = try login(client)
-                try? inbox?.setValue(tokenStateName, tok)
-                lock.withLock { savedTokenRejected = false }
+            // One login at a time: a second thread that needs one waits, then finds the token
+            // the first one got.
+            let got: Result<String?, Failure> = loginLock.withLock { _ in
+                var (t, rejected) = state.withLock { s in (s.token, s.savedTokenRejected) }
+                if t != nil { return .success(t) }
+                if !rejected, let saved = try? inbox?.value(tokenStateName) {
+                    t = saved
+                } else {
+                    do throws(Failure) { t = try login(client) } catch { return .failure(error) }
+                    try? inbox?.setValue(tokenStateName, t)
+                    state.withLock { s in s.savedTokenRejected = false }
+                }
+                state.withLock { s in s.token = t }
+                return .success(t)
             }
-            lock.withLock { token = tok }
+            tok = try got.get()
         }
         guard let tok else { throw .retry("matrix: no access token", after: nil) }
-        if lock.withLock({ userID }) == nil {
+        if state.withLock({ s in s.userID }) == nil {
             let who = try call(client, "GET", "/_matrix/client/v3/account/whoami", token: tok)
-            if let u = who["user_id"]?.stringValue { lock.withLock { userID = u } }
+            if let u = who["user_id"]?.stringValue { state.withLock { s in s.userID = u } }
         }
         if room == nil {
             let r = try call(client, "GET", "/_matrix/client/v3/directory/room/" + MatrixSession.encodeSegment(config.room), token: tok)
             guard let id = r["room_id"]?.stringValue else { throw .retry("matrix: alias \(config.room) has no room id", after: nil) }
             room = id
-            lock.withLock { roomID = id }
+            state.withLock { s in s.roomID = id }
         }
         guard let room else { throw .retry("matrix: no room", after: nil) }
         if !isJoined {
             _ = try call(client, "POST", "/_matrix/client/v3/join/" + MatrixSession.encodeSegment(room), token: tok, body: [:])
             isJoined = true
-            lock.withLock { joined = true }
+            state.withLock { s in s.joined = true }
         }
         return (tok, room)
     }
@@ -146,7 +158,7 @@ package final class MatrixSession: @unchecked Sendable {
             "initial_device_display_name": "Vigil",
         ])
         guard let t = r["access_token"]?.stringValue else { throw .retry("matrix: login gave no access token", after: nil) }
-        if let u = r["user_id"]?.stringValue { lock.withLock { userID = u } }
+        if let u = r["user_id"]?.stringValue { state.withLock { s in s.userID = u } }
         return t
     }
 
@@ -200,14 +212,15 @@ package final class MatrixSession: @unchecked Sendable {
 /// with a transaction id derived from the idempotency key (a retry after a crash returns the
 /// first event id: no duplicate). Plain `body` only (no HTML), with an empty `m.mentions` and
 /// mass mentions defused, so echoed text cannot ping the room.
-final class MatrixAdapter: ChatAdapter, @unchecked Sendable {
+/// Sendable: constants only (the session and the client have their own locks).
+final class MatrixAdapter: ChatAdapter, Sendable {
     let name = "matrix"
     let session: MatrixSession
     var lease: TimeSpan { session.config.timeout + .seconds(5) }
     private let client = HTTPClient()
-    private let inbox: () -> ChatInbox?
+    private let inbox: @Sendable () -> ChatInbox?
 
-    init(session: MatrixSession, inbox: @escaping () -> ChatInbox?) {
+    init(session: MatrixSession, inbox: @escaping @Sendable () -> ChatInbox?) {
         self.session = session
         self.inbox = inbox
     }

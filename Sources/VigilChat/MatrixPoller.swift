@@ -1,5 +1,5 @@
 import Foundation
-import Glibc
+import Synchronization
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -12,32 +12,41 @@ import VigilSystem
 /// `/messages` before anything is stored (docs/chat.md, "Matrix"). Only `m.room.message`
 /// events in the configured room that look like commands are considered; the sender must be
 /// on the allow-list (exact user id), others are journaled and ignored.
-package final class MatrixPoller: @unchecked Sendable {
+///
+/// Sendable: what changes (stopping, started, the last failure, when ignored senders were
+/// journaled) is behind one `Mutex`, `state`; the rest is constant.
+package final class MatrixPoller: Sendable {
     let session: MatrixSession
     let stateDir: StateDirectory
     let journal: Journal
     let onCommand: @Sendable () -> Void
     private let client = HTTPClient()
-    private let lock = NSLock()
-    private var stopping = false
-    private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
-    private var ignoredJournaled: [BootInstant] = []
-    private var failure: String?
-    /// Set before `start`: while it says true the poller does not sync (the runner's standby
-    /// poller syncs only while the bridge cannot).
-    var paused: (@Sendable () -> Bool)?
+    private let state = Mutex(State())
+    /// While it says true the poller does not sync (the runner's standby poller syncs only
+    /// while the bridge cannot).
+    let paused: (@Sendable () -> Bool)?
+
+    /// Only under `state`'s lock.
+    private struct State {
+        var stopping = false
+        var started = false
+        var failure: String?
+        var ignoredJournaled: [BootInstant] = []
+    }
 
     /// The last /sync failure, while failing.
     var lastError: String? {
-        get { lock.withLock { failure } }
-        set { lock.withLock { failure = newValue } }
+        get { state.withLock { $0.failure } }
+        set { state.withLock { $0.failure = newValue } }
     }
 
-    init(session: MatrixSession, stateDir: StateDirectory, journal: Journal, onCommand: @escaping @Sendable () -> Void) {
+    init(session: MatrixSession, stateDir: StateDirectory, journal: Journal, paused: (@Sendable () -> Bool)? = nil,
+         onCommand: @escaping @Sendable () -> Void) {
         self.session = session
         self.stateDir = stateDir
         self.journal = journal
+        self.paused = paused
         self.onCommand = onCommand
     }
 
@@ -47,29 +56,29 @@ package final class MatrixPoller: @unchecked Sendable {
             self.finished.signal()
         }
         t.name = "vigil-matrix-sync"
-        thread = t
+        state.withLock { $0.started = true }
         t.start()
     }
 
     func stop() {
-        lock.withLock { stopping = true }
+        state.withLock { $0.stopping = true }
         client.cancel()
     }
 
     /// Waits for the thread to end (after `stop`). False when it did not by the deadline.
     func join(until deadline: BootInstant) -> Bool {
-        guard thread != nil else { return true }
+        guard state.withLock({ $0.started }) else { return true }
         let ns = max(0, (deadline - Clock.boot()).nanoseconds)
         return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
     }
 
-    private var isStopping: Bool { lock.withLock { stopping } }
+    private var isStopping: Bool { state.withLock { $0.stopping } }
 
     /// Sleeps up to `span`, ending early on stop.
     private func pause(_ span: TimeSpan) {
         let end = Clock.boot() + span
         while !isStopping, Clock.boot() < end {
-            usleep(UInt32(min(50_000, max(1000, (end - Clock.boot()).nanoseconds / 1000))))
+            ThisProcess.pause(TimeSpan(nanoseconds: min(50_000_000, max(1_000_000, (end - Clock.boot()).nanoseconds))))
         }
     }
 
@@ -251,9 +260,13 @@ package final class MatrixPoller: @unchecked Sendable {
     /// Ignored senders are journaled, at most 10 a minute (a flood cannot fill the journal).
     private func journalIgnored(sender: String, body: String) {
         let now = Clock.boot()
-        ignoredJournaled.removeAll { now - $0 > .seconds(60) }
-        guard ignoredJournaled.count < 10 else { return }
-        ignoredJournaled.append(now)
+        let journalIt = state.withLock { s in
+            s.ignoredJournaled.removeAll { now - $0 > .seconds(60) }
+            guard s.ignoredJournaled.count < 10 else { return false }
+            s.ignoredJournaled.append(now)
+            return true
+        }
+        guard journalIt else { return }
         journal.append(.chatIgnored, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
                                         "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list"])
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -11,16 +12,22 @@ import VigilSystem
 /// (`<state>/chat/spool.jsonl`, fsync'd), or when even that fails, to a bounded memory backlog;
 /// `retryPending()` (call it every tick) moves both into the outbox as soon as it can. Failures
 /// are journaled, at most once per 30 s.
-public final class Notifier: @unchecked Sendable {
+/// Sendable: what changes (the outbox connection, the memory backlog, the failure counts) is
+/// behind one `Mutex`; the rest is constant.
+public final class Notifier: Sendable {
     public let stateDir: StateDirectory
     public let config: ChatConfig
     private let journal: Journal
-    private let lock = NSLock()
-    private var outbox: Outbox?
-    private var memory: [NotificationSpool.Item] = []
-    private var lastFailureJournaled: BootInstant?
-    private var failuresSinceJournal = 0
+    private let state = Mutex(State())
     private let busyTimeout: TimeInterval
+
+    /// Only under `state`'s lock. The outbox's connection is used by whichever thread holds it.
+    private struct State {
+        var outbox: Outbox?
+        var memory: [NotificationSpool.Item] = []
+        var lastFailureJournaled: BootInstant?
+        var failuresSinceJournal = 0
+    }
 
     /// Messages kept in memory at most (older ones are dropped, and that is journaled).
     public static let memoryLimit = 10_000
@@ -33,83 +40,83 @@ public final class Notifier: @unchecked Sendable {
     }
 
     /// Messages not in the outbox yet (memory backlog; the spool file is not counted).
-    public var backlog: Int { lock.withLock { memory.count } }
+    public var backlog: Int { state.withLock { $0.memory.count } }
 
     /// Queues `text` for every configured adapter under the idempotency key `key` (the same key
     /// twice is one message). The text is cleaned (control characters, length).
     public func notify(key: String, text: String) {
         let body = ChatText.clean(text, maxLength: config.maxMessageLength)
         let items = config.adapters.map { NotificationSpool.Item(key: key, adapter: $0, body: body) }
-        lock.withLock { enqueueLocked(items) }
+        state.withLock { enqueueLocked(&$0, items) }
         ChatKick.poke(stateDir, journal: journal)
     }
 
     /// Moves the memory backlog and the spool file into the outbox, if the database can be
     /// written now. Cheap when there is nothing to do (a stat).
     public func retryPending() {
-        let moved: Bool = lock.withLock {
-            let hadMemory = !memory.isEmpty
-            if hadMemory { enqueueLocked([]) }
-            guard !NotificationSpool.isEmpty(stateDir), let outbox = openLocked() else { return hadMemory && memory.isEmpty }
+        let moved: Bool = state.withLock { s in
+            let hadMemory = !s.memory.isEmpty
+            if hadMemory { enqueueLocked(&s, []) }
+            guard !NotificationSpool.isEmpty(stateDir), let outbox = openLocked(&s) else { return hadMemory && s.memory.isEmpty }
             do {
-                return try NotificationSpool.drain(into: outbox, dir: stateDir) > 0 || (hadMemory && memory.isEmpty)
+                return try NotificationSpool.drain(into: outbox, dir: stateDir) > 0 || (hadMemory && s.memory.isEmpty)
             } catch {
-                failedLocked("spool_drain", error)
+                failedLocked(&s, "spool_drain", error)
                 return false
             }
         }
         if moved { ChatKick.poke(stateDir, journal: journal) }
     }
 
-    private func enqueueLocked(_ items: [NotificationSpool.Item]) {
-        let all = memory + items
+    private func enqueueLocked(_ s: inout State, _ items: [NotificationSpool.Item]) {
+        let all = s.memory + items
         guard !all.isEmpty else { return }
-        if let outbox = openLocked() {
+        if let outbox = openLocked(&s) {
             do {
                 try outbox.enqueue(all.map { ($0.key, $0.adapter, $0.body) })
-                memory.removeAll()
+                s.memory.removeAll()
                 return
             } catch {
-                failedLocked("outbox", error)
-                if (error as? Database.Error)?.isCorrupt == true { self.outbox = nil }
+                failedLocked(&s, "outbox", error)
+                if (error as? Database.Error)?.isCorrupt == true { s.outbox = nil }
             }
         }
         // The database is not writable now: the spool file keeps it across restarts.
         do {
             try NotificationSpool.append(all, dir: stateDir)
-            memory.removeAll()
+            s.memory.removeAll()
         } catch {
-            failedLocked("spool", error)
-            memory = all
-            if memory.count > Notifier.memoryLimit {
-                let dropped = memory.count - Notifier.memoryLimit
-                memory.removeFirst(dropped)
+            failedLocked(&s, "spool", error)
+            s.memory = all
+            if s.memory.count > Notifier.memoryLimit {
+                let dropped = s.memory.count - Notifier.memoryLimit
+                s.memory.removeFirst(dropped)
                 journal.append(.chatNotificationDropped, ["count": .int(Int64(dropped)), "reason": "memory backlog full"])
             }
         }
     }
 
-    private func openLocked() -> Outbox? {
-        if let outbox { return outbox }
+    private func openLocked(_ s: inout State) -> Outbox? {
+        if let outbox = s.outbox { return outbox }
         do {
             let db = try Database(path: stateDir.database, busyTimeout: busyTimeout)
-            outbox = Outbox(db)
-            return outbox
+            s.outbox = Outbox(db)
+            return s.outbox
         } catch {
-            failedLocked("open", error)
+            failedLocked(&s, "open", error)
             return nil
         }
     }
 
-    private func failedLocked(_ stage: String, _ error: any Error) {
-        failuresSinceJournal += 1
+    private func failedLocked(_ s: inout State, _ stage: String, _ error: any Error) {
+        s.failuresSinceJournal += 1
         let now = Clock.boot()
-        if let last = lastFailureJournaled, now - last < .seconds(30) { return }
-        lastFailureJournaled = now
+        if let last = s.lastFailureJournaled, now - last < .seconds(30) { return }
+        s.lastFailureJournaled = now
         journal.append(.chatQueueFailed, [
             "stage": .string(stage), "error": .string(ChatText.brief("\(error)", maxLength: 300)),
-            "failures": .int(Int64(failuresSinceJournal)), "backlog": .int(Int64(memory.count)),
+            "failures": .int(Int64(s.failuresSinceJournal)), "backlog": .int(Int64(s.memory.count)),
         ])
-        failuresSinceJournal = 0
+        s.failuresSinceJournal = 0
     }
 }

@@ -8,7 +8,7 @@ import VigilStore
 /// other status fails the message at once. The reply's status decides, also when its body is
 /// over the 1 MiB cap (its body is not read past it; docs/chat.md, "Reply size caps"). The URL and header values are secrets: errors name
 /// only scheme, host and port.
-final class WebhookAdapter: ChatAdapter, @unchecked Sendable {
+final class WebhookAdapter: ChatAdapter, Sendable {
     let name = "webhook"
     let config: ChatConfig.Webhook
     var lease: TimeSpan { config.timeout + .seconds(5) }

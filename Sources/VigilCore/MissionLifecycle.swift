@@ -148,7 +148,7 @@ public struct MissionTransition: Equatable, Sendable {
 }
 
 public enum MissionLifecycle {
-    // Signal numbers as on Linux (VigilCore does not import Glibc).
+    // Signal numbers as on Linux (VigilCore makes no system calls; VigilSystem.Signal has the same numbers).
     public static let sigterm: Int32 = 15
     public static let sigkill: Int32 = 9
 

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilSystem
 
@@ -82,7 +81,7 @@ public struct CheckpointStore: Sendable {
         let found = seqs()
         let seq = (found.max() ?? 0) + 1
         // Data without meta: a save killed before its commit point.
-        for s in found where !FileManager.default.fileExists(atPath: metaPath(s)) { unlink(dataPath(s)) }
+        for s in found where !FileManager.default.fileExists(atPath: metaPath(s)) { FileSystem.unlink(dataPath(s)) }
         // Data (contents fsynced), then meta (fsynced), then one fsync of the directory for
         // both names and the pruning: 3 fsyncs. If only the meta's name survives a power cut,
         // the data is missing, the checkpoint does not verify and the previous one is used —
@@ -92,8 +91,8 @@ public struct CheckpointStore: Sendable {
                         saved: Clock.iso(Clock.wall()))
         try StateFile.write(meta, kind: CheckpointStore.metaKind, to: metaPath(seq), syncDirectory: false)
         for s in seqs().sorted().dropLast(CheckpointStore.keep) where s != seq {
-            unlink(metaPath(s)) // meta first: a crash in between leaves data that is never used
-            unlink(dataPath(s))
+            FileSystem.unlink(metaPath(s)) // meta first: a crash in between leaves data that is never used
+            FileSystem.unlink(dataPath(s))
         }
         try AtomicFile.fsyncDirectory(directory)
         return meta

@@ -1,6 +1,5 @@
 import CSQLite
 import Foundation
-import Glibc
 import VigilSystem
 
 /// A SQLite connection to the state directory's database, set up the one safe way: WAL,
@@ -12,7 +11,11 @@ import VigilSystem
 /// - Important: never open, copy or delete the database's files with plain file APIs while a
 ///   connection is open (docs/durability.md, "No plain file APIs on an open database", "Never
 ///   delete the WAL").
-public final class Database: @unchecked Sendable {
+///
+/// Not Sendable: the connection is opened `SQLITE_OPEN_NOMUTEX` and keeps a statement cache,
+/// so it belongs to the thread that uses it; the compiler keeps it there (a value that must
+/// cross threads is held in a `Mutex` by its owner).
+public final class Database {
     public let path: String
     let db: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
@@ -77,15 +80,13 @@ public final class Database: @unchecked Sendable {
     /// no descriptor of it is closed beside a connection: docs/durability.md, "No plain file APIs on
     /// an open database").
     static func createPrivately(_ path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, PrivateFile.mode)
-        if fd >= 0 {
-            close(fd)
-            try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
-            return
+        do {
+            try FileDescriptor.open(path, [.writeOnly, .create, .exclusive, .noFollow]).close()
+        } catch {
+            if error.isExists { return }
+            throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(error.reason)", sql: nil)
         }
-        let e = lastErrno()
-        if e == EEXIST { return }
-        throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(String(cString: strerror(e)))", sql: nil)
+        try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
     }
 
     deinit {
@@ -239,25 +240,24 @@ public final class Database: @unchecked Sendable {
     /// and the directory fsynced: when this returns, the backup is durable and whole.
     public func backup(to path: String) throws {
         let dir = (path as NSString).deletingLastPathComponent
-        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(getpid())"
-        unlink(temp)
+        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(ThisProcess.pid)"
+        FileSystem.unlink(temp)
         try Database.createPrivately(temp)
         do {
             try Database.copy(from: db, toFile: temp)
-            let fd = try sys("open", temp) { open(temp, O_RDONLY | O_CLOEXEC) }
-            defer { close(fd) }
-            _ = try sys("fsync", temp) { fsync(fd) }
+            let fd = try FileDescriptor.open(temp, .readOnly)
+            try fd.closeAfter { () throws(SystemError) in try fd.sync(subject: temp) }
             // A connection of its own, closed (deinit) when the function returns.
             func problemsOfCopy() throws -> [String] { try Database(path: temp, busyTimeout: 1, migrate: false).integrityProblems() }
             let problems = try problemsOfCopy()
             if !problems.isEmpty { throw Error(code: SQLITE_CORRUPT, message: "the copy does not pass integrity_check: \(problems.prefix(3))", sql: nil) }
             // The check opened it in WAL mode; closing checkpointed and removed the WAL.
-            _ = try sys("rename", path) { rename(temp, path) }
+            try FileSystem.rename(temp, to: path)
             try AtomicFile.fsyncDirectory(dir.isEmpty ? "." : dir)
         } catch {
-            unlink(temp)
-            unlink(temp + "-wal")
-            unlink(temp + "-shm")
+            FileSystem.unlink(temp)
+            FileSystem.unlink(temp + "-wal")
+            FileSystem.unlink(temp + "-shm")
             throw error
         }
     }
@@ -303,7 +303,7 @@ public final class Database: @unchecked Sendable {
             step = sqlite3_backup_step(b, -1)
             if step == SQLITE_DONE { break }
             if step != SQLITE_BUSY && step != SQLITE_LOCKED && step != SQLITE_OK { break }
-            usleep(10_000)
+            ThisProcess.pause(.milliseconds(10))
         }
         let done = sqlite3_backup_finish(b)
         guard step == SQLITE_DONE, done == SQLITE_OK else {

@@ -1,5 +1,5 @@
 import Foundation
-import Glibc
+import Synchronization
 import VigilCore
 import VigilSystem
 
@@ -19,15 +19,20 @@ import VigilSystem
 /// When a write fails (disk full, read-only), the entry is kept in memory and written before
 /// the next one: the caller goes on healing, and the journal catches up when it can.
 ///
-/// `@unchecked Sendable`: `fd`, `isSink` and `pending` are touched only under `lock`.
-public final class Journal: @unchecked Sendable {
+/// Sendable: the writer's state (descriptor, sink flag, entries not yet written) is behind
+/// one `Mutex`; the rest is constant.
+public final class Journal: Sendable {
     public let path: String
     private let source: String
     public let rotation: Rotation?
-    private let lock = NSLock()
-    private var fd: Int32 = -1
-    private var isSink = false
-    private var pending: [Data] = []
+    private let writer = Mutex(Writer())
+
+    /// What appends change, only under `writer`'s lock.
+    private struct Writer {
+        var fd: Int32 = -1
+        var isSink = false
+        var pending: [Data] = []
+    }
 
     /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
     /// (`journal.jsonl.1` the newest … `journal.jsonl.<keep>` the oldest; older ones deleted).
@@ -55,10 +60,10 @@ public final class Journal: @unchecked Sendable {
         self.rotation = rotation
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit { writer.withLock { if $0.fd >= 0 { FileDescriptor(rawValue: $0.fd).close() } } }
 
     /// Entries waiting to be written because an earlier write failed.
-    public var backlog: Int { lock.withLock { pending.count } }
+    public var backlog: Int { writer.withLock { $0.pending.count } }
 
     /// Appends one entry. Returns false when it could not be made durable now (it stays queued
     /// in memory and is retried with the next append or `flush()`).
@@ -76,41 +81,41 @@ public final class Journal: @unchecked Sendable {
 
     private func appendLine(_ event: String, _ fields: [String: JSONValue]) -> Bool {
         let line = Journal.encode(event: event, source: source, fields: fields, boot: Clock.boot(), wall: Clock.wall())
-        return lock.withLock {
-            pending.append(line)
-            return flushLocked()
+        return writer.withLock { w in
+            w.pending.append(line)
+            return flushLocked(&w)
         }
     }
 
     /// Retries entries whose write failed earlier.
     @discardableResult
-    public func flush() -> Bool { lock.withLock { flushLocked() } }
+    public func flush() -> Bool { writer.withLock { flushLocked(&$0) } }
 
-    private func flushLocked() -> Bool {
-        while let line = pending.first {
+    private func flushLocked(_ w: inout Writer) -> Bool {
+        while let line = w.pending.first {
             do {
-                let held = try openCurrentLocked()
-                defer { if fd >= 0 && held { flock(fd, LOCK_UN) } }
+                let held = try openCurrentLocked(&w)
+                defer { if w.fd >= 0 && held { FileDescriptor(rawValue: w.fd).unlock() } }
                 // Another writer may have been killed mid-record: start on a line of our own.
                 var record = line
-                let before = Journal.fileSize(fd: fd)
-                if !Journal.endsWithNewline(fd: fd, size: before) { record.insert(0x0A, at: record.startIndex) }
-                try AtomicFile.writeAll(fd, record, subject: path)
+                let before = Journal.fileSize(fd: w.fd)
+                if !Journal.endsWithNewline(fd: w.fd, size: before) { record.insert(0x0A, at: record.startIndex) }
+                try AtomicFile.writeAll(w.fd, record, subject: path)
                 // A sink (`/dev/null`) has nothing to sync (fdatasync fails there with EINVAL).
-                if !isSink { try sys("fdatasync", path) { fdatasync(fd) } }
-                pending.removeFirst()
+                if !w.isSink { try FileDescriptor(rawValue: w.fd).sync(dataOnly: true, subject: path) }
+                w.pending.removeFirst()
                 if let rotation, held, before + Int64(record.count) > rotation.maxBytes {
                     rotateHeld(rotation)
                     // Our descriptor is the renamed file now: the next record opens the new one.
-                    close(fd)
-                    fd = -1
+                    FileDescriptor(rawValue: w.fd).close()
+                    w.fd = -1
                 }
             } catch {
                 // The descriptor may be in a bad state after ENOSPC/EIO: reopen next time. The
                 // line may now be partly on disk: readers skip it by its checksum, and it is
                 // written again whole.
-                if fd >= 0 { close(fd); fd = -1 }
-                if pending.count > 10_000 { pending.removeFirst(pending.count - 10_000) }
+                if w.fd >= 0 { FileDescriptor(rawValue: w.fd).close(); w.fd = -1 }
+                if w.pending.count > 10_000 { w.pending.removeFirst(w.pending.count - 10_000) }
                 return false
             }
         }
@@ -128,30 +133,29 @@ public final class Journal: @unchecked Sendable {
     /// the lock (returns false: no rotation then). It cannot interleave (one `write` on
     /// `O_APPEND`); if a rotation is under way it may land at the end of the file just renamed to
     /// `.1`: still read, in file order, never lost.
-    private func openCurrentLocked() throws(SystemError) -> Bool {
+    private func openCurrentLocked(_ w: inout Writer) throws(SystemError) -> Bool {
         for _ in 0..<100 {
-            if fd < 0 {
-                let created = access(path, F_OK) != 0
-                fd = try PrivateFile.open(path, O_RDWR | O_APPEND | O_CREAT)
+            if w.fd < 0 {
+                let created = !FileSystem.exists(path)
+                w.fd = try PrivateFile.open(path, [.readWrite, .append, .create])
                 if created {
                     let dir = (path as NSString).deletingLastPathComponent
                     try? AtomicFile.fsyncDirectory(dir)
                 }
             }
-            var mine = stat()
-            guard fstat(fd, &mine) == 0 else { throw SystemError("fstat", errno: lastErrno(), subject: path) }
+            let mine: FileStatus
+            do { mine = try FileDescriptor(rawValue: w.fd).status() } catch { throw SystemError("fstat", errno: error.errno, subject: path) }
             // `/dev/null` (a sink) is never rotated: no lock, no check.
-            isSink = (mine.st_mode & S_IFMT) != S_IFREG
-            if isSink { return false }
-            let held = try Journal.lock(fd, path: path)
-            var now = stat()
-            if stat(path, &now) == 0 && now.st_ino == mine.st_ino && now.st_dev == mine.st_dev { return held }
-            if held { flock(fd, LOCK_UN) }
+            w.isSink = mine.kind != .regular
+            if w.isSink { return false }
+            let held = try Journal.lock(w.fd, path: path)
+            if let now = FileStatus.at(path), now.inode == mine.inode && now.device == mine.device { return held }
+            if held { FileDescriptor(rawValue: w.fd).unlock() }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
-            close(fd)
-            fd = -1
+            FileDescriptor(rawValue: w.fd).close()
+            w.fd = -1
         }
-        throw SystemError("open", errno: EAGAIN, subject: path)
+        throw SystemError.tryAgain("open", subject: path)
     }
 
     /// How long an append waits for another writer's lock before writing without it.
@@ -161,11 +165,9 @@ public final class Journal: @unchecked Sendable {
     private static func lock(_ fd: Int32, path: String) throws(SystemError) -> Bool {
         let deadline = Clock.boot() + lockWait
         while true {
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
-            let e = lastErrno()
-            guard e == EWOULDBLOCK || e == EINTR else { throw SystemError("flock", errno: e, subject: path) }
+            if try FileDescriptor(rawValue: fd).tryLock(subject: path) { return true }
             if Clock.boot() >= deadline { return false }
-            usleep(500)
+            ThisProcess.pause(.milliseconds(0.5))
         }
     }
 
@@ -177,21 +179,19 @@ public final class Journal: @unchecked Sendable {
         let dir = (path as NSString).deletingLastPathComponent
         var k = rotation.keep
         while k >= 2 {
-            if rename("\(path).\(k - 1)", "\(path).\(k)") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+            if (try? FileSystem.rename("\(path).\(k - 1)", to: "\(path).\(k)")) != nil { try? AtomicFile.fsyncDirectory(dir) }
             k -= 1
         }
-        if rename(path, "\(path).1") == 0 { try? AtomicFile.fsyncDirectory(dir) }
+        if (try? FileSystem.rename(path, to: "\(path).1")) != nil { try? AtomicFile.fsyncDirectory(dir) }
     }
 
     private static func fileSize(fd: Int32) -> Int64 {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+        (try? FileDescriptor(rawValue: fd).status()).map { Int64($0.size) } ?? 0
     }
 
     private static func endsWithNewline(fd: Int32, size: Int64) -> Bool {
         guard size > 0 else { return true }
-        var b: UInt8 = 0
-        return pread(fd, &b, 1, off_t(size - 1)) == 1 && b == 0x0A
+        return (try? FileDescriptor(rawValue: fd).readAll(limit: 1, from: Int(size - 1))) == [0x0A]
     }
 
     // MARK: - Format
@@ -247,21 +247,14 @@ public final class Journal: @unchecked Sendable {
         guard case .file(let fd, let size) = StateSlot.openForReading(path, sizeLimit: nil) else {
             return ReadResult(entries: [], skipped: 0, offset: offset)
         }
-        defer { close(fd) }
+        defer { FileDescriptor(rawValue: fd).close() }
         return read(fd: fd, size: size, from: offset)
     }
 
     private static func read(fd: Int32, size: Int, from offset: Int) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
-        var buf = [UInt8](repeating: 0, count: 65536)
-        var pos = offset
-        while true {
-            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: buf[0..<n])
-            pos += n
-        }
+        // To the end of the file, from `offset` (pread: the descriptor's offset is not moved).
+        _ = try? FileDescriptor(rawValue: fd).readChunks(from: offset) { data.append(contentsOf: $0); return true }
         var entries: [[String: JSONValue]] = []
         var skipped = 0
         var consumed = 0
@@ -314,10 +307,9 @@ public final class Journal: @unchecked Sendable {
         var seen: Set<UInt64> = []
         for name in [path] + (1...maxKeep).map({ "\(path).\($0)" }) {
             guard case .file(let fd, let size) = StateSlot.openForReading(name, sizeLimit: nil) else { continue }
-            var st = stat()
-            guard fstat(fd, &st) == 0, seen.insert(UInt64(st.st_ino)).inserted else { close(fd); continue }
-            let mtime = Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9)
-            out.append(OpenFile(fd: fd, inode: UInt64(st.st_ino), size: size, modified: mtime))
+            guard let st = try? FileDescriptor(rawValue: fd).status(), seen.insert(st.inode).inserted else { FileDescriptor(rawValue: fd).close(); continue }
+            let mtime = Date(timeIntervalSince1970: Double(st.modifiedSeconds) + Double(st.modifiedNanoseconds) / 1e9)
+            out.append(OpenFile(fd: fd, inode: st.inode, size: size, modified: mtime))
         }
         return out
     }
@@ -329,7 +321,7 @@ public final class Journal: @unchecked Sendable {
     /// entries are all older).
     public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil) -> Span {
         let files = openFiles(path)
-        defer { for f in files { close(f.fd) } }
+        defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
         var start = files.count - 1
         var startOffset = 0
@@ -355,7 +347,7 @@ public final class Journal: @unchecked Sendable {
     /// (chat's `/journal N`).
     public static func readLast(path: String, count: Int) -> [[String: JSONValue]] {
         let files = openFiles(path)
-        defer { for f in files { close(f.fd) } }
+        defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         var out: [[String: JSONValue]] = []
         for f in files where out.count < count {
             out = read(fd: f.fd, size: f.size, from: 0).entries + out

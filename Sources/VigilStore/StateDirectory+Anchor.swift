@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilSystem
 
 /// The state directory a process started in, pinned: its device and inode, and an open
@@ -56,18 +55,18 @@ public final class StateDirectoryAnchor {
     /// Pins the directory at `dir.path` now (it must exist: after `StateDirectory.prepare`).
     public init(_ dir: StateDirectory) throws(SystemError) {
         path = dir.path
-        let d = try sys("open", dir.path) { open(dir.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        var st = stat()
-        do { try sys("fstat", dir.path) { fstat(d, &st) } } catch {
-            close(d)
-            throw error
+        let d = try FileDescriptor.open(dir.path, [.readOnly, .directory])
+        let st: FileStatus
+        do { st = try d.status() } catch {
+            d.close()
+            throw SystemError("fstat", errno: error.errno, subject: dir.path)
         }
-        fd = d
-        device = UInt64(st.st_dev)
-        inode = UInt64(st.st_ino)
+        fd = d.rawValue
+        device = st.device
+        inode = st.inode
     }
 
-    deinit { close(fd) }
+    deinit { FileDescriptor(rawValue: fd).close() }
 
     /// The environment variable that hands a process the state directory it is started for,
     /// as `DEVICE:INODE` (`token`): the runner to the bridges it spawns and the bridge to its
@@ -84,31 +83,32 @@ public final class StateDirectoryAnchor {
     public static func verify(_ dir: StateDirectory, token: String) -> Loss? {
         let parts = token.split(separator: ":")
         guard parts.count == 2, let dev = UInt64(parts[0]), let ino = UInt64(parts[1]) else { return nil }
-        var st = stat()
-        if stat(dir.path, &st) != 0 { return .removed(String(cString: strerror(lastErrno()))) }
-        if (st.st_mode & S_IFMT) != S_IFDIR { return .removed("not a directory now") }
-        return UInt64(st.st_dev) == dev && UInt64(st.st_ino) == ino ? nil : .replaced
+        let st: FileStatus
+        do { st = try FileStatus.of(dir.path) } catch { return .removed(error.reason) }
+        if st.kind != .directory { return .removed("not a directory now") }
+        return st.device == dev && st.inode == ino ? nil : .replaced
     }
 
     /// Nil while `path` still names the directory we started in; otherwise what became of it
     /// (and from then on always that). One `stat`, plus an `fstat` when the path is gone.
     public func check() -> Loss? {
         if let lost { return lost }
-        var st = stat()
-        if stat(path, &st) != 0 {
-            let e = lastErrno()
-            let text = String(cString: strerror(e))
-            switch e {
-            case ENOENT, ENOTDIR:
-                var own = stat()
-                let unlinked = fstat(fd, &own) == 0 && own.st_nlink == 0
+        let st: FileStatus
+        do { st = try FileStatus.of(path) } catch {
+            let text = error.reason
+            if error.isNotFound {
+                let unlinked = (try? FileDescriptor(rawValue: fd).status())?.linkCount == 0
                 lost = .removed(unlinked ? "deleted: \(text)" : "renamed away or moved: \(text) at its path")
-            case EINTR, ENOMEM: return nil // not an answer: ask again next turn
-            default: lost = .unreachable(text)
+            } else if error.isInterrupted || error.isNoMemory {
+                return nil // not an answer: ask again next turn
+            } else {
+                lost = .unreachable(text)
             }
-        } else if (st.st_mode & S_IFMT) != S_IFDIR {
-            lost = .removed("a \(PrivateFile.describe(st.st_mode).dropFirst(2)) is at its path now")
-        } else if UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode {
+            return lost
+        }
+        if st.kind != .directory {
+            lost = .removed("a \(st.kindPhrase.dropFirst(2)) is at its path now")
+        } else if st.device != device || st.inode != inode {
             lost = .replaced
         }
         return lost

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilSystem
 
 /// Who may change a state directory, checked in one place (docs/operator-guide.md, "Security
@@ -19,27 +18,27 @@ extension StateDirectory {
     /// it does not exist yet (it is then created 0700). Cheap: one `realpath` and an `lstat` per
     /// path component.
     public func verify() throws(StateDirectoryError) {
-        var st = stat()
-        if stat(path, &st) != 0 {
-            if lastErrno() == ENOENT { return try verifyAncestors(of: path) }
-            throw StateDirectoryError(path: path, reason: "cannot look at it: \(String(cString: strerror(lastErrno())))", code: 2)
+        let st: FileStatus
+        do { st = try FileStatus.of(path) } catch {
+            if error.isNoEntry { return try verifyAncestors(of: path) }
+            throw StateDirectoryError(path: path, reason: "cannot look at it: \(error.reason)", code: 2)
         }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+        guard st.kind == .directory else {
             throw StateDirectoryError(path: path, reason: "it is not a directory; give --state-dir a directory (it is created if missing)", code: 2)
         }
         let real = StateDirectory.realPath(path) ?? path
-        let me = geteuid()
-        if st.st_uid != me {
+        let me = ThisProcess.effectiveUserID
+        if st.owner != me {
             throw StateDirectoryError(path: path, reason: """
-                it is owned by \(StateDirectory.user(st.st_uid)), not by \(StateDirectory.user(me)) who runs Vigil: refused, \
+                it is owned by \(StateDirectory.user(st.owner)), not by \(StateDirectory.user(me)) who runs Vigil: refused, \
                 since its owner could make Vigil run their commands. Use a directory of your own (it is created 0700 when \
                 missing), or, if this one is meant for Vigil, `chown \(StateDirectory.name(me)) \(real) && chmod 700 \(real)` \
                 after checking what is in it. See docs/operator-guide.md, "Security of the state directory"
                 """, code: 2)
         }
-        if st.st_mode & 0o022 != 0 {
+        if st.mode & 0o022 != 0 {
             throw StateDirectoryError(path: path, reason: """
-                it is writable by \(StateDirectory.writers(st.st_mode)) (mode \(StateDirectory.octal(st.st_mode))): refused, \
+                it is writable by \(StateDirectory.writers(st.mode)) (mode \(StateDirectory.octal(st.mode))): refused, \
                 since anyone who can write into it could make Vigil run their commands. Fix: `chmod 700 \(real)` after \
                 checking what is in it (vigil.json, program/). See docs/operator-guide.md, "Security of the state directory"
                 """, code: 2)
@@ -54,29 +53,29 @@ extension StateDirectory {
     /// nobody else can write. Called at every load of the configuration.
     public func verifyConfig() throws(StateDirectoryError) {
         try verify()
-        var st = stat()
-        guard lstat(config, &st) == 0 else {
-            if lastErrno() == ENOENT { return }
-            throw StateDirectoryError(path: path, reason: "cannot look at \(config): \(String(cString: strerror(lastErrno())))", code: 2)
+        let st: FileStatus
+        do { st = try FileStatus.of(config, followSymlinks: false) } catch {
+            if error.isNoEntry { return }
+            throw StateDirectoryError(path: path, reason: "cannot look at \(config): \(error.reason)", code: 2)
         }
         let fix = "See docs/operator-guide.md, \"Security of the state directory\""
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
+        guard st.kind == .regular else {
             throw StateDirectoryError(path: path, reason: """
-                \(config) is \(PrivateFile.describe(st.st_mode)), not a regular file: refused. Replace it with a file of \
+                \(config) is \(PrivateFile.describe(st.mode)), not a regular file: refused. Replace it with a file of \
                 your own (`rm \(config)`, then write it again). \(fix)
                 """, code: 2)
         }
-        let me = geteuid()
-        if st.st_uid != me {
+        let me = ThisProcess.effectiveUserID
+        if st.owner != me {
             throw StateDirectoryError(path: path, reason: """
-                \(config) is owned by \(StateDirectory.user(st.st_uid)), not by \(StateDirectory.user(me)) who runs Vigil: \
+                \(config) is owned by \(StateDirectory.user(st.owner)), not by \(StateDirectory.user(me)) who runs Vigil: \
                 refused, since it names commands Vigil runs. Check it, then `chown \(StateDirectory.name(me)) \(config) && \
                 chmod 600 \(config)`. \(fix)
                 """, code: 2)
         }
-        if st.st_mode & 0o022 != 0 {
+        if st.mode & 0o022 != 0 {
             throw StateDirectoryError(path: path, reason: """
-                \(config) is writable by \(StateDirectory.writers(st.st_mode)) (mode \(StateDirectory.octal(st.st_mode))): \
+                \(config) is writable by \(StateDirectory.writers(st.mode)) (mode \(StateDirectory.octal(st.mode))): \
                 refused, since it names commands Vigil runs. Check it, then `chmod 600 \(config)`. \(fix)
                 """, code: 2)
         }
@@ -96,15 +95,14 @@ extension StateDirectory {
             current += "/" + c
             walked.append(current)
         }
-        let me = geteuid()
+        let me = ThisProcess.effectiveUserID
         for ancestor in walked {
-            var st = stat()
-            guard lstat(ancestor, &st) == 0 else { return }
-            let sticky = st.st_mode & S_ISVTX != 0
-            if (st.st_uid != 0 && st.st_uid != me) || (st.st_mode & 0o022 != 0 && !sticky) {
+            guard let st = FileStatus.at(ancestor, followSymlinks: false) else { return }
+            let sticky = st.mode & 0o1000 != 0 // S_ISVTX
+            if (st.owner != 0 && st.owner != me) || (st.mode & 0o022 != 0 && !sticky) {
                 throw StateDirectoryError(path: path, reason: """
-                    the directory \(ancestor) above it is owned by \(StateDirectory.user(st.st_uid)) with mode \
-                    \(StateDirectory.octal(st.st_mode)): refused, since another user could replace the state directory \
+                    the directory \(ancestor) above it is owned by \(StateDirectory.user(st.owner)) with mode \
+                    \(StateDirectory.octal(st.mode)): refused, since another user could replace the state directory \
                     with one of their own. Put the state directory under directories only root or \(StateDirectory.user(me)) \
                     can change (e.g. /var/lib/vigil). See docs/operator-guide.md, "Security of the state directory"
                     """, code: 2)
@@ -156,20 +154,16 @@ extension StateDirectory {
     /// file, a directory or absent.
     @discardableResult
     private func quarantineIfUnsafe(_ p: String, files: StateFiles) -> Bool {
-        var st = stat()
-        guard lstat(p, &st) == 0 else { return true }
-        let type = st.st_mode & S_IFMT
-        if type == S_IFREG || type == S_IFDIR { return true }
-        files.quarantine(p, reason: "\(PrivateFile.describe(st.st_mode)) in the state directory (never opened or followed)")
+        guard let st = FileStatus.at(p, followSymlinks: false) else { return true }
+        if st.kind == .regular || st.kind == .directory { return true }
+        files.quarantine(p, reason: "\(PrivateFile.describe(st.mode)) in the state directory (never opened or followed)")
         return false
     }
 
     private func tighten(_ p: String, _ done: inout [String]) {
-        var st = stat()
-        guard lstat(p, &st) == 0, st.st_uid == geteuid(), st.st_mode & PrivateFile.groupOtherBits != 0 else { return }
-        let type = st.st_mode & S_IFMT
-        guard type == S_IFREG || type == S_IFDIR else { return }
-        if chmod(p, st.st_mode & 0o700) == 0 {
+        guard let st = FileStatus.at(p, followSymlinks: false), st.owner == ThisProcess.effectiveUserID, st.mode & PrivateFile.groupOtherBits != 0 else { return }
+        guard st.kind == .regular || st.kind == .directory else { return }
+        if (try? FileSystem.setPermissions(p, st.mode & 0o700)) != nil {
             done.append(p.hasPrefix(path + "/") ? String(p.dropFirst(path.count + 1)) : ".")
         }
     }
@@ -179,31 +173,28 @@ extension StateDirectory {
     }
 
     private func isDirectory(_ p: String) -> Bool {
-        var st = stat()
-        return lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        FileStatus.at(p, followSymlinks: false)?.kind == .directory
     }
 
     // MARK: - Words
 
     static func realPath(_ p: String) -> String? {
-        guard let r = realpath(p, nil) else { return nil }
-        defer { free(r) }
-        return String(cString: r)
+        FileSystem.realPath(p)
     }
 
     /// "uid 1001 (alice)".
-    static func user(_ uid: uid_t) -> String {
-        if let pw = getpwuid(uid), let name = pw.pointee.pw_name { return "uid \(uid) (\(String(cString: name)))" }
+    static func user(_ uid: UInt32) -> String {
+        if let name = FileSystem.userName(uid) { return "uid \(uid) (\(name))" }
         return "uid \(uid)"
     }
 
     /// The user name for a command line (`chown NAME`), or the number.
-    static func name(_ uid: uid_t) -> String {
-        if let pw = getpwuid(uid), let name = pw.pointee.pw_name { return String(cString: name) }
+    static func name(_ uid: UInt32) -> String {
+        if let name = FileSystem.userName(uid) { return name }
         return "\(uid)"
     }
 
-    static func writers(_ mode: mode_t) -> String {
+    static func writers(_ mode: UInt32) -> String {
         switch (mode & 0o020 != 0, mode & 0o002 != 0) {
         case (true, true): return "its group and others"
         case (true, false): return "its group"
@@ -211,5 +202,5 @@ extension StateDirectory {
         }
     }
 
-    static func octal(_ mode: mode_t) -> String { "0" + String(mode & 0o7777, radix: 8) }
+    static func octal(_ mode: UInt32) -> String { "0" + String(mode & 0o7777, radix: 8) }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilSystem
 
 /// The layout of a state directory. One place for every name, so the bridge, the runner, the
@@ -95,13 +94,13 @@ public struct StateDirectory: Sendable {
         try verify()
         do {
             if create { try AtomicFile.makeDirectory(path) }
-            else if access(path, F_OK) != 0 { throw StateDirectoryError(path: path, reason: "it was removed") }
+            else if !FileSystem.exists(path) { throw StateDirectoryError(path: path, reason: "it was removed") }
         } catch let e as StateDirectoryError {
             throw e
         } catch {
             throw StateDirectoryError(path: path, reason: "cannot create it: \(error)")
         }
-        guard access(path, W_OK | X_OK) == 0 else {
+        guard FileSystem.isAccessible(path, [.write, .execute]) else {
             throw StateDirectoryError(path: path, reason: "it is not writable by this user")
         }
         AtomicFile.sweepTemps(in: path)

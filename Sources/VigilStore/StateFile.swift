@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilSystem
 
@@ -72,7 +71,7 @@ public enum StateFile {
         }
     }
 
-    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode, syncDirectory: Bool = true) throws {
+    public static func write<T: Encodable>(_ value: T, kind: String, to path: String, mode: UInt32 = PrivateFile.mode, syncDirectory: Bool = true) throws {
         try AtomicFile.write(try encode(value, kind: kind), to: path, mode: mode, syncDirectory: syncDirectory)
     }
 
@@ -110,7 +109,7 @@ public struct StateFiles: Sendable {
         }
     }
 
-    public func save<T: Encodable>(_ value: T, kind: String, to path: String, mode: mode_t = PrivateFile.mode) throws {
+    public func save<T: Encodable>(_ value: T, kind: String, to path: String, mode: UInt32 = PrivateFile.mode) throws {
         try StateFile.write(value, kind: kind, to: path, mode: mode)
     }
 
@@ -130,12 +129,11 @@ public struct StateFiles: Sendable {
     /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.
     public func quarantine(_ path: String, reason: String) {
         let name = (path as NSString).lastPathComponent
-        var st = stat()
         if let target = moveToQuarantine(path) {
             journal.append(.quarantined, ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
-        } else if lstat(path, &st) == 0 {
+        } else if FileStatus.at(path, followSymlinks: false) != nil {
             // Could not move it (read-only, full): remove it so it cannot wedge every probe.
-            unlink(path)
+            FileSystem.unlink(path)
             journal.append(.quarantined, ["file": .string(name), "reason": .string(reason), "moved_to": nil, "removed": true])
         }
     }
@@ -147,9 +145,9 @@ public struct StateFiles: Sendable {
     public func moveToQuarantine(_ path: String, name: String? = nil) -> String? {
         let name = name ?? (path as NSString).lastPathComponent
         let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
-        let target = dir.quarantineEntry("\(name).\(stamp).\(getpid()).\(UInt16.random(in: 0...UInt16.max))")
+        let target = dir.quarantineEntry("\(name).\(stamp).\(ThisProcess.pid).\(UInt16.random(in: 0...UInt16.max))")
         // `dir.makeDirectory`: never re-creates a state directory someone removed.
-        guard (try? dir.makeDirectory(dir.quarantine)) != nil, rename(path, target) == 0 else { return nil }
+        guard (try? dir.makeDirectory(dir.quarantine)) != nil, (try? FileSystem.rename(path, to: target)) != nil else { return nil }
         try? AtomicFile.fsyncDirectory(dir.quarantine)
         try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
         return target

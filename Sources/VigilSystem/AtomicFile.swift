@@ -63,13 +63,7 @@ public enum AtomicFile {
 
     /// Writes every byte with as many `write` calls as the kernel needs.
     public static func writeAll(_ fd: Int32, _ data: Data, subject: String) throws(SystemError) {
-        var offset = 0
-        while offset < data.count {
-            let n = try sys("write", subject) {
-                data.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset) }
-            }
-            offset += n
-        }
+        try FileDescriptor(rawValue: fd).writeAll(data, subject: subject)
     }
 
     /// fsync of a directory, so that a create, rename or unlink in it survives a power cut.

@@ -6,27 +6,19 @@ import VigilCore
 public enum KernelFile {
     /// The whole file, at most `limit` bytes; nil when it cannot be opened or read.
     public static func read(_ path: String, limit: Int) -> [UInt8]? {
-        guard let fd = try? sys("open", path, { open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while out.count < limit {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, min(4096, limit - out.count)) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
-        return out
+        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
+        return fd.closeAfter { try? fd.readAll(limit: limit) }
     }
 
     /// Writes `text` with one `write` (how cgroup control files take a value).
     public static func write(_ text: String, to path: String) throws(SystemError) {
-        let fd = try sys("open", path) { open(path, O_WRONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var bytes = Array(text.utf8)
-        let n = try sys("write", path) { bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
-        if n != bytes.count { throw SystemError("write", errno: EIO, subject: path) }
+        let fd = try FileDescriptor.open(path, .writeOnly)
+        try fd.closeAfter { () throws(SystemError) in
+            let bytes = Array(text.utf8)
+            let n: Int
+            n = try sys("write", path) { bytes.withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) } }
+            if n != bytes.count { throw SystemError("write", errno: EIO, subject: path) }
+        }
     }
 }
 
@@ -179,7 +171,7 @@ public struct Cgroup: Sendable, Equatable, CustomStringConvertible {
     public func killAll() -> Int {
         let listed = processes().count
         if (try? KernelFile.write("1\n", to: path + "/cgroup.kill")) == nil {
-            for m in members() { m.signal(SIGKILL) }
+            for m in members() { m.signal(.kill) }
         }
         return listed
     }
@@ -187,7 +179,7 @@ public struct Cgroup: Sendable, Equatable, CustomStringConvertible {
     /// Sends `signal` to every process of this cgroup (not its children), through pidfds
     /// (`members`). Returns how many were signalled.
     @discardableResult
-    public func signalAll(_ signal: Int32) -> Int {
+    public func signalAll(_ signal: Signal) -> Int {
         members().filter { $0.signal(signal) }.count
     }
 

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// An exclusive `flock` on a file, held for the life of this value (or the process). The
 /// descriptor is close-on-exec, so children never inherit the lock; the kernel releases it when
@@ -6,13 +7,15 @@ import Glibc
 /// keep its lock; the new image takes it again at its start (`takeSingletonLock`, retried),
 /// and since the process lives on throughout, the runner never takes the free lock for a dead
 /// bridge.
-public final class FileLock: @unchecked Sendable {
+/// The descriptor (-1 once released) is behind a `Mutex`, so `release` from any thread
+/// closes it once.
+public final class FileLock: Sendable {
     public let path: String
-    private var fd: Int32
+    private let fd: Mutex<Int32>
 
     private init(path: String, fd: Int32) {
         self.path = path
-        self.fd = fd
+        self.fd = Mutex(fd)
     }
 
     /// Takes the lock, or returns nil when another process holds it. The file is opened
@@ -50,7 +53,11 @@ public final class FileLock: @unchecked Sendable {
     }
 
     public func release() {
-        if fd >= 0 { close(fd); fd = -1 }
+        let old = fd.withLock { fd in
+            defer { fd = -1 }
+            return fd
+        }
+        if old >= 0 { close(old) }
     }
 
     deinit { release() }

@@ -1,11 +1,13 @@
 import Glibc
+import Synchronization
 
 /// Watches directories for created, moved-in, written or deleted names. Used so the runner and
 /// the bridge react to markers, heartbeats and version changes at once instead of on the next
-/// tick.
-public final class Inotify: @unchecked Sendable {
+/// tick. The watch table is behind a `Mutex` (a watch may be added from another thread than
+/// the one that drains).
+public final class Inotify: Sendable {
     public let fd: Int32
-    private var watches: [Int32: String] = [:]
+    private let watches = Mutex<[Int32: String]>([:])
 
     public init() throws(SystemError) {
         fd = try sys("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
@@ -19,12 +21,13 @@ public final class Inotify: @unchecked Sendable {
     public func watch(directory: String) throws(SystemError) {
         let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
         let wd = try sys("inotify_add_watch", directory) { inotify_add_watch(fd, directory, mask) }
-        watches[wd] = directory
+        watches.withLock { $0[wd] = directory }
     }
 
     /// The names that changed since the last call (with their directory), or empty.
     public func drain() -> [(directory: String, name: String)] {
         var out: [(String, String)] = []
+        let watches = self.watches.withLock { $0 }
         var buf = [UInt8](repeating: 0, count: 8192)
         while true {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 8192) }

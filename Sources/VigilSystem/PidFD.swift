@@ -2,8 +2,9 @@ import CVigil
 import Glibc
 
 /// An open pidfd for an identified process. It can be polled (readable when the process
-/// exits) and signalled without any PID-reuse race. Closed on deinit.
-public final class PidFD: @unchecked Sendable {
+/// exits) and signalled without any PID-reuse race. Closed on deinit. Sendable: it holds only
+/// constants.
+public final class PidFD: Sendable {
     public let fd: Int32
     public let identity: ProcessIdentity
 
@@ -16,8 +17,8 @@ public final class PidFD: @unchecked Sendable {
 
     /// `pidfd_send_signal`. False when the process has already exited.
     @discardableResult
-    public func signal(_ signal: Int32) -> Bool {
-        cvigil_pidfd_send_signal(fd, signal) == 0
+    public func signal(_ signal: Signal) -> Bool {
+        cvigil_pidfd_send_signal(fd, signal.rawValue) == 0
     }
 
     /// True once the process has exited (the pidfd polls readable).
@@ -38,10 +39,11 @@ public final class PidFD: @unchecked Sendable {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let deadline = Clock.boot().nanoseconds + Int64(timeoutMilliseconds) * 1_000_000
         while true {
-            let left = max(0, (deadline - Clock.boot().nanoseconds) / 1_000_000)
+            // Rounded up: never wakes before the deadline.
+            let left = max(0, (deadline - Clock.boot().nanoseconds + 999_999) / 1_000_000)
             let r = poll(&p, 1, Int32(left))
             if r == 1 { return true }
-            if r == 0 { return false }
+            if r == 0 { if Clock.boot().nanoseconds >= deadline { return false } else { continue } }
             if lastErrno() != EINTR { return false }
         }
     }

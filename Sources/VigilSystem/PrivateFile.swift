@@ -43,6 +43,11 @@ public enum PrivateFile {
         return fd
     }
 
+    /// `open(path, flags)` for callers that do not import Glibc.
+    public static func open(_ path: String, _ options: FileDescriptor.Options) throws(SystemError) -> Int32 {
+        try open(path, options.rawValue)
+    }
+
     /// What is at `path` without following a symlink ("a symlink", "a FIFO", …), nil if nothing.
     public static func slotKind(_ path: String) -> String? {
         var st = stat()

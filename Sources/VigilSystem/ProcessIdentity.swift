@@ -80,7 +80,7 @@ public struct ProcessIdentity: Codable, Hashable, Sendable, CustomStringConverti
     /// Sends `signal` through a verified pidfd. Returns false (and sends nothing) when the
     /// process is not this identity any more.
     @discardableResult
-    public func signal(_ signal: Int32) -> Bool {
+    public func signal(_ signal: Signal) -> Bool {
         guard let pidfd = openPidFD() else { return false }
         return pidfd.signal(signal)
     }
@@ -105,11 +105,8 @@ public struct ProcStat: Sendable {
     public static func read(pid: Int32) -> ProcStat? {
         // Hot path (every probe): one read into a stack buffer, fields parsed as bytes.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buf -> ProcStat? in
-            let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return nil }
-            let n = Glibc.read(fd, buf.baseAddress, 1024)
-            close(fd)
-            guard n > 0 else { return nil }
+            guard let fd = try? FileDescriptor.open("/proc/\(pid)/stat", .readOnly),
+                  let n = fd.closeAfter({ try? fd.read(into: UnsafeMutableRawBufferPointer(buf)) }), n > 0 else { return nil }
             let bytes = UnsafeBufferPointer(rebasing: buf[0..<n])
             guard var i = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
             i += 2 // ") "
@@ -153,12 +150,9 @@ public struct ProcStat: Sendable {
     /// Reads a small file with one `read` call into a stack-sized buffer: cheap enough for
     /// every tick.
     static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, .readOnly) else { return nil }
         var buf = [UInt8](repeating: 0, count: 1024)
-        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 1024) }
-        guard n > 0 else { return nil }
+        guard let n = fd.closeAfter({ try? buf.withUnsafeMutableBytes { (b) throws(SystemError) in try fd.read(into: b) } }), n > 0 else { return nil }
         return String(decoding: buf[0..<n], as: UTF8.self)
     }
 }

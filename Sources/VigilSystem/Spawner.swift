@@ -123,3 +123,30 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePo
     defer { for p in pointers { free(p) } }
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
+
+extension Spawner {
+    /// Blocks until our child `pid` has exited, leaving it a zombie (`waitid(WNOWAIT)`: its PID,
+    /// and so its process group, stay pinned until `wait`).
+    public static func waitWithoutReaping(_ pid: Int32) {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 {
+            if lastErrno() != EINTR { return }
+        }
+    }
+
+    /// Whether our child `pid` has exited (a zombie now), without reaping it.
+    public static func hasExited(_ pid: Int32) -> Bool {
+        var info = siginfo_t()
+        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid != 0
+    }
+}
+
+extension ThisProcess {
+    /// Replaces this process image with the program at `path` (same PID), `environment` added
+    /// to ours first. Returns only when `execv` failed: why.
+    public static func exec(path: String, arguments: [String], environment: [String: String]) -> SystemError {
+        for (k, v) in environment { setenv(k, v, 1) }
+        _ = withCStrings([path] + arguments) { execv(path, $0) }
+        return SystemError("execv", errno: lastErrno(), subject: path)
+    }
+}

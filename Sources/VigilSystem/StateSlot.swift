@@ -93,9 +93,12 @@ public enum StateSlot {
             return withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 1) { buf -> R in
                 var used = 0
                 while used < capacity {
-                    let n = Glibc.read(fd, buf.baseAddress! + used, capacity - used)
-                    if n < 0 && lastErrno() == EINTR { continue }
-                    if n < 0 { return body(.unfit("unreadable: \(SystemError("read", errno: lastErrno()))")) }
+                    let n: Int
+                    do {
+                        n = try FileDescriptor(rawValue: fd).read(into: UnsafeMutableRawBufferPointer(rebasing: buf[used..<capacity]))
+                    } catch {
+                        return body(.unfit("unreadable: \(error)"))
+                    }
                     if n == 0 { break }
                     used += n
                 }
@@ -127,6 +130,12 @@ public enum StateSlot {
         /// Something other than a regular file is there (the caller moves it aside).
         case unfit(String)
         case failed(Int32)
+
+        /// `.failed(ENOENT)`: the directory it would be in is missing.
+        public var isNoEntry: Bool {
+            if case .failed(let e) = self { return e == ENOENT }
+            return false
+        }
     }
 
     /// Touches a wake file: open for writing (created `mode` if missing) and close, which

@@ -29,7 +29,8 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
 }
 
 /// The errno funnel: runs `body` until it does not fail with EINTR, and throws a `SystemError`
-/// naming the call when it returns -1. Nothing else reads `errno`.
+/// naming the call when it returns -1. Only VigilSystem reads `errno` (this funnel, and
+/// `lastErrno` for its few calls whose failure is not -1).
 @discardableResult
 public func sys<T: BinaryInteger>(_ call: String, _ subject: @autoclosure () -> String = "", _ body: () -> T) throws(SystemError) -> T {
     while true {
@@ -43,3 +44,5 @@ public func sys<T: BinaryInteger>(_ call: String, _ subject: @autoclosure () -> 
 
 /// The current errno, for the rare call whose failure is not -1 (posix_spawn returns it).
 public func lastErrno() -> Int32 { cvigil_errno() }
+
+func cvigilErrno() -> Int32 { cvigil_errno() }

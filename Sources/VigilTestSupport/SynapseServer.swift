@@ -67,7 +67,7 @@ public final class SynapseServer: @unchecked Sendable {
         let child = try Spawner.spawn(argv, opts)
         guard let pidfd = child.openPidFD() else { throw Failure(message: "\(argv[0]) did not start") }
         if !pidfd.waitForExit(timeoutMilliseconds: Int32(min(Int64(Int32.max), timeout.nanoseconds / 1_000_000))) {
-            pidfd.signal(SIGKILL)
+            pidfd.signal(.kill)
             _ = Spawner.wait(child.pid)
             throw Failure(message: "\(argv.prefix(3).joined(separator: " ")) took longer than \(timeout)")
         }
@@ -148,9 +148,9 @@ public final class SynapseServer: @unchecked Sendable {
             return identity
         }) else { return }
         if let pidfd = id.openPidFD() {
-            pidfd.signal(SIGTERM)
+            pidfd.signal(.terminate)
             if !pidfd.waitForExit(timeoutMilliseconds: Int32(grace.nanoseconds / 1_000_000)) {
-                pidfd.signal(SIGKILL)
+                pidfd.signal(.kill)
                 _ = pidfd.waitForExit(timeoutMilliseconds: 5000)
             }
         }

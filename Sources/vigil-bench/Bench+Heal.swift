@@ -318,11 +318,11 @@ final class BenchPair {
         guard !finished else { return }
         finished = true
         if let pidfd = runner.openPidFD() {
-            pidfd.signal(SIGTERM)
-            if !pidfd.waitForExit(timeoutMilliseconds: 10_000) { pidfd.signal(SIGKILL) }
+            pidfd.signal(.terminate)
+            if !pidfd.waitForExit(timeoutMilliseconds: 10_000) { pidfd.signal(.kill) }
         }
         _ = Spawner.wait(runner.pid)
-        if let b = bridge, runsVigil(b, role: .bridge, dir: dir) { b.signal(SIGKILL) }
+        if let b = bridge, runsVigil(b, role: .bridge, dir: dir) { b.signal(.kill) }
         try? FileManager.default.removeItem(atPath: dir.path)
     }
 }

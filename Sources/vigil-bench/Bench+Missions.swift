@@ -201,7 +201,7 @@ enum MissionBench {
         // Tick 10 s: only the wake file (inotify) can make it start a mission quickly.
         let driver = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "drive", "--tick", "10"], options)
         defer {
-            driver.signal(SIGTERM)
+            driver.signal(.terminate)
             _ = Spawner.wait(driver.pid)
         }
         let watch = try Inotify()

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilApp
 import VigilCore
 import VigilStore
@@ -18,12 +17,12 @@ enum StandaloneRunner {
                     termGrace: TimeSpan, shimExecutable: String, settings: MissionSettings = .init()) throws {
         try stateDir.prepare()
         let journal = Journal(path: stateDir.journal, source: "runner")
-        let signals = try SignalPipe(signals: [SIGTERM, SIGINT])
+        let signals = try WakePipe(signals: [.terminate, .interrupt])
         let inotify = try Inotify()
         try inotify.watch(directory: stateDir.path)
         let runner = try MissionRunner(stateDir: stateDir, journal: journal, maxParallel: maxParallel, shimExecutable: shimExecutable,
                                        notify: { _, _ in }, termGrace: termGrace, settings: settings)
-        journal.append(.missionRunnerStarted, ["pid": .int(Int64(getpid())), "max_parallel": .int(Int64(maxParallel))])
+        journal.append(.missionRunnerStarted, ["pid": .int(Int64(ThisProcess.pid)), "max_parallel": .int(Int64(maxParallel))])
         var lastErrorJournaled: BootInstant? = nil
         var failing = false
         while true {

@@ -1,5 +1,5 @@
-import Glibc
 import VigilApp
+import VigilSystem
 
 // Parse, run, map errors to an exit code: everything else lives in VigilApp.
-exit(CLI.main(Array(CommandLine.arguments.dropFirst())))
+ThisProcess.exit(CLI.main(Array(CommandLine.arguments.dropFirst())))

@@ -216,9 +216,9 @@ final class PairProcesses {
     /// Ends what we started (wrapper first, so it relaunches nothing), then what names our
     /// directory (the runner a wrapper started, the bridges a runner started); reaps; checks.
     func finish(sourceLocation: SourceLocation = #_sourceLocation) {
-        for id in started where id.isAlive { id.signal(SIGKILL) }
+        for id in started where id.isAlive { id.signal(.kill) }
         for _ in 0..<3 { // a runner may have started a bridge while we looked
-            for (pid, _) in leftovers() { if let id = ProcessIdentity.of(pid: pid) { started.append(id); id.signal(SIGCONT); id.signal(SIGKILL) } }
+            for (pid, _) in leftovers() { if let id = ProcessIdentity.of(pid: pid) { started.append(id); id.signal(.resume); id.signal(.kill) } }
         }
         for id in started {
             if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }

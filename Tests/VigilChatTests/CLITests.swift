@@ -40,12 +40,24 @@ import VigilTestSupport
 
     @Test func sayWaitPrintsTheBridgesReply() throws {
         let state = try TempState()
-        let service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: RecordingHandler())
-        defer { service.shutdown(deadline: Clock.boot() + .seconds(1)) }
+        // The service belongs to the loop's thread (ChatService is not Sendable): made, pumped
+        // and shut down there; the test goes on once it exists.
+        let ready = DispatchSemaphore(value: 0)
         let loop = Thread {
+            let service: ChatService
+            do {
+                service = try ChatService(stateDir: state.dir, config: testConfig(), journal: state.journal, handler: RecordingHandler())
+            } catch {
+                Issue.record("cannot make the chat service: \(error)")
+                ready.signal()
+                return
+            }
+            defer { service.shutdown(deadline: Clock.boot() + .seconds(1)) }
+            ready.signal()
             pumpUntil(service, timeout: .seconds(20)) { FileManager.default.fileExists(atPath: state.path + "/stop-loop") }
         }
         loop.start()
+        ready.wait()
         defer { _ = FileManager.default.createFile(atPath: state.path + "/stop-loop", contents: nil) }
         let r = try run(["say", "--wait", "15s", "/status"], state: state)
         #expect(r.status == 0)

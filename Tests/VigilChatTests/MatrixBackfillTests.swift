@@ -26,9 +26,9 @@ final class BridgeProcess {
         guard !reaped else { return }
         reaped = true
         if let pidfd = identity.openPidFD() {
-            _ = pidfd.signal(SIGTERM)
+            _ = pidfd.signal(.terminate)
             if !pidfd.waitForExit(timeoutMilliseconds: 20_000) {
-                _ = pidfd.signal(SIGKILL)
+                _ = pidfd.signal(.kill)
                 _ = pidfd.waitForExit(timeoutMilliseconds: 5000)
             }
         }

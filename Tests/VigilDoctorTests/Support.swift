@@ -138,7 +138,7 @@ final class DoctorEnv {
     func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     func finish() {
-        for id in strays { _ = id.signal(SIGKILL) }
+        for id in strays { _ = id.signal(.kill) }
         for pid in children {
             kill(pid, SIGKILL)
             _ = Spawner.wait(pid)

@@ -216,8 +216,8 @@ final class Harness {
                let id = ProcessIdentity.of(pid: pid) { track(id) }
         }
         for id in started where id.isAlive {
-            id.signal(SIGCONT)
-            id.signal(SIGKILL)
+            id.signal(.resume)
+            id.signal(.kill)
         }
         for id in started {
             if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }
@@ -229,8 +229,8 @@ final class Harness {
             let more = leftovers().compactMap { ProcessIdentity.of(pid: $0.0) }
             if more.isEmpty { break }
             for id in more {
-                id.signal(SIGCONT)
-                id.signal(SIGKILL)
+                id.signal(.resume)
+                id.signal(.kill)
                 if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }
                 _ = Spawner.reap(id.pid)
             }

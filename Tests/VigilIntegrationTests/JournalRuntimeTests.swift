@@ -121,7 +121,7 @@ struct JournalRuntimeTests {
         try append(100, writer: "during") // about ten rotations at 2 KiB
         #expect(FileManager.default.fileExists(atPath: h.dir + "/journal.jsonl.5"))
         try h.waitUntil("the follower printed all 105", timeout: 30) { shown().count >= 105 }
-        follower.signal(SIGTERM)
+        follower.signal(.terminate)
         #expect(try h.waitExit(follower) == 0)
         let lines = shown()
         #expect(lines.count == 105)

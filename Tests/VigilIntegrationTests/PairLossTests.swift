@@ -99,7 +99,7 @@ struct PairLossTests {
 
         #expect(try h.status()["runner"]?["wrapper"]?["alive"]?.boolValue == true)
         #expect(try h.status()["runner"]?["wrapper"]?["pid"]?.intValue == Int64(wrapper.pid))
-        #expect(wrapper.signal(SIGKILL))
+        #expect(wrapper.signal(.kill))
         _ = try h.waitExit(wrapper)
         try h.waitUntil("the runner saw its wrapper gone") { !h.events("wrapper-gone").isEmpty }
         #expect(h.events("wrapper-gone").first?["wrapper_pid"]?.intValue == Int64(wrapper.pid))
@@ -134,7 +134,7 @@ struct PairLossTests {
         let r = try h.vigil(["restart", "runner"])
         #expect(r.code == 0 && r.err.isEmpty, "\(r.out) \(r.err)")
         try h.waitUntil("the wrapper in its crash backoff") { log(h, "wrapper.out").contains("relaunching in") }
-        #expect(wrapper.signal(SIGTERM))
+        #expect(wrapper.signal(.terminate))
         let code = try h.waitExit(wrapper, timeout: 40)
         #expect(code == 0)
         try h.waitUntil("the bridge gone") { bridge.liveness() == .gone }

@@ -72,7 +72,7 @@ struct RollbackTests {
         try h.waitHealthy()
         let pid = try #require(try h.status()["runner"]?["pid"]?.intValue)
         let runner = try #require(ProcessIdentity.of(pid: Int32(pid)))
-        #expect(runner.signal(SIGKILL))
+        #expect(runner.signal(.kill))
         try h.waitUntil("a new runner") {
             guard let s = try? h.status(), let p = s["runner"]?["pid"]?.intValue else { return false }
             return p != pid && s["runner"]?["alive"]?.boolValue == true

@@ -108,6 +108,8 @@ struct CheckpointRetentionTests {
         try waitUntil("the old mission's checkpoints removed and journaled") { !env.events("mission-checkpoints-removed").isEmpty }
         #expect(CheckpointStore(stateDir: env.state, mission: old).list().isEmpty)
         #expect(CheckpointStore(stateDir: env.state, mission: recent).list().count == 1, "kept: it ended just now")
+        // The directory goes first, then its parent is fsynced, then the removal is journaled.
+        try waitUntil("the removal to be journaled") { !env.events("mission-checkpoints-removed").isEmpty }
         #expect(env.events("mission-checkpoints-removed").map { $0["mission"]?.intValue } == [old])
     }
 }

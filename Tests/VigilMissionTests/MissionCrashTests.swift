@@ -125,7 +125,7 @@ extension MissionTests {
         try env.startDriver()
         try waitUntil("attempt 1 to run") { try env.mission(id).shim != nil }
         let first = try #require(try env.mission(id).shim)
-        #expect(first.identity.signal(SIGKILL))
+        #expect(first.identity.signal(.kill))
         try waitUntil("attempt 2 to run") { let m = try env.mission(id); return m.attempts == 2 && m.shim != nil }
         // Never two at once: attempt 1's mission process was killed before attempt 2 started.
         let attempts = env.ourProcesses().compactMap { pid -> String? in
@@ -137,7 +137,7 @@ extension MissionTests {
         #expect(try env.mission(id).reason?.contains("attempt 1 of 2") == true)
 
         let second = try #require(try env.mission(id).shim)
-        #expect(second.identity.signal(SIGKILL))
+        #expect(second.identity.signal(.kill))
         try waitUntil("failed after the max") { try env.mission(id).state == .failed }
         let m = try env.mission(id)
         #expect(m.attempts == 2)
@@ -221,7 +221,7 @@ extension MissionTests {
         let driver = try env.startDriver()
         try waitUntil("it to run") { try env.mission(id).shim != nil }
         env.kill9(driver)
-        #expect(try env.mission(id).shim?.identity.signal(SIGKILL) == true)
+        #expect(try env.mission(id).shim?.identity.signal(.kill) == true)
         try waitUntil("the shim gone") { try env.mission(id).shim?.identity.isAlive == false }
 
         let crashing = try env.startDriver(env: ["VIGIL_MISSIONS_CRASH_AT": "recovery-after-requeue"])
@@ -372,7 +372,7 @@ extension MissionTests {
         let ownSession = try Spawner.spawn(["sleep", "30"], options)
         defer {
             for p in [foreign, ownSession, ofDone] {
-                p.signal(SIGKILL)
+                p.signal(.kill)
                 _ = Spawner.wait(p.pid)
             }
         }

@@ -175,7 +175,7 @@ struct MissionHostileTests {
         let id = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; while [ ! -e \"$0\" ]; do sleep 0.01; done", go])
         try env.startDriver()
         let p = try escapee(pidFile)
-        defer { _ = p.signal(SIGKILL) }
+        defer { _ = p.signal(.kill) }
         touch(go)
         let environ = KernelFile.read("/proc/\(p.pid)/environ", limit: 1 << 20) ?? []
         #expect(!String(decoding: environ, as: UTF8.self).contains("VIGIL_"), "the escapee carries no tag")
@@ -198,7 +198,7 @@ struct MissionHostileTests {
                                 "n", pidFile, overlap], lock: "deploy")
         try env.startDriver()
         let p = try escapee(pidFile)
-        defer { _ = p.signal(SIGKILL) }
+        defer { _ = p.signal(.kill) }
         try waitUntil("the holder to run") { try env.mission(holder).state == .running }
         #expect(try env.vigil(["mission", "cancel", "\(holder)"]).code == 0)
         try waitUntil("the next mission to end") { try env.mission(next).state.isFinal }
@@ -215,7 +215,7 @@ struct MissionHostileTests {
         let id = try env.add(["sh", "-c", untaggedEscapee(pidFile).map { "'\($0)'" }.joined(separator: " ") + "; sleep 300"], maxAttempts: 1)
         let driver = try env.startDriver()
         let p = try escapee(pidFile)
-        defer { _ = p.signal(SIGKILL) }
+        defer { _ = p.signal(.kill) }
         try waitUntil("the shim to be recorded") { try env.mission(id).shim != nil }
         let shim = try #require(try env.mission(id).shim)
         env.kill9(driver)
@@ -248,12 +248,12 @@ struct MissionHostileTests {
         let child = try Spawner.spawn(["sh", "-c", "setsid -f sh -c 'echo $$ > \"$1\"; while :; do echo x; sleep 0.01; done' e \"$1\"",
                                        "m", pidFile], options)
         close(fds[1])
-        ShimMain.waitWithoutReaping(child.pid) // a zombie: openPidFD refuses it
+        Spawner.waitWithoutReaping(child.pid) // a zombie: openPidFD refuses it
         #expect(child.openPidFD() == nil, "a zombie gets no pidfd (the case under test)")
         try waitUntil("the escapee to start") { FileManager.default.fileExists(atPath: pidFile) && !readText(pidFile).isEmpty }
         let escapee = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
         let escapeeIdentity = try #require(ProcessIdentity.of(pid: escapee))
-        defer { _ = escapeeIdentity.signal(SIGKILL); _ = Spawner.wait(child.pid); close(fds[0]) }
+        defer { _ = escapeeIdentity.signal(.kill); _ = Spawner.wait(child.pid); close(fds[0]) }
         let outFD = open(paths.output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { close(outFD) }
         let done = DispatchSemaphore(value: 0)
@@ -266,7 +266,7 @@ struct MissionHostileTests {
         worker.start()
         let returned = done.wait(timeout: .now() + 20) == .success
         #expect(returned, "the pump kept reading the escapee's output and never saw its child had exited")
-        if !returned { _ = escapeeIdentity.signal(SIGKILL); done.wait() } // end of file unblocks it
+        if !returned { _ = escapeeIdentity.signal(.kill); done.wait() } // end of file unblocks it
     }
 }
 

@@ -85,7 +85,7 @@ extension MissionTests {
         let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
-            daemon.signal(SIGKILL)
+            daemon.signal(.kill)
             #expect(waitUntil(timeout: .seconds(30)) { !daemon.isAlive }, "the daemon to be gone")
         }
         #expect(daemon.isAlive, "the daemon was killed at the end")
@@ -121,7 +121,7 @@ extension MissionTests {
         let pid = try #require(Int32(readText(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
         let daemon = try #require(ProcessIdentity.of(pid: pid))
         defer {
-            daemon.signal(SIGKILL)
+            daemon.signal(.kill)
             #expect(waitUntil(timeout: .seconds(30)) { !daemon.isAlive }, "the daemon to be gone")
         }
         #expect(try env.mission(id).state == .running)

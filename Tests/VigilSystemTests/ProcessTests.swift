@@ -24,11 +24,11 @@ struct ProcessIdentityTests {
         #expect(id.isAlive)
         #expect(ProcessIdentity.of(pid: child.pid) == id)
         #expect(try #require(id.residentBytes()) > 0)
-        #expect(id.signal(SIGKILL))
+        #expect(id.signal(.kill))
         #expect(terminatingSignal(fromWaitStatus: try child.wait()) == SIGKILL)
         #expect(id.liveness() == .gone)
         #expect(ProcessIdentity.of(pid: id.pid) == nil)
-        #expect(!id.signal(SIGTERM), "nothing to signal after it was reaped")
+        #expect(!id.signal(.terminate), "nothing to signal after it was reaped")
         #expect(id.openPidFD() == nil)
     }
 
@@ -46,7 +46,7 @@ struct ProcessIdentityTests {
         #expect(child.identity.liveness() == .gone)
         #expect(ProcessIdentity.of(pid: child.pid) == nil)
         #expect(child.identity.openPidFD() == nil)
-        #expect(!child.identity.signal(SIGTERM))
+        #expect(!child.identity.signal(.terminate))
         let status = try #require(pidfd.reapIfChild())
         child.reaped(status)
         #expect(terminatingSignal(fromWaitStatus: status) == SIGKILL)
@@ -62,10 +62,10 @@ struct ProcessIdentityTests {
         #expect(impostor.liveness() == .gone)
         #expect(!impostor.isAlive)
         #expect(impostor.openPidFD() == nil)
-        #expect(!impostor.signal(SIGKILL))
+        #expect(!impostor.signal(.kill))
         #expect(child.identity.isAlive)
         // Had the SIGKILL gone out, the child would have died of it, not of this SIGTERM.
-        #expect(child.identity.signal(SIGTERM))
+        #expect(child.identity.signal(.terminate))
         #expect(terminatingSignal(fromWaitStatus: try child.wait()) == SIGTERM)
     }
 
@@ -74,12 +74,12 @@ struct ProcessIdentityTests {
         let child = try Child(["/bin/sleep", "1000"])
         let pidfd = try #require(child.identity.openPidFD())
         #expect(pidfd.identity == child.identity)
-        #expect(pidfd.signal(SIGTERM))
+        #expect(pidfd.signal(.terminate))
         #expect(pidfd.waitForExit(timeoutMilliseconds: 20_000))
         let status = try #require(pidfd.reapIfChild())
         child.reaped(status)
         #expect(terminatingSignal(fromWaitStatus: status) == SIGTERM)
-        #expect(!pidfd.signal(SIGTERM), "after reaping, the pidfd refers to nothing")
+        #expect(!pidfd.signal(.terminate), "after reaping, the pidfd refers to nothing")
         #expect(Spawner.reap(child.pid) == nil)
     }
 
@@ -87,7 +87,7 @@ struct ProcessIdentityTests {
     func nobody(pid: Int32) {
         #expect(ProcessIdentity.of(pid: pid) == nil)
         #expect(ProcessIdentity(pid: pid, startTicks: 1).liveness() == .gone)
-        #expect(!ProcessIdentity(pid: pid, startTicks: 1).signal(0))
+        #expect(!ProcessIdentity(pid: pid, startTicks: 1).signal(.probe))
     }
 
     @Test("/proc/PID/stat is parsed after the last ')' even for a command named with spaces and parentheses")
@@ -264,7 +264,7 @@ struct SpawnerTests {
         defer { group.killAll(); try? group.remove() }
         // A shell that moves itself in, then starts a child in its own session.
         let child = try Spawner.spawn(["/bin/sh", "-c", "echo 0 > \"$1\"/cgroup.procs || exit 1; setsid sleep 300 & exec sleep 300", "s", group.path])
-        defer { _ = child.signal(SIGKILL); _ = Spawner.wait(child.pid) }
+        defer { _ = child.signal(.kill); _ = Spawner.wait(child.pid) }
         let deadline = Clock.boot() + .seconds(30)
         while group.processes().count < 2 && Clock.boot() < deadline { usleep(10_000) }
         #expect(group.processes().count == 2, "the shell's exec'd sleep and its setsid child: \(group.processes())")

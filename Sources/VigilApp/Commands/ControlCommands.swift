@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -26,7 +25,7 @@ enum RestartCommand {
             }
             let dir = try existing(inv.stateDir)
             let files = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "cli"))
-            try files.writeMarker(dir.restartMarker(role), by: "cli \(getpid())", reason: "vigil restart \(role.rawValue)")
+            try files.writeMarker(dir.restartMarker(role), by: "cli \(ThisProcess.pid)", reason: "vigil restart \(role.rawValue)")
             let wrapped = role == .bridge || Wrapper.isRunning(on: dir)
             files.journal.append(.restartRequested, ["process": .string(role.rawValue), "by": "cli", "wrapper": role == .runner ? .bool(wrapped) : .null])
             let running = files.loadRecordQuietly(role).map { $0.identity.isAlive } ?? false
@@ -65,7 +64,7 @@ enum HealCommand {
             guard args.positional == ["reset"] else { throw UsageError("the heal command has one subcommand: vigil heal reset") }
             let dir = try existing(inv.stateDir)
             let files = StateFiles(dir: dir, journal: Journal(path: dir.journal, source: "cli"))
-            try files.writeMarker(dir.healReset, by: "cli \(getpid())", reason: "vigil heal reset")
+            try files.writeMarker(dir.healReset, by: "cli \(ThisProcess.pid)", reason: "vigil heal reset")
             let running = files.loadRecordQuietly(.runner).map { $0.identity.isAlive } ?? false
             printOut("heal reset requested" + (running ? "; the runner applies it within a tick" : "; no runner is running now: it applies when the runner starts"))
         })
@@ -91,7 +90,7 @@ enum StopCommand {
             let dir = try existing(inv.stateDir)
             let journal = Journal(path: dir.journal, source: "cli")
             let files = StateFiles(dir: dir, journal: journal)
-            try files.writeMarker(dir.stopMarker, by: "cli \(getpid())", reason: "vigil stop")
+            try files.writeMarker(dir.stopMarker, by: "cli \(ThisProcess.pid)", reason: "vigil stop")
             journal.append(.stopRequested, ["by": "cli"])
             let deadline = Clock.boot() + timeout
             var pidfds: [(String, PidFD)] = []
@@ -100,8 +99,7 @@ enum StopCommand {
             }
             // With no runner to do it, stop the bridge ourselves.
             if !pidfds.contains(where: { $0.0 == "runner" }), let b = pidfds.first(where: { $0.0 == "bridge" }) {
-                b.1.signal(SIGCONT)
-                b.1.signal(SIGTERM)
+                b.1.perform(.terminate)
             }
             var left: [String] = []
             for (name, p) in pidfds {

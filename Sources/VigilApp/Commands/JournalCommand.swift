@@ -50,7 +50,7 @@ enum JournalCommand {
             guard args.has("follow") else { return }
             let inotify = try Inotify()
             try inotify.watch(directory: inv.stateDir.path)
-            let signals = try SignalPipe(signals: [SIGINT, SIGTERM])
+            let signals = try WakePipe(signals: [.interrupt, .terminate])
             while true {
                 let ready = pollReadable([inotify.fd, signals.readFD], timeoutMilliseconds: 1000)
                 if ready.contains(signals.readFD) { return }

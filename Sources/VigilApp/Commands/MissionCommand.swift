@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -193,7 +192,7 @@ enum MissionCommand {
         let q = try withQueue(stateDir, doing: "cannot follow") { $0 }
         var final = m.state.isFinal
         while !final && !Console.out.isGone {
-            usleep(100_000)
+            ThisProcess.pause(.milliseconds(100))
             offset = follow(paths, from: offset, carry: &carry)
             if let now = try? q.mission(id) { final = now.state.isFinal }
         }
@@ -204,8 +203,7 @@ enum MissionCommand {
     /// shorter than `offset`, it was moved to `output.log.1`: what came after `offset` there
     /// is printed first, then the new `output.log` from its start.
     static func follow(_ paths: MissionPaths, from offset: Int, carry: inout [UInt8]) -> Int {
-        var st = stat()
-        if stat(paths.output, &st) == 0, Int(st.st_size) < offset {
+        if let st = FileStatus.at(paths.output), st.size < offset {
             _ = copyOutput(paths.previousOutput, from: offset + MissionOutput.cutLineLength(paths.previousOutput), carry: &carry)
             return copyOutput(paths.output, from: 0, carry: &carry)
         }
@@ -351,16 +349,15 @@ enum MissionCommand {
     static func copyOutput(_ path: String, from offset: Int, carry: inout [UInt8]) -> Int {
         // Through `StateSlot`: a FIFO or symlink in its place is not opened (docs/operator-guide.md, "Bad input").
         guard case .file(let fd, _) = StateSlot.openForReading(path, sizeLimit: nil) else { return offset }
-        defer { close(fd) }
+        let file = FileDescriptor(rawValue: fd)
+        defer { file.close() }
         var pos = offset
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(pos)) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { break }
-            let shown = MissionOutput.escapeForTerminal(Array(buf[0..<n]), carry: &carry)
-            guard shown.withUnsafeBytes({ Console.out.write($0) }) else { break }
-            pos += n
+        // To the end of the file (a read error ends it too), or until nobody reads stdout.
+        _ = try? file.readChunks(from: offset) { chunk in
+            let shown = MissionOutput.escapeForTerminal(Array(chunk), carry: &carry)
+            guard shown.withUnsafeBytes({ Console.out.write($0) }) else { return false }
+            pos += chunk.count
+            return true
         }
         return pos
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -62,7 +61,7 @@ enum SayCommand {
             if let c = try? ChatInbox(db).command(id: id), c.state == "ignored" || c.state == "interrupted" {
                 throw CommandError("the bridge did not run it (\(c.state))")
             }
-            usleep(50_000)
+            ThisProcess.pause(.milliseconds(50))
         }
         throw CommandError("no reply within \(wait): is the bridge running? (`vigil status`); the command stays queued and runs when it is")
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -109,9 +108,8 @@ extension Doctor {
             let cutoff = Clock.wall().timeIntervalSince1970 - options.quarantineAge.seconds
             var n = 0
             for p in paths {
-                var st = stat()
-                guard lstat(p, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, Double(st.st_mtim.tv_sec) <= cutoff else { continue }
-                if unlink(p) == 0 { n += 1 }
+                guard let st = FileStatus.at(p, followSymlinks: false), st.kind == .regular, Double(st.modifiedSeconds) <= cutoff else { continue }
+                if FileSystem.unlink(p) { n += 1 }
             }
             if n > 0 { try? AtomicFile.fsyncDirectory(dir.quarantine) }
             journal.append(.quarantinePurged, ["files": .int(Int64(n)), "older_than": .string("\(options.quarantineAge)")])

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilChat
 import VigilCore
 import VigilStore
@@ -31,7 +30,7 @@ final class DoctorScan {
         runnerRunning = !FileLock.isFree(dir.lock(.runner))
         bridgeRunning = !FileLock.isFree(dir.lock(.bridge))
         missionsRunning = !FileLock.isFree(dir.missionsLock)
-        stopped = access(dir.stopMarker, F_OK) == 0
+        stopped = FileSystem.exists(dir.stopMarker)
     }
 
     func add(_ f: DoctorFinding) { findings.append(f) }
@@ -181,10 +180,9 @@ final class DoctorScan {
         var recent: [(name: String, mtime: Double)] = []
         var old: [String] = []
         for name in names {
-            var st = stat()
             let path = dir.quarantineEntry(name)
-            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
-            let mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+            guard let st = FileStatus.at(path, followSymlinks: false), st.kind == .regular else { continue }
+            let mtime = Double(st.modifiedSeconds) + Double(st.modifiedNanoseconds) / 1e9
             if now - mtime >= options.quarantineAge.seconds { old.append(path) } else { recent.append((name, mtime)) }
         }
         if let newest = recent.max(by: { $0.mtime < $1.mtime }) {
@@ -222,15 +220,13 @@ final class DoctorScan {
     }
 
     func checkDisk() {
-        var s = statvfs()
-        guard statvfs(dir.path, &s) == 0 else {
+        let free: UInt64, total: UInt64
+        do { (free, total) = try FileSystem.space(at: dir.path) } catch {
             add(DoctorFinding(check: "disk", severity: .warning,
-                              what: "cannot read the free space of \(dir.path): \(String(cString: strerror(lastErrno())))",
+                              what: "cannot read the free space of \(dir.path): \(error.reason)",
                               why: "a full disk stops state files, the journal and the database", action: "check the file system with df"))
             return
         }
-        let free = UInt64(s.f_bavail) * UInt64(s.f_frsize)
-        let total = UInt64(s.f_blocks) * UInt64(s.f_frsize)
         let percent = total > 0 ? Double(free) / Double(total) * 100 : 100
         guard free < options.minFreeBytes || percent < options.minFreePercent else { return }
         add(DoctorFinding(check: "disk", severity: .critical,
@@ -249,7 +245,7 @@ final class DoctorScan {
         """
 
     func checkDatabase() {
-        guard access(dir.database, F_OK) == 0 else {
+        guard FileSystem.exists(dir.database) else {
             add(DoctorFinding(check: "database", severity: .info,
                               what: "no database yet (\(dir.database))",
                               why: "nothing was queued here so far; the first mission, message or runner creates it",
@@ -297,10 +293,9 @@ final class DoctorScan {
                               why: "missions and messages may not be recordable", action: "check \(dir.database)"))
             return
         }
-        var st = stat()
-        if stat(dir.database + "-wal", &st) == 0, UInt64(st.st_size) > options.maxWAL {
+        if let st = FileStatus.at(dir.database + "-wal"), UInt64(st.size) > options.maxWAL {
             add(DoctorFinding(check: "database.wal", severity: .warning,
-                              what: "the database's WAL is \(ByteSize.format(UInt64(st.st_size))) (limit \(ByteSize.format(options.maxWAL)))",
+                              what: "the database's WAL is \(ByteSize.format(UInt64(st.size))) (limit \(ByteSize.format(options.maxWAL)))",
                               why: "a WAL that is never checkpointed grows without bound and slows every read",
                               action: "`vigil doctor --fix` checkpoints it (wal_checkpoint(TRUNCATE)); never delete the -wal file",
                               repair: .checkpoint))

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -27,8 +26,7 @@ struct MissionOutput {
         self.fd = fd
         self.paths = paths
         self.cap = max(cap, MissionSettings.minimumOutputCap)
-        var st = stat()
-        size = fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+        size = (try? FileDescriptor(rawValue: fd).status()).map { Int64($0.size) } ?? 0
         dropped = MissionOutput.cutCount(paths.previousOutput) ?? 0
     }
 
@@ -50,12 +48,10 @@ struct MissionOutput {
     }
 
     private static func firstLine(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, [.readOnly, .nonBlocking]) else { return nil }
         var buf = [UInt8](repeating: 0, count: 256)
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 256, 0) }
-        guard n > 0, let end = buf[0..<n].firstIndex(of: 10) else { return nil }
+        guard let n = fd.closeAfter({ try? buf.withUnsafeMutableBytes { (b) throws(SystemError) in try fd.read(into: b, at: 0) } }),
+              n > 0, let end = buf[0..<n].firstIndex(of: 10) else { return nil }
         return String(decoding: buf[0..<end], as: UTF8.self)
     }
 
@@ -77,20 +73,19 @@ struct MissionOutput {
         do {
             try AtomicFile.copy(from: paths.output, to: paths.previousOutput, mode: 0o600, prefix: prefix)
             dropped = total
-            _ = ftruncate(fd, 0)
+            try? FileDescriptor(rawValue: fd).truncate(to: 0)
             size = 0
         } catch {
             // No room for the copy: keep the cap anyway, dropping what output.log held.
             dropped = total + size
-            _ = ftruncate(fd, 0)
+            try? FileDescriptor(rawValue: fd).truncate(to: 0)
             size = 0
             note("\(MissionOutput.cutPrefix)\(ByteSize.format(UInt64(cap))): \(dropped) earlier bytes were cut (\(error)) ---\n")
         }
     }
 
     private func fileSize(_ path: String) -> Int64 {
-        var st = stat()
-        return stat(path, &st) == 0 ? Int64(st.st_size) : 0
+        FileStatus.at(path).map { Int64($0.size) } ?? 0
     }
 
     // MARK: - Showing output to a person

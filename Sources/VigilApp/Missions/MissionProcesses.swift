@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -56,7 +55,7 @@ enum MissionProcesses {
         let dirMark = Array("VIGIL_STATE_DIR=\(stateDir.path)".utf8)
         let idMark = Array("VIGIL_MISSION_ID=".utf8)
         var out: [MemberProcess] = []
-        for pid in allPIDs() where pid != getpid() {
+        for pid in allPIDs() where pid != ThisProcess.pid {
             guard let env = readFile("/proc/\(pid)/environ", limit: 1 << 20) else { continue }
             var mission: Int64? = nil
             var ours = false
@@ -78,7 +77,7 @@ enum MissionProcesses {
     /// the id was reused, which the kernel allows only once our session is empty: nothing is
     /// sent then.
     @discardableResult
-    static func signalSession(of shim: ProcessIdentity, _ signal: Int32, sparingShim: Bool) -> Int {
+    static func signalSession(of shim: ProcessIdentity, _ signal: Signal, sparingShim: Bool) -> Int {
         let sid = shim.pid
         if let leader = ProcStat.read(pid: sid), leader.startTicks != shim.startTicks { return 0 }
         var groups = Set<Int32>()
@@ -87,7 +86,7 @@ enum MissionProcesses {
             if sparingShim && st.processGroup == sid { continue }
             groups.insert(st.processGroup)
         }
-        for g in groups where g > 1 { kill(-g, signal) }
+        for g in groups where g > 1 { ProcessGroup(id: g).signal(signal) }
         return groups.count
     }
 
@@ -99,10 +98,10 @@ enum MissionProcesses {
         var total = 0
         let deadline = Clock.boot() + patience
         while true {
-            let n = signalSession(of: shim, SIGKILL, sparingShim: sparingShim)
+            let n = signalSession(of: shim, .kill, sparingShim: sparingShim)
             total += n
             if n == 0 || Clock.boot() >= deadline { return total }
-            usleep(2_000)
+            ThisProcess.pause(.milliseconds(2))
         }
     }
 
@@ -114,7 +113,7 @@ enum MissionProcesses {
     /// - Important: a process of another user whose environment we cannot read, or one that
     ///   cleared its environment, is not found (docs/missions.md, "Every process of a mission").
     @discardableResult
-    static func signalMembers(of stateDir: StateDirectory, mission: Int64, _ signal: Int32, outside session: Int32 = 0, startedSince: UInt64 = 0) -> Int {
+    static func signalMembers(of stateDir: StateDirectory, mission: Int64, _ signal: Signal, outside session: Int32 = 0, startedSince: UInt64 = 0) -> Int {
         var n = 0
         for p in members(of: stateDir) where p.mission == mission && (session == 0 || p.session != session) && p.identity.startTicks >= startedSince {
             if p.identity.signal(signal) { n += 1 }
@@ -130,29 +129,18 @@ enum MissionProcesses {
     @discardableResult
     static func killMembers(of stateDir: StateDirectory, mission: Int64, patience: TimeSpan = .seconds(30), startedSince: UInt64 = 0) -> (killed: Int, left: Int) {
         var killed = Set<ProcessIdentity>()
-        var pause: UInt32 = 1_000
+        var pause = TimeSpan.milliseconds(1)
         let deadline = Clock.boot() + patience
         while true {
             let left = members(of: stateDir).filter { $0.mission == mission && $0.identity.startTicks >= startedSince }
             if left.isEmpty || Clock.boot() >= deadline { return (killed.count, left.count) }
-            for p in left where p.identity.signal(SIGKILL) { killed.insert(p.identity) }
-            usleep(pause)
-            pause = min(pause * 2, 100_000)
+            for p in left where p.identity.signal(.kill) { killed.insert(p.identity) }
+            ThisProcess.pause(pause)
+            pause = min(TimeSpan(nanoseconds: pause.nanoseconds * 2), .milliseconds(100))
         }
     }
 
-    static func allPIDs() -> [Int32] {
-        guard let dir = opendir("/proc") else { return [] }
-        defer { closedir(dir) }
-        var out: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if let pid = Int32(name), pid > 0 { out.append(pid) }
-        }
-        return out
-    }
+    static func allPIDs() -> [Int32] { ProcessTable.allPIDs() }
 
     /// Reads a whole (small) file of /proc; nil when it cannot be opened.
     static func readFile(_ path: String, limit: Int) -> [UInt8]? { KernelFile.read(path, limit: limit) }
@@ -253,7 +241,7 @@ struct MissionCgroup {
 
     /// Sends `signal` to every process in the cgroup (the first step of a cancel).
     @discardableResult
-    func signal(_ signal: Int32) -> Int { cgroup.signalAll(signal) }
+    func signal(_ signal: Signal) -> Int { cgroup.signalAll(signal) }
 }
 
 /// Fault injection for crash tests: `VIGIL_MISSIONS_CRASH_AT=name[,name…]` makes the process
@@ -263,6 +251,6 @@ enum CrashPoint {
         (ProcessInfo.processInfo.environment["VIGIL_MISSIONS_CRASH_AT"] ?? "").split(separator: ",").map(String.init))
 
     static func hit(_ name: String) {
-        if !armed.isEmpty && armed.contains(name) { kill(getpid(), SIGKILL) }
+        if !armed.isEmpty && armed.contains(name) { ThisProcess.raise(.kill) }
     }
 }

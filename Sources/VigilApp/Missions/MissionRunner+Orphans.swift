@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -38,7 +37,7 @@ extension MissionRunner {
         for id in ids where !(states[id]?.isFinal ?? false) {
             let paths = MissionPaths(stateDir: stateDir, id: id)
             if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self), r.mission == id { continue }
-            if states[id] == nil && access(paths.directory, F_OK) != 0 { continue }
+            if states[id] == nil && !FileSystem.exists(paths.directory) { continue }
             notEnded.insert(id)
         }
         return candidates.filter { notEnded.contains($0.mission) }
@@ -56,7 +55,7 @@ extension MissionRunner {
             let paths = MissionPaths(stateDir: stateDir, id: id)
             if !existing.contains(id) {
                 directories.append(paths.directory)
-            } else if access(paths.scratch, F_OK) == 0 {
+            } else if FileSystem.exists(paths.scratch) {
                 scratch.append(paths.scratch)
             }
         }

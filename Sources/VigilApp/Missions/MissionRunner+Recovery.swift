@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -160,7 +159,7 @@ extension MissionRunner {
         }
         let claimed = Set(tracked.values.compactMap { $0.shim?.identity.pid })
         for p in try MissionRunner.orphanProcesses(of: stateDir, q, claimedSessions: claimed, watched: Set(tracked.keys)) {
-            if p.identity.signal(SIGKILL) {
+            if p.identity.signal(.kill) {
                 journal.append(.missionOrphanKilled, ["pid": .int(Int64(p.identity.pid)), "mission": .int(p.mission), "what": "process"])
                 cleaned += 1
             }

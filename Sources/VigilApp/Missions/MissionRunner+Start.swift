@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -22,7 +21,7 @@ extension MissionRunner {
             if case .ok(let r) = StateFile.read(paths.result, kind: MissionResult.kind, as: MissionResult.self),
                r.mission == m.id, r.attempt == m.attempts {
             } else {
-                unlink(paths.result)
+                FileSystem.unlink(paths.result)
             }
             var options = Spawner.Options()
             options.newSession = true
@@ -89,7 +88,7 @@ extension MissionRunner {
             fields["result"] = .object(result)
         }
         var gone = true
-        if rmdir(paths.directory) == 0 {
+        if FileSystem.removeDirectory(paths.directory) {
             fields["action"] = "removed (it was empty)"
             try? AtomicFile.fsyncDirectory(stateDir.missions)
         } else if let target = files.moveToQuarantine(paths.directory, name: "mission-\(id)") {

@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -88,15 +87,18 @@ extension MissionRunner {
     func processCancels(now: BootInstant) {
         for t in tracked.values where t.cancelRequested && !t.exited {
             guard let shim = t.shim else { continue }
-            if t.termSentAt == nil {
-                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGTERM, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
+            let teardown = MissionRunner.cancelTeardown(grace: termGrace)
+            let taken = t.killSentAt != nil ? 2 : t.termSentAt != nil ? 1 : 0
+            guard let step = teardown.due(taken: taken, lastAt: t.killSentAt ?? t.termSentAt, now: now) else { continue }
+            let signal = teardown.steps[step].signals[0]
+            let n = MissionRunner.signalMission(t.id, shim: shim.identity, signal, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
+            if step == 0 {
                 t.termSentAt = now
-                journal.append(.missionCancel, ["mission": .int(t.id), "signal": "SIGTERM", "groups": .int(Int64(n)),
+                journal.append(.missionCancel, ["mission": .int(t.id), "signal": .string(signal.description), "groups": .int(Int64(n)),
                                                   "grace_ms": .int(Int64(termGrace.milliseconds))])
-            } else if now >= (t.killSentAt ?? t.termSentAt!) + termGrace {
-                let n = MissionRunner.signalMission(t.id, shim: shim.identity, SIGKILL, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
+            } else {
                 if t.killSentAt == nil || n > 0 {
-                    journal.append(.missionCancel, ["mission": .int(t.id), "signal": "SIGKILL", "groups": .int(Int64(n))])
+                    journal.append(.missionCancel, ["mission": .int(t.id), "signal": .string(signal.description), "groups": .int(Int64(n))])
                 }
                 t.killSentAt = now
             }
@@ -111,9 +113,8 @@ extension MissionRunner {
         for t in tracked.values where !t.cancelRequested && !t.exited {
             guard let shim = t.shim, t.stopCause != nil || t.policy.timeout != nil || t.policy.silenceLimit != nil else { continue }
             if t.policy.silenceLimit != nil {
-                var st = stat()
                 let path = MissionPaths(stateDir: stateDir, id: t.id).output
-                let mark = stat(path, &st) == 0 ? (Int64(st.st_size), UInt64(st.st_ino)) : nil
+                let mark = FileStatus.at(path).map { (Int64($0.size), $0.inode) }
                 if let mark, let old = t.outputMark, old != mark { t.watch.lastOutputAt = now }
                 t.outputMark = mark
             }
@@ -132,7 +133,7 @@ extension MissionRunner {
                                ["mission": .int(t.id), "attempt": .int(Int64(t.attempt)), "limit_ms": .int(Int64(limit.milliseconds)),
                                 "grace_ms": .int(Int64(termGrace.milliseconds))])
             }
-            let n = MissionRunner.signalMission(t.id, shim: shim.identity, sig, stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
+            let n = MissionRunner.signalMission(t.id, shim: shim.identity, Signal(rawValue: sig), stateDir: stateDir, letDaemonsGo: t.letDaemonsGo)
             if sig == MissionLifecycle.sigkill && n > 0 {
                 journal.append(.missionStopKill, ["mission": .int(t.id), "signal": "SIGKILL", "processes": .int(Int64(n))])
             }
@@ -151,12 +152,18 @@ extension MissionRunner {
         checkpointsPrunedUpTo = cutoff
     }
 
+    /// A cancel: SIGTERM, then SIGKILL after `grace` and again every `grace` while the shim
+    /// lives (taken one step per tick through `Teardown.due`).
+    static func cancelTeardown(grace: TimeSpan) -> Teardown {
+        Teardown([.send([.terminate], allowedDuration: grace), .kill(allowedDuration: grace)])
+    }
+
     /// Sends `signal` to every process of a running mission, each once: those in its cgroup
     /// when it has one (everything the command started is born there), else the process
     /// groups of its shim's session and the processes carrying its tag (started since its
     /// shim); with `letDaemonsGo`, only the groups of its session. Returns how many
     /// processes (cgroup) or groups and processes (otherwise) were signalled.
-    static func signalMission(_ id: Int64, shim: ProcessIdentity, _ signal: Int32, stateDir: StateDirectory, letDaemonsGo: Bool) -> Int {
+    static func signalMission(_ id: Int64, shim: ProcessIdentity, _ signal: Signal, stateDir: StateDirectory, letDaemonsGo: Bool) -> Int {
         // --let-daemons-go: only the session; what left it is the mission's to keep.
         if letDaemonsGo { return MissionProcesses.signalSession(of: shim, signal, sparingShim: true) }
         if let group = MissionCgroup.of(stateDir, mission: id), group.cgroup.isPopulated {

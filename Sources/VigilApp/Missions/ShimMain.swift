@@ -1,5 +1,4 @@
 import Foundation
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -74,11 +73,14 @@ enum ShimMain {
                 output.note("--- vigil: resuming from checkpoint \(newest.seq) (saved by attempt \(newest.meta?.attempt ?? 0)) ---\n")
             }
             // Output through us (a pipe), so the cap holds whatever the mission writes.
-            var pipeFDs: [Int32] = [-1, -1]
             // (The shim has one thread: nothing can spawn between pipe and FD_CLOEXEC.)
-            if pipe(&pipeFDs) != 0 || fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC) != 0 || fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC) != 0 {
-                reason = "cannot make the output pipe: \(String(cString: strerror(lastErrno())))"
-            } else {
+            let made: (read: FileDescriptor, write: FileDescriptor)?
+            do { made = try FileDescriptor.pipe() } catch {
+                made = nil
+                reason = "cannot make the output pipe: \(error.reason)"
+            }
+            if let pipe = made {
+                let pipeFDs = [pipe.read.rawValue, pipe.write.rawValue]
                 options.outputDescriptor = pipeFDs[1]
                 // The command is born in the mission's cgroup: we enter it to spawn and leave.
                 var noCgroup: String? = nil
@@ -97,17 +99,17 @@ enum ShimMain {
                     let child: ProcessIdentity
                     do { child = try Spawner.spawn(spec.argv, options) } catch { leave(); throw error }
                     leave()
-                    close(pipeFDs[1])
+                    pipe.write.close()
                     childPID = child.pid
                     pump(pipeFDs[0], until: child, into: &output)
                     // The zombie pins its process group: kill what the mission left behind,
                     // then its cgroup (everything it started, wherever), then any other group it
                     // made in our session, then every process that carries the mission's tag
                     // (where there is no cgroup), then reap.
-                    kill(-child.pid, SIGKILL)
+                    ProcessGroup(id: child.pid).signal(.kill)
                     var killedInCgroup = 0 // of them outside our session, for the counts below
                     if let group, !spec.letDaemonsGo {
-                        killedInCgroup = group.cgroup.processes().filter { ProcStat.read(pid: $0).map { $0.session != getpid() } ?? false }.count
+                        killedInCgroup = group.cgroup.processes().filter { ProcStat.read(pid: $0).map { $0.session != ThisProcess.pid } ?? false }.count
                         let ended = group.kill()
                         if ended.left { output.note("vigil: the mission's cgroup \(group.cgroup) still has processes after SIGKILL\n") }
                     }
@@ -141,16 +143,16 @@ enum ShimMain {
                         exitCode = 255
                     }
                 } catch {
-                    close(pipeFDs[1])
+                    pipe.write.close()
                     reason = "\(error)"
                 }
-                close(pipeFDs[0])
+                pipe.read.close()
             }
         }
         if let reason { output.note("vigil: \(reason)\n") }
 
         CrashPoint.hit("shim-before-result")
-        fsync(1)
+        try? FileDescriptor.standardOutput.sync()
         try? FileManager.default.removeItem(atPath: paths.scratch)
         let result = MissionResult(mission: spec.mission, attempt: spec.attempt, exitCode: exitCode, signal: signal, reason: reason,
                                    childPID: childPID, started: started, finished: Clock.iso(Clock.wall()),
@@ -176,7 +178,7 @@ enum ShimMain {
                     output.note("vigil: giving up on the result file after \(resultPatience): \(error)\n")
                     return 1
                 }
-                usleep(UInt32(pause.nanoseconds / 1000))
+                ThisProcess.pause(pause)
                 pause = min(pause * 2, .seconds(1))
             }
         }
@@ -186,14 +188,6 @@ enum ShimMain {
     static let resultPatience = TimeSpan.seconds(3600)
 
     static func exitCodeFromStatus(_ status: Int32) -> Int32 { VigilSystem.exitCode(fromWaitStatus: status) }
-
-    /// Blocks until `pid` (our child) has exited, leaving it a zombie.
-    static func waitWithoutReaping(_ pid: Int32) {
-        var info = siginfo_t()
-        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 {
-            if lastErrno() != EINTR { return }
-        }
-    }
 
     /// Copies the mission's output from the pipe `fd` into `output` until `child` has exited
     /// (left a zombie) or every writer closed the pipe (then waits for the child).
@@ -206,40 +200,27 @@ enum ShimMain {
             // The child's exit first, at every turn: a process it left behind (its own session)
             // may write so often that the pipe is readable at every poll, and reading first
             // would never get here (what it writes is drained after it is killed).
-            if hasExited(child.pid) { return }
+            if Spawner.hasExited(child.pid) { return }
             let ready = pollReadable([fd] + (pidfd.map { [$0.fd] } ?? []), timeoutMilliseconds: pidfd == nil ? 100 : -1)
             if let pidfd, ready.contains(pidfd.fd) { return }
             if ready.contains(fd) {
-                let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+                let n = (try? buf.withUnsafeMutableBytes { (b) throws(SystemError) in try FileDescriptor(rawValue: fd).read(into: b) }) ?? 0
                 if n > 0 {
                     output.write(Data(buf[0..<n]))
                     continue
                 }
-                if n < 0 && lastErrno() == EINTR { continue }
-                waitWithoutReaping(child.pid) // end of file: no writer is left
+                Spawner.waitWithoutReaping(child.pid) // end of file (or a read error): no writer is left
                 return
             }
         }
     }
 
-    /// Whether our child `pid` has exited, leaving it a zombie.
-    static func hasExited(_ pid: Int32) -> Bool {
-        var info = siginfo_t()
-        return waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info._sifields._sigchld.si_pid != 0
-    }
-
     /// Copies what is left in the pipe (the mission's processes are gone or killed) without
     /// waiting for more.
     static func drain(_ fd: Int32, into output: inout MissionOutput) {
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var buf = [UInt8](repeating: 0, count: 65536)
-        var total: Int64 = 0
-        while total < output.cap {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
-            if n < 0 && lastErrno() == EINTR { continue }
-            if n <= 0 { return }
-            output.write(Data(buf[0..<n]))
-            total += Int64(n)
-        }
+        let file = FileDescriptor(rawValue: fd)
+        file.setNonBlocking()
+        // Up to the cap; nothing more to read now (EAGAIN) or an error ends it.
+        _ = try? file.readChunks(limit: Int(output.cap)) { output.write(Data($0)); return true }
     }
 }
