@@ -1,4 +1,6 @@
 import Foundation
+// Glibc: the faults themselves (malloc and memset for runaway memory, pause for a hang) are
+// libc calls, and exist only under VIGIL_TEST_FAULTS=1.
 import Glibc
 import VigilCore
 import VigilStore

@@ -1,7 +1,5 @@
 import Foundation
-// Glibc only for the fault injection below (`FaultInjection.Bloat`: malloc, memset), whose
 // shape stays as it is while it moves to a target of its own; nothing else here calls it.
-import Glibc
 import VigilCore
 import VigilStore
 import VigilSystem

@@ -10,6 +10,7 @@ import VigilSystem
 /// dies; `register` does the shared-secret registration). This type only drives that script
 /// and is the Swift client of the running server. Started from the venv that
 /// `scripts/setup-synapse` makes; `stop()` ends it by its verified identity.
+// @unchecked Sendable: `identity` (the running server) only under `lock`; the rest is constant.
 public final class SynapseServer: @unchecked Sendable {
     public let venv: String
     public let workDir: String

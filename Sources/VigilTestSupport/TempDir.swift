@@ -3,13 +3,14 @@ import VigilSystem
 
 /// A fresh private directory under /tmp (`TempDirectory`: mkdtemp, 0700), removed with
 /// everything in it when the value goes away (unless `keep`).
-public final class TempDir: @unchecked Sendable {
+public final class TempDir: Sendable {
     public let path: String
     /// Leave the directory in place at deinit (its owner removes it, or it is evidence).
-    public var keep = false
+    public let keep: Bool
 
-    public init(_ label: String = "vigil-test") throws {
+    public init(_ label: String = "vigil-test", keep: Bool = false) throws {
         path = try TempDir.make(label)
+        self.keep = keep
     }
 
     /// Makes `/tmp/<label>-XXXXXX` and returns its path (for owners that remove it themselves).

@@ -1,4 +1,7 @@
 import Foundation
+// Tooling, not product: the benchmark acts on processes and sockets from outside with libc
+// directly (kill, SIGSTOP, a socket server), as a second program would; the product does that
+// only through VigilSystem (docs/architecture.md, "One syscall edge").
 import Glibc
 import VigilChat
 import VigilApp
@@ -149,6 +152,7 @@ enum AlertBench {
 
     /// Notes when a line containing `needle` first appears in a file (polled every 2 ms on its
     /// own thread: the outside view, independent of the writer).
+    // @unchecked Sendable: `seen` and `stopping` are read and written only under `lock`.
     final class LogWatcher: @unchecked Sendable {
         private let lock = NSLock()
         private var seen: BootInstant?
@@ -181,6 +185,7 @@ enum AlertBench {
 
     /// A minimal webhook receiver on 127.0.0.1: answers 200 to every POST (HTTP/1.0, one request
     /// per connection) and notes when each body arrived.
+    // @unchecked Sendable: `received` and `stopping` only under `lock`; the rest is constant.
     final class WebhookReceiver: @unchecked Sendable {
         let port: UInt16
         private let fd: Int32

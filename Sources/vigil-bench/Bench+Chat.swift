@@ -1,4 +1,7 @@
 import Foundation
+// Tooling, not product: the benchmark acts on processes and sockets from outside with libc
+// directly (kill, SIGSTOP, a socket server), as a second program would; the product does that
+// only through VigilSystem (docs/architecture.md, "One syscall edge").
 import Glibc
 import VigilChat
 import VigilApp
@@ -112,6 +115,8 @@ enum ChatBench {
 
     /// A bridge-like main loop on its own thread: pump, then poll the wake descriptors until the
     /// next wish or 1 s (the heartbeat interval).
+    // @unchecked Sendable: `stopping` and `first` only under `lock`; `service` (not Sendable)
+    // is made before the loop thread starts and used only by that thread from then on.
     final class BridgeLoop: @unchecked Sendable {
         private let service: ChatService
         private let lock = NSLock()
@@ -150,6 +155,7 @@ enum ChatBench {
 
     /// The operator's view: a /sync long-poll loop on its own thread, noting when each message
     /// body first appears.
+    // @unchecked Sendable: what it saw is read and written only under `lock`; the rest is constant.
     final class RoomWatcher: @unchecked Sendable {
         let server: SynapseServer
         let user: SynapseServer.User

@@ -1,4 +1,7 @@
 import Foundation
+// Tooling, not product: the benchmark acts on processes and sockets from outside with libc
+// directly (kill, SIGSTOP, a socket server), as a second program would; the product does that
+// only through VigilSystem (docs/architecture.md, "One syscall edge").
 import Glibc
 import VigilApp
 import VigilCore
