@@ -58,13 +58,7 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
     public static func parse(_ text: String) -> TimeSpan? {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
-        var number = t
-        var scale = 1.0
-        for (suffix, k) in units where t.hasSuffix(suffix) {
-            number = String(t.dropLast(suffix.count))
-            scale = k
-            break
-        }
+        let (number, scale) = splitUnit(t, units)
         guard !number.isEmpty,
               number.allSatisfy({ $0.isNumber || $0 == "." || $0 == "-" || $0 == "+" }),
               let v = Double(number), v.isFinite else { return nil }
@@ -89,13 +83,7 @@ public enum ByteSize {
         let units: [(String, Double)] = [("kib", 1024), ("mib", 1_048_576), ("gib", 1_073_741_824),
                                          ("kb", 1000), ("mb", 1e6), ("gb", 1e9),
                                          ("k", 1024), ("m", 1_048_576), ("g", 1_073_741_824), ("b", 1)]
-        var number = t
-        var scale = 1.0
-        for (suffix, k) in units where t.hasSuffix(suffix) {
-            number = String(t.dropLast(suffix.count))
-            scale = k
-            break
-        }
+        let (number, scale) = splitUnit(t, units)
         guard !number.isEmpty, number.allSatisfy({ $0.isNumber || $0 == "." }),
               let v = Double(number), v.isFinite, v > 0 else { return nil }
         // `UInt64(_: Double)` traps above UInt64.max; a size that large is an input error.
@@ -108,4 +96,11 @@ public enum ByteSize {
         if bytes >= 1 << 10 { return String(format: "%.1f KiB", Double(bytes) / Double(1 << 10)) }
         return "\(bytes) B"
     }
+}
+
+/// `text` split into its number and the scale of the first unit in `units` it ends with (1
+/// when none): what `TimeSpan.parse` and `ByteSize.parse` share.
+func splitUnit(_ text: String, _ units: [(String, Double)]) -> (number: String, scale: Double) {
+    for (suffix, k) in units where text.hasSuffix(suffix) { return (String(text.dropLast(suffix.count)), k) }
+    return (text, 1)
 }
