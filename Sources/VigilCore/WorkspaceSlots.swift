@@ -91,13 +91,7 @@ public enum WorkspaceSlots {
             return clean(&n, reason: nil)
 
         case (.cleaning, .cleaned(let g)) where g == r.generation:
-            n.phase = .available
-            n.mission = nil
-            n.allocatedAt = nil
-            n.reason = nil
-            n.forceAvailable = false
-            n.isolatedByPerson = false
-            return SlotTransition(record: n, actions: [])
+            return available(&n)
 
         case (.cleaning, .cleanFailed(let g, let reason, let reclone)) where g == r.generation:
             if reclone {
@@ -109,12 +103,7 @@ public enum WorkspaceSlots {
             return fail(&n, reason: reason, now: now)
 
         case (.cloning, .cloned(let g)) where g == r.generation:
-            n.phase = .available
-            n.mission = nil
-            n.reason = nil
-            n.forceAvailable = false
-            n.isolatedByPerson = false
-            return SlotTransition(record: n, actions: [])
+            return available(&n)
 
         case (.cloning, .cloneFailed(let g, let reason)) where g == r.generation:
             return fail(&n, reason: reason, now: now)
@@ -150,6 +139,17 @@ public enum WorkspaceSlots {
         default:
             return nil
         }
+    }
+
+    /// Clean (or freshly cloned): may be handed out again.
+    private static func available(_ n: inout SlotRecord) -> SlotTransition {
+        n.phase = .available
+        n.mission = nil
+        n.allocatedAt = nil
+        n.reason = nil
+        n.forceAvailable = false
+        n.isolatedByPerson = false
+        return SlotTransition(record: n, actions: [])
     }
 
     private static func clean(_ n: inout SlotRecord, reason: String?) -> SlotTransition {

@@ -245,7 +245,7 @@ public final class Database {
         try Database.createPrivately(temp)
         do {
             try Database.copy(from: db, toFile: temp)
-            let fd = try FileDescriptor.open(temp, .readOnly)
+            let fd = try FileDescriptor.open(temp, [.readOnly, .noFollow])
             try fd.closeAfter { () throws(SystemError) in try fd.sync(subject: temp) }
             // A connection of its own, closed (deinit) when the function returns.
             func problemsOfCopy() throws -> [String] { try Database(path: temp, busyTimeout: 1, migrate: false).integrityProblems() }

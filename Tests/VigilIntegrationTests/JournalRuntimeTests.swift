@@ -51,17 +51,23 @@ struct JournalRuntimeTests {
         #expect(jsonLines(last.out).count == 3)
     }
 
+    /// Starts `writers` journal writers at once (`vigil-bench journal --append`, each its own
+    /// process, named w0, w1, …) and waits until each has exited 0.
+    private func runWriters(_ h: Harness, _ writers: Int, _ perWriter: Int, _ options: [String]) throws {
+        var ids: [ProcessIdentity] = []
+        for w in 0..<writers {
+            ids.append(try h.spawn([Binaries.vigilBench, "--state-dir", h.dir, "journal", "--append", "\(perWriter)", "--writer", "w\(w)"] + options,
+                                   log: "writer\(w).out"))
+        }
+        for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
+    }
+
     @Test("Six vigil processes appending and rotating at once: none lost, none twice, every CRC holds, each writer's lines in order; --since spans the files")
     func concurrentWritersRotate() throws {
         let h = Harness()
         defer { h.finish() }
         let writers = 6, perWriter = 150
-        var ids: [ProcessIdentity] = []
-        for w in 0..<writers {
-            ids.append(try h.spawn([Binaries.vigilBench, "--state-dir", h.dir, "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
-                                    "--max-bytes", "16KiB", "--keep", "20"], log: "writer\(w).out"))
-        }
-        for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
+        try runWriters(h, writers, perWriter, ["--max-bytes", "16KiB", "--keep", "20"])
         let path = h.dir + "/journal.jsonl"
         #expect(FileManager.default.fileExists(atPath: path + ".3"), "rotated several times")
         #expect(!FileManager.default.fileExists(atPath: path + ".20"), "nothing rotated out: every line is still here")
@@ -88,13 +94,8 @@ struct JournalRuntimeTests {
         let h = Harness()
         defer { h.finish() }
         let writers = 6, perWriter = 150
-        var ids: [ProcessIdentity] = []
-        for w in 0..<writers {
-            // Records of a few kilobytes (1000 + 37 × i bytes of pad): larger than a pipe's atomic write.
-            ids.append(try h.spawn([Binaries.vigilBench, "--state-dir", h.dir, "journal", "--append", "\(perWriter)", "--writer", "w\(w)",
-                                    "--no-rotate", "--pad", "1000"], log: "writer\(w).out"))
-        }
-        for id in ids { #expect(try h.waitExit(id, timeout: 120) == 0) }
+        // Records of a few kilobytes (1000 + 37 × i bytes of pad): larger than a pipe's atomic write.
+        try runWriters(h, writers, perWriter, ["--no-rotate", "--pad", "1000"])
         #expect(!FileManager.default.fileExists(atPath: h.dir + "/journal.jsonl.1"), "no rotation")
         let r = Journal.read(path: h.dir + "/journal.jsonl")
         #expect(r.skipped == 0)

@@ -48,7 +48,7 @@ struct MissionOutput {
     }
 
     private static func firstLine(_ path: String) -> String? {
-        guard let fd = try? FileDescriptor.open(path, [.readOnly, .nonBlocking]) else { return nil }
+        guard let fd = try? FileDescriptor.open(path, [.readOnly, .nonBlocking, .noFollow]) else { return nil }
         var buf = [UInt8](repeating: 0, count: 256)
         guard let n = fd.closeAfter({ try? buf.withUnsafeMutableBytes { (b) throws(SystemError) in try fd.read(into: b, at: 0) } }),
               n > 0, let end = buf[0..<n].firstIndex(of: 10) else { return nil }
