@@ -352,12 +352,15 @@ public struct PendingMission: Equatable, Sendable {
     public var retryAt: Double?
     /// A `retryAt` further ahead than this can only mean the wall clock went back (`isDue`).
     public var maxBackoff: TimeSpan
+    /// The workspace repository it needs a slot of (docs/workspaces.md, "Handing out a slot").
+    public var workspace: String?
 
-    public init(id: Int64, lockKey: String? = nil, retryAt: Double? = nil, maxBackoff: TimeSpan = .seconds(60)) {
+    public init(id: Int64, lockKey: String? = nil, retryAt: Double? = nil, maxBackoff: TimeSpan = .seconds(60), workspace: String? = nil) {
         self.id = id
         self.lockKey = lockKey
         self.retryAt = retryAt
         self.maxBackoff = maxBackoff
+        self.workspace = workspace
     }
 }
 
@@ -373,10 +376,12 @@ extension MissionLifecycle {
     /// The pending missions to claim now, in id order, at most `limit`: one holder per key
     /// (keys in `held` are taken; a key goes to its lowest pending id, FIFO, and a mission
     /// behind it on the key waits even if the first is not due yet), none on a `paused` key,
-    /// none whose retry is not due (`isDue`).
+    /// none whose retry is not due (`isDue`). A mission that needs a workspace slot takes one
+    /// of `capacity[repo]` (the repository's available slots); when none is left, it and every
+    /// later mission of that repository wait (FIFO per repository, like a key).
     public static func claimable(_ pending: [PendingMission], held: Set<String>, paused: Set<String> = [], limit: Int,
-                                 now: Double) -> [Int64] {
-        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: now)
+                                 now: Double, capacity: [String: Int] = [:]) -> [Int64] {
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: now, capacity: capacity)
         for m in pending.sorted(by: { $0.id < $1.id }) where !selection.isFull { selection.consider(m) }
         return selection.chosen
     }
@@ -389,13 +394,18 @@ public struct ClaimSelection: Sendable {
     private let paused: Set<String>
     private let limit: Int
     private let now: Double
+    /// Free workspace slots per repository left in this pass.
+    private var capacity: [String: Int]
+    /// Repositories whose first waiting mission found no slot: the later ones wait too.
+    private var starved: Set<String> = []
     public private(set) var chosen: [Int64] = []
 
-    public init(held: Set<String>, paused: Set<String>, limit: Int, now: Double) {
+    public init(held: Set<String>, paused: Set<String>, limit: Int, now: Double, capacity: [String: Int] = [:]) {
         taken = held
         self.paused = paused
         self.limit = max(0, limit)
         self.now = now
+        self.capacity = capacity
     }
 
     public var isFull: Bool { chosen.count >= limit }
@@ -410,6 +420,15 @@ public struct ClaimSelection: Sendable {
             taken.insert(key) // first in line for the key, due or not: FIFO
         }
         guard MissionLifecycle.isDue(retryAt: m.retryAt, now: now, maxBackoff: m.maxBackoff) else { return false }
+        if let repo = m.workspace {
+            // A retry not due yet takes no slot and holds nobody back; a due one first in line
+            // without a slot makes the repository's later missions wait.
+            guard !starved.contains(repo), let free = capacity[repo], free > 0 else {
+                starved.insert(repo)
+                return false
+            }
+            capacity[repo] = free - 1
+        }
         chosen.append(m.id)
         return true
     }

@@ -2,8 +2,6 @@
 /// the slot, its stored record and the time go in; the new record and what to do come out.
 /// Nothing here touches git, the disk or the database. See docs/workspaces.md, "A slot's life".
 ///
-/// Status: the core and its tests exist; the commands, the tables and the cleaner that use it
-/// are not built yet (docs/workspaces.md).
 public enum SlotPhase: String, Codable, Sendable, CaseIterable {
     /// A clone is to be made (or is being made) at its path.
     case cloning
@@ -40,6 +38,10 @@ public enum SlotEvent: Equatable, Sendable {
     case allocated(mission: Int64)
     /// That mission's attempt ended (in the transaction that records the end).
     case missionEnded(mission: Int64)
+    /// Start-up recovery adopts a live shim of `mission` whose claim had been taken back (the
+    /// slot went to `cleaning` with it): the slot is its again, unless a cleaner or another
+    /// mission got there first (only from `cleaning`; the caller checks no cleaner holds it).
+    case adopted(mission: Int64)
     /// Allocated to a mission that is not running (found by recovery or auto-recover).
     case orphaned
     /// The cleaner of `generation` made it clean.
@@ -89,6 +91,14 @@ public enum WorkspaceSlots {
 
         case (.allocated, .orphaned):
             return clean(&n, reason: nil)
+
+        case (.cleaning, .adopted(let mission)):
+            // The new generation makes any cleaner's report for the old one stale.
+            n.phase = .allocated
+            n.mission = mission
+            n.allocatedAt = now
+            n.reason = nil
+            return SlotTransition(record: n, actions: [])
 
         case (.cleaning, .cleaned(let g)) where g == r.generation:
             return available(&n)

@@ -226,21 +226,42 @@ struct MissionClaimTests {
         #expect(MissionLifecycle.claimable([PendingMission(id: 1, retryAt: 1030)], held: [], limit: 1, now: 1000) == [])
     }
 
+    /// Workspace slots (docs/workspaces.md, "Handing out a slot"): at most the repository's free
+    /// slots, in id order; the first mission without a slot holds the later ones of its
+    /// repository back; a retry not due takes none; a key's wait comes first.
+    @Test func workspaceSlotsAreHandedOutInOrderUpToTheFreeOnes() {
+        let pending = [PendingMission(id: 1, workspace: "r"), PendingMission(id: 2, workspace: "r"), PendingMission(id: 3, workspace: "r"),
+                       PendingMission(id: 4, workspace: "s"), PendingMission(id: 5)]
+        #expect(MissionLifecycle.claimable(pending, held: [], limit: 10, now: 1000, capacity: ["r": 2, "s": 1]) == [1, 2, 4, 5])
+        #expect(MissionLifecycle.claimable(pending, held: [], limit: 10, now: 1000, capacity: ["r": 0]) == [5],
+                "no slot free (or an unknown repository): its missions wait, the others go")
+        let retry = [PendingMission(id: 1, retryAt: 1030, workspace: "r"), PendingMission(id: 2, workspace: "r")]
+        #expect(MissionLifecycle.claimable(retry, held: [], limit: 10, now: 1000, capacity: ["r": 1]) == [2],
+                "a retry that is not due takes no slot and holds nobody back")
+        let keyed = [PendingMission(id: 1, lockKey: "k", workspace: "r"), PendingMission(id: 2, workspace: "r")]
+        #expect(MissionLifecycle.claimable(keyed, held: ["k"], limit: 10, now: 1000, capacity: ["r": 1]) == [2],
+                "a mission waiting for its key takes no slot")
+        let starved = [PendingMission(id: 1, workspace: "r"), PendingMission(id: 2, lockKey: "k"), PendingMission(id: 3, workspace: "r")]
+        #expect(MissionLifecycle.claimable(starved, held: [], limit: 10, now: 1000, capacity: [:]) == [2])
+    }
+
     /// The queue reads pending missions in batches and feeds them to `ClaimSelection` one at a
     /// time: whatever the batch size, it chooses what `claimable` chooses over them all.
     @Test(arguments: 0..<200) func selectionInBatchesIsClaimable(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
         let keys: [String?] = [nil, "a", "b", "c", "d"]
+        let repos: [String?] = [nil, nil, "r", "s"]
         let pending = (1...Int64.random(in: 1...40, using: &rng)).map { id in
             PendingMission(id: id, lockKey: keys.randomElement(using: &rng)!,
                            retryAt: Bool.random(using: &rng) ? nil : Double.random(in: 900...1100, using: &rng),
-                           maxBackoff: .seconds(Double(Int.random(in: 30...120, using: &rng))))
+                           maxBackoff: .seconds(Double(Int.random(in: 30...120, using: &rng))), workspace: repos.randomElement(using: &rng)!)
         }
         let held = Set(["a", "b", "c", "d"].filter { _ in Int.random(in: 0..<4, using: &rng) == 0 })
         let paused = Set(["a", "b", "c", "d"].filter { _ in Int.random(in: 0..<4, using: &rng) == 0 })
         let limit = Int.random(in: 0...8, using: &rng)
-        let whole = MissionLifecycle.claimable(pending.shuffled(using: &rng), held: held, paused: paused, limit: limit, now: 1000)
-        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: 1000)
+        let capacity = ["r": Int.random(in: 0...3, using: &rng), "s": Int.random(in: 0...3, using: &rng)]
+        let whole = MissionLifecycle.claimable(pending.shuffled(using: &rng), held: held, paused: paused, limit: limit, now: 1000, capacity: capacity)
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: 1000, capacity: capacity)
         let batch = Int.random(in: 1...7, using: &rng)
         var i = 0
         while i < pending.count && !selection.isFull {
@@ -251,6 +272,19 @@ struct MissionClaimTests {
         #expect(whole.count <= limit)
         let chosenKeys = whole.compactMap { id in pending.first { $0.id == id }!.lockKey }
         #expect(Set(chosenKeys).count == chosenKeys.count && held.isDisjoint(with: chosenKeys) && paused.isDisjoint(with: chosenKeys))
+        for (repo, free) in capacity {
+            let chosenOfRepo = whole.filter { id in pending.first { $0.id == id }!.workspace == repo }
+            #expect(chosenOfRepo.count <= free, "seed \(seed): more missions of \(repo) than free slots")
+            // FIFO per repository: no due mission of it that waits for a slot comes before one chosen.
+            if let last = chosenOfRepo.last {
+                let skipped = pending.filter { $0.workspace == repo && $0.id < last && !whole.contains($0.id) }
+                for m in skipped {
+                    let due = MissionLifecycle.isDue(retryAt: m.retryAt, now: 1000, maxBackoff: m.maxBackoff)
+                    let keyBlocked = m.lockKey.map { k in held.contains(k) || paused.contains(k) || pending.contains { p in p.lockKey == k && p.id < m.id } } ?? false
+                    #expect(!due || keyBlocked, "seed \(seed): mission \(m.id) of \(repo) was overtaken by \(last)")
+                }
+            }
+        }
     }
 
     @Test func breakerPausesAfterKFailuresHalfOpensAndResumes() {

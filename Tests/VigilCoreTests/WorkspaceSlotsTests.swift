@@ -60,6 +60,17 @@ struct WorkspaceSlotsTests {
         #expect(WorkspaceSlots.apply(.cleaned(generation: 6), to: again.record, now: 2)?.record.phase == .available)
     }
 
+    @Test func anAdoptedShimGetsItsSlotBackOnlyFromCleaning() throws {
+        let cleaning = Self.slot(.cleaning, generation: 5)
+        let a = try #require(WorkspaceSlots.apply(.adopted(mission: 4), to: cleaning, now: 9))
+        #expect(a.record.phase == .allocated && a.record.mission == 4 && a.record.generation == 6 && a.actions.isEmpty)
+        #expect(WorkspaceSlots.apply(.cleaned(generation: 5), to: a.record, now: 10) == nil, "the cleaner of before is stale")
+        for phase in [SlotPhase.available, .allocated, .cloning, .error] {
+            #expect(WorkspaceSlots.apply(.adopted(mission: 4), to: Self.slot(phase, mission: phase == .allocated ? 2 : nil), now: 9) == nil,
+                    "\(phase): taken already, or not this mission's")
+        }
+    }
+
     // MARK: - Auto-recover
 
     @Test func autoRecoverIsConservative() {
@@ -117,7 +128,7 @@ struct WorkspaceSlotsTests {
                 .orphaned, .cleaned(generation: g), .cleanFailed(generation: g, reason: "r", reclone: Bool.random(using: &rng)),
                 .cloned(generation: g), .cloneFailed(generation: g, reason: "c"),
                 .isolate(reason: "i", byPerson: Bool.random(using: &rng)), .recover(force: Bool.random(using: &rng)),
-                .corrupted(reason: "d"),
+                .corrupted(reason: "d"), .adopted(mission: Int64.random(in: 1...3, using: &rng)),
             ]
             let e = events.randomElement(using: &rng)!
             let survey = SlotSurvey(record: r, missionRunning: Bool.random(using: &rng), damage: Bool.random(using: &rng) ? "d" : nil,
@@ -129,6 +140,7 @@ struct WorkspaceSlotsTests {
             #expect(t.record.generation == r.generation + 1, "seed \(seed)")
             #expect((t.record.phase == .allocated) == (t.record.mission != nil), "seed \(seed): \(e) → \(t.record)")
             if case .allocated = e { #expect(r.phase == .available, "seed \(seed)") }
+            if case .adopted = e { #expect(r.phase == .cleaning, "seed \(seed)") }
             for a in t.actions {
                 switch a {
                 case .startCleaner(let ag): #expect(ag == t.record.generation && t.record.phase == .cleaning, "seed \(seed)")
