@@ -69,6 +69,10 @@ public struct Mission: Sendable, Equatable {
     public var mayHaveRun: Bool = false
     /// Who queued it, for its notices.
     public var queuedBy: String?
+    /// `--workspace REPO`: it runs in a slot of that repository (docs/workspaces.md).
+    public var workspace: String?
+    /// The slot its current (or last) attempt got.
+    public var slot: Int64?
 
     /// Its policy as `MissionLifecycle` takes it (limits the runner adds: `MissionRunner`).
     public var policy: MissionPolicy {

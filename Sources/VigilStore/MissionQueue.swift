@@ -26,6 +26,31 @@ public final class MissionQueue {
     /// (`takeKeyEvents`), for the journal: only committed ones are kept.
     private var keyEvents: [(key: String, told: KeyBreaker.Told)] = []
     private var pendingKeyEvents: [(key: String, told: KeyBreaker.Told)] = []
+    /// Slots the committed transactions allocated or released (`takeSlotChanges`).
+    private var slotChanges: [SlotChange] = []
+    private var pendingSlotChanges: [SlotChange] = []
+
+    /// What claims and settlements did to workspace slots in the transactions committed since
+    /// the last call: the runner journals them and starts cleaners.
+    public func takeSlotChanges() -> [SlotChange] {
+        defer { slotChanges = [] }
+        return slotChanges
+    }
+
+    /// Runs `body` as one write transaction and keeps the key and slot events it produced only
+    /// when it committed.
+    private func transaction<T>(_ body: () throws -> T) throws -> T {
+        pendingKeyEvents = []
+        pendingSlotChanges = []
+        defer {
+            pendingKeyEvents = []
+            pendingSlotChanges = []
+        }
+        let r = try db.write(body)
+        keyEvents += pendingKeyEvents
+        slotChanges += pendingSlotChanges
+        return r
+    }
 
     /// What the breakers did in the transactions committed since the last call.
     public func takeKeyEvents() -> [(key: String, told: KeyBreaker.Told)] {
@@ -38,7 +63,8 @@ public final class MissionQueue {
     static let columns = """
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
         reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go, \
-        timeout_ns, silence_ns, stop_cause, at_most_once, retries, retry_backoff_ns, retried, retry_at, attempt_base, may_have_run, queued_by
+        timeout_ns, silence_ns, stop_cause, at_most_once, retries, retry_backoff_ns, retried, retry_at, attempt_base, may_have_run, queued_by, \
+        workspace, slot
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -61,7 +87,7 @@ public final class MissionQueue {
             stopCause: r[20].text.flatMap(StopCause.init(rawValue:)), atMostOnce: (r[21].int ?? 0) != 0,
             retries: Int(r[22].int ?? 0), retryBackoff: r[23].int.map { TimeSpan(nanoseconds: $0) }, retried: Int(r[24].int ?? 0),
             retryAt: r[25].double.map { Date(timeIntervalSince1970: $0) }, attemptBase: Int(r[26].int ?? 0), mayHaveRun: (r[27].int ?? 0) != 0,
-            queuedBy: r[28].text)
+            queuedBy: r[28].text, workspace: r[29].text, slot: r[30].int)
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
@@ -73,18 +99,22 @@ public final class MissionQueue {
     /// process of a mission").
     public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
                         letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
-                        atMostOnce: Bool = false, retries: Int = 0, retryBackoff: TimeSpan? = nil, queuedBy: String? = nil) throws -> Int64 {
+                        atMostOnce: Bool = false, retries: Int = 0, retryBackoff: TimeSpan? = nil, queuedBy: String? = nil,
+                        workspace: String? = nil) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
+            if let workspace, try db.query("SELECT 1 FROM workspace_repos WHERE name = ?", [.text(workspace)]).isEmpty {
+                throw WorkspaceError("no workspace repository named \(workspace) (vigil workspace add-repo)")
+            }
             try db.execute("""
                 INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns, at_most_once,
-                                     retries, retry_backoff_ns, queued_by)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     retries, retry_backoff_ns, queued_by, workspace)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
                       .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null,
                       .int(atMostOnce ? 1 : 0), .int(Int64(max(0, retries))), retryBackoff.map { .int($0.nanoseconds) } ?? .null,
-                      queuedBy.map { .text($0) } ?? .null])
+                      queuedBy.map { .text($0) } ?? .null, workspace.map { .text($0) } ?? .null])
             return db.lastInsertRowID
         }
     }
@@ -184,15 +214,11 @@ public final class MissionQueue {
     public func settleAndClaim(_ settlements: [(id: Int64, attempt: Int, settlement: Settlement)],
                                recordShims shims: [(id: Int64, attempt: Int, shim: MissionShim)] = [],
                                claimLimit: Int) throws -> (outcomes: [SettleOutcome], claimed: [Mission]) {
-        pendingKeyEvents = []
-        let r = try db.write {
+        try transaction {
             let outcomes = try settlements.map { try settleLocked($0.id, attempt: $0.attempt, $0.settlement) }
             try recordShimsLocked(shims)
             return (outcomes, try claimLocked(limit: claimLimit))
         }
-        keyEvents += pendingKeyEvents
-        pendingKeyEvents = []
-        return r
     }
 
     /// Claims up to `limit` pending missions in id order, in one transaction: each becomes
@@ -200,18 +226,27 @@ public final class MissionQueue {
     /// earlier in this pass, makes its mission wait (FIFO per key).
     public func claim(limit: Int) throws -> [Mission] {
         guard limit > 0 else { return [] }
-        return try db.write { try claimLocked(limit: limit) }
+        return try transaction { try claimLocked(limit: limit) }
     }
 
     /// Takes a pending mission back as running attempt `attempt` with `shim`: a live shim of
     /// that attempt that its claim was taken back from (a runner killed while spawning it could
     /// not record it, and the next one did not see it yet). Takes the lock key too. Nil (nothing
-    /// changed) unless the row is pending with `attempt - 1` starts and its key is free.
-    public func adopt(id: Int64, attempt: Int, shim: MissionShim) throws -> Mission? {
-        try db.write {
+    /// changed) unless the row is pending with `attempt - 1` starts and its key is free. A
+    /// mission with a workspace gets its slot back (the shim runs in it) only from `cleaning`,
+    /// and only when `slotIsFree` says no worker holds it; otherwise nil.
+    public func adopt(id: Int64, attempt: Int, shim: MissionShim, slotIsFree: (WorkspaceSlot) -> Bool = { _ in true }) throws -> Mission? {
+        try transaction {
             guard var m = try mission(id), m.state == .pending, m.attempts == attempt - 1 else { return nil }
             if let key = m.lockKey {
                 guard try db.query("SELECT 1 FROM mission_locks WHERE key = ?", [.text(key)]).isEmpty else { return nil }
+            }
+            if m.workspace != nil {
+                guard let slotID = m.slot, let s = try WorkspaceStore.slotLocked(db, slotID), s.record.phase == .cleaning, slotIsFree(s),
+                      let r = try WorkspaceStore.applyLocked(db, .adopted(mission: id), to: slotID) else { return nil }
+                pendingSlotChanges.append(WorkspaceStore.change(r.before, r.after, mission: id))
+            }
+            if let key = m.lockKey {
                 try db.execute("INSERT INTO mission_locks(key, mission_id) VALUES (?, ?)", [.text(key), .int(id)])
             }
             try db.execute("""
@@ -234,25 +269,21 @@ public final class MissionQueue {
 
     /// Undoes a claim whose shim could not be started: pending again, the attempt not counted.
     public func revertClaim(id: Int64, attempt: Int, reason: String) throws {
-        try db.write { _ = try settleLocked(id, attempt: attempt, .revert(reason: reason)) }
+        try transaction { _ = try settleLocked(id, attempt: attempt, .revert(reason: reason)) }
     }
 
     /// Finalizes a running attempt from its shim's result and releases its lock. Returns the
     /// final state, or nil when the attempt is not running any more (stale).
     @discardableResult
     public func finish(id: Int64, attempt: Int, result: MissionResult) throws -> MissionState? {
-        let outcome = try db.write { try settleLocked(id, attempt: attempt, .finished(result)) }
+        let outcome = try transaction { try settleLocked(id, attempt: attempt, .finished(result)) }
         if case .ended(let state, _) = outcome { return state }
         return nil
     }
 
     /// Settles one running attempt in its own transaction (start-up recovery).
     public func settle(id: Int64, attempt: Int, _ settlement: Settlement) throws -> SettleOutcome {
-        pendingKeyEvents = []
-        let r = try db.write { try settleLocked(id, attempt: attempt, settlement) }
-        keyEvents += pendingKeyEvents
-        pendingKeyEvents = []
-        return r
+        try transaction { try settleLocked(id, attempt: attempt, settlement) }
     }
 
     public enum ShimDeath: Equatable, Sendable {
@@ -272,7 +303,7 @@ public final class MissionQueue {
     /// never started) the attempt is taken back. Nil when stale.
     @discardableResult
     public func shimDied(id: Int64, attempt: Int, reason: String, countAttempt: Bool = true) throws -> ShimDeath? {
-        let outcome = try db.write { try settleLocked(id, attempt: attempt, .shimDied(reason: reason, countAttempt: countAttempt)) }
+        let outcome = try transaction { try settleLocked(id, attempt: attempt, .shimDied(reason: reason, countAttempt: countAttempt)) }
         if case .died(let death) = outcome { return death }
         return nil
     }
@@ -325,7 +356,7 @@ public final class MissionQueue {
             }
         }
         let paused = Set(breakers.filter { $0.value.isPaused(now: wallNow, coolOff: breakerPolicy.coolOff) }.keys)
-        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: wallNow)
+        var selection = ClaimSelection(held: held, paused: paused, limit: limit, now: wallNow, capacity: try WorkspaceStore.capacityLocked(db))
         var chosen: [Mission] = []
         var after: Int64 = 0
         while !selection.isFull {
@@ -333,13 +364,14 @@ public final class MissionQueue {
             let rows = try db.query("""
                 SELECT \(MissionQueue.columns) FROM missions
                 WHERE state = 'pending' AND id > ? AND (lock_key IS NULL OR lock_key NOT IN (SELECT key FROM mission_locks))
+                    AND (workspace IS NULL OR workspace IN (SELECT repo FROM workspace_slots WHERE state = 'available'))
                 ORDER BY id LIMIT ?
                 """, [.int(after), .int(Int64(batch))])
             for r in rows where !selection.isFull {
                 let m = MissionQueue.decode(r)
                 after = m.id
                 let candidate = PendingMission(id: m.id, lockKey: m.lockKey, retryAt: m.retryAt?.timeIntervalSince1970,
-                                               maxBackoff: max(.seconds(60), m.retryBackoff ?? .seconds(1)))
+                                               maxBackoff: max(.seconds(60), m.retryBackoff ?? .seconds(1)), workspace: m.workspace)
                 if selection.consider(candidate) { chosen.append(m) }
             }
             if rows.count < batch { break }
@@ -348,6 +380,13 @@ public final class MissionQueue {
         for var m in chosen {
             // Nil only for a mission that may have run at most once: it is never started again.
             guard let t = MissionLifecycle.apply(.claimed, to: m.record, policy: m.policy, now: wallNow) else { continue }
+            // Its slot, in this transaction: both commit or neither (docs/workspaces.md).
+            var slot: SlotChange? = nil
+            if let repo = m.workspace {
+                guard let s = try WorkspaceStore.allocateLocked(db, repo: repo, mission: m.id) else { continue }
+                slot = s
+                pendingSlotChanges.append(s)
+            }
             if let key = m.lockKey {
                 if var b = breakers[key] {
                     b.claimed(now: wallNow, coolOff: breakerPolicy.coolOff) // half-open: this one is the trial
@@ -357,10 +396,11 @@ public final class MissionQueue {
             }
             try db.execute("""
                 UPDATE missions SET state = 'running', attempts = ?, started_at = ?,
-                    shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL, retry_at = NULL
+                    shim_pid = NULL, shim_start = NULL, shim_boot = NULL, stop_cause = NULL, retry_at = NULL, slot = coalesce(?, slot)
                 WHERE id = ? AND state = 'pending'
-                """, [.int(Int64(t.record.attempts)), now, .int(m.id)])
+                """, [.int(Int64(t.record.attempts)), now, slot.map { .int($0.slot) } ?? .null, .int(m.id)])
             m.state = .running
+            if let slot { m.slot = slot.slot }
             m.attempts = t.record.attempts
             m.shim = nil
             claimed.append(m)
@@ -421,6 +461,9 @@ public final class MissionQueue {
             outcome = .ended(state, reason: n.reason)
         }
         try db.execute("DELETE FROM mission_locks WHERE mission_id = ?", [.int(id)])
+        // Its slot goes to the cleaner in this transaction, whatever the end (a retry gets a
+        // slot again at its next claim).
+        if let change = try WorkspaceStore.releaseLocked(db, mission: id) { pendingSlotChanges.append(change) }
         for m in announce?(id, attempt, settlement, outcome, m.queuedBy) ?? [] {
             try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body)
         }

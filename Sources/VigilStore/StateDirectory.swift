@@ -41,6 +41,16 @@ public struct StateDirectory: Sendable {
     public var missionsWake: String { file("missions.wake") }
     /// `<state>/missions/<id>/`: one mission's files (`MissionPaths`).
     public func missionDirectory(_ id: Int64) -> String { file("missions/\(id)") }
+    /// `<state>/workspaces/`: the workspace slots (docs/workspaces.md).
+    public var workspaces: String { file("workspaces") }
+    /// `<state>/workspaces/REPO/`: one repository's slots.
+    public func workspaceRepository(_ repo: String) -> String { file("workspaces/\(repo)") }
+    /// `<state>/workspaces/REPO/ID/`: one slot's clone (ids are never reused).
+    public func workspaceSlot(repo: String, id: Int64) -> String { file("workspaces/\(repo)/\(id)") }
+    /// `<state>/workspaces/REPO/ID.lock`: held by whoever runs git in that slot (a cleaner, a clone).
+    public func workspaceSlotLock(repo: String, id: Int64) -> String { file("workspaces/\(repo)/\(id).lock") }
+    /// `<state>/workspaces/worker.log`: what slot workers the runner started printed.
+    public var workspaceWorkerLog: String { file("workspaces/worker.log") }
     /// One entry of `quarantine/` (`StateFiles.moveToQuarantine` names them `NAME.MS.PID.RANDOM`).
     public func quarantineEntry(_ name: String) -> String { file("quarantine/" + name) }
     /// Where `vigil restore` keeps the database it replaced.
