@@ -35,7 +35,7 @@ public enum CLI {
             BridgeCommand.command, RunnerCommand.command, StatusCommand.command, JournalCommand.command,
             MissionCommand.command, OutboxCommand.command, SayCommand.command, RestartCommand.command,
             HealCommand.command, StopCommand.command, DoctorCommand.command,
-            ShimCommand.command, CheckpointCommand.command, BackupCommand.backup, BackupCommand.restore,
+            WorkspaceCommand.command, ShimCommand.command, CheckpointCommand.command, BackupCommand.backup, BackupCommand.restore,
         ]
     }
 
@@ -124,6 +124,7 @@ public enum CLI {
         case "outbox": return args.contains { $0 == "--retry" || $0.hasPrefix("--retry=") } ? .writes : .reads
         case "mission": return ["list", "ls", "show"].contains(args.first ?? "") ? .reads : .writes
         case "doctor": return args.contains("--fix") ? .writes : .reads
+        case "workspace": return ["list", "ls"].contains(args.first ?? "") ? .reads : .writes
         default: return .writes
         }
     }

@@ -37,6 +37,23 @@ public struct Tunables: Equatable, Sendable {
     public var journalMaxBytes: Int64 = Journal.Rotation.defaultMaxBytes
     public var journalKeep: Int = Journal.Rotation.defaultKeep
 
+    /// Workspaces (docs/workspaces.md): how often the runner runs a conservative auto-recover
+    /// pass, how often that pass includes `git fsck` (slow on large repositories), and the
+    /// bound and first backoff of every git command.
+    public var workspaceCheckInterval: TimeSpan = .seconds(600)
+    public var workspaceFsckInterval: TimeSpan = .seconds(6 * 3600)
+    public var workspaceGitTimeout: TimeSpan = .seconds(120)
+    public var workspaceGitBackoff: TimeSpan = .seconds(1)
+
+    /// Git as every workspace worker runs it: 3 attempts for network operations, backoff
+    /// `workspace-git-backoff` doubled (1 s, 2 s, 4 s by default).
+    public var gitSettings: GitSettings {
+        var g = GitSettings()
+        g.timeout = workspaceGitTimeout
+        g.backoff = [workspaceGitBackoff, workspaceGitBackoff * 2, workspaceGitBackoff * 4]
+        return g
+    }
+
     public var journalRotation: Journal.Rotation { Journal.Rotation(maxBytes: journalMaxBytes, keep: journalKeep) }
 
     public init() {}
@@ -45,7 +62,8 @@ public struct Tunables: Equatable, Sendable {
                                "circuit-cooloff", "stable-after", "circuit-reminder"]
     static let otherKeys = ["circuit-limit", "rss-limit", "max-parallel", "version-file", "version-command", "mission-output-cap",
                             "journal-max-bytes", "journal-keep", "mission-timeout", "mission-silence-limit",
-                            "key-breaker-limit", "key-breaker-cooloff"]
+                            "key-breaker-limit", "key-breaker-cooloff",
+                            "workspace-check-interval", "workspace-fsck-interval", "workspace-git-timeout", "workspace-git-backoff"]
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
@@ -96,6 +114,10 @@ public struct Tunables: Equatable, Sendable {
             keyBreakerCoolOff = try Arguments.duration(text, name: name)
         case "mission-silence-limit":
             missionSilenceLimit = text == "off" ? nil : try Arguments.duration(text, name: name)
+        case "workspace-check-interval": workspaceCheckInterval = try Arguments.duration(text, name: name)
+        case "workspace-fsck-interval": workspaceFsckInterval = try Arguments.duration(text, name: name)
+        case "workspace-git-timeout": workspaceGitTimeout = try Arguments.duration(text, name: name)
+        case "workspace-git-backoff": workspaceGitBackoff = try Arguments.duration(text, name: name)
         case "journal-max-bytes":
             guard let b = ByteSize.parse(text), b >= 4096, b <= UInt64(Int64.max) else {
                 throw UsageError("\(name) \(text.debugDescription): not a size of at least 4KiB (use e.g. 16MiB or 1GB)")
@@ -153,9 +175,13 @@ public struct Configuration: Sendable {
 
     /// What every mission gets (docs/missions.md, "Environment" and "Output cap").
     public var missionSettings: MissionSettings {
-        MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv,
-                        timeout: tunables.missionTimeout, silenceLimit: tunables.missionSilenceLimit,
-                        keyBreaker: KeyBreakerPolicy(limit: tunables.keyBreakerLimit, coolOff: tunables.keyBreakerCoolOff))
+        var s = MissionSettings(outputCap: tunables.missionOutputCap, passEnv: missionEnv,
+                                timeout: tunables.missionTimeout, silenceLimit: tunables.missionSilenceLimit,
+                                keyBreaker: KeyBreakerPolicy(limit: tunables.keyBreakerLimit, coolOff: tunables.keyBreakerCoolOff))
+        s.workspaceCheckInterval = tunables.workspaceCheckInterval
+        s.workspaceFsckInterval = tunables.workspaceFsckInterval
+        s.git = tunables.gitSettings
+        return s
     }
 
     /// Loads vigil.json from the state directory (if present), then applies flags. The state

@@ -51,6 +51,8 @@ public struct StateDirectory: Sendable {
     public func workspaceSlotLock(repo: String, id: Int64) -> String { file("workspaces/\(repo)/\(id).lock") }
     /// `<state>/workspaces/worker.log`: what slot workers the runner started printed.
     public var workspaceWorkerLog: String { file("workspaces/worker.log") }
+    /// `<state>/workspaces/check.json`: what the runner's last auto-recover pass printed (`--json`).
+    public var workspaceCheckOutput: String { file("workspaces/check.json") }
     /// One entry of `quarantine/` (`StateFiles.moveToQuarantine` names them `NAME.MS.PID.RANDOM`).
     public func quarantineEntry(_ name: String) -> String { file("quarantine/" + name) }
     /// Where `vigil restore` keeps the database it replaced.

@@ -6,7 +6,7 @@ import VigilSystem
 /// `vigil mission add|list|show|cancel`: the durable mission queue for people and scripts.
 enum MissionCommand {
     static let command = Command(name: "mission", summary: "add, list, show or cancel missions (durable, run by the runner)", help: """
-    usage: vigil mission add [--lock KEY] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] [--at-most-once]
+    usage: vigil mission add [--lock KEY] [--workspace REPO] [--max-attempts N] [--let-daemons-go] [--timeout D] [--silence-limit D] [--at-most-once]
                              [--retries N] [--retry-backoff D] -- CMD [ARG…]
            vigil mission list [--json] [--last N]
            vigil mission show ID [--json] [--follow]
@@ -18,7 +18,9 @@ enum MissionCommand {
              current directory. Prints the mission id only after the commit returned: a printed
              id is never lost (with a note on stderr when no runner runs on the state dir:
              it waits until the pair is started). --lock KEY: one running mission per KEY, the others wait in
-             order. --max-attempts N: how often a mission whose shim died is started (default 3);
+             order. --workspace REPO: it waits (in order) for a free slot of REPO (vigil workspace
+             add-repo) and runs in it ($VIGIL_WORKSPACE, its working directory); at its end the
+             slot is cleaned and handed on. --max-attempts N: how often a mission whose shim died is started (default 3);
              a mission's own non-zero exit is final. Processes the mission leaves behind are
              killed at its end (the lock key is free only then); --let-daemons-go: those that
              left its session (setsid, daemons) are let go instead, and nothing kills them later.
@@ -36,7 +38,7 @@ enum MissionCommand {
              done, failed, cancelled), attempts, exit code and lock. --json: an array of objects
              with id, state, attempts, max_attempts, exit_code, signal, reason, output, lock,
              argv, cwd, cancel_requested, let_daemons_go, timeout_s, silence_limit_s, at_most_once,
-             retries, retried, retry_at, queued_by, shim_pid,
+             retries, retried, retry_at, queued_by, shim_pid, workspace, slot,
              created, started, finished.
     show     State, attempts, exit status and reason, then the output (control bytes other
              than newline and tab shown as \\xNN). --follow streams the output as it grows until
@@ -81,7 +83,7 @@ enum MissionCommand {
     // MARK: - Subcommands
 
     static func add(_ argv: [String], _ stateDir: StateDirectory) throws {
-        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit", "retries", "retry-backoff"],
+        let args = try Arguments(argv, valued: ["lock", "max-attempts", "timeout", "silence-limit", "retries", "retry-backoff", "workspace"],
                                  booleans: ["let-daemons-go", "at-most-once"])
         let command = args.rest ?? args.positional
         guard !command.isEmpty, !command[0].isEmpty else {
@@ -92,6 +94,8 @@ enum MissionCommand {
         }
         let lock = args.value("lock")
         if let lock, lock.isEmpty { throw UsageError("--lock needs a non-empty key") }
+        let workspace = args.value("workspace")
+        if let workspace, let p = WorkspaceStore.problem(withName: workspace) { throw UsageError("--workspace \(workspace.debugDescription): \(p)") }
         let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
         let cwd = FileManager.default.currentDirectoryPath
         let timeout = try args.duration("timeout"), silenceLimit = try args.duration("silence-limit")
@@ -99,9 +103,9 @@ enum MissionCommand {
         let backoff = try args.duration("retry-backoff")
         if let backoff, backoff > .seconds(3600) { throw UsageError("--retry-backoff \(backoff) is too long (at most 1h)") }
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
-            try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
+            try refusingUnknownWorkspace { try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
                           timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"),
-                          retries: retries, retryBackoff: backoff, queuedBy: "vigil mission add (uid \(getuid()))")
+                          retries: retries, retryBackoff: backoff, queuedBy: "vigil mission add (uid \(getuid()))", workspace: workspace) }
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -273,6 +277,11 @@ enum MissionCommand {
         }
     }
 
+    /// A mission for a repository nobody added is refused (exit 2), never queued to wait forever.
+    static func refusingUnknownWorkspace<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as WorkspaceError { throw CommandError("\(e); the mission was not added", code: 2) }
+    }
+
     static func busyTimeout() -> TimeSpan {
         if let text = ProcessInfo.processInfo.environment["VIGIL_BUSY_TIMEOUT"], let t = TimeSpan.parse(text), t.nanoseconds >= 0 { return t }
         return .seconds(5)
@@ -312,6 +321,7 @@ enum MissionCommand {
             "silence_limit_s": m.silenceLimit.map { .double($0.seconds) } ?? .null,
             "shim_pid": m.shim.map { .int(Int64($0.identity.pid)) } ?? .null,
             "queued_by": m.queuedBy.map { .string($0) } ?? .null,
+            "workspace": m.workspace.map { .string($0) } ?? .null, "slot": m.slot.map { .int($0) } ?? .null,
             "created": date(m.createdAt),
             "started": date(m.startedAt),
             "finished": date(m.finishedAt),

@@ -20,7 +20,7 @@ enum ShimCommand {
     """, run: run)
 
     static func run(_ inv: Invocation) throws {
-        let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "output-cap", "pass-env"],
+        let args = try Arguments(inv.arguments, valued: ["mission", "attempt", "max-attempts", "cwd", "output-cap", "pass-env", "workspace"],
                                  booleans: ["let-daemons-go"])
         guard let mission = try args.int("mission", min: 1), let attempt = try args.int("attempt", min: 1),
               let maxAttempts = try args.int("max-attempts", min: 1), let cwd = args.value("cwd"),
@@ -35,7 +35,7 @@ enum ShimCommand {
         settings.passEnv = (args.value("pass-env") ?? "").split(separator: ",").map(String.init)
         let code = ShimMain.run(.init(stateDir: inv.stateDir, mission: Int64(mission), attempt: attempt,
                                          maxAttempts: maxAttempts, cwd: cwd, argv: argv, settings: settings,
-                                         letDaemonsGo: args.has("let-daemons-go")))
+                                         letDaemonsGo: args.has("let-daemons-go"), workspace: args.value("workspace")))
         if code != 0 { throw ExitCode(code) }
     }
 }

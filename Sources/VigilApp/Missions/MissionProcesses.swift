@@ -27,6 +27,7 @@ enum MissionProcesses {
                     "--max-attempts", "\(mission.maxAttempts)", "--cwd", mission.cwd, "--output-cap", "\(settings.outputCap)"]
         if !settings.passEnv.isEmpty { argv += ["--pass-env", settings.passEnv.joined(separator: ",")] }
         if mission.letDaemonsGo { argv.append("--let-daemons-go") }
+        if let repo = mission.workspace, let slot = mission.slot { argv += ["--workspace", stateDir.workspaceSlot(repo: repo, id: slot)] }
         return argv + ["--"] + mission.argv
     }
 

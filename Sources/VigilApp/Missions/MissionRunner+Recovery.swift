@@ -51,8 +51,12 @@ extension MissionRunner {
         // 3. Release locks held by dead holders.
         summary.locksReleased += try q.releaseStaleLocks()
 
-        // 4. Only now: orphans.
+        // 4. Only now: orphans (an adopted shim takes its workspace slot back here).
         summary.orphansCleaned = try cleanOrphans(q, &summary)
+        // 5. Workspace slots allocated to missions that do not run go to the cleaner; the
+        //    cleaners of slots released above start at the first tick.
+        _ = try recoverSlots(q)
+        journalSlotChanges(q)
         checkpointsPrunedUpTo = 0 // every mission that ended long enough ago, at the first prune
         lastCheckpointPrune = nil
 
@@ -131,7 +135,8 @@ extension MissionRunner {
             if tracked[p.mission] == nil, let pending = try q.mission(p.mission), pending.state == .pending, pending.attempts == p.attempt - 1,
                case .ok(let owner) = StateFile.read(MissionPaths(stateDir: stateDir, id: p.mission).owner, kind: MissionOwner.kind, as: MissionOwner.self),
                owner.owns(pending), let fd = p.identity.openPidFD(),
-               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID)) {
+               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID),
+                                   slotIsFree: { FileLock.isFree($0.lockPath(in: stateDir)) }) {
                 watch(m, shim: m.shim!, pidfd: fd, recorded: true)
                 journal.append(.missionAdopted, ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
                 summary.reattached += 1

@@ -16,6 +16,7 @@ extension MissionRunner {
         processCancels(now: now)
         let q = try openQueue()
         if !recovered { try recover() }
+        reapWorkspaceWorkers()
         if lastCheckpointPrune.map({ now - $0 >= .seconds(3600) }) ?? true {
             lastCheckpointPrune = now
             pruneCheckpoints(q)
@@ -77,6 +78,7 @@ extension MissionRunner {
                 for t in fresh { t.identityRecorded = true }
             }
         }
+        tendWorkspaces(q, now: now)
 
         processCancels(now: now)
     }

@@ -87,6 +87,8 @@ public final class MissionRunner {
     var lastCheckpointPrune: BootInstant?
     /// The earliest pending retry or paused key's trial (wall-clock seconds): a claim pass is due then.
     var nextRetryWall: Double?
+    /// Workspace workers and the periodic pass (`MissionRunner+Workspaces.swift`).
+    var workspaces = WorkspaceTending()
 
     /// A running attempt this runner watches.
     final class Tracked {
@@ -163,13 +165,14 @@ public final class MissionRunner {
 
     /// Pidfds of the running shims: readable when a shim ended, so its result is recorded at once.
     public var wakeDescriptors: [Int32] {
-        tracked.values.filter { !$0.exited }.compactMap { $0.pidfd?.fd }
+        tracked.values.filter { !$0.exited }.compactMap { $0.pidfd?.fd } + workspaceWakeDescriptors
     }
 
     /// When `tick` must run again at the latest (a cancel's SIGTERM → SIGKILL grace, or at once
     /// for a shim that ended before it could be watched), if ever.
     public var nextDeadline: BootInstant? {
         var next: BootInstant? = tracked.values.contains { $0.needsTick } ? Clock.boot() : nil
+        if let w = workspaceDeadline { next = next.map { min($0, w) } ?? w }
         for t in tracked.values where t.cancelRequested && !t.exited {
             let due: BootInstant
             if let k = t.killSentAt { due = k + termGrace } else if let s = t.termSentAt { due = s + termGrace } else { due = Clock.boot() }

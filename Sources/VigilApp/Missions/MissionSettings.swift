@@ -21,6 +21,11 @@ public struct MissionSettings: Sendable, Equatable {
     public var silenceLimit: TimeSpan?
     /// `key-breaker-limit` / `key-breaker-cooloff` (docs/missions.md, "A breaker per key").
     public var keyBreaker = KeyBreakerPolicy()
+    /// Workspaces (docs/workspaces.md): the runner's auto-recover pass, its `git fsck`, and git
+    /// as the runner's workspace children run it.
+    public var workspaceCheckInterval: TimeSpan = .seconds(600)
+    public var workspaceFsckInterval: TimeSpan = .seconds(6 * 3600)
+    public var git = GitSettings()
 
     public init(outputCap: Int64 = MissionSettings.defaultOutputCap, passEnv: [String] = [], timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
                 keyBreaker: KeyBreakerPolicy = KeyBreakerPolicy()) {

@@ -20,6 +20,11 @@ enum ShimMain {
         var settings = MissionSettings()
         /// `--let-daemons-go`: leave the mission's processes outside its session alone at the end.
         var letDaemonsGo = false
+        /// The workspace slot it runs in (docs/workspaces.md): its working directory, and
+        /// `VIGIL_WORKSPACE`.
+        var workspace: String? = nil
+
+        var workingDirectory: String { workspace ?? cwd }
     }
 
     /// Runs the attempt to its end and writes the result file. Returns the shim's exit code
@@ -50,13 +55,14 @@ enum ShimMain {
         var childPID: Int32? = nil
         var outside = (killed: 0, letGo: 0, left: 0) // processes of the mission outside its session at the end
         var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: spec.cwd, isDirectory: &isDirectory) || !isDirectory.boolValue {
-            reason = "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
+        if !FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+            reason = spec.workspace != nil ? "cannot start \(spec.argv[0]): its workspace slot \(spec.workingDirectory) does not exist (the slot is cloned again when the mission ends)"
+                : "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
         } else {
             var options = Spawner.Options()
             options.newSession = false
             options.newProcessGroup = true
-            options.workingDirectory = spec.cwd
+            options.workingDirectory = spec.workingDirectory
             // A clean environment (docs/missions.md, "Environment"); VIGIL_STATE_DIR and
             // VIGIL_MISSION_ID also tag every process of the mission, wherever it goes.
             options.inheritEnvironment = false
@@ -66,6 +72,7 @@ enum ShimMain {
                 "VIGIL_MISSION_ATTEMPT": "\(spec.attempt)",
                 "VIGIL_MISSION_SCRATCH": paths.scratch,
             ])
+            if let w = spec.workspace { options.environment["VIGIL_WORKSPACE"] = w }
             // The newest checkpoint that verifies (docs/missions.md, "Checkpoints").
             let checkpoints = CheckpointStore(stateDir: spec.stateDir, mission: spec.mission)
             if let newest = checkpoints.newestValid(files: StateFiles(dir: spec.stateDir, journal: Journal(path: spec.stateDir.journal, source: "shim"))) {
