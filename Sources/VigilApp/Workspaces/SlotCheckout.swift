@@ -86,11 +86,11 @@ public struct SlotCheckout: Sendable {
         if let why = inspect(fsck: false) { throw SlotFailure(reason: why, reclone: true) }
         _ = removeStaleLocks()
         removeOperationState()
-        if succeeds(["rev-parse", "--verify", "--quiet", originRef + "^{commit}"]) {
-            try resetToOrigin()
-        }
+        let before = originTip()
+        if before != nil { try resetToOrigin() }
         _ = try Self.network("fetch", slotArguments(["fetch", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*"]), settings: settings)
-        try resetToOrigin()
+        // The fetch brought nothing new: the work tree is at origin/BRANCH already.
+        if before == nil || originTip() != before { try resetToOrigin() }
         try dropOtherRefs()
         if let why = inspect(fsck: false) { throw SlotFailure(reason: "still damaged after cleaning: \(why)", reclone: true) }
     }
@@ -153,13 +153,19 @@ public struct SlotCheckout: Sendable {
 
     // MARK: - Steps of clean
 
-    /// `checkout -f -B BRANCH origin/BRANCH` (the local branch made again if a mission deleted
-    /// or moved it), `reset --hard origin/BRANCH`, `clean -ffdx` (ignored files and nested
-    /// repositories too).
+    /// `checkout -f -B BRANCH origin/BRANCH`: BRANCH made again at origin's tip (whatever a
+    /// mission did to it) and checked out with index and work tree reset to it, which is
+    /// `reset --hard origin/BRANCH` on BRANCH (a separate reset would only scan the tree again);
+    /// then `clean -ffdx` (ignored files and nested repositories too).
     private func resetToOrigin() throws(SlotFailure) {
         try local("checkout", ["checkout", "-f", "-B", branch, originRef])
-        try local("reset", ["reset", "--hard", originRef])
         try local("clean", ["clean", "-ffdx"])
+    }
+
+    /// The commit `origin/BRANCH` names now, nil when there is none.
+    private func originTip() -> String? {
+        guard case .ok(let out) = Self.git(slotArguments(["rev-parse", "--verify", "--quiet", originRef + "^{commit}"]), settings: settings) else { return nil }
+        return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Deletes every local branch but BRANCH, and the stash: what a mission left for the next.
@@ -189,11 +195,6 @@ public struct SlotCheckout: Sendable {
         if case .failed(let line) = Self.git(slotArguments(args), settings: settings) {
             throw SlotFailure(reason: "git \(name) failed: \(line)", reclone: true)
         }
-    }
-
-    private func succeeds(_ args: [String]) -> Bool {
-        if case .ok = Self.git(slotArguments(args), settings: settings) { return true }
-        return false
     }
 
     /// Removes whatever is at `path`, without following a symlink there or below.
