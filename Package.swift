@@ -42,6 +42,8 @@ let package = Package(
         .testTarget(name: "VigilMissionTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil", "vigil-bench"]),
         // `vigil doctor`: every anomaly made for real in a temp state dir, found, fixed when safe.
         .testTarget(name: "VigilDoctorTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil", "vigil-bench"]),
+        // Workspace slots' git layer: real git, real repositories, a real `git daemon` on 127.0.0.1.
+        .testTarget(name: "VigilWorkspaceTests", dependencies: ["VigilApp", "VigilStore", "VigilSystem", "VigilCore", "VigilTestSupport", "vigil"]),
     ],
     swiftLanguageModes: [.v6]
 )

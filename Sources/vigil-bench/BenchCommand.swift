@@ -23,6 +23,8 @@ enum BenchCLI {
                   chat.log, at a local webhook receiver and in a Synapse room
       checkpoint  save and restore of a 64 KB mission checkpoint, in process and through
                   `vigil checkpoint save`
+      workspace   a workspace slot of a 10k-file repository: fresh clone, clean after a
+                  mission, inspect with and without fsck
 
     """
 
@@ -43,6 +45,9 @@ enum BenchCLI {
         bench("checkpoint", "save and restore of a 64 KB mission checkpoint", """
         usage: vigil-bench checkpoint [--rounds N] [--json]
         """) { inv, json in try CheckpointBench.run(inv.arguments, json: json) },
+        bench("workspace", "slot clone, clean after a mission, inspect (10k files)", WorkspaceBench.help) { inv, json in
+            try WorkspaceBench.run(inv.arguments, json: json)
+        },
         bench("journal", "the cost of one journal append; --append N as one writer", JournalBench.help) { inv, json in
             try JournalBench.run(inv.arguments, stateDir: inv.stateDir, json: json)
         },
