@@ -167,6 +167,7 @@ enum MissionCommand {
                    "  command:   \(display(m.argv))",
                    "  cwd:       \(m.cwd)",
                    "  lock:      \(m.lockKey ?? "-")",
+                   "  workspace: \(m.workspace.map { w in m.slot.map { "\(w), slot \($0) (\(stateDir.workspaceSlot(repo: w, id: $0)))" } ?? "\(w), no slot yet" } ?? "-")",
                    "  daemons:   \(m.letDaemonsGo ? "let go at its end (--let-daemons-go)" : "killed at its end")",
                    "  delivery:  \(m.atMostOnce ? "at most once (--at-most-once)" : "at least once")",
                    "  limits:    timeout \(m.timeout.map(\.description) ?? "default"), silence \(m.silenceLimit.map(\.description) ?? "default")",

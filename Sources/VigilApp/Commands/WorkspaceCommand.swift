@@ -56,7 +56,9 @@ enum WorkspaceCommand {
             if target == 0 { timeout = d } else { backoff = d }
             rest.removeSubrange(i...(i + 1))
         }
-        var ctx = try Context(inv.stateDir)
+        // The runner's children journal as `workspace`, people's commands as `cli`.
+        let child = sub == "prepare-slot" || zip(rest, rest.dropFirst()).contains { $0 == "--by" && $1 == "runner" }
+        var ctx = try Context(inv.stateDir, source: child ? "workspace" : "cli")
         if let timeout { ctx.git.timeout = timeout }
         if let backoff { ctx.git.backoff = [backoff, backoff * 2, backoff * 4] }
         switch sub {
@@ -81,13 +83,13 @@ enum WorkspaceCommand {
         let journal: Journal
         var git: GitSettings
 
-        init(_ dir: StateDirectory) throws {
+        init(_ dir: StateDirectory, source: String) throws {
             self.dir = dir
             let config = try Configuration.load(stateDir: dir, arguments: try Arguments([], valued: []))
             git = config.tunables.gitSettings
             queue = try MissionCommand.withQueue(dir, doing: "nothing was changed") { $0 }
             store = WorkspaceStore(db: queue.db)
-            journal = Journal(path: dir.journal, source: "cli")
+            journal = Journal(path: dir.journal, source: source)
         }
 
         var worker: SlotWorker { SlotWorker(stateDir: dir, store: store, journal: journal, git: git) }
