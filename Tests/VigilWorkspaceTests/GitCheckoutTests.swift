@@ -180,8 +180,32 @@ struct GitCheckoutTests {
         // … the cleaner does not.
         try slot.clean()
         #expect(!FileSystem.exists(marker), "\((try? String(contentsOfFile: marker, encoding: .utf8)) ?? "")")
-        // The test's own `git status` would run the planted fsmonitor: unplant it first.
-        _ = try f.git(slot, ["config", "--unset", "core.fsmonitor"])
+        // The cleaner rewrote .git/config, so the planted fsmonitor is gone (the test's own
+        // `git status` would run it).
+        #expect(!((try? String(contentsOfFile: slot.path + "/.git/config", encoding: .utf8)) ?? "").contains("fsmonitor"))
+        try f.expectPristine(slot)
+    }
+
+    @Test("clean() runs nothing a mission put in .git/config (upload-pack, filters, an include) and leaves the config as a clone writes it")
+    func plantedConfig() throws {
+        let f = try Fixture()
+        let slot = f.slot()
+        try slot.cloneFresh()
+        let marker = f.dir.file("config-ran")
+        try script(f.dir.file("evil"), "echo ran >> '\(marker)'; cat")
+        try script(f.dir.file("evil-pack"), "echo upload-pack >> '\(marker)'; exec git-upload-pack \"$@\"")
+        try f.write(slot, ".git/info/attributes", "* filter=evil\n")
+        try f.write(slot, ".git/included", "[core]\n\tfsmonitor = \(f.dir.file("evil"))\n")
+        for (k, v) in [("filter.evil.smudge", f.dir.file("evil")), ("filter.evil.clean", f.dir.file("evil")),
+                       ("remote.origin.uploadpack", f.dir.file("evil-pack")), ("include.path", slot.path + "/.git/included")] {
+            _ = try f.git(slot, ["config", k, v])
+        }
+        try f.write(slot, "d0/f1.txt", "dirty")
+        try slot.clean()
+        #expect(!FileSystem.exists(marker), "\((try? String(contentsOfFile: marker, encoding: .utf8)) ?? "")")
+        let config = try String(contentsOfFile: slot.path + "/.git/config", encoding: .utf8)
+        #expect(!config.contains("evil") && !config.contains("include") && config.contains(slot.url), "\(config)")
+        FileSystem.unlink(slot.path + "/.git/info/attributes")
         try f.expectPristine(slot)
     }
 

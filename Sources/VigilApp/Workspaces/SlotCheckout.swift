@@ -84,6 +84,7 @@ public struct SlotCheckout: Sendable {
     /// fetch is `reclone: false` (the network, not the checkout).
     public func clean() throws(SlotFailure) {
         if let why = inspect(fsck: false) { throw SlotFailure(reason: why, reclone: true) }
+        try resetConfig()
         _ = removeStaleLocks()
         removeOperationState()
         let before = originTip()
@@ -180,6 +181,32 @@ public struct SlotCheckout: Sendable {
 
     /// A merge, rebase, cherry-pick, revert or bisect a mission left half done: its state files
     /// (git's own `--abort` would run more of the operation). Symlinks are removed as links.
+    /// The slot's `.git/config` as a clone writes it, and nothing else: a mission works in the
+    /// slot and may have added what makes git run commands (`remote.origin.uploadpack`,
+    /// `core.sshCommand`, filter drivers, `include.path`, `url.*.insteadOf`); the cleaner's
+    /// checkout and fetch must not run them (docs/workspaces.md, "Releasing a slot"). Replaced
+    /// atomically (a symlink there is replaced, never followed).
+    func resetConfig() throws(SlotFailure) {
+        func quoted(_ v: String) -> String { "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        let text = """
+            [core]
+            \trepositoryformatversion = 0
+            \tfilemode = true
+            \tbare = false
+            \tlogallrefupdates = true
+            [remote "origin"]
+            \turl = \(quoted(url))
+            \tfetch = +refs/heads/*:refs/remotes/origin/*
+            [branch \(quoted(branch))]
+            \tremote = origin
+            \tmerge = \(quoted("refs/heads/" + branch))
+
+            """
+        do { try AtomicFile.write(Data(text.utf8), to: gitDir + "/config") } catch {
+            throw SlotFailure(reason: "cannot rewrite \(gitDir)/config: \(error)", reclone: true)
+        }
+    }
+
     private func removeOperationState() {
         for name in ["rebase-merge", "rebase-apply", "sequencer"] {
             let p = gitDir + "/" + name
