@@ -519,3 +519,41 @@ struct DoctorTests {
         #expect(r.exitCode == 1)
     }
 }
+
+extension DoctorTests {
+    /// Workspace anomalies made for real (docs/workspaces.md): an allocation of a mission that
+    /// does not run, a damaged idle slot, a stale git lock, a slot in error, a clone nobody
+    /// finished; `--fix` repairs each and leaves what a person isolated alone.
+    @Test func workspaceAnomaliesAreFoundAndFixed() throws {
+        let env = try DoctorEnv("workspaces")
+        defer { env.finish() }
+        let origin = env.path("app.git")
+        _ = try GitFixture.makeBareRepo(at: origin, files: 3)
+        try AtomicFile.write(Data(#"{"workspace-git-backoff": "10ms"}"#.utf8), to: env.state.config)
+        let add = try env.vigil(["workspace", "add-repo", "app", origin, "--slots", "5"])
+        #expect(add.code == 0, "\(add.err)")
+        let q = try env.queue
+        let store = WorkspaceStore(db: q.db)
+        // 1: allocated to a mission that is no longer running (its row says failed).
+        let m = try q.enqueue(argv: ["true"], cwd: "/", workspace: "app")
+        #expect(try q.claim(limit: 1).first?.slot == 1)
+        try q.db.execute("UPDATE missions SET state = 'failed' WHERE id = ?", [.int(m)])
+        // 2: damaged; 3: a stale lock; 4: isolated by a person; 5: to be cloned, nobody on it.
+        try FileManager.default.removeItem(atPath: env.state.workspaceSlot(repo: "app", id: 2) + "/.git/HEAD")
+        try Data().write(to: URL(fileURLWithPath: env.state.workspaceSlot(repo: "app", id: 3) + "/.git/index.lock"))
+        try #require(try store.apply(.isolate(reason: "disk check", byPerson: true), to: 4) != nil)
+        try #require(try store.apply(.recover(force: false), to: 5) != nil)
+        var r = try env.doctor()
+        #expect(r.finding("workspaces.orphaned", "slot 1 (app)") != nil)
+        #expect(r.finding("workspaces.corrupted", "slot 2 (app)")?.what.contains("HEAD") == true)
+        #expect(r.finding("workspaces.stale-locks", "slot 3 (app)") != nil)
+        #expect(r.finding("workspaces.error", "slot 4 (app)")?.severity == .info)
+        #expect(r.finding("workspaces.unfinished", "slot 5 (app)") != nil)
+        r = try env.fix()
+        for (check, slot) in [("workspaces.orphaned", 1), ("workspaces.corrupted", 2), ("workspaces.stale-locks", 3), ("workspaces.unfinished", 5)] {
+            #expect(r.finding(check, "slot \(slot) (app)")?.resolved == true, "\(check): \(r.finding(check, "slot \(slot) (app)")?.note ?? "")")
+        }
+        let states = try store.slots().map { "\($0.id)=\($0.record.phase.rawValue)" }
+        #expect(states == ["1=available", "2=available", "3=available", "4=error", "5=available"], "\(states)")
+    }
+}

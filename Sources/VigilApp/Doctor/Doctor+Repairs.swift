@@ -99,6 +99,21 @@ extension Doctor {
                 return .skipped("mission \(id) does not exist any more")
             }
 
+        case .workspaceAutoRecover:
+            let db = try Database(path: dir.database, busyTimeout: options.busyTimeout.seconds)
+            let store = WorkspaceStore(db: db)
+            let git = try Configuration.load(stateDir: dir, arguments: try Arguments([], valued: [])).tunables.gitSettings
+            var finished = 0
+            if FileLock.isFree(dir.lock(.runner)) {
+                let worker = SlotWorker(stateDir: dir, store: store, journal: journal, git: git)
+                for s in try store.needingWork() where try worker.prepare(s.id, generation: s.record.generation) == .available { finished += 1 }
+            }
+            let report = try WorkspaceCheck(stateDir: dir, store: store, queue: MissionQueue(db: db), journal: journal, git: git)
+                .run(options: AutoRecoverOptions(), fsck: false, by: "doctor")
+            let c = report.counts
+            return .done("auto-recover: \(c.corruptedRecovered) repaired, \(c.corruptedIsolated) isolated, \(c.orphanedLocksCleaned) orphaned allocations or stale locks cleaned, \(finished) cleanups or clones finished"
+                         + (report.errors.isEmpty ? "" : "; not repaired: " + report.errors.joined(separator: "; ")))
+
         case .releaseOutbox:
             let n = try Outbox(database()).releaseInFlight(where: ChatService.isGone)
             ChatKick.poke(dir)

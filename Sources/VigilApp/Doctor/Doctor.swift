@@ -74,6 +74,7 @@ public enum Doctor {
         if let db = scan.db {
             scan.guarded("missions") { try scan.checkMissions(db) }
             scan.guarded("outbox") { try scan.checkOutbox(db) }
+            scan.guarded("workspaces") { try scan.checkWorkspaces(db) }
         }
         return scan.findings
     }

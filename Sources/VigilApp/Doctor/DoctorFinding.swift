@@ -70,6 +70,9 @@ public enum DoctorRepair: Hashable, Sendable {
     case checkpoint
     /// The schema migrations every Vigil command runs when it opens the database.
     case migrate
+    /// `vigil workspace auto-recover` with its conservative defaults, and a worker for every slot
+    /// being cleaned or cloned that nobody works on (docs/workspaces.md).
+    case workspaceAutoRecover
     /// Deletes these files of `quarantine/`. Needs `--purge-quarantine`.
     case purgeQuarantine([String])
 
@@ -92,6 +95,7 @@ public enum DoctorRepair: Hashable, Sendable {
         case .releaseStaleLocks: return 4
         case .missionRecovery: return 5
         case .cancelMission: return 6
+        case .workspaceAutoRecover: return 6
         case .releaseOutbox: return 7
         case .purgeQuarantine: return 8
         }

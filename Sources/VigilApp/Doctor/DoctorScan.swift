@@ -327,9 +327,9 @@ final class DoctorScan {
     // MARK: - Missions
 
     func checkMissions(_ db: Database) throws {
-        // MissionQueue reads let_daemons_go (migration 5); an older database is reported by
-        // `database.schema` and checked once migrated.
-        guard schemaVersion >= 5 else { return }
+        // MissionQueue reads every column up to workspace/slot (migration 8); an older database
+        // is reported by `database.schema` and checked once migrated.
+        guard schemaVersion >= 8 else { return }
         let q = MissionQueue(db: db)
         // Rows, then /proc, then rows again: a shim started in between has its row in the second read.
         let first = try q.running()
