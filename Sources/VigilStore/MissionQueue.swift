@@ -233,16 +233,18 @@ public final class MissionQueue {
     /// that attempt that its claim was taken back from (a runner killed while spawning it could
     /// not record it, and the next one did not see it yet). Takes the lock key too. Nil (nothing
     /// changed) unless the row is pending with `attempt - 1` starts and its key is free. A
-    /// mission with a workspace gets its slot back (the shim runs in it) only from `cleaning`,
-    /// and only when `slotIsFree` says no worker holds it; otherwise nil.
-    public func adopt(id: Int64, attempt: Int, shim: MissionShim, slotIsFree: (WorkspaceSlot) -> Bool = { _ in true }) throws -> Mission? {
+    /// mission with a workspace gets its slot back (the shim runs in it) only from `cleaning`
+    /// (no other mission got it); otherwise nil. A worker cannot be in it meanwhile: the shim
+    /// holds the slot's lock while its command runs, and one that has not taken it yet finds
+    /// it held and runs nothing (docs/workspaces.md, "adopted").
+    public func adopt(id: Int64, attempt: Int, shim: MissionShim) throws -> Mission? {
         try transaction {
             guard var m = try mission(id), m.state == .pending, m.attempts == attempt - 1 else { return nil }
             if let key = m.lockKey {
                 guard try db.query("SELECT 1 FROM mission_locks WHERE key = ?", [.text(key)]).isEmpty else { return nil }
             }
             if m.workspace != nil {
-                guard let slotID = m.slot, let s = try WorkspaceStore.slotLocked(db, slotID), s.record.phase == .cleaning, slotIsFree(s),
+                guard let slotID = m.slot, let s = try WorkspaceStore.slotLocked(db, slotID), s.record.phase == .cleaning,
                       let r = try WorkspaceStore.applyLocked(db, .adopted(mission: id), to: slotID) else { return nil }
                 pendingSlotChanges.append(WorkspaceStore.change(r.before, r.after, mission: id))
             }

@@ -48,7 +48,10 @@ public struct StateDirectory: Sendable {
     /// `<state>/workspaces/REPO/ID/`: one slot's clone (ids are never reused).
     public func workspaceSlot(repo: String, id: Int64) -> String { file("workspaces/\(repo)/\(id)") }
     /// `<state>/workspaces/REPO/ID.lock`: held by whoever runs git in that slot (a cleaner, a clone).
-    public func workspaceSlotLock(repo: String, id: Int64) -> String { file("workspaces/\(repo)/\(id).lock") }
+    public func workspaceSlotLock(repo: String, id: Int64) -> String { StateDirectory.workspaceSlotLock(ofSlot: workspaceSlot(repo: repo, id: id)) }
+    /// The lock of the slot at `slotPath` (a shim knows its slot by path): held by a worker
+    /// while it runs git there, and by a mission's shim while the mission runs there.
+    public static func workspaceSlotLock(ofSlot slotPath: String) -> String { slotPath + ".lock" }
     /// `<state>/workspaces/worker.log`: what slot workers the runner started printed.
     public var workspaceWorkerLog: String { file("workspaces/worker.log") }
     /// `<state>/workspaces/check.json`: what the runner's last auto-recover pass printed (`--json`).

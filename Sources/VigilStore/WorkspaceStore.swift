@@ -173,6 +173,18 @@ public final class WorkspaceStore {
         try db.write { try WorkspaceStore.applyLocked(db, event, to: id) }
     }
 
+    /// Sends slot `id` to the cleaner when it is allocated to a mission that is not running,
+    /// judged inside the transaction (a survey's view of "running" may be older than a claim
+    /// that just handed the slot to a live mission). Returns the mission it was allocated to.
+    public func releaseIfOrphaned(_ id: Int64) throws -> Int64? {
+        try db.write {
+            guard let s = try WorkspaceStore.slotLocked(db, id), s.record.phase == .allocated, let m = s.record.mission,
+                  try db.query("SELECT 1 FROM missions WHERE id = ? AND state = 'running'", [.int(m)]).isEmpty,
+                  try WorkspaceStore.applyLocked(db, .orphaned, to: id) != nil else { return nil }
+            return m
+        }
+    }
+
     // MARK: - Inside a write transaction (also MissionQueue's)
 
     static func slotLocked(_ db: Database, _ id: Int64) throws -> WorkspaceSlot? {

@@ -1,6 +1,7 @@
 import Foundation
 import VigilApp
 import VigilCore
+import VigilStore
 import VigilSystem
 import VigilTestSupport
 
@@ -15,6 +16,10 @@ enum WorkspaceBench {
     each round (default 5), times cloneFresh() of a slot from it (by path, objects copied), a
     typical mission's mess (a few tracked files modified, untracked files, a build directory),
     clean() of that slot (fetch included), then inspect() without and with fsck. Medians.
+    Then the hand-out, from outside: a state directory with one slot of that repository and a
+    runner loop (`vigil-bench drive`, woken by the wake file); each round enqueues a mission with
+    --workspace and times until its command runs in the slot (the slot warm: cleaned after the
+    previous mission), and the same without a workspace, alternating.
     """
 
     static func run(_ argv: [String], json: Bool = false) throws {
@@ -43,23 +48,87 @@ enum WorkspaceBench {
             fsck.append((Clock.boot() - t0).milliseconds)
             try FileManager.default.removeItem(atPath: slot.path)
         }
+        let (handOut, plain) = try handOutLatency(bare: bare, root: root, rounds: max(5, rounds * 2))
         func median(_ a: [Double]) -> Double { ChatBench.percentile(a.sorted(), 0.5) }
-        let share = median(clean) / median(clone) * 100
+        let handOutShare = median(handOut) / median(clone) * 100
         var table = BenchTable(title: "vigil-bench workspace (\(files) files, \(rounds) rounds, clone by path)")
         table.add("cloneFresh() of a slot, median", String(format: "%.0f ms", median(clone)), "(reference)")
-        table.add("clean() after a typical mission (fetch included), median", String(format: "%.0f ms", median(clean)), "(reference)")
-        table.add("clean() as a share of a fresh clone, same run", String(format: "%.1f %%", share), "≤ 5 %",
-                  "design: hand-out (warm) ≤ 5 % of a fresh clone", value: share, atMost: 5)
+        table.add("hand-out (warm): enqueue → command running in its slot, outside view, median",
+                  String(format: "%.1f ms (%.1f %% of a fresh clone)", median(handOut), handOutShare), "≤ 5 % of a fresh clone, same run",
+                  value: handOutShare, atMost: 5)
+        table.add("the same mission without a workspace, same run, median", String(format: "%.1f ms", median(plain)), "(reference)")
+        table.add("clean() after a typical mission (fetch included), median",
+                  String(format: "%.0f ms (%.1f %% of a clone)", median(clean), median(clean) / median(clone) * 100),
+                  "(reference: done when a mission ends, not at hand-out)")
         table.add("inspect(fsck: false), median", String(format: "%.1f ms", median(quick)), "(reference)")
         table.add("inspect(fsck: true), median", String(format: "%.0f ms", median(fsck)), "(reference)")
         table.print(json: json)
         if !json {
             print("""
 
-            note: a slot is cleaned when its mission ends, before it is handed out again; the hand-out
-            itself (allocating an already clean slot) is a database transaction, measured elsewhere.
+            note: a slot is cleaned when its mission ends (by a worker the runner starts), so a mission
+            that finds a free slot gets a clean one at once: its hand-out is the claim transaction that
+            allocates the slot plus the shim's start, measured above from outside.
             """)
         }
+    }
+
+    /// Enqueue → the mission's command running, with a workspace slot (warm) and without,
+    /// alternating, through a real runner loop: the outside view (a file the command makes, seen
+    /// by inotify). Returns the two sets of samples in ms.
+    static func handOutLatency(bare: String, root: String, rounds: Int) throws -> (workspace: [Double], plain: [Double]) {
+        let dir = StateDirectory(root + "/state")
+        let marks = root + "/marks"
+        try AtomicFile.makeDirectory(marks)
+        let added = try CommandRun.run([Binaries.vigil, "--state-dir", dir.path, "workspace", "add-repo", "app", bare], timeout: .seconds(600))
+        guard added.succeeded else { throw CommandError("benchmark: add-repo failed: \(added.output)") }
+        let q = MissionQueue(db: try Database(path: dir.database))
+        let store = WorkspaceStore(db: q.db)
+        var options = Spawner.Options()
+        options.outputPath = root + "/driver.log"
+        // Tick 10 s: only the wake file (inotify) makes it start a mission quickly.
+        let driver = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "drive", "--tick", "10"], options)
+        defer {
+            driver.signal(.terminate)
+            _ = Spawner.wait(driver.pid)
+        }
+        let watch = try Inotify()
+        try watch.watch(directory: marks)
+        func settle(_ what: String, _ done: () throws -> Bool) throws {
+            let end = Clock.boot() + .seconds(60)
+            while try !done() {
+                guard Clock.boot() < end else { throw CommandError("benchmark: \(what) (see \(root)/driver.log)") }
+                usleep(5_000)
+            }
+        }
+        try settle("the mission runner did not start") {
+            Journal.read(path: dir.journal).entries.contains { $0["event"]?.stringValue == "missions-recovered" }
+        }
+        var withSlot: [Double] = [], without: [Double] = []
+        for i in 0..<(rounds * 2) {
+            // Warm: the previous mission ended and its slot is clean again; the runner is idle.
+            try settle("a mission did not end, or its slot was not cleaned") {
+                try q.missions().allSatisfy { $0.state.isFinal } && store.slots().allSatisfy { $0.record.phase == .available }
+            }
+            usleep(50_000)
+            _ = watch.drain()
+            let name = "ran-\(i)"
+            let useSlot = i % 2 == 0
+            let t0 = Clock.boot()
+            _ = try q.enqueue(argv: ["touch", marks + "/" + name], cwd: "/", workspace: useSlot ? "app" : nil)
+            MissionRunner.poke(dir)
+            var seen = false
+            while !seen {
+                guard !pollReadable([watch.fd], timeoutMilliseconds: 10_000).isEmpty else {
+                    throw CommandError("benchmark: mission \(i) did not start within 10 s (see \(root)/driver.log)")
+                }
+                seen = watch.drain().contains { $0.name == name }
+            }
+            let ms = (Clock.boot() - t0).milliseconds
+            if useSlot { withSlot.append(ms) } else { without.append(ms) }
+        }
+        try settle("the last mission did not end") { try q.missions().allSatisfy { $0.state.isFinal } && store.slots().allSatisfy { $0.record.phase == .available } }
+        return (withSlot, without)
     }
 
     /// What a mission typically leaves: a few tracked files changed, new files, a build directory

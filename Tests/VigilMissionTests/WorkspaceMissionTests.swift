@@ -249,6 +249,7 @@ struct WorkspaceMissionTests {
         #expect(!lines(log).contains { $0.hasPrefix("overlap") }, "two missions in one slot: \(lines(log).filter { $0.hasPrefix("overlap") })")
         try waitUntil("every slot to be available", timeout: 60) { try pool.slots().allSatisfy { $0["state"]?.stringValue == "available" } }
         #expect(try pool.slots().count == 2, "no slot lost")
-        print("workspace chaos: \(acked.count) missions, \(kills.runner) runner kills, \(kills.shim) shim kills")
+        let slotBusy = pool.env.journal().filter { ($0["reason"]?.stringValue ?? "").contains("workspace slot was still in use") }.count
+        print("workspace chaos: \(acked.count) missions, \(kills.runner) runner kills, \(kills.shim) shim kills, \(slotBusy) starts that found their slot in use")
     }
 }

@@ -101,7 +101,6 @@ extension MissionTests {
             _ = try q.claim(limit: 1)
             #expect(try q.shimDied(id: m, attempt: 1, reason: "not seen", countAttempt: false) == .requeuedUncounted)
             let shim = MissionShim(identity: ProcessIdentity.current, bootID: Clock.bootID)
-            #expect(try q.adopt(id: m, attempt: 1, shim: shim, slotIsFree: { _ in false }) == nil, "a worker holds the slot: not adopted")
             let adopted = try #require(try q.adopt(id: m, attempt: 1, shim: shim))
             #expect(adopted.state == .running && adopted.slot == ids[0])
             #expect(try ws.slot(ids[0])?.record.mission == m)
@@ -119,6 +118,23 @@ extension MissionTests {
             try #require(try ws.apply(.cleaned(generation: s2.record.generation), to: s2.id) != nil)
             #expect(try q.claim(limit: 1).map(\.id) == [m])
             #expect(try q.adopt(id: other, attempt: 1, shim: shim) == nil, "its slot is another mission's")
+        }
+    }
+
+    /// A survey that read "running" before a claim handed a slot to a live mission must not
+    /// release that slot: the check is made again in the release's transaction.
+    @Test func anOrphanedAllocationIsReleasedOnlyIfItsMissionDoesNotRun() throws {
+        try withStores { q, ws in
+            let ids = try ws.addRepo(name: "r", url: "/x", branch: "main", slots: 1)
+            try cloneAll(ws)
+            let m = try q.enqueue(argv: ["a"], cwd: "/", workspace: "r")
+            _ = try q.claim(limit: 1)
+            #expect(try ws.releaseIfOrphaned(ids[0]) == nil, "its mission runs: kept")
+            #expect(try ws.slot(ids[0])?.record.mission == m)
+            try q.db.execute("UPDATE missions SET state = 'failed' WHERE id = ?", [.int(m)]) // ended without releasing (an old Vigil, a hand edit)
+            #expect(try ws.releaseIfOrphaned(ids[0]) == m)
+            #expect(try ws.slot(ids[0])?.record.phase == .cleaning)
+            #expect(try ws.releaseIfOrphaned(ids[0]) == nil, "not allocated any more")
         }
     }
 

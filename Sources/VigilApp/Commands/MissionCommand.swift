@@ -96,6 +96,9 @@ enum MissionCommand {
         if let lock, lock.isEmpty { throw UsageError("--lock needs a non-empty key") }
         let workspace = args.value("workspace")
         if let workspace, let p = WorkspaceStore.problem(withName: workspace) { throw UsageError("--workspace \(workspace.debugDescription): \(p)") }
+        if workspace != nil && args.has("let-daemons-go") {
+            throw UsageError("--workspace and --let-daemons-go do not go together: daemons left in a slot would work in a checkout that is cleaned and handed to the next mission")
+        }
         let maxAttempts = try args.int("max-attempts", min: 1) ?? MissionQueue.defaultMaxAttempts
         let cwd = FileManager.default.currentDirectoryPath
         let timeout = try args.duration("timeout"), silenceLimit = try args.duration("silence-limit")

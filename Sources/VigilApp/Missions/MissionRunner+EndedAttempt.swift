@@ -34,6 +34,11 @@ extension MissionRunner {
             // and its result is found.
             return EndedAttempt(settlement: .revert(reason: "another shim of this mission was still running"))
         }
+        if let status = waitStatus, exitCode(fromWaitStatus: status) == ShimMain.slotBusyExit {
+            // Its workspace slot was in use (a worker, or a shim a killed runner never
+            // recorded): nothing ran; it is claimed again when a slot is free.
+            return EndedAttempt(settlement: .revert(reason: "its workspace slot was still in use"))
+        }
         // No result: nothing was let go, so all of the attempt goes (what started after its
         // shim). Only for a shim known to have died in this boot: a claim whose shim was never
         // recorded may have a live one that recovery could not see yet, whose mission must not
@@ -82,6 +87,7 @@ extension MissionRunner {
         case .stale:
             return
         case .reverted:
+            if case .revert(let reason) = settlement { fields["reason"] = .string(reason) }
             journal.append(.missionStartReverted, fields)
             claimNeeded = true // try again (e.g. the executable was being replaced)
         case .retry(let at, let reason):

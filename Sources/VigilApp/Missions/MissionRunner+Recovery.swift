@@ -135,8 +135,7 @@ extension MissionRunner {
             if tracked[p.mission] == nil, let pending = try q.mission(p.mission), pending.state == .pending, pending.attempts == p.attempt - 1,
                case .ok(let owner) = StateFile.read(MissionPaths(stateDir: stateDir, id: p.mission).owner, kind: MissionOwner.kind, as: MissionOwner.self),
                owner.owns(pending), let fd = p.identity.openPidFD(),
-               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID),
-                                   slotIsFree: { FileLock.isFree($0.lockPath(in: stateDir)) }) {
+               let m = try q.adopt(id: p.mission, attempt: p.attempt, shim: MissionShim(identity: p.identity, bootID: Clock.bootID)) {
                 watch(m, shim: m.shim!, pidfd: fd, recorded: true)
                 journal.append(.missionAdopted, ["mission": .int(m.id), "attempt": .int(Int64(m.attempts)), "shim_pid": .int(Int64(p.identity.pid))])
                 summary.reattached += 1

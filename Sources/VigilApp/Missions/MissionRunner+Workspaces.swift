@@ -57,11 +57,10 @@ extension MissionRunner {
     /// to a mission that is not running goes to the cleaner. Then workers are started.
     func recoverSlots(_ q: MissionQueue) throws -> Int {
         let store = WorkspaceStore(db: q.db)
-        let running = Set(try q.running().map(\.id))
         var n = 0
-        for s in try store.slots() where s.record.phase == .allocated && !(s.record.mission.map(running.contains) ?? false) {
-            if try store.apply(.orphaned, to: s.id) != nil {
-                journal.append(.workspaceSlotOrphaned, ["slot": .int(s.id), "repo": .string(s.repo), "mission": s.record.mission.map { .int($0) } ?? .null, "by": "runner"])
+        for s in try store.slots() where s.record.phase == .allocated {
+            if let m = try store.releaseIfOrphaned(s.id) {
+                journal.append(.workspaceSlotOrphaned, ["slot": .int(s.id), "repo": .string(s.repo), "mission": .int(m), "by": "runner"])
                 n += 1
             }
         }

@@ -9,6 +9,9 @@ import VigilSystem
 enum ShimMain {
     /// Exit code of a shim that found another shim of its mission running: nothing was run.
     static let busyExit: Int32 = 75
+    /// Exit code of a shim whose workspace slot's lock another process holds (a worker cleaning
+    /// it, or a shim of an earlier start that a killed runner never recorded): nothing was run.
+    static let slotBusyExit: Int32 = 76
 
     struct Spec {
         var stateDir: StateDirectory
@@ -42,6 +45,16 @@ enum ShimMain {
            r.mission == spec.mission, r.attempt == spec.attempt {
             return 0 // this attempt ran already (its result is there): nothing to do
         }
+        // The slot is the mission's only while it holds the slot's lock, from before the command
+        // starts until its result is written (docs/workspaces.md, "Handing out a slot"): no
+        // worker cleans it meanwhile, and no other shim, even one a killed runner spawned and
+        // never recorded, runs in it. A prober may hold the lock for a moment: wait up to 1 s.
+        var slotLock: FileLock? = nil
+        if let slot = spec.workspace {
+            guard let l = try? FileLock.lock(StateDirectory.workspaceSlotLock(ofSlot: slot), attempts: 50) else { return ShimMain.slotBusyExit }
+            slotLock = l
+        }
+        defer { slotLock?.release() }
         let started = Clock.iso(Clock.wall())
         var output = MissionOutput(fd: 1, paths: paths, cap: spec.settings.outputCap)
         if spec.attempt > 1 {

@@ -7,7 +7,7 @@ import VigilSystem
 /// result for the generation it was asked for (docs/workspaces.md, "Releasing a slot"). It
 /// holds the slot's lock (`workspaces/REPO/ID.lock`) while git runs, so two workers never run
 /// git in one directory; a report for a generation that is no longer the slot's changes
-/// nothing. Run by `vigil workspace prepare-slot` (the runner's child) and inline by the
+/// nothing. A mission's shim holds the same lock while the mission runs in the slot. Run by `vigil workspace prepare-slot` (the runner's child) and inline by the
 /// commands that make slots (`add-repo`, `add-slot`, `recover`, `auto-recover`).
 struct SlotWorker {
     let stateDir: StateDirectory
@@ -31,7 +31,8 @@ struct SlotWorker {
     func prepare(_ id: Int64, generation: Int, lockWait: TimeSpan = .zero) throws -> Outcome {
         guard let first = try store.slot(id) else { return .stale(nil) }
         try stateDir.makeDirectory(stateDir.workspaceRepository(first.repo))
-        guard let lock = try FileLock.lock(first.lockPath(in: stateDir), attempts: max(1, Int(lockWait.milliseconds / 20))) else { return .busy }
+        // At least 100 ms: a prober (`FileLock.isFree`, a survey) may hold the lock for a moment.
+        guard let lock = try FileLock.lock(first.lockPath(in: stateDir), attempts: max(5, Int(lockWait.milliseconds / 20))) else { return .busy }
         defer { lock.release() }
         var generation = generation
         while true {

@@ -45,11 +45,15 @@ struct WorkspaceCheck {
 
     /// What the pass would find, without changing anything (doctor). Slots a worker holds are skipped.
     func survey(fsck: Bool) throws -> [(slot: WorkspaceSlot, survey: SlotSurvey)] {
+        // Slots first, then missions: a slot allocated when read is to a mission that is still
+        // running, or that ended (and released it) — never one claimed after "running" was read.
+        // The release itself checks again in its transaction (`releaseIfOrphaned`).
+        let slots = try store.slots()
         let running = Set(try queue.running().map(\.id))
         var repos: [String: WorkspaceRepo] = [:]
         for r in try store.repos() { repos[r.name] = r }
         var out: [(WorkspaceSlot, SlotSurvey)] = []
-        for s in try store.slots() {
+        for s in slots {
             var v = SlotSurvey(record: s.record, missionRunning: s.record.mission.map(running.contains) ?? false)
             if s.record.phase == .available, let repo = repos[s.repo] {
                 // Looked at only while nobody works in it (a worker holds the lock while git runs).
@@ -94,7 +98,14 @@ struct WorkspaceCheck {
                 journal.append(.workspaceLocksRemoved, ["slot": .int(s.id), "repo": .string(s.repo), "files": .array(files.map { .string($0) })])
                 report.found.append("\(name): \(n) stale git lock file\(n == 1 ? "" : "s") removed (\(files.joined(separator: ", ")))")
             case .event(let e):
-                guard let r = try store.apply(e, to: s.id) else { continue } // moved on meanwhile: nothing to do
+                // An orphaned allocation is released only if its mission is still not running.
+                let applied: WorkspaceSlot?
+                if case .orphaned = e {
+                    applied = try store.releaseIfOrphaned(s.id) != nil ? try store.slot(s.id) : nil
+                } else {
+                    applied = try store.apply(e, to: s.id)?.after
+                }
+                guard let after = applied else { continue } // moved on meanwhile: nothing to do
                 switch e {
                 case .orphaned:
                     journal.append(.workspaceSlotOrphaned, ["slot": .int(s.id), "repo": .string(s.repo), "mission": s.record.mission.map { .int($0) } ?? .null, "by": .string(by)])
@@ -105,8 +116,8 @@ struct WorkspaceCheck {
                 default:
                     journal.append(.workspaceSlotRecover, ["slot": .int(s.id), "repo": .string(s.repo), "reason": .string(s.record.reason ?? v.damage ?? ""), "force": false, "by": .string(by)])
                 }
-                if r.after.record.phase == .cleaning || r.after.record.phase == .cloning {
-                    let outcome = try worker.prepare(s.id, generation: r.after.record.generation, lockWait: git.timeout * 2)
+                if after.record.phase == .cleaning || after.record.phase == .cloning {
+                    let outcome = try worker.prepare(s.id, generation: after.record.generation, lockWait: git.timeout * 2)
                     let why = v.damage ?? s.record.reason ?? "in error"
                     switch (e, outcome) {
                     case (.orphaned, .error(let reason)):
