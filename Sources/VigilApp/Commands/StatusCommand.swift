@@ -139,7 +139,7 @@ enum StatusCommand {
     }
 }
 
-/// Counts of the mission queue and the outbox, for status (read-only; "unavailable" when the
+/// Counts of the mission queue, the outbox and the workspace slots, for status (read-only; "unavailable" when the
 /// database cannot be read now).
 enum QueueCounts {
     static func gather(_ dir: StateDirectory) -> JSONValue {
@@ -149,6 +149,11 @@ enum QueueCounts {
             var out: [String: JSONValue] = [:]
             out["outbox"] = .object(try Outbox(db).counts().mapValues { .int(Int64($0)) })
             if let m = try MissionCounts.gather(db) { out["missions"] = m }
+            // Slots by state (docs/workspaces.md), once there are any.
+            if (try db.scalarInt("PRAGMA user_version") ?? 0) >= 8 {
+                let slots = try WorkspaceStore(db: db).counts()
+                if !slots.isEmpty { out["workspaces"] = .object(Dictionary(uniqueKeysWithValues: slots.map { ($0.key.rawValue, .int(Int64($0.value))) })) }
+            }
             return .object(out)
         } catch {
             return .object(["unavailable": .string("\(error)")])
