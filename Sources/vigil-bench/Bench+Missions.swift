@@ -194,27 +194,37 @@ enum MissionBench {
         ]
     }
 
+    /// A runner loop that only runs missions (`vigil-bench drive`) with a 10 s tick, so only the
+    /// wake file (inotify) makes it start a mission quickly; returned once it has recovered
+    /// (it journals that) and gone idle. The caller ends it (SIGTERM, then reaps it).
+    static func idleDriver(_ dir: StateDirectory, log: String) throws -> ProcessIdentity {
+        var options = Spawner.Options()
+        options.outputPath = log
+        let driver = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "drive", "--tick", "10"], options)
+        let ready = Clock.boot() + .seconds(10)
+        while !Journal.read(path: dir.journal).entries.contains(where: { $0["event"]?.stringValue == "missions-recovered" }) {
+            guard Clock.boot() < ready else {
+                driver.signal(.terminate)
+                _ = Spawner.wait(driver.pid)
+                throw CommandError("benchmark: the mission runner did not start (see \(log))")
+            }
+            usleep(10_000)
+        }
+        return driver
+    }
+
     static func startLatency(_ dir: StateDirectory, count: Int) throws -> [Row] {
         try AtomicFile.makeDirectory(dir.path)
         let marks = dir.file("marks")
         try AtomicFile.makeDirectory(marks)
         let q = MissionQueue(db: try Database(path: dir.database))
-        var options = Spawner.Options()
-        options.outputPath = dir.file("driver.log")
-        // Tick 10 s: only the wake file (inotify) can make it start a mission quickly.
-        let driver = try Spawner.spawn([Binaries.vigilBench, "--state-dir", dir.path, "drive", "--tick", "10"], options)
+        let driver = try idleDriver(dir, log: dir.file("driver.log"))
         defer {
             driver.signal(.terminate)
             _ = Spawner.wait(driver.pid)
         }
         let watch = try Inotify()
         try watch.watch(directory: marks)
-        // Wait until the runner has recovered (it journals that), then let it go idle.
-        let ready = Clock.boot() + .seconds(10)
-        while !Journal.read(path: dir.journal).entries.contains(where: { $0["event"]?.stringValue == "missions-recovered" }) {
-            guard Clock.boot() < ready else { throw CommandError("benchmark: the mission runner did not start (see \(dir.file("driver.log")))") }
-            usleep(10_000)
-        }
         var samples: [Double] = []
         for i in 0..<count {
             usleep(50_000)
