@@ -12,13 +12,9 @@ extension MissionRunner {
     final class WorkspaceChild {
         let identity: ProcessIdentity
         let pidfd: PidFD?
-        let generation: Int
-        let started: BootInstant
-        init(identity: ProcessIdentity, pidfd: PidFD?, generation: Int, started: BootInstant) {
+        init(identity: ProcessIdentity, pidfd: PidFD?) {
             self.identity = identity
             self.pidfd = pidfd
-            self.generation = generation
-            self.started = started
         }
         var hasExited: Bool { pidfd?.hasExited ?? true }
     }
@@ -32,7 +28,6 @@ extension MissionRunner {
         var scanNeeded = true
         var lastScan: BootInstant?
         var check: WorkspaceChild?
-        var checkFsck = false
         var nextCheck: BootInstant?
         var lastFsck: BootInstant?
         /// The last auto-recover message sent to chat: the same findings are not sent again.
@@ -99,7 +94,7 @@ extension MissionRunner {
             if let r = workspaces.retry[s.id], r.generation == g, now < r.notBefore { continue }
             // Someone works on it (a CLI recover, a worker of an earlier runner): its report comes.
             guard FileLock.isFree(s.lockPath(in: stateDir)) else { continue }
-            guard let child = spawnWorkspaceChild(["workspace", "prepare-slot", "\(s.id)", "\(g)"], generation: g, now: now) else { continue }
+            guard let child = spawnWorkspaceChild(["workspace", "prepare-slot", "\(s.id)", "\(g)"]) else { continue }
             workspaces.workers[s.id] = child
             let failures = (workspaces.retry[s.id]?.generation == g ? workspaces.retry[s.id]!.failures : 0) + 1
             let wait = TimeSpan.seconds(min(300, 5 * pow(2, Double(failures - 1))))
@@ -136,11 +131,10 @@ extension MissionRunner {
         FileSystem.unlink(stateDir.workspaceCheckOutput)
         var args = ["workspace", "auto-recover", "--json", "--by", "runner"]
         if fsck { args.append("--fsck") }
-        workspaces.check = spawnWorkspaceChild(args, generation: 0, now: now, output: stateDir.workspaceCheckOutput)
-        workspaces.checkFsck = fsck
+        workspaces.check = spawnWorkspaceChild(args, output: stateDir.workspaceCheckOutput)
     }
 
-    private func spawnWorkspaceChild(_ args: [String], generation: Int, now: BootInstant, output: String? = nil) -> WorkspaceChild? {
+    private func spawnWorkspaceChild(_ args: [String], output: String? = nil) -> WorkspaceChild? {
         var options = Spawner.Options()
         options.newSession = true
         options.workingDirectory = "/"
@@ -148,7 +142,7 @@ extension MissionRunner {
         do {
             try stateDir.makeDirectory(stateDir.workspaces)
             let id = try Spawner.spawn([shimExecutable, "--state-dir", stateDir.path] + args + gitFlags, options)
-            return WorkspaceChild(identity: id, pidfd: id.openPidFD(), generation: generation, started: now)
+            return WorkspaceChild(identity: id, pidfd: id.openPidFD())
         } catch {
             journal.append(.workspaceWorkerFailed, ["what": .string(args.joined(separator: " ")), "error": .string("\(error)")])
             return nil
