@@ -50,6 +50,7 @@ final class RunnerSystemd {
     private var nextPing = BootInstant.zero
     private(set) var readySent = false
     private var sentStatus: String?
+    /// When STATUS= was last tried.
     private var statusSentAt: BootInstant?
     private var statusPending = false
     private var failures = RepeatLimiter()
@@ -74,8 +75,11 @@ final class RunnerSystemd {
         if ready { fields.append(("READY", "1")) }
         let status = RunnerSystemd.status(verdict: verdict, heal: heal, missionsRunning: missionsRunning)
         statusPending = status != sentStatus
-        if statusPending && (ready || statusSentAt.map { now - $0 >= RunnerSystemd.statusEvery } ?? true) {
+        let sendsStatus = statusPending && (ready || statusSentAt.map { now - $0 >= RunnerSystemd.statusEvery } ?? true)
+        if sendsStatus {
             fields.append(("STATUS", status))
+            // The rate counts tries: a send that fails is tried again a second later, not at once.
+            statusSentAt = now
         }
         if let every = pingEvery, now >= nextPing {
             fields.append(("WATCHDOG", "1"))
@@ -83,9 +87,8 @@ final class RunnerSystemd {
         }
         guard !fields.isEmpty else { return }
         if send(fields, now: now) {
-            if fields.contains(where: { $0.0 == "STATUS" }) {
+            if sendsStatus {
                 sentStatus = status
-                statusSentAt = now
                 statusPending = false
             }
             if ready {
