@@ -108,4 +108,7 @@ public enum JournalEvent: String, CaseIterable, Sendable, Codable {
     case chatOutboxAvailable = "chat-outbox-available"
     case chatStandbyUnavailable = "chat-standby-unavailable"
     case benchLine = "bench-line"
+    case systemdReady = "systemd-ready"
+    case systemdNotifyFailed = "systemd-notify-failed"
+    case systemdNotifyRecovered = "systemd-notify-recovered"
 }
