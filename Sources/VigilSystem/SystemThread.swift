@@ -1,31 +1,16 @@
 import CVigil
 import Glibc
+import Synchronization
 import VigilCore
 
 /// A thread of the operating system running one closure, which can be waited for with a
 /// deadline (Foundation's `Thread` is not part of FoundationEssentials, docs/architecture.md,
 /// "Foundation: Essentials only"). The thread is detached: nothing needs to join it.
-/// `@unchecked Sendable`: `finished` is read and written only under `lock`.
-public final class SystemThread: @unchecked Sendable {
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let ended = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var finished = false
+/// Sendable: its one changing fact, whether the closure returned, is an `Atomic`.
+public final class SystemThread: Sendable {
+    private let finished = Atomic<Bool>(false)
 
-    private init() {
-        pthread_mutex_init(lock, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(ended, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(ended)
-        pthread_mutex_destroy(lock)
-        lock.deallocate()
-        ended.deallocate()
-    }
+    private init() {}
 
     /// Starts `body` on a new thread named `name` (the kernel keeps 15 bytes of it).
     /// Fails only when the system refuses a thread (`pthread_create`).
@@ -43,7 +28,7 @@ public final class SystemThread: @unchecked Sendable {
             let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
             cvigil_name_thread(job.name)
             job.body()
-            job.thread.markFinished()
+            job.thread.finished.store(true, ordering: .releasing)
             return nil
         }, context)
         guard rc == 0 else {
@@ -53,29 +38,18 @@ public final class SystemThread: @unchecked Sendable {
         return thread
     }
 
-    /// Waits until the closure returned or `deadline` passed; true when it returned.
+    /// Waits until the closure returned or `deadline` passed (looking every 5 ms: this is for
+    /// shutdowns, not for hot paths); true when it returned.
     public func join(until deadline: BootInstant) -> Bool {
-        let left = max(0, (deadline - Clock.boot()).nanoseconds)
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let end = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + left
-        var limit = timespec(tv_sec: Int(end / 1_000_000_000), tv_nsec: Int(end % 1_000_000_000))
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        while !finished {
-            if pthread_cond_timedwait(ended, lock, &limit) == ETIMEDOUT { break }
+        while !finished.load(ordering: .acquiring) {
+            let left = deadline - Clock.boot()
+            if left <= .zero { return false }
+            ThisProcess.pause(min(left, .milliseconds(5)))
         }
-        return finished
+        return true
     }
 
-    private func markFinished() {
-        pthread_mutex_lock(lock)
-        finished = true
-        pthread_cond_broadcast(ended)
-        pthread_mutex_unlock(lock)
-    }
-
-    private final class Job {
+    private final class Job: Sendable {
         let name: String
         let thread: SystemThread
         let body: @Sendable () -> Void
