@@ -24,8 +24,16 @@ let package = Package(
         .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore", "CVigil"]),
         // The processes and commands: bridge, runner, shim, CLI.
         .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
-        // The product: nothing of the benchmark or the test fixtures is linked into it.
-        .executableTarget(name: "vigil", dependencies: ["VigilApp"]),
+        // The product: nothing of the benchmark or the test fixtures is linked into it. A release
+        // build links the Swift runtime and FoundationEssentials into it (one file to install;
+        // `ldd` shows only system libraries: docs/operator-guide.md, "Install"); debug builds and
+        // the tests link them dynamically, as the toolchain does by default. The two private
+        // libraries FoundationEssentials is built on are named because only their shared
+        // versions say so themselves. The toolchain's lld links it (gold warns about a mktemp
+        // inside FoundationEssentials, and the result is a little smaller).
+        .executableTarget(name: "vigil", dependencies: ["VigilApp"],
+                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld"],
+                                                        .when(configuration: .release))]),
 
         // What tests, benchmarks and scripts share: temp directories, waiting, finding the
         // built binaries, the Synapse fixture (launched by scripts/chaoslib/synapse.py).

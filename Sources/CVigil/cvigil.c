@@ -120,3 +120,10 @@ long cvigil_fs_type(const char *path) {
     if (statfs(path, &st) != 0) return -1;
     return (long)st.f_type;
 }
+
+void cvigil_name_thread(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, sizeof short_name - 1);
+    short_name[sizeof short_name - 1] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}

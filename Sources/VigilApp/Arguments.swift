@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 
 /// A small argv parser: `--flag value`, `--flag=value`, boolean `--flag`, `--` ends options.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 // shape stays as it is while it moves to a target of its own; nothing else here calls it.
 import VigilCore
 import VigilStore

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilStore
 import VigilSystem
 
@@ -146,7 +146,7 @@ public enum CLI {
     static func commandList(_ commands: [Command]) -> String {
         let width = commands.map(\.name.count).max() ?? 8
         return "commands:\n" + commands.filter { !$0.summary.isEmpty }.map {
-            "  \($0.name.padding(toLength: width + 2, withPad: " ", startingAt: 0))\($0.summary)"
+            "  \($0.name.padded(toLength: width + 2))\($0.summary)"
         }.joined(separator: "\n") + "\n"
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 // Glibc: the faults themselves (malloc and memset for runaway memory, pause for a hang) are
 // libc calls, and exist only under VIGIL_TEST_FAULTS=1.
 import Glibc
@@ -26,13 +26,13 @@ enum FaultInjection {
 
     static func runner(_ dir: StateDirectory) -> String? {
         guard enabled, case .bytes(let data) = StateSlot.read(dir.runnerFault) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: data, as: UTF8.self).trimmingWhitespace()
         return text.isEmpty ? nil : text
     }
 
     static func current(_ dir: StateDirectory) -> String? {
         guard enabled, case .bytes(let data) = StateSlot.read(dir.fault) else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: data, as: UTF8.self).trimmingWhitespace()
         return text.isEmpty ? nil : text
     }
 
@@ -114,7 +114,7 @@ extension FaultInjection {
             journal.append(.faultInjected, ["fault": .string(fault), "runtime": .bool(runtime)])
             if fault == "ignore-term" { ignoresTerm = true }
             if fault == "exit-at-start" && !runtime { exit(1) }
-            if fault.hasPrefix("bloat-grow="), let rate = Int(fault.dropFirst(11).replacingOccurrences(of: "/s", with: "")), rate > 0 {
+            if fault.hasPrefix("bloat-grow="), let rate = Int(fault.dropFirst(11).replacing("/s", with: "")), rate > 0 {
                 bloat.start(mbPerSecond: rate, now: Clock.boot())
             }
             if fault == "hang" { while true { pause() } }

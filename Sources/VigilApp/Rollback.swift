@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilStore
@@ -69,7 +69,7 @@ final class Rollback {
             rolledBack = (program, broken)
             // The bridges we spawn keep VIGIL_ROLLBACK_PROGRAM: their re-exec goes to the
             // program on disk once it is fixed (`Rollback.reexecTarget`), not to the kept copy.
-            try? ctx.inotify.watch(directory: (program as NSString).deletingLastPathComponent)
+            try? ctx.inotify.watch(directory: Path.parent(program))
         } else {
             rolledBack = nil
             ThisProcess.setEnvironment(Rollback.programVariable, nil)
@@ -171,17 +171,21 @@ final class Rollback {
         let job = KeepJob(source: Executable.runningIdentity, stamp: b.version, started: now)
         self.job = job
         let stateDir = dir, programDir = dir.programDir, target = dir.keptProgram
-        Thread.detachNewThread { @Sendable in
-            let outcome: KeepJob.Outcome
-            do {
-                try stateDir.makeDirectory(programDir)
-                // Our own image (the inode we run, even if the file was replaced meanwhile).
-                try AtomicFile.copy(from: "/proc/self/exe", to: target, mode: PrivateFile.executableMode)
-                outcome = .copied(Executable.fileIdentity(target) ?? "exe:unknown")
-            } catch {
-                outcome = .failed("\(error)")
+        do {
+            try SystemThread.start(name: "vigil-keep") { @Sendable in
+                let outcome: KeepJob.Outcome
+                do {
+                    try stateDir.makeDirectory(programDir)
+                    // Our own image (the inode we run, even if the file was replaced meanwhile).
+                    try AtomicFile.copy(from: "/proc/self/exe", to: target, mode: PrivateFile.executableMode)
+                    outcome = .copied(Executable.fileIdentity(target) ?? "exe:unknown")
+                } catch {
+                    outcome = .failed("\(error)")
+                }
+                job.outcome.withLock { $0 = outcome }
             }
-            job.outcome.withLock { $0 = outcome }
+        } catch {
+            job.outcome.withLock { $0 = .failed("\(error)") }
         }
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -29,7 +29,7 @@ extension Runner {
         case .started(let since, let took):
             let version = probe.record?.version ?? versions.current(now: now) ?? runningVersion
             hooks?.notify(key: "vigil-started-\(since.nanoseconds)",
-                          text: String(format: "Vigil started (version %@): the bridge (%@) is up after %.2f s.", version, pidText, took.seconds))
+                          text: "Vigil started (version \(version)): the bridge (\(pidText)) is up after \(DecimalText.fixed(took.seconds, places: 2)) s.")
         case .acted(let tier, let verdict, let action):
             var fields: [String: JSONValue] = [
                 "tier": .int(Int64(tier)), "verdict": .string(verdict.rawValue), "action": .string(action.rawValue),
@@ -55,9 +55,9 @@ extension Runner {
                 "bridge": idJSON(probe.identity), "healthy_boot": .int(healthyAt.nanoseconds),
                 "stable_ms": .double(((now - healthyAt).milliseconds * 10).rounded() / 10),
             ])
-            let proven = now - healthyAt > .zero ? String(format: "; stable for %.1f s", (now - healthyAt).seconds) : ""
+            let proven = now - healthyAt > .zero ? "; stable for \(DecimalText.fixed((now - healthyAt).seconds, places: 1)) s" : ""
             hooks?.notify(key: "incident-\(since.nanoseconds)-recovered",
-                          text: String(format: "Vigil: bridge healthy again after %.2f s (was %@, tier %d%@).", down.seconds, verdict.rawValue, tier, proven))
+                          text: "Vigil: bridge healthy again after \(DecimalText.fixed(down.seconds, places: 2)) s (was \(verdict.rawValue), tier \(tier)\(proven)).")
         case .respawnFailed(let count, let verdict):
             ctx.journal.append(.respawnFailed, ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(limit)),
                                                   "bridge": idJSON(probe.identity)])

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -76,8 +76,8 @@ final class Runner {
         if let invalidSocket {
             context.journal.append(.systemdNotifyFailed, ["socket": .string(invalidSocket), "error": "NOTIFY_SOCKET is neither an absolute path nor @name: nothing is sent"])
         }
-        if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
-        try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
+        if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: Path.parent(f)) }
+        try? ctx.inotify.watch(directory: Path.parent(Executable.path))
     }
 
     /// Runs until stopped (returns 0) or until a restart is due (returns 42).

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -138,7 +138,7 @@ enum ChatMissions {
     }
 
     static func cancel(_ dir: StateDirectory, id text: String, by: String) throws -> String {
-        guard let id = Int64(text.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "#"))) else {
+        guard let id = Int64(text.trimmingWhitespace(keepingNewlines: true).trimming({ $0 == "#" })) else {
             return "Say /cancel ID with a mission number."
         }
         let outcome = try queue(dir).requestCancel(id: id)

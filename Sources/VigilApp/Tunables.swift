@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 
@@ -129,7 +129,7 @@ public struct Tunables: Equatable, Sendable {
             }
             journalKeep = n
         case "version-command":
-            guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw UsageError("\(name) is empty") }
+            guard !text.trimmingWhitespace(keepingNewlines: true).isEmpty else { throw UsageError("\(name) is empty") }
             versionCommand = text
         default:
             throw UsageError("unknown tunable \(name)")

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -29,7 +29,7 @@ public final class VersionSource {
     /// so a writer killed meanwhile leaves nothing that the start-up sweep does not remove.
     let scratchDir: String
 
-    public init(tunables: Tunables, scratchDir: String = NSTemporaryDirectory(), executable: String = Executable.path,
+    public init(tunables: Tunables, scratchDir: String = FileManager.default.temporaryDirectory.path, executable: String = Executable.path,
                 timeout: TimeSpan = .seconds(5), refresh: TimeSpan = .seconds(5)) {
         self.scratchDir = scratchDir
         if let f = tunables.versionFile { kind = .file(f) }
@@ -115,7 +115,7 @@ public final class VersionSource {
             return nil
         }
         problem = nil
-        let text = String(decoding: data.prefix(4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: data.prefix(4096), as: UTF8.self).trimmingWhitespace()
         return text.isEmpty ? "empty" : "file:" + text
     }
 
@@ -126,7 +126,7 @@ public final class VersionSource {
                 FileSystem.unlink(r.output)
                 running = nil
                 let code = exitCode(fromWaitStatus: status)
-                let text = out.trimmingCharacters(in: .whitespacesAndNewlines)
+                let text = out.trimmingWhitespace()
                 if code == 0 && !text.isEmpty {
                     cached = "cmd:" + String(text.prefix(256))
                     problem = nil

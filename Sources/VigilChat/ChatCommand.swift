@@ -31,7 +31,7 @@ public enum ChatCommand: Equatable, Sendable {
         guard !word.isEmpty, word.count <= 32, word.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             return word.isEmpty ? nil : .unknown(ChatText.brief(String(first) + word, maxLength: 40))
         }
-        let rest = afterPrefix[wordEnd...].trimmingCharacters(in: .whitespacesAndNewlines)
+        let rest = afterPrefix[wordEnd...].trimmingWhitespace()
         let args = rest.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)
         let shown = "/" + word
 

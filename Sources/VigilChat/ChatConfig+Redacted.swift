@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 /// Printing a configuration never shows its secrets (URLs of webhooks, tokens, passwords,
 /// header values): `description`, `debugDescription` and mirrors (`dump`) are redacted.
 extension ChatConfig: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -292,7 +292,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             guard case .bytes(let data) = StateSlot.read(path, followSymlinks: true, sizeLimit: 64 << 10) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [file], debugDescription: "cannot read \(path) (missing, not a regular file, or over 64 KiB)"))
             }
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return String(decoding: data, as: UTF8.self).trimmingWhitespace()
         }
         return nil
     }

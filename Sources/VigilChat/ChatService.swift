@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilStore
@@ -436,24 +436,22 @@ public final class ChatService {
 }
 
 /// A `ChatInbox` on a connection of the calling thread's own (one per thread that asks), kept
-/// in that thread's own storage (`Thread.threadDictionary`): no thread ever sees another's
+/// in that thread's own storage (`ThreadLocal`): no thread ever sees another's
 /// connection, and it is closed when its thread ends. Sendable: it holds only constants.
 final class ThreadInbox: Sendable {
     let dir: StateDirectory
-    private let key: String
+    private let inbox = ThreadLocal<ChatInbox>()
 
     init(_ dir: StateDirectory) {
         self.dir = dir
-        key = "vigil.thread-inbox.\(UInt64.random(in: 0...UInt64.max))"
     }
 
     func get() -> ChatInbox? {
-        let storage = Thread.current.threadDictionary
-        if let i = storage[key] as? ChatInbox { return i }
+        if let i = inbox.value { return i }
         guard let db = try? Database(path: dir.database, busyTimeout: 2) else { return nil }
-        let inbox = ChatInbox(db)
-        storage[key] = inbox
-        return inbox
+        let i = ChatInbox(db)
+        inbox.set(i)
+        return i
     }
 }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -60,7 +60,7 @@ final class ConsoleAdapter: ChatAdapter, Sendable {
                 throw error
             }
             try fd.sync(dataOnly: true, subject: path)
-            if created { try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent) }
+            if created { try? AtomicFile.fsyncDirectory(Path.parent(path)) }
             return .delivered(remoteID: tag)
         } catch {
             return .retry("cannot append to chat.log: \(error)", after: nil)
@@ -70,7 +70,7 @@ final class ConsoleAdapter: ChatAdapter, Sendable {
     private func rotateIfNeeded() {
         guard let st = FileStatus.at(path), st.size > rotateBytes else { return }
         if (try? FileSystem.rename(path, to: path + ".1")) != nil {
-            try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+            try? AtomicFile.fsyncDirectory(Path.parent(path))
         }
     }
 
@@ -227,6 +227,6 @@ public final class ConsoleFollower {
         guard parts.count == 3 else { return nil }
         let time = parts[0].count >= 19 ? String(parts[0].dropFirst(11).prefix(8)) : String(parts[0])
         let text = ChatText.clean(ConsoleAdapter.unescape(parts[2]), maxLength: 100_000)
-        return "[chat \(time)] " + text.replacingOccurrences(of: "\n", with: "\n    ")
+        return "[chat \(time)] " + text.replacing("\n", with: "\n    ")
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilStore
@@ -27,7 +27,7 @@ public struct ChatAdapterStatus: Sendable, Equatable, Codable {
 /// this is the bridge's worker (primary) or the runner's (standby, docs/chat.md "Delivery").
 ///
 /// Sendable: what changes (the circuit, the drain deadline, the stop flag, counters, the last
-/// error, whether it started) is behind one `Mutex`, `state`; the rest is constant.
+/// error, its thread) is behind one `Mutex`, `state`; the rest is constant.
 final class DeliveryWorker: Sendable {
     let adapter: any ChatAdapter
     let stateDir: StateDirectory
@@ -44,7 +44,6 @@ final class DeliveryWorker: Sendable {
 
     private let state: Mutex<State>
     private let wake: WakePipe
-    private let finished = DispatchSemaphore(value: 0)
 
     /// Only under `state`'s lock.
     private struct State {
@@ -54,7 +53,7 @@ final class DeliveryWorker: Sendable {
         var lastError: String?
         var deliveredCount = 0
         var failedCount = 0
-        var started = false
+        var thread: SystemThread?
     }
 
     /// Fault injection for crash tests: `VIGIL_CHAT_FAULT=after-send` kills the process with
@@ -102,13 +101,12 @@ final class DeliveryWorker: Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in
-            self.run()
-            self.finished.signal()
+        do {
+            let thread = try SystemThread.start(name: "vigil-chat-\(adapter.name)") { [self] in self.run() }
+            state.withLock { $0.thread = thread }
+        } catch {
+            state.withLock { $0.lastError = "could not start its thread: \(error)" }
         }
-        t.name = "vigil-chat-\(adapter.name)"
-        state.withLock { $0.started = true }
-        t.start()
     }
 
     /// Look at the queue now (something was queued).
@@ -130,9 +128,8 @@ final class DeliveryWorker: Sendable {
     }
 
     func join(until deadline: BootInstant) -> Bool {
-        guard state.withLock({ $0.started }) else { return true }
-        let ns = max(0, (deadline - Clock.boot()).nanoseconds)
-        return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
+        guard let thread = state.withLock({ $0.thread }) else { return true }
+        return thread.join(until: deadline)
     }
 
     private enum Mode { case running, draining, stop }

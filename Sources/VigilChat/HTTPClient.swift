@@ -1,5 +1,5 @@
 import CVigil
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilStore
@@ -69,10 +69,21 @@ package final class MatrixSession: Sendable {
         return c.url!
     }
 
+    /// Percent-encodes every byte of the UTF-8 form except the unreserved ASCII ones
+    /// (letters, digits, `-._~`).
     package static func encodeSegment(_ s: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
-        return s.addingPercentEncoding(withAllowedCharacters: allowed) ?? s
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(b)
+            default:
+                out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 0x0F)]]
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     package static func encodeQuery(_ s: String) -> String { encodeSegment(s) }
@@ -189,7 +200,7 @@ package final class MatrixSession: Sendable {
             if (200..<300).contains(status) { return json }
             let code = json["errcode"]?.stringValue ?? ""
             let msg = ChatText.brief(json["error"]?.stringValue ?? "", maxLength: 200)
-            let text = "matrix \(method) \(what): HTTP \(status) \(code) \(msg)".trimmingCharacters(in: .whitespaces)
+            let text = "matrix \(method) \(what): HTTP \(status) \(code) \(msg)".trimmingWhitespace(keepingNewlines: true)
             if status == 429 {
                 let ms = json["retry_after_ms"]?.doubleValue
                 throw .retry(text, after: ms.map { .milliseconds($0) })

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilStore
@@ -13,7 +13,7 @@ import VigilSystem
 /// events in the configured room that look like commands are considered; the sender must be
 /// on the allow-list (exact user id), others are journaled and ignored.
 ///
-/// Sendable: what changes (stopping, started, the last failure, when ignored senders were
+/// Sendable: what changes (stopping, the thread, the last failure, when ignored senders were
 /// journaled) is behind one `Mutex`, `state`; the rest is constant.
 package final class MatrixPoller: Sendable {
     let session: MatrixSession
@@ -21,7 +21,6 @@ package final class MatrixPoller: Sendable {
     let journal: Journal
     let onCommand: @Sendable () -> Void
     private let client = HTTPClient()
-    private let finished = DispatchSemaphore(value: 0)
     private let state = Mutex(State())
     /// While it says true the poller does not sync (the runner's standby poller syncs only
     /// while the bridge cannot).
@@ -30,7 +29,7 @@ package final class MatrixPoller: Sendable {
     /// Only under `state`'s lock.
     private struct State {
         var stopping = false
-        var started = false
+        var thread: SystemThread?
         var failure: String?
         var ignoredJournaled: [BootInstant] = []
     }
@@ -51,13 +50,12 @@ package final class MatrixPoller: Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in
-            self.run()
-            self.finished.signal()
+        do {
+            let thread = try SystemThread.start(name: "vigil-matrix-sync") { [self] in self.run() }
+            state.withLock { $0.thread = thread }
+        } catch {
+            state.withLock { $0.failure = "could not start its thread: \(error)" }
         }
-        t.name = "vigil-matrix-sync"
-        state.withLock { $0.started = true }
-        t.start()
     }
 
     func stop() {
@@ -67,9 +65,8 @@ package final class MatrixPoller: Sendable {
 
     /// Waits for the thread to end (after `stop`). False when it did not by the deadline.
     func join(until deadline: BootInstant) -> Bool {
-        guard state.withLock({ $0.started }) else { return true }
-        let ns = max(0, (deadline - Clock.boot()).nanoseconds)
-        return finished.wait(timeout: .now() + .nanoseconds(Int(ns))) == .success
+        guard let thread = state.withLock({ $0.thread }) else { return true }
+        return thread.join(until: deadline)
     }
 
     private var isStopping: Bool { state.withLock { $0.stopping } }

@@ -19,7 +19,7 @@ public struct BootInstant: Comparable, Hashable, Sendable, Codable, CustomString
     public static func - (a: BootInstant, b: TimeSpan) -> BootInstant { BootInstant(nanoseconds: a.nanoseconds &- b.nanoseconds) }
     public static func - (a: BootInstant, b: BootInstant) -> TimeSpan { TimeSpan(nanoseconds: a.nanoseconds &- b.nanoseconds) }
 
-    public var description: String { String(format: "boot+%.3fs", seconds) }
+    public var description: String { "boot+\(DecimalText.fixed(seconds, places: 3))s" }
 
     public init(from decoder: any Decoder) throws {
         nanoseconds = try decoder.singleValueContainer().decode(Int64.self)

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A length of time in nanoseconds. Parsed from operator input as seconds with decimals
 /// (`0.2`) or with a suffix (`200ms`, `2s`, `5m`, `1h`).
@@ -31,7 +31,7 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
     }
 
     private func trimmed(_ v: Double) -> String {
-        var t = String(format: "%.3f", v)
+        var t = DecimalText.fixed(v, places: 3)
         while t.hasSuffix("0") { t.removeLast() }
         if t.hasSuffix(".") { t.removeLast() }
         return t
@@ -56,7 +56,7 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
     /// Parses `0.2`, `200ms`, `2s`, `5m`, `1h`. Returns nil for anything else (empty, garbage,
     /// non-finite). The sign is kept so callers can reject zero or negative values clearly.
     public static func parse(_ text: String) -> TimeSpan? {
-        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let t = text.trimmingWhitespace(keepingNewlines: true).lowercased()
         let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
         let (number, scale) = splitUnit(t, units)
         guard !number.isEmpty,
@@ -79,7 +79,7 @@ public struct TimeSpan: Comparable, Hashable, Sendable, Codable, CustomStringCon
 /// A size in bytes, parsed from `512MB`, `1.5GB`, `800k`, `1048576`.
 public enum ByteSize {
     public static func parse(_ text: String) -> UInt64? {
-        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let t = text.trimmingWhitespace(keepingNewlines: true).lowercased()
         let units: [(String, Double)] = [("kib", 1024), ("mib", 1_048_576), ("gib", 1_073_741_824),
                                          ("kb", 1000), ("mb", 1e6), ("gb", 1e9),
                                          ("k", 1024), ("m", 1_048_576), ("g", 1_073_741_824), ("b", 1)]
@@ -91,9 +91,9 @@ public enum ByteSize {
     }
 
     public static func format(_ bytes: UInt64) -> String {
-        if bytes >= 1 << 30 { return String(format: "%.1f GiB", Double(bytes) / Double(1 << 30)) }
-        if bytes >= 1 << 20 { return String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) }
-        if bytes >= 1 << 10 { return String(format: "%.1f KiB", Double(bytes) / Double(1 << 10)) }
+        if bytes >= 1 << 30 { return DecimalText.fixed(Double(bytes) / Double(1 << 30), places: 1) + " GiB" }
+        if bytes >= 1 << 20 { return DecimalText.fixed(Double(bytes) / Double(1 << 20), places: 1) + " MiB" }
+        if bytes >= 1 << 10 { return DecimalText.fixed(Double(bytes) / Double(1 << 10), places: 1) + " KiB" }
         return "\(bytes) B"
     }
 }

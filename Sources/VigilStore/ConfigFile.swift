@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilSystem
 
 /// `vigil.json`, read through `StateSlot`: a FIFO, device, directory, symlink or a file over

@@ -1,5 +1,5 @@
 import CSQLite
-import Foundation
+import FoundationEssentials
 import VigilSystem
 
 /// A SQLite connection to the state directory's database, set up the one safe way: WAL,
@@ -42,7 +42,7 @@ public final class Database {
     /// - Parameter busyTimeout: how long a statement waits for another writer.
     public init(path: String, busyTimeout: TimeInterval = 5, migrate: Bool = true) throws {
         self.path = path
-        if let fs = FileSystem.networkKind(at: (path as NSString).deletingLastPathComponent) {
+        if let fs = FileSystem.networkKind(at: Path.parent(path)) {
             throw Error(code: SQLITE_CANTOPEN, message: "the state directory is on a network file system (\(fs)); SQLite's WAL needs a local disk", sql: nil)
         }
         try Database.createPrivately(path)
@@ -86,7 +86,7 @@ public final class Database {
             if error.isExists { return }
             throw Error(code: SQLITE_CANTOPEN, message: "\(path): cannot create it: \(error.reason)", sql: nil)
         }
-        try AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+        try AtomicFile.fsyncDirectory(Path.parent(path))
     }
 
     deinit {
@@ -239,8 +239,8 @@ public final class Database {
     /// temp file in `path`'s directory, fsynced, checked (`integrity_check`), renamed into place
     /// and the directory fsynced: when this returns, the backup is durable and whole.
     public func backup(to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let temp = "\(dir.isEmpty ? "." : dir)/.\((path as NSString).lastPathComponent).tmp.\(ThisProcess.pid)"
+        let dir = Path.parent(path)
+        let temp = "\(dir.isEmpty ? "." : dir)/.\(Path.lastComponent(path)).tmp.\(ThisProcess.pid)"
         FileSystem.unlink(temp)
         try Database.createPrivately(temp)
         do {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VigilCore
 import VigilSystem
@@ -139,7 +139,7 @@ public final class Journal: Sendable {
                 let created = !FileSystem.exists(path)
                 w.fd = try PrivateFile.open(path, [.readWrite, .append, .create])
                 if created {
-                    let dir = (path as NSString).deletingLastPathComponent
+                    let dir = Path.parent(path)
                     try? AtomicFile.fsyncDirectory(dir)
                 }
             }
@@ -176,7 +176,7 @@ public final class Journal: Sendable {
     /// directory after each rename, so after a crash or power cut the names are what a prefix of
     /// the renames made: readers see every file in order, at worst with a gap in the numbers.
     private func rotateHeld(_ rotation: Rotation) {
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = Path.parent(path)
         var k = rotation.keep
         while k >= 2 {
             if (try? FileSystem.rename("\(path).\(k - 1)", to: "\(path).\(k)")) != nil { try? AtomicFile.fsyncDirectory(dir) }

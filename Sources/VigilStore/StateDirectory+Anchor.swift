@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilSystem
 
 /// The state directory a process started in, pinned: its device and inode, and an open

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilSystem
 
 /// Who may change a state directory, checked in one place (docs/operator-guide.md, "Security
@@ -84,14 +84,14 @@ extension StateDirectory {
     /// Every directory above `dir` that exists (symlinks resolved): owned by root or Vigil's
     /// user; writable by others only with the sticky bit.
     private func verifyAncestors(of dir: String) throws(StateDirectoryError) {
-        var existing = (dir as NSString).deletingLastPathComponent
+        var existing = Path.parent(dir)
         while StateDirectory.realPath(existing) == nil && existing != "/" && !existing.isEmpty {
-            existing = (existing as NSString).deletingLastPathComponent
+            existing = Path.parent(existing)
         }
         let real = StateDirectory.realPath(existing) ?? "/"
         var walked = ["/"]
         var current = ""
-        for c in (real as NSString).pathComponents where c != "/" {
+        for c in Path.components(real) {
             current += "/" + c
             walked.append(current)
         }

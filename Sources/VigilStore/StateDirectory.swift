@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilSystem
 
 /// The layout of a state directory. One place for every name, so the bridge, the runner, the
@@ -8,7 +8,7 @@ public struct StateDirectory: Sendable {
 
     public init(_ path: String) {
         let abs = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        self.path = (abs as NSString).standardizingPath
+        self.path = Path.standardized(abs)
     }
 
     public func file(_ name: String) -> String { path + "/" + name }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilSystem
 
@@ -128,7 +128,7 @@ public struct StateFiles: Sendable {
 
     /// Moves a bad file aside into `quarantine/` (never deletes it) and journals it.
     public func quarantine(_ path: String, reason: String) {
-        let name = (path as NSString).lastPathComponent
+        let name = Path.lastComponent(path)
         if let target = moveToQuarantine(path) {
             journal.append(.quarantined, ["file": .string(name), "reason": .string(reason), "moved_to": .string(target)])
         } else if FileStatus.at(path, followSymlinks: false) != nil {
@@ -143,13 +143,13 @@ public struct StateFiles: Sendable {
     /// went, or nil when it could not be moved (nothing is removed then). Journals nothing: the
     /// caller says why (`quarantine` journals `quarantined`).
     public func moveToQuarantine(_ path: String, name: String? = nil) -> String? {
-        let name = name ?? (path as NSString).lastPathComponent
+        let name = name ?? Path.lastComponent(path)
         let stamp = Int64(Clock.wall().timeIntervalSince1970 * 1000)
         let target = dir.quarantineEntry("\(name).\(stamp).\(ThisProcess.pid).\(UInt16.random(in: 0...UInt16.max))")
         // `dir.makeDirectory`: never re-creates a state directory someone removed.
         guard (try? dir.makeDirectory(dir.quarantine)) != nil, (try? FileSystem.rename(path, to: target)) != nil else { return nil }
         try? AtomicFile.fsyncDirectory(dir.quarantine)
-        try? AtomicFile.fsyncDirectory((path as NSString).deletingLastPathComponent)
+        try? AtomicFile.fsyncDirectory(Path.parent(path))
         return target
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The one way Vigil replaces a file: write a temp file in the same directory, fsync it,
@@ -39,8 +39,8 @@ public enum AtomicFile {
     /// The steps every replace shares; `fill` writes the contents into the temp file.
     private static func replace(_ path: String, mode: mode_t, syncDirectory: Bool = true,
                                 fill: (Int32, String) throws(SystemError) -> Void) throws(SystemError) {
-        let dir = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
+        let dir = Path.parent(path)
+        let base = Path.lastComponent(path)
         let temp = "\(dir.isEmpty ? "." : dir)/.\(base)\(tempMarker)\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
         let fd = try sys("open", temp) { open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode) }
         do {
@@ -80,7 +80,7 @@ public enum AtomicFile {
             if e == ENOENT { return }
             throw SystemError("unlink", errno: e, subject: path)
         }
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = Path.parent(path)
         try fsyncDirectory(dir.isEmpty ? "." : dir)
     }
 
@@ -95,7 +95,7 @@ public enum AtomicFile {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }
             throw SystemError("mkdir", errno: ENOTDIR, subject: path)
         }
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = Path.parent(path)
         guard path.hasPrefix(root + "/"), !parent.isEmpty else { throw SystemError("mkdir", errno: ENOENT, subject: path) }
         if parent != root { try makeDirectory(parent, below: root, mode: mode) }
         if mkdir(path, mode) != 0 {
@@ -112,7 +112,7 @@ public enum AtomicFile {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }
             throw SystemError("mkdir", errno: ENOTDIR, subject: path)
         }
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = Path.parent(path)
         if !parent.isEmpty && parent != path { try makeDirectory(parent, mode: mode) }
         if mkdir(path, mode) != 0 {
             let e = lastErrno()
@@ -136,7 +136,7 @@ public enum AtomicFile {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
         var stale: [String] = []
         for name in names where name.hasPrefix(".") && name.contains(tempMarker) {
-            guard let range = name.range(of: tempMarker) else { continue }
+            guard let range = name.firstRange(of: tempMarker) else { continue }
             let rest = name[range.upperBound...].split(separator: ".")
             if let pidText = rest.first, let pid = Int32(pidText), pid != getpid(), kill(pid, 0) == 0 || lastErrno() == EPERM {
                 continue // its writer may still be running

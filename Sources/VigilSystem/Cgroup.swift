@@ -58,7 +58,7 @@ public struct Cgroup: Sendable, Equatable, CustomStringConvertible {
         for line in info.split(separator: 0x0A) {
             let text = String(decoding: line, as: UTF8.self)
             // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS… - FSTYPE SOURCE SUPER"
-            guard let dash = text.range(of: " - ") else { continue }
+            guard let dash = text.firstRange(of: " - ") else { continue }
             let after = text[dash.upperBound...].split(separator: " ")
             let before = text[..<dash.lowerBound].split(separator: " ")
             guard after.first == "cgroup2", before.count >= 5, before[3] == "/" else { continue }

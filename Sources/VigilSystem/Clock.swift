@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import VigilCore
 
@@ -31,7 +31,7 @@ public enum Clock {
     /// The kernel's boot id: boot instants are only comparable within one boot.
     public static let bootID: String = {
         (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+            .trimmingWhitespace() ?? "unknown"
     }()
 
     /// Clock ticks per second of /proc/PID/stat's start time.

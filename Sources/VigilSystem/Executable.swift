@@ -1,5 +1,5 @@
 import CVigil
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The program on disk and the image that runs: where versions of Vigil come from.

@@ -1,5 +1,5 @@
 import CVigil
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Starts processes with `posix_spawn` (never `Foundation.Process`, never a shell): argv as

@@ -81,6 +81,11 @@ enum HealBench {
         table.add("idle runner memory", idleStats.runner.text, "RSS ≤ 10 MB", "monit 7.6 MB, supervisord 30.7 MB, runit 2.6 MB",
                   value: Double(idleStats.runner.rss), atMost: 10e6)
         table.add("idle bridge memory", idleStats.bridge.text, "RSS ≤ 10 MB", value: Double(idleStats.bridge.rss), atMost: 10e6)
+        let libraries = idleStats.runner.toolchainLibraries.union(idleStats.bridge.toolchainLibraries)
+        table.add("  Swift toolchain libraries mapped (runner, bridge)", libraries.isEmpty ? "none" : libraries.sorted().joined(separator: " "),
+                  "none", value: Double(libraries.count), met: libraries.isEmpty)
+        let binarySize = (try? FileManager.default.attributesOfItem(atPath: Binaries.vigil)[.size] as? Int) ?? 0
+        table.add("  vigil binary size", ByteSize.format(UInt64(binarySize)), "(reference)")
         pair.finish()
 
         // Crash loop: a bridge that dies at every start.
@@ -266,11 +271,14 @@ final class BenchPair {
 
     struct Memory {
         var rss: UInt64
-        /// Proportional set size: shared pages (the Swift runtime libraries both processes map)
-        /// divided among their users.
+        /// Proportional set size: shared pages (the program's own, and the system libraries both
+        /// processes map) divided among their users.
         var pss: UInt64
         /// Private pages only (what this process alone costs).
         var uss: UInt64
+        /// Shared libraries of the Swift toolchain it maps (none in a release build, which links
+        /// the runtime and FoundationEssentials in: docs/operator-guide.md, "Install").
+        var toolchainLibraries: Set<String>
 
         init(pid: Int32) {
             var r: UInt64 = 0, p: UInt64 = 0, u: UInt64 = 0
@@ -286,6 +294,13 @@ final class BenchPair {
                 }
             }
             rss = r; pss = p; uss = u
+            let maps = (try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8)) ?? ""
+            toolchainLibraries = Set(maps.split(separator: "\n").compactMap { line -> String? in
+                guard let path = line.split(separator: " ", omittingEmptySubsequences: true).last, path.hasPrefix("/") else { return nil }
+                let name = (String(path) as NSString).lastPathComponent
+                let toolchain = ["libswift", "libFoundation", "lib_Foundation", "libdispatch", "libBlocksRuntime"].contains { name.hasPrefix($0) }
+                return toolchain ? name : nil
+            })
         }
 
         var text: String { "RSS \(ByteSize.format(rss)), PSS \(ByteSize.format(pss)), private \(ByteSize.format(uss))" }

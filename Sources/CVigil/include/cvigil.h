@@ -39,4 +39,8 @@ int cvigil_ext4_shutdown(int fd);
 
 /// statfs(2) f_type of the file system holding path, or -1 with errno set.
 long cvigil_fs_type(const char *path);
+
+/// Names the calling thread (pthread_setname_np; the kernel keeps 15 bytes).
+void cvigil_name_thread(const char *name);
+
 #endif

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -74,7 +74,7 @@ enum BackupCommand {
             throw CommandError("\(source) is not a usable database: \(e)")
         }
         let db = try Database(path: dir.database, busyTimeout: 10)
-        let stamp = Clock.iso(Clock.wall()).replacingOccurrences(of: ":", with: "")
+        let stamp = Clock.iso(Clock.wall()).replacing(":", with: "")
         let before = dir.databaseBeforeRestore(stamp: stamp)
         try db.backup(to: before)
         try db.replaceContents(from: check + "/vigil.db")

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -71,7 +71,7 @@ enum DoctorCommand {
             options.minFreePercent = v
         }
         if let only = args.value("only") {
-            let groups = Set(only.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+            let groups = Set(only.split(separator: ",").map { String($0).trimmingWhitespace() })
             let unknown = groups.subtracting(Doctor.groups)
             guard !groups.isEmpty, unknown.isEmpty else {
                 throw UsageError("--only \(only.debugDescription): unknown group \(unknown.sorted().joined(separator: ", ")) (groups: \(Doctor.groups.joined(separator: ", ")))")

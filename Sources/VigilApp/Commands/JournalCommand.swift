@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -79,6 +79,6 @@ enum JournalCommand {
         }
         let ts = e["ts"]?.stringValue ?? "?"
         let src = e["source"]?.stringValue ?? "?"
-        return "\(ts) \(src.padding(toLength: 6, withPad: " ", startingAt: 0)) \(e["event"]?.stringValue ?? "?")  \(fields.joined(separator: " "))"
+        return "\(ts) \(src.padded(toLength: 6)) \(e["event"]?.stringValue ?? "?")  \(fields.joined(separator: " "))"
     }
 }

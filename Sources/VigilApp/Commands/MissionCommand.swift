@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -108,7 +108,7 @@ enum MissionCommand {
         let id = try withQueue(stateDir, doing: "the mission was not added") { q in
             try refusingUnknownWorkspace { try q.enqueue(argv: command, cwd: cwd, lockKey: lock, maxAttempts: maxAttempts, letDaemonsGo: args.has("let-daemons-go"),
                           timeout: timeout, silenceLimit: silenceLimit, atMostOnce: args.has("at-most-once"),
-                          retries: retries, retryBackoff: backoff, queuedBy: "vigil mission add (uid \(getuid()))", workspace: workspace) }
+                          retries: retries, retryBackoff: backoff, queuedBy: "vigil mission add (uid \(ThisProcess.userID))", workspace: workspace) }
         }
         MissionRunner.poke(stateDir)
         // Queued either way (it is durable); but say so when nothing will run it yet.
@@ -220,7 +220,7 @@ enum MissionCommand {
 
     static func flushCarry(_ carry: inout [UInt8]) {
         let rest = MissionOutput.escapeForTerminal([], carry: &carry, final: true)
-        if !rest.isEmpty { FileHandle.standardOutput.write(Data(rest)) }
+        if !rest.isEmpty { rest.withUnsafeBytes { _ = Console.out.write($0) } }
     }
 
     static func retry(_ argv: [String], _ stateDir: StateDirectory) throws {
@@ -344,7 +344,7 @@ enum MissionCommand {
         let widths = [6, 11, 9, 5, 14]
         var line = ""
         for (i, c) in cells.enumerated() {
-            line += i < widths.count ? c.padding(toLength: max(widths[i], c.count + 1), withPad: " ", startingAt: 0) : c
+            line += i < widths.count ? c.padded(toLength: max(widths[i], c.count + 1)) : c
         }
         return line
     }
@@ -354,7 +354,7 @@ enum MissionCommand {
     static func display(_ argv: [String]) -> String {
         argv.map { word in
             let plain = !word.isEmpty && word.allSatisfy { $0.isLetter || $0.isNumber || "-_./=:@%+,".contains($0) }
-            return plain ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+            return plain ? word : "'" + word.replacing("'", with: "'\\''") + "'"
         }.joined(separator: " ")
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -93,7 +93,7 @@ enum OutboxCommand {
     }
 
     static func pad(_ s: String, _ n: Int) -> String {
-        s.count >= n ? s + " " : s.padding(toLength: n, withPad: " ", startingAt: 0)
+        s.count >= n ? s + " " : s.padded(toLength: n)
     }
 
     static func age(_ seconds: TimeInterval) -> String {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -25,7 +25,7 @@ enum SayCommand {
         let args = try Arguments(inv.arguments, valued: ["wait"])
         let words = args.positional + (args.rest ?? [])
         let text = ChatText.clean(words.joined(separator: " "), maxLength: ChatCommand.maxMissionLength + 100)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+            .trimmingWhitespace()
         guard !text.isEmpty else { throw UsageError("say what? e.g. `vigil say status` or `vigil say mission fix the tests`") }
         let wait = try args.duration("wait")
         guard FileManager.default.fileExists(atPath: inv.stateDir.path) else {

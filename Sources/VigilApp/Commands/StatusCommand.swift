@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -106,7 +106,7 @@ enum StatusCommand {
             switch v {
             case .string(let x)?: return x
             case .int(let x)?: return "\(x)"
-            case .double(let x)?: return x.rounded() == x ? "\(Int64(x))" : String(format: "%.1f", x)
+            case .double(let x)?: return x.rounded() == x ? "\(Int64(x))" : DecimalText.fixed(x, places: 1)
             case .bool(let x)?: return x ? "yes" : "no"
             default: return "-"
             }
@@ -129,9 +129,9 @@ enum StatusCommand {
         if let q = s["queues"], case .object(let o) = q {
             for (k, v) in o.sorted(by: { $0.key < $1.key }) {
                 if case .object(let c) = v {
-                    lines.append("\(k.padding(toLength: 12, withPad: " ", startingAt: 0))" + c.sorted(by: { $0.key < $1.key }).map { "\($0.key) \(str($0.value))" }.joined(separator: "  "))
+                    lines.append("\(k.padded(toLength: 12))" + c.sorted(by: { $0.key < $1.key }).map { "\($0.key) \(str($0.value))" }.joined(separator: "  "))
                 } else {
-                    lines.append("\(k.padding(toLength: 12, withPad: " ", startingAt: 0))\(str(v))")
+                    lines.append("\(k.padded(toLength: 12))\(str(v))")
                 }
             }
         }

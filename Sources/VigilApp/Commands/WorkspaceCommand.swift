@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -289,7 +289,7 @@ enum WorkspaceCommand {
     // MARK: - Helpers
 
     static func slotID(_ positional: [String], _ usage: String) throws -> Int64 {
-        guard positional.count == 1, let id = Int64(positional[0].trimmingCharacters(in: CharacterSet(charactersIn: "#"))), id > 0 else {
+        guard positional.count == 1, let id = Int64(positional[0].trimming({ $0 == "#" })), id > 0 else {
             throw UsageError("usage: vigil workspace \(usage) (SLOT: a slot id from vigil workspace list)")
         }
         return id
@@ -299,7 +299,7 @@ enum WorkspaceCommand {
     /// and `host:path` are kept as given.
     static func absoluteURL(_ url: String) -> String {
         if url.contains("://") || url.hasPrefix("/") { return url }
-        if FileSystem.exists(url) { return (FileManager.default.currentDirectoryPath + "/" + url as NSString).standardizingPath }
+        if FileSystem.exists(url) { return Path.standardized(FileManager.default.currentDirectoryPath + "/" + url) }
         return url
     }
 }

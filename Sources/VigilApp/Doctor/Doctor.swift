@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -8,11 +8,11 @@ import VigilSystem
 /// attention) afterwards. See docs/operator-guide.md, "Doctor".
 public enum Doctor {
     public static func run(_ dir: StateDirectory, _ options: DoctorOptions) throws -> DoctorReport {
-        var isDir: ObjCBool = false
+        var isDir = false
         guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir) else {
             throw CommandError("no state directory at \(dir.path): nothing has run here (pass --state-dir or set VIGIL_STATE_DIR)")
         }
-        guard isDir.boolValue else { throw CommandError("\(dir.path) is not a directory (pass the state directory with --state-dir)") }
+        guard isDir else { throw CommandError("\(dir.path) is not a directory (pass the state directory with --state-dir)") }
         let before = examine(dir, options)
         guard options.fix else { return DoctorReport(stateDir: dir.path, fixMode: false, findings: before) }
 

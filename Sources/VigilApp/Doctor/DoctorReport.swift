@@ -59,7 +59,7 @@ public struct DoctorReport: Sendable {
         for f in findings {
             let label = f.fixed ? "FIXED" : f.severity.rawValue.uppercased()
             lines.append("")
-            lines.append("\(label.padding(toLength: 9, withPad: " ", startingAt: 0))\(f.what)")
+            lines.append("\(label.padded(toLength: 9))\(f.what)")
             lines.append("         why: \(f.why)")
             if !f.fixed { lines.append("         do:  \(f.action)") }
             if let note = f.note {

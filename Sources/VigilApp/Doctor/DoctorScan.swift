@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilChat
 import VigilCore
 import VigilStore
@@ -230,7 +230,7 @@ final class DoctorScan {
         let percent = total > 0 ? Double(free) / Double(total) * 100 : 100
         guard free < options.minFreeBytes || percent < options.minFreePercent else { return }
         add(DoctorFinding(check: "disk", severity: .critical,
-                          what: "low disk space: \(ByteSize.format(free)) free of \(ByteSize.format(total)) (\(String(format: "%.1f", percent))%) where the state dir is (limits: \(ByteSize.format(options.minFreeBytes)), \(String(format: "%g", options.minFreePercent))%)",
+                          what: "low disk space: \(ByteSize.format(free)) free of \(ByteSize.format(total)) (\(DecimalText.fixed(percent, places: 1))%) where the state dir is (limits: \(ByteSize.format(options.minFreeBytes)), \(DecimalText.compact(options.minFreePercent))%)",
                           why: "on a full disk heartbeats, heal state and commits fail: the watchdog goes on from memory, but missions and messages cannot be recorded",
                           action: "free space on that file system (old logs: \(dir.log(.bridge)), chat.log.1, mission output in \(dir.missions)/)"))
     }
@@ -251,7 +251,7 @@ final class DoctorScan {
             let percent = m.total > 0 ? Double(m.available) / Double(m.total) * 100 : 100
             if m.available < options.minAvailableMemory || percent < options.minAvailableMemoryPercent {
                 add(DoctorFinding(check: "memory", subject: "machine", severity: .critical,
-                                  what: "low memory: \(ByteSize.format(m.available)) available of \(ByteSize.format(m.total)) (\(String(format: "%.1f", percent))%; limits \(ByteSize.format(options.minAvailableMemory)), \(String(format: "%g", options.minAvailableMemoryPercent))%)",
+                                  what: "low memory: \(ByteSize.format(m.available)) available of \(ByteSize.format(m.total)) (\(DecimalText.fixed(percent, places: 1))%; limits \(ByteSize.format(options.minAvailableMemory)), \(DecimalText.compact(options.minAvailableMemoryPercent))%)",
                                   why: "the kernel's OOM killer picks processes to kill when memory runs out, the runner and the bridge among them",
                                   action: "find what uses the memory (ps aux --sort=-rss | head); lower max-parallel if missions do"))
             }
@@ -492,7 +492,7 @@ extension Doctor {
     /// `2h 5m`, `3m 10s`, `4.2s`.
     static func age(_ span: TimeSpan) -> String {
         let s = max(0, span.seconds)
-        if s < 60 { return String(format: "%.1fs", s) }
+        if s < 60 { return DecimalText.fixed(s, places: 1) + "s" }
         let total = Int(s)
         if total < 3600 { return "\(total / 60)m \(total % 60)s" }
         if total < 86400 { return "\(total / 3600)h \(total % 3600 / 60)m" }

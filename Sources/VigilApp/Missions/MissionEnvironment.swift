@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The environment a mission's command starts with (docs/missions.md, "Environment"): a few
 /// variables of the runner's environment that programs expect, the names the configuration

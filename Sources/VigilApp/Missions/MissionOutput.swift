@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -37,7 +37,7 @@ struct MissionOutput {
 
     /// The byte count of the cut line at the top of `path`, if it starts with one.
     static func cutCount(_ path: String) -> Int64? {
-        guard let head = firstLine(path), head.hasPrefix(cutPrefix), let r = head.range(of: ": the ") else { return nil }
+        guard let head = firstLine(path), head.hasPrefix(cutPrefix), let r = head.firstRange(of: ": the ") else { return nil }
         return Int64(head[r.upperBound...].prefix { $0.isNumber })
     }
 

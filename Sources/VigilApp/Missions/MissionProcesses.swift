@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -163,9 +163,9 @@ struct MissionCgroup {
         let tag = String(CRC32.checksum(Array(stateDir.path.utf8)), radix: 16)
         // A shim (or a test) that is inside one of our mission cgroups looks from its parent.
         var home = own
-        if (home.path as NSString).lastPathComponent.hasPrefix("mission-"),
-           ((home.path as NSString).deletingLastPathComponent as NSString).lastPathComponent == "vigil-\(tag)" {
-            home = Cgroup(path: ((home.path as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent)
+        if Path.lastComponent(home.path).hasPrefix("mission-"),
+           Path.lastComponent(Path.parent(home.path)) == "vigil-\(tag)" {
+            home = Cgroup(path: Path.parent(Path.parent(home.path)))
         }
         return home.child("vigil-\(tag)")
     }
@@ -175,7 +175,7 @@ struct MissionCgroup {
     static func probe(_ stateDir: StateDirectory) -> String {
         guard let base = base(of: stateDir), let home = base.parent else { return "none: no cgroup v2 hierarchy is mounted" }
         if base.exists || home.isWritable { return base.path }
-        return "none: \(home) is not writable by uid \(getuid())"
+        return "none: \(home) is not writable by uid \(ThisProcess.userID)"
     }
 
     /// Every mission cgroup of `stateDir` that exists, by mission id.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -172,7 +172,7 @@ extension MissionRunner {
         for dir in paths.directories {
             // Never deleted: it holds the output and result of a mission this database does not
             // know (restored from an older backup?).
-            guard let id = Int64((dir as NSString).lastPathComponent) else { continue }
+            guard let id = Int64(Path.lastComponent(dir)) else { continue }
             if quarantineDirectory(id, why: "no mission \(id) in the database (it was restored from an older backup, or the row was removed)") {
                 cleaned += 1
             }

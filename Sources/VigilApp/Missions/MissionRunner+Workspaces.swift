@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -97,7 +97,7 @@ extension MissionRunner {
             guard let child = spawnWorkspaceChild(["workspace", "prepare-slot", "\(s.id)", "\(g)"]) else { continue }
             workspaces.workers[s.id] = child
             let failures = (workspaces.retry[s.id]?.generation == g ? workspaces.retry[s.id]!.failures : 0) + 1
-            let wait = TimeSpan.seconds(min(300, 5 * pow(2, Double(failures - 1))))
+            let wait = TimeSpan.seconds(min(300, 5 * Double(1 << min(failures - 1, 16))))
             workspaces.retry[s.id] = (g, now + wait, failures)
             journal.append(.workspaceWorkerStarted, ["slot": .int(s.id), "repo": .string(s.repo), "generation": .int(Int64(g)),
                                                        "pid": .int(Int64(child.identity.pid)), "what": .string(s.record.phase == .cloning ? "clone" : "clean")])

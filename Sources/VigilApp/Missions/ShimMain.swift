@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -67,8 +67,8 @@ enum ShimMain {
         var reason: String? = nil
         var childPID: Int32? = nil
         var outside = (killed: 0, letGo: 0, left: 0) // processes of the mission outside its session at the end
-        var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDirectory) || !isDirectory.boolValue {
+        var isDirectory = false
+        if !FileManager.default.fileExists(atPath: spec.workingDirectory, isDirectory: &isDirectory) || !isDirectory {
             reason = spec.workspace != nil ? "cannot start \(spec.argv[0]): its workspace slot \(spec.workingDirectory) does not exist (the slot is cloned again when the mission ends)"
                 : "cannot start \(spec.argv[0]): its working directory \(spec.cwd) does not exist"
         } else {

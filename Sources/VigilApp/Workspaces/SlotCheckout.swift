@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilSystem
 
@@ -48,7 +48,7 @@ public struct SlotCheckout: Sendable {
         for line in out.split(separator: "\n") {
             let fields = line.split(separator: "\t")
             guard fields.count == 2, fields[1] == "HEAD", fields[0].hasPrefix("ref: refs/heads/") else { continue }
-            let name = fields[0].dropFirst("ref: refs/heads/".count).trimmingCharacters(in: .whitespaces)
+            let name = fields[0].dropFirst("ref: refs/heads/".count).trimmingWhitespace(keepingNewlines: true)
             if !name.isEmpty { return name }
         }
         throw SlotFailure(reason: "ls-remote: \(url) names no default branch (an empty repository, or a server that does not say)", reclone: false)
@@ -64,7 +64,7 @@ public struct SlotCheckout: Sendable {
     /// slot must fail and heal alone (docs/workspaces.md, "Why full clones").
     public func cloneFresh() throws(SlotFailure) {
         try Self.refuseOptionLike(url)
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = Path.parent(path)
         _ = try Self.network("clone", ["clone", "--no-hardlinks", "--branch", branch, "--", url, path], settings: settings) { () throws(SlotFailure) in
             try removeSlotDirectory()
             do {
@@ -113,7 +113,7 @@ public struct SlotCheckout: Sendable {
         switch Self.git(slotArguments(["config", "--get", "remote.origin.url"]), settings: settings) {
         case .failed: return "origin has no URL (expected \(url))"
         case .ok(let out):
-            let origin = out.trimmingCharacters(in: .whitespacesAndNewlines)
+            let origin = out.trimmingWhitespace()
             if origin != url { return "origin is \(Self.clip(origin)), not \(url)" }
         }
         if fsck {
@@ -166,7 +166,7 @@ public struct SlotCheckout: Sendable {
     /// The commit `origin/BRANCH` names now, nil when there is none.
     private func originTip() -> String? {
         guard case .ok(let out) = Self.git(slotArguments(["rev-parse", "--verify", "--quiet", originRef + "^{commit}"]), settings: settings) else { return nil }
-        return out.trimmingCharacters(in: .whitespacesAndNewlines)
+        return out.trimmingWhitespace()
     }
 
     /// Deletes every local branch but BRANCH, and the stash: what a mission left for the next.
@@ -187,7 +187,7 @@ public struct SlotCheckout: Sendable {
     /// checkout and fetch must not run them (docs/workspaces.md, "Releasing a slot"). Replaced
     /// atomically (a symlink there is replaced, never followed).
     func resetConfig() throws(SlotFailure) {
-        func quoted(_ v: String) -> String { "\"" + v.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        func quoted(_ v: String) -> String { "\"" + v.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\"" }
         let text = """
             [core]
             \trepositoryformatversion = 0
@@ -281,7 +281,7 @@ public struct SlotCheckout: Sendable {
         let attempts = max(1, settings.attempts)
         var last = ""
         for attempt in 1...attempts {
-            if attempt > 1 { Thread.sleep(forTimeInterval: settings.pause(before: attempt).seconds) }
+            if attempt > 1 { ThisProcess.pause(settings.pause(before: attempt)) }
             try before()
             switch git(args, settings: settings) {
             case .ok(let out): return out
@@ -299,19 +299,19 @@ public struct SlotCheckout: Sendable {
     /// The last line that says what went wrong (`fatal:`/`error:` first), trimmed and clipped.
     static func lastMeaningfulLine(_ output: String) -> String {
         let lines = output.split(whereSeparator: { $0 == "\n" || $0 == "\r" })
-            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .map { $0.trimmingWhitespace(keepingNewlines: true) }.filter { !$0.isEmpty }
         let pick = lines.last { $0.hasPrefix("fatal:") || $0.hasPrefix("error:") } ?? lines.last ?? ""
         return clip(pick)
     }
 
     static func firstLine(_ output: String) -> String {
         clip(output.split(whereSeparator: { $0 == "\n" || $0 == "\r" })
-            .map { $0.trimmingCharacters(in: .whitespaces) }.first { !$0.isEmpty } ?? "")
+            .map { $0.trimmingWhitespace(keepingNewlines: true) }.first { !$0.isEmpty } ?? "")
     }
 
     /// At most 300 characters, on one line.
     static func clip(_ text: String) -> String {
-        let one = text.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+        let one = text.replacing("\n", with: " ").replacing("\r", with: " ")
         return one.count <= 300 ? one : String(one.prefix(299)) + "…"
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -147,5 +147,5 @@ struct WorkspaceCheck {
         return report
     }
 
-    private func hours(_ seconds: Double) -> String { String(format: "%.1f", seconds / 3600) }
+    private func hours(_ seconds: Double) -> String { DecimalText.fixed(seconds / 3600, places: 1) }
 }
