@@ -29,6 +29,10 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
     /// Runner only: the wrapper (scripts/vigil-run) that started it and relaunches it after
     /// exit 42; nil when started some other way (docs/operator-guide.md, "The wrapper gone").
     public var wrapper: ProcessIdentity? = nil
+    /// Runner only: how old its heartbeat may get before a reader (`vigil probe`, metrics)
+    /// calls the runner stale: its `stale-after`, at least 3 ticks (docs/operator-guide.md,
+    /// "Probes and metrics"). Nil in records of runners from before it was written.
+    public var staleAfter: TimeSpan? = nil
 
     enum CodingKeys: String, CodingKey {
         case role, identity, version, exe, started, seq
@@ -40,6 +44,7 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
         case currentVersion = "current_version"
         case probeCPUMicros = "probe_cpu_us"
         case wrapper
+        case staleAfter = "stale_after"
     }
 }
 
