@@ -18,6 +18,9 @@ struct MetricsTotals: Codable, Sendable, Equatable {
     /// The journal file (by inode) and offset counted up to; nil: nothing read yet.
     var cursorInode: UInt64?
     var cursorOffset: Int = 0
+    /// CRC-32 of the first line of the cursor's file: a file with that inode but another first
+    /// line is a new file that reused the inode of one rotated out.
+    var cursorHead: String?
     /// `heal` events by "tier|verdict|action".
     var heals: [String: Int] = [:]
     /// `recovered` events by "tier|verdict".
@@ -58,13 +61,33 @@ struct MetricsTotals: Codable, Sendable, Equatable {
     /// Returns whether anything was read.
     @discardableResult
     mutating func advance(journal path: String) -> Bool {
-        let span = Journal.readAll(path: path, after: cursor)
+        var from = cursor
+        // Its file rotated out and the inode now names another journal file: every file there is
+        // came after it (`readAll` reads them all for a cursor whose file is gone).
+        if let c = from, let head = cursorHead, let now = MetricsTotals.firstLineCRC(inode: c.inode, journal: path), now != head {
+            from = Journal.Cursor(inode: 0, offset: 0)
+        }
+        let span = Journal.readAll(path: path, after: from)
         for e in span.entries { count(e) }
         unreadableLines += span.skipped
         guard let c = span.cursor, c != cursor else { return !span.entries.isEmpty }
+        if c.inode != cursorInode || cursorHead == nil { cursorHead = MetricsTotals.firstLineCRC(inode: c.inode, journal: path) }
         cursorInode = c.inode
         cursorOffset = c.offset
         return true
+    }
+
+    /// The CRC-32 of the first line of the journal file (`path`, `path.1`, …) with this inode;
+    /// nil when none has it (or it is empty).
+    static func firstLineCRC(inode: UInt64, journal path: String) -> String? {
+        for name in [path] + (1...Journal.maxKeep).map({ "\(path).\($0)" }) {
+            guard let st = FileStatus.at(name, followSymlinks: false), st.inode == inode else { continue }
+            guard case .file(let fd, _) = StateSlot.openForReading(name, sizeLimit: nil) else { return nil }
+            defer { FileDescriptor(rawValue: fd).close() }
+            guard let bytes = try? FileDescriptor(rawValue: fd).readAll(limit: 65536, from: 0), !bytes.isEmpty else { return nil }
+            return CRC32.hex(Array(bytes.prefix { $0 != 0x0A }))
+        }
+        return nil
     }
 
     mutating func count(_ e: [String: JSONValue]) {
