@@ -28,7 +28,8 @@ final class RunnerHooks {
         follower = chatConfig.adapters.contains("console") ? ConsoleFollower(stateDir: dir, persist: true) : nil
         if let f = follower, f.skipped > 0 { printOut("[chat] (\(f.skipped) bytes written while the runner was down are not shown here: see \(dir.chatLog))") }
         missions = RunnerMissions(runner: runner, notifier: notifier)
-        metrics = MetricsService(dir: dir, tunables: runner.config.tunables, config: runner.config.metrics, journal: runner.ctx.journal)
+        metrics = MetricsService(dir: dir, tunables: runner.config.tunables, config: runner.config.metrics, journal: runner.ctx.journal,
+                                 anchorToken: runner.ctx.anchor.token)
         let need = StandbyNeed()
         self.need = need
         commands = RunnerChatCommands(dir: dir, journal: runner.ctx.journal)

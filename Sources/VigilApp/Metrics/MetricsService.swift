@@ -19,6 +19,10 @@ final class MetricsService: Sendable {
     let config: MetricsConfig?
     let journal: Journal
     let keeper: MetricsKeeper
+    /// The state directory the runner started in (`StateDirectoryAnchor.token`): when its path
+    /// names another directory now, this thread stops and writes nothing there (docs/
+    /// operator-guide.md, "The state directory removed or replaced").
+    let anchorToken: String
 
     static let maxRequest = 8192
     static let readTimeout = TimeSpan.seconds(2)
@@ -29,8 +33,9 @@ final class MetricsService: Sendable {
 
     private let stopping = Mutex(false)
 
-    init(dir: StateDirectory, tunables: Tunables, config: MetricsConfig?, journal: Journal) {
+    init(dir: StateDirectory, tunables: Tunables, config: MetricsConfig?, journal: Journal, anchorToken: String) {
         self.dir = dir
+        self.anchorToken = anchorToken
         self.tunables = tunables
         self.config = config
         self.journal = journal
@@ -41,9 +46,12 @@ final class MetricsService: Sendable {
     /// Stops the thread (at its next wake, within a second) and saves the totals now.
     func shutdown() {
         stopping.withLock { $0 = true }
+        guard stillOurs else { return }
         _ = keeper.refresh()
         if let p = keeper.saveIfDue(now: Clock.boot(), force: true) { journalSaveProblem(p) }
     }
+
+    private var stillOurs: Bool { StateDirectoryAnchor.verify(dir, token: anchorToken) == nil }
 
     private func journalSaveProblem(_ p: String) {
         journal.append(.stateWriteFailed, ["file": "metrics.json", "error": .string(p)])
@@ -56,6 +64,7 @@ final class MetricsService: Sendable {
         var lastRefresh = Clock.boot()
         _ = keeper.refresh()
         while !stopping.withLock({ $0 }) {
+            guard stillOurs else { return }
             let now = Clock.boot()
             if let config, listener == nil, now >= nextBind {
                 do {
@@ -86,7 +95,7 @@ final class MetricsService: Sendable {
                 _ = keeper.refresh()
                 lastRefresh = Clock.boot()
             }
-            if let p = keeper.saveIfDue(now: Clock.boot()) { journalSaveProblem(p) }
+            if stillOurs, let p = keeper.saveIfDue(now: Clock.boot()) { journalSaveProblem(p) }
         }
     }
 

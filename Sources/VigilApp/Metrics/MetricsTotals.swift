@@ -67,7 +67,7 @@ struct MetricsTotals: Codable, Sendable, Equatable {
         if let c = from, let head = cursorHead, let now = MetricsTotals.firstLineCRC(inode: c.inode, journal: path), now != head {
             from = Journal.Cursor(inode: 0, offset: 0)
         }
-        let span = Journal.readAll(path: path, after: from)
+        let span = Journal.readAll(path: path, after: from, events: MetricsTotals.counted)
         for e in span.entries { count(e) }
         unreadableLines += span.skipped
         guard let c = span.cursor, c != cursor else { return !span.entries.isEmpty }
@@ -89,6 +89,9 @@ struct MetricsTotals: Codable, Sendable, Equatable {
         }
         return nil
     }
+
+    /// The events counted (only their lines are decoded).
+    static let counted: [JournalEvent] = [.heal, .recovered, .missionRetryScheduled, .respawnFailed, .circuitOpen]
 
     mutating func count(_ e: [String: JSONValue]) {
         switch e["event"]?.stringValue {
@@ -135,7 +138,7 @@ struct MetricsTotals: Codable, Sendable, Equatable {
         x.sample("vigil_circuit_opens_total", [], Double(circuitOpens))
         x.family("vigil_mission_retries_total", .counter, "Mission attempts that failed and were scheduled again (journal `mission-retry-scheduled`).")
         x.sample("vigil_mission_retries_total", [], Double(missionRetries))
-        x.family("vigil_journal_unreadable_lines_total", .counter, "Journal lines that failed their checksum (torn by a crash, or not written by Vigil) while counting.")
+        x.family("vigil_journal_unreadable_lines_total", .counter, "Journal lines naming a counted event that failed their checksum (torn by a crash, or not written by Vigil): not counted.")
         x.sample("vigil_journal_unreadable_lines_total", [], Double(unreadableLines))
     }
 }
