@@ -251,7 +251,30 @@ public final class Journal: Sendable {
         return read(fd: fd, size: size, from: offset)
     }
 
-    private static func read(fd: Int32, size: Int, from offset: Int, containing needles: [Data]? = nil) -> ReadResult {
+    /// `"event":"` followed by one of `names` (each with its closing quote), anywhere in `line`.
+    private static func namesEvent(_ line: UnsafeRawBufferPointer, _ names: [[UInt8]]) -> Bool {
+        let key = eventKey, n = line.count, k = key.count
+        var i = 0
+        while i + k < n {
+            if line[i] == 0x22 {
+                var j = 1
+                while j < k && line[i + j] == key[j] { j += 1 }
+                if j == k {
+                    let at = i + k
+                    for name in names where at + name.count <= n {
+                        var m = 0
+                        while m < name.count && line[at + m] == name[m] { m += 1 }
+                        if m == name.count { return true }
+                    }
+                }
+            }
+            i += 1
+        }
+        return false
+    }
+    private static let eventKey = Array("\"event\":\"".utf8)
+
+    private static func read(fd: Int32, size: Int, from offset: Int, containing needles: [[UInt8]]? = nil) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
         // To the end of the file, from `offset` (pread: the descriptor's offset is not moved).
         _ = try? FileDescriptor(rawValue: fd).readChunks(from: offset) { data.append(contentsOf: $0); return true }
@@ -261,7 +284,7 @@ public final class Journal: Sendable {
         var start = data.startIndex
         while let nl = data[start...].firstIndex(of: 0x0A) {
             // A reader that wants only some events skips, undecoded, the lines that name none.
-            if let needles, !needles.contains(where: { data[start..<nl].range(of: $0) != nil }) {
+            if let needles, !data[start..<nl].withUnsafeBytes({ Journal.namesEvent($0, needles) }) {
                 consumed += nl - start + 1
                 start = data.index(after: nl)
                 continue
@@ -331,7 +354,7 @@ public final class Journal: Sendable {
     /// others are passed over without their checksum or JSON being looked at (`skipped` counts
     /// only the lines looked at).
     public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil, events: [JournalEvent]? = nil) -> Span {
-        let needles = events.map { $0.map { Data("\"event\":\"\($0.rawValue)\"".utf8) } }
+        let needles = events.map { $0.map { Array("\($0.rawValue)\"".utf8) } }
         let files = openFiles(path)
         defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
