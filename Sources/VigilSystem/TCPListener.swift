@@ -129,6 +129,17 @@ public struct TCPConnection: Sendable {
         _ = shutdown(fd, Int32(SHUT_RDWR))
         _ = Glibc.close(fd)
     }
+
+    /// Ends our side after an answer, then reads and drops what the peer still sends (at most
+    /// `limit` bytes, until `deadline`) before closing: closing with unread input makes the
+    /// kernel reset the connection, and a reset can discard the answer at the peer before it
+    /// read it (a 400 for a request that was too large).
+    public func closeAfterAnswer(discardingAtMost limit: Int, until deadline: BootInstant) {
+        _ = shutdown(fd, Int32(SHUT_WR))
+        var dropped = 0
+        while dropped < limit, let chunk = read(max: 65536, until: deadline), !chunk.isEmpty { dropped += chunk.count }
+        _ = Glibc.close(fd)
+    }
 }
 
 /// A plain HTTP/1.x client call to an IPv4 address, for tests and benchmarks that talk to the

@@ -101,7 +101,7 @@ final class MetricsService: Sendable {
 
     /// One request: read its head (bounded in size and time), answer, close.
     private func serve(_ c: TCPConnection) {
-        defer { c.close() }
+        defer { c.closeAfterAnswer(discardingAtMost: 1 << 20, until: Clock.boot() + .milliseconds(200)) }
         let deadline = Clock.boot() + MetricsService.readTimeout
         var head: [UInt8] = []
         var end: Int? = nil
