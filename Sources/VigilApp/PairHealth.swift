@@ -32,17 +32,22 @@ struct PairHealth {
         let (healFile, healProblem) = StatusCommand.readQuietly(dir.healState, kind: HealFile.kind, HealFile.self)
         let runnerAlive = runner.map { $0.identity.liveness() == .alive && $0.bootID == Clock.bootID } ?? false
         let current = runnerAlive ? runner?.currentVersion : versionWhenRunnerDown ? VersionSource(tunables: t).current() : nil
+        // The bridge is judged with the running runner's own stale limit (its flags may differ
+        // from vigil.json).
+        let staleAfter = runnerAlive ? runner?.staleAfter ?? t.staleAfter : t.staleAfter
         let probe = Probe.run(record: bridge, starting: nil, currentVersion: current,
-                              limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
+                              limits: ProbeLimits(staleAfter: staleAfter, rssLimit: t.rssLimit), now: now,
                               isBridge: { runsVigil($0, role: .bridge, dir: dir) })
         let heal = healFile.flatMap { $0.bootID == Clock.bootID ? $0.state : nil } ?? HealState()
         return PairHealth(now: now, tunables: t, bridge: bridge, bridgeProblem: bridgeProblem, runner: runner, runnerProblem: runnerProblem,
                           runnerAlive: runnerAlive, probe: probe, currentVersion: current, heal: heal, healProblem: healProblem)
     }
 
-    /// How old the runner's heartbeat may be: what the runner wrote in its record
-    /// (`Runner.ownStaleAfter`), else the same rule on the configured tunables.
-    var runnerStaleAfter: TimeSpan { runner?.staleAfter ?? Runner.ownStaleAfter(tunables) }
+    /// How old the runner's heartbeat may be (`Runner.ownStaleAfter`), from the tunables the
+    /// runner wrote in its record, else from the configured ones.
+    var runnerStaleAfter: TimeSpan {
+        Runner.ownStaleAfter(staleAfter: runner?.staleAfter ?? tunables.staleAfter, tick: runner?.tick ?? tunables.tick)
+    }
 
     var runnerBeatAge: TimeSpan? { runner.map { now - $0.beat } }
 

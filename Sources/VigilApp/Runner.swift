@@ -68,7 +68,8 @@ final class Runner {
         ctx = context
         rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
         context.record.wrapper = wrapper
-        context.record.staleAfter = Runner.ownStaleAfter(config.tunables)
+        context.record.staleAfter = config.tunables.staleAfter
+        context.record.tick = config.tunables.tick
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
         try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
     }
@@ -168,7 +169,7 @@ final class Runner {
     /// acts (spawns, journal fsyncs, mission starts), so the bound is the same `stale-after` the
     /// runner grants the bridge, and never less than 3 ticks (docs/operator-guide.md, "Probes
     /// and metrics").
-    static func ownStaleAfter(_ t: Tunables) -> TimeSpan { max(t.staleAfter, t.tick * 3) }
+    static func ownStaleAfter(staleAfter: TimeSpan, tick: TimeSpan) -> TimeSpan { max(staleAfter, tick * 3) }
 
     /// State-directory names whose change should wake a probe (not our own heartbeat, temp
     /// files, the journal or the database).
