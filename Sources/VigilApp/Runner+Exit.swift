@@ -47,6 +47,7 @@ extension Runner {
     /// our bridge, and exit 4, after which the wrapper does not relaunch.
     func abandon(_ loss: StateDirectoryAnchor.Loss) -> Int32 {
         let code = StateDirectoryAnchor.lostExitCode
+        systemd?.stopping("the state directory \(loss)")
         ctx.reportLostStateDirectory(loss, consequence: """
             stopping its bridge and exiting \(code), writing nothing more there; scripts/vigil-run does not relaunch it. \
             Put the directory back, or start the pair again on purpose (see docs/operator-guide.md, "The state directory \
@@ -73,6 +74,7 @@ extension Runner {
     func exitForRestart(reason: String) -> Int32 {
         saveHealState(now: Clock.boot())
         ctx.journal.append(.runnerRestart, ["reason": .string(reason), "exit": 42])
+        systemd?.restarting(reason)
         hooks?.shutdown()
         versions.cancel()
         ctx.removeOwnPidFile()
@@ -83,6 +85,7 @@ extension Runner {
     /// Missions keep running (their shims are detached); the next runner reattaches them.
     func stopPair(reason: String) {
         ctx.journal.append(.runnerStopping, ["reason": .string(reason)])
+        systemd?.stopping(reason)
         if let r = ctx.files.loadRecord(.bridge), runsVigil(r.identity, role: .bridge, dir: ctx.dir), let pidfd = r.identity.openPidFD(),
            endBridge(pidfd) {
             ctx.journal.append(.bridgeKilled, ["reason": "did not exit within the term grace", "pid": .int(Int64(r.identity.pid))])

@@ -54,12 +54,16 @@ final class Runner {
     var wrapperGone = false
     /// Restarts (exit 42) not made because the wrapper is gone, each journaled once.
     var restartsHeld: Set<String> = []
+    /// systemd's notifications (READY, WATCHDOG, STATUS, STOPPING) when `NOTIFY_SOCKET` is set.
+    var systemd: RunnerSystemd?
 
     init(invocation: Invocation, config: Configuration, clearStop: Bool) throws {
         self.config = config
         self.clearStop = clearStop
         wrapper = ProcessInfo.processInfo.environment[Runner.wrapperVariable].flatMap { ProcessIdentity(token: $0) }
         ThisProcess.setEnvironment(Runner.wrapperVariable, nil)
+        var invalidSocket: String?
+        let notifyRequest = RunnerSystemd.Request.take(invalid: &invalidSocket)
         let dir = invocation.stateDir
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
@@ -70,6 +74,10 @@ final class Runner {
         context.record.wrapper = wrapper
         context.record.staleAfter = config.tunables.staleAfter
         context.record.tick = config.tunables.tick
+        systemd = notifyRequest.map { RunnerSystemd($0, journal: context.journal) }
+        if let invalidSocket {
+            context.journal.append(.systemdNotifyFailed, ["socket": .string(invalidSocket), "error": "NOTIFY_SOCKET is neither an absolute path nor @name: nothing is sent"])
+        }
         if case .file(let f) = versions.kind { try? ctx.inotify.watch(directory: (f as NSString).deletingLastPathComponent) }
         try? ctx.inotify.watch(directory: (Executable.path as NSString).deletingLastPathComponent)
     }
@@ -151,11 +159,12 @@ final class Runner {
             } else if !events.isEmpty || hooksDue.map({ now >= $0 }) ?? false {
                 hooks?.tick(now: now)
             }
+            systemd?.turn(now: now, verdict: lastVerdict, heal: heal, missionsRunning: hooks?.missions?.running)
 
             now = Clock.boot()
             verdictDue = nextDeadline(now: now)
             hooksDue = hooks?.nextDeadline
-            let wake = min(nextTick, verdictDue ?? nextTick, hooksDue ?? nextTick)
+            let wake = min(nextTick, verdictDue ?? nextTick, hooksDue ?? nextTick, systemd?.nextDeadline ?? nextTick)
             var fds = [ctx.inotify.fd, ctx.signals.readFD]
             if let w = watched { fds.append(w.fd) }
             fds += children.map(\.fd)

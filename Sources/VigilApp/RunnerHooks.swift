@@ -14,6 +14,7 @@ final class RunnerHooks {
     let notifier: Notifier
     let follower: ConsoleFollower?
     let missions: RunnerMissions?
+    let selfChecks: RunnerSelfChecks?
     /// Nil when it could not be set up (journaled); the runner goes on without it.
     let standby: ChatService?
     let need: StandbyNeed
@@ -30,6 +31,9 @@ final class RunnerHooks {
         missions = RunnerMissions(runner: runner, notifier: notifier)
         metrics = MetricsService(dir: dir, tunables: runner.config.tunables, config: runner.config.metrics, journal: runner.ctx.journal,
                                  anchorToken: runner.ctx.anchor.token)
+        let intervals = runner.config.selfCheckIntervals
+        selfChecks = intervals.isEmpty ? nil : RunnerSelfChecks(dir: dir, journal: runner.ctx.journal, intervals: intervals,
+                                                                doctorFlags: runner.config.selfCheckDoctorFlags)
         let need = StandbyNeed()
         self.need = need
         commands = RunnerChatCommands(dir: dir, journal: runner.ctx.journal)
@@ -42,6 +46,7 @@ final class RunnerHooks {
             standby = nil
             runner.ctx.journal.append(.chatStandbyUnavailable, ["error": .string(ChatText.brief("\(error)", maxLength: 300))])
         }
+        selfChecks?.notify = { [weak self] key, text in self?.notify(key: key, text: text) }
     }
 
     static func make(runner: Runner) throws -> RunnerHooks? {
@@ -52,6 +57,7 @@ final class RunnerHooks {
         notifier.retryPending()
         standby?.pump(now: now)
         missions?.tick(now: now)
+        selfChecks?.tick(now: now)
         if let lines = follower?.poll(), !lines.isEmpty {
             for l in lines { printOut(l) }
             follower?.commit()
@@ -65,11 +71,11 @@ final class RunnerHooks {
         if need.set(needed) && needed { standby?.wakeWorkers() }
     }
 
-    var nextDeadline: BootInstant? { missions?.nextDeadline }
+    var nextDeadline: BootInstant? { [missions?.nextDeadline, selfChecks?.nextDeadline].compactMap { $0 }.min() }
     /// The standby's descriptors only while it is needed (otherwise every message the bridge
     /// sends would wake the runner).
     var wakeDescriptors: [Int32] {
-        (missions?.wakeDescriptors ?? []) + (need.needed ? standby?.wakeDescriptors ?? [] : [])
+        (missions?.wakeDescriptors ?? []) + (selfChecks?.wakeDescriptors ?? []) + (need.needed ? standby?.wakeDescriptors ?? [] : [])
     }
     func notify(key: String, text: String) {
         notifier.notify(key: key, text: text)

@@ -69,6 +69,9 @@ final class RunnerMissions {
         if failures.isFailing { return retryAt }
         return recovered ? engine?.nextDeadline : nil
     }
+    /// Missions this runner's engine is running now, as it knows them without asking the
+    /// database (nil before recovery, or while the database fails).
+    var running: Int? { recovered && !failures.isFailing ? engine?.tracked.count : nil }
     var wakeDescriptors: [Int32] { recovered && !failures.isFailing ? engine?.wakeDescriptors ?? [] : [] }
 }
 

@@ -67,7 +67,7 @@ public struct Tunables: Equatable, Sendable {
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
-    static let passThroughKeys: Set<String> = ["chat", "agent-command", "mission-env", "metrics"]
+    static let passThroughKeys: Set<String> = ["chat", "agent-command", "mission-env", "self-checks", "metrics"]
 
     public var policy: HealPolicy {
         HealPolicy(cooldown: cooldown, termGrace: termGrace, startGrace: startGrace, circuitLimit: circuitLimit,
@@ -174,6 +174,12 @@ public struct Configuration: Sendable {
     public var missionEnv: [String] = []
     /// `metrics`: where the runner serves `/metrics` (nil: it does not listen).
     public var metrics: MetricsConfig? = nil
+    /// `self-checks`: the groups of doctor's checks the runner runs on a schedule, and how often
+    /// (docs/operator-guide.md, "Self-checks"); `false` turns them off, `"off"` one group.
+    public var selfCheckIntervals: [String: TimeSpan] = RunnerSelfChecks.defaultIntervals
+    /// Doctor's thresholds for the self-checks (`"max-wal"`, `"min-free"` in `self-checks`), as
+    /// `vigil doctor` flags.
+    public var selfCheckDoctorFlags: [String] = []
 
     /// What every mission gets (docs/missions.md, "Environment" and "Output cap").
     public var missionSettings: MissionSettings {
@@ -196,6 +202,7 @@ public struct Configuration: Sendable {
         var agent: [String]? = nil
         var missionEnv: [String] = []
         var metrics: MetricsConfig? = nil
+        var selfChecks = (intervals: RunnerSelfChecks.defaultIntervals, doctorFlags: [String]())
         let file: Data?
         do { file = try ConfigFile.read(stateDir.config) } catch { throw CommandError(error.message, code: 2) }
         if let data = file {
@@ -214,6 +221,10 @@ public struct Configuration: Sendable {
                 }
                 if key == "metrics" {
                     metrics = try MetricsConfig.parse(value, file: stateDir.config)
+                    continue
+                }
+                if key == "self-checks" {
+                    selfChecks = try Configuration.selfChecks(value, file: stateDir.config)
                     continue
                 }
                 if key == "mission-env" {
@@ -243,6 +254,45 @@ public struct Configuration: Sendable {
             if let v = arguments.value(key) { try t.set(key, v, source: "--") }
         }
         try t.validate()
-        return Configuration(tunables: t, chat: chat, agentCommand: agent, missionEnv: missionEnv, metrics: metrics)
+        var c = Configuration(tunables: t, chat: chat, agentCommand: agent, missionEnv: missionEnv, metrics: metrics)
+        c.selfCheckIntervals = selfChecks.intervals
+        c.selfCheckDoctorFlags = selfChecks.doctorFlags
+        return c
+    }
+
+    /// `"self-checks": false` (none), or an object of group → interval (`"1m"`, seconds as a
+    /// number, or `"off"`); groups not named keep their default.
+    static func selfChecks(_ value: JSONValue, file: String) throws -> (intervals: [String: TimeSpan], doctorFlags: [String]) {
+        if value == .bool(false) { return ([:], []) }
+        if value == .bool(true) { return (RunnerSelfChecks.defaultIntervals, []) }
+        guard case .object(let o) = value else {
+            throw CommandError("\(file): \"self-checks\" must be false or an object of group to interval (e.g. {\"disk\": \"30s\", \"database\": \"off\"})", code: 2)
+        }
+        var out = RunnerSelfChecks.defaultIntervals
+        var flags: [String] = []
+        for (group, v) in o.sorted(by: { $0.key < $1.key }) {
+            if group == "max-wal" || group == "min-free" {
+                guard let text = v.stringValue, ByteSize.parse(text) != nil else {
+                    throw CommandError("\(file): \"self-checks\".\(group) must be a size such as \"64MiB\"", code: 2)
+                }
+                flags += ["--" + group, text]
+                continue
+            }
+            guard Doctor.groups.contains(group) else {
+                throw CommandError("\(file): \"self-checks\" names an unknown group \(group.debugDescription) (groups: \(Doctor.groups.joined(separator: ", ")); thresholds: max-wal, min-free)", code: 2)
+            }
+            let text: String
+            switch v {
+            case .string(let s): text = s
+            case .int(let i): text = "\(i)"
+            case .double(let d): text = "\(d)"
+            default: throw CommandError("\(file): \"self-checks\".\(group) must be an interval or \"off\"", code: 2)
+            }
+            if text == "off" { out[group] = nil; continue }
+            do { out[group] = try Arguments.duration(text, name: "\"self-checks\".\(group)") } catch let e as UsageError {
+                throw CommandError("\(file): \(e.message)", code: 2)
+            }
+        }
+        return (out, flags)
     }
 }

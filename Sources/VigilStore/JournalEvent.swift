@@ -87,6 +87,9 @@ public enum JournalEvent: String, CaseIterable, Sendable, Codable {
     case workspaceWorkerFailed = "workspace-worker-failed"
     case workspaceLocksRemoved = "workspace-locks-removed"
     case workspaceAutoRecovered = "workspace-auto-recovered"
+    case selfCheckFailed = "self-check-failed"
+    case selfCheckPassed = "self-check-passed"
+    case selfCheckRepaired = "self-check-repaired"
     case dbBackup = "db-backup"
     case dbRestored = "db-restored"
     case chatCommand = "chat-command"
@@ -107,4 +110,7 @@ public enum JournalEvent: String, CaseIterable, Sendable, Codable {
     case chatOutboxAvailable = "chat-outbox-available"
     case chatStandbyUnavailable = "chat-standby-unavailable"
     case benchLine = "bench-line"
+    case systemdReady = "systemd-ready"
+    case systemdNotifyFailed = "systemd-notify-failed"
+    case systemdNotifyRecovered = "systemd-notify-recovered"
 }

@@ -45,6 +45,10 @@ public struct StateDirectory: Sendable {
     public var missionsWake: String { file("missions.wake") }
     /// `<state>/missions/<id>/`: one mission's files (`MissionPaths`).
     public func missionDirectory(_ id: Int64) -> String { file("missions/\(id)") }
+    /// The runner's self-checks (docs/operator-guide.md, "Self-checks"): what the last `vigil
+    /// doctor` child printed, and each group's last result.
+    public var selfCheckOutput: String { file("selfcheck.out") }
+    public var selfCheckState: String { file("selfchecks.json") }
     /// `<state>/workspaces/`: the workspace slots (docs/workspaces.md).
     public var workspaces: String { file("workspaces") }
     /// `<state>/workspaces/REPO/`: one repository's slots.

@@ -134,6 +134,21 @@ public struct ProcStat: Sendable {
         }
     }
 
+    /// The machine's memory (`/proc/meminfo`): what new work can still get without swapping
+    /// (`MemAvailable`) and the total, in bytes.
+    public static func systemMemory() -> (available: UInt64, total: UInt64)? {
+        guard let text = readSmallFile("/proc/meminfo") else { return nil }
+        var available: UInt64?, total: UInt64?
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 2, let kib = UInt64(f[1]) else { continue }
+            if f[0] == "MemAvailable:" { available = kib * 1024 }
+            if f[0] == "MemTotal:" { total = kib * 1024 }
+        }
+        guard let available, let total else { return nil }
+        return (available, total)
+    }
+
     public static func residentBytes(pid: Int32) -> UInt64? {
         guard let text = readSmallFile("/proc/\(pid)/statm") else { return nil }
         let f = text.split(separator: " ")

@@ -78,6 +78,8 @@ struct MetricsTests {
         #expect(x.types["vigil_probe_cpu_seconds"] == "gauge")
         if let cpu = x.value("vigil_probe_cpu_seconds") { #expect(cpu > 0 && cpu < 1) }
         #expect(x.value("vigil_chat_circuit_state", ["adapter": "console", "state": "closed"]) == 1)
+        #expect(x.types["vigil_self_check_ok"] == "gauge" && x.types["vigil_self_check_failures_in_a_row"] == "gauge")
+        for s in x.samples where s.name == "vigil_self_check_ok" { #expect(s.labels["group"] != nil && (s.value == 0 || s.value == 1)) }
 
         // `vigil metrics` prints the same families and the same counts.
         let cli = try h.vigil(["metrics"])

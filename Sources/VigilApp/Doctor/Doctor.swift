@@ -63,19 +63,39 @@ public enum Doctor {
     /// that as a finding.
     public static func examine(_ dir: StateDirectory, _ options: DoctorOptions) -> [DoctorFinding] {
         let scan = DoctorScan(dir: dir, options: options)
-        scan.checkConfiguration()
-        scan.checkProcesses()
-        scan.checkHeal()
-        scan.checkStateFiles()
-        scan.checkQuarantine()
-        scan.checkTempFiles()
-        scan.checkDisk()
-        scan.checkDatabase()
+        func want(_ group: String) -> Bool { options.only?.contains(group) ?? true }
+        if want("config") { scan.checkConfiguration() }
+        if want("processes") { scan.checkProcesses() }
+        if want("heal") { scan.checkHeal() }
+        if want("state-files") { scan.checkStateFiles() }
+        if want("quarantine") { scan.checkQuarantine() }
+        if want("temp-files") { scan.checkTempFiles() }
+        if want("disk") { scan.checkDisk() }
+        if want("memory") { scan.checkMemory() }
+        let needsDatabase = ["missions", "outbox", "workspaces"].contains(where: want)
+        if want("database") || needsDatabase { scan.checkDatabase(integrity: want("database")) }
         if let db = scan.db {
-            scan.guarded("missions") { try scan.checkMissions(db) }
-            scan.guarded("outbox") { try scan.checkOutbox(db) }
-            scan.guarded("workspaces") { try scan.checkWorkspaces(db) }
+            if want("missions") { scan.guarded("missions") { try scan.checkMissions(db) } }
+            if want("outbox") { scan.guarded("outbox") { try scan.checkOutbox(db) } }
+            if want("workspaces") { scan.guarded("workspaces") { try scan.checkWorkspaces(db) } }
         }
         return scan.findings
+    }
+
+    /// The groups of checks `--only` names, in the order they run; a finding's check name
+    /// starts with its group (`database.wal` is in `database`).
+    public static let groups = ["config", "processes", "heal", "state-files", "quarantine", "temp-files", "disk", "memory",
+                                "database", "missions", "outbox", "workspaces"]
+
+    /// The group a finding's check belongs to (`database.integrity` → `database`; `runner` and
+    /// `bridge` and `stop` → `processes`; `heal.circuit` → `heal`).
+    public static func group(ofCheck check: String) -> String {
+        let head = String(check.split(separator: ".").first ?? Substring(check))
+        switch head {
+        case "runner", "bridge", "stop": return "processes"
+        case "state-file": return "state-files"
+        case "doctor": return "config"
+        default: return head
+        }
     }
 }

@@ -17,6 +17,14 @@ public struct DoctorOptions: Sendable {
     /// Free space below this, or below `minFreePercent`, is low.
     public var minFreeBytes: UInt64 = 100 << 20
     public var minFreePercent = 5.0
+    /// Available memory (`MemAvailable`) below this, or below `minAvailableMemoryPercent` of
+    /// the total, is low; a runner or bridge larger than `maxProcessMemory` is reported.
+    public var minAvailableMemory: UInt64 = 64 << 20
+    public var minAvailableMemoryPercent = 3.0
+    public var maxProcessMemory: UInt64 = 256 << 20
+    /// Only these groups of checks (`Doctor.groups`); nil: all. The runner's self-checks run
+    /// one group at a time (docs/operator-guide.md, "Self-checks").
+    public var only: Set<String>?
     /// How long a database statement waits for another writer.
     public var busyTimeout = TimeSpan.seconds(2)
 

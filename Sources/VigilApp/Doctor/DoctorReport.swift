@@ -41,6 +41,7 @@ public struct DoctorReport: Sendable {
                     "fixable": .bool(f.repair != nil),
                     "requires": f.repair?.requiredFlag.map { .string($0) } ?? .null,
                     "fixed": .bool(f.fixed),
+                    "resolved": .bool(f.resolved),
                     "needs_person": .bool(needsPerson(f)),
                     "note": f.note.map { .string($0) } ?? .null,
                 ])

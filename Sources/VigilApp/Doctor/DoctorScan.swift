@@ -244,7 +244,30 @@ final class DoctorScan {
         vigil.db; start the pair. Never delete -wal or -shm on their own: committed transactions are in there
         """
 
-    func checkDatabase() {
+    /// Memory of the machine and of our own processes: a machine out of memory gets its
+    /// processes killed (the watchdog too); a runner or bridge that keeps growing leaks.
+    func checkMemory() {
+        if let m = ProcStat.systemMemory() {
+            let percent = m.total > 0 ? Double(m.available) / Double(m.total) * 100 : 100
+            if m.available < options.minAvailableMemory || percent < options.minAvailableMemoryPercent {
+                add(DoctorFinding(check: "memory", subject: "machine", severity: .critical,
+                                  what: "low memory: \(ByteSize.format(m.available)) available of \(ByteSize.format(m.total)) (\(String(format: "%.1f", percent))%; limits \(ByteSize.format(options.minAvailableMemory)), \(String(format: "%g", options.minAvailableMemoryPercent))%)",
+                                  why: "the kernel's OOM killer picks processes to kill when memory runs out, the runner and the bridge among them",
+                                  action: "find what uses the memory (ps aux --sort=-rss | head); lower max-parallel if missions do"))
+            }
+        }
+        for role in StateDirectory.Role.allCases {
+            guard let record = StateFiles.readLiveRecordQuietly(dir, role).0, record.identity.liveness() == .alive,
+                  runsVigil(record.identity, role: role, dir: dir), let rss = record.identity.residentBytes(),
+                  rss > options.maxProcessMemory else { continue }
+            add(DoctorFinding(check: "memory", subject: role.rawValue, severity: .warning,
+                              what: "the \(role.rawValue) (pid \(record.identity.pid)) uses \(ByteSize.format(rss)) (limit \(ByteSize.format(options.maxProcessMemory)))",
+                              why: "an idle runner or bridge stays at a few tens of MiB; one that keeps growing leaks",
+                              action: role == .bridge ? "`vigil restart bridge` (or set rss-limit: the watchdog restarts a bloated bridge itself)" : "`vigil restart runner`"))
+        }
+    }
+
+    func checkDatabase(integrity: Bool = true) {
         guard FileSystem.exists(dir.database) else {
             add(DoctorFinding(check: "database", severity: .info,
                               what: "no database yet (\(dir.database))",
@@ -278,7 +301,7 @@ final class DoctorScan {
                                   why: "its tables are not all there yet; the runner and every command migrate it when they open it",
                                   action: "`vigil doctor --fix` migrates it (as the runner would)", repair: .migrate))
             }
-            let problems = try db.integrityProblems()
+            let problems = integrity ? try db.integrityProblems() : []
             if !problems.isEmpty {
                 add(DoctorFinding(check: "database.integrity", severity: .critical,
                                   what: "the database fails its integrity check: \(problems.prefix(3).joined(separator: "; "))\(problems.count > 3 ? " (and \(problems.count - 3) more)" : "")",

@@ -37,6 +37,14 @@ enum MetricsReport {
                 }
             }
         }
+        x.family("vigil_self_check_ok", .gauge, "The last result of each group of the runner's scheduled self-checks (selfchecks.json): 1 passed, 0 failed; absent before its first run.")
+        x.family("vigil_self_check_failures_in_a_row", .gauge, "Failed runs in a row of each self-check group (the safe repair comes after 3).")
+        if case .ok(let record) = StateFile.read(dir.selfCheckState, kind: SelfCheckRecord.kind, as: SelfCheckRecord.self) {
+            for (group, g) in record.groups.sorted(by: { $0.key < $1.key }) {
+                if let ok = g.ok { x.sample("vigil_self_check_ok", ["group": group], ok ? 1 : 0) }
+                x.sample("vigil_self_check_failures_in_a_row", ["group": group], Double(g.failuresInARow))
+            }
+        }
         database(dir, &x)
         return x.text
     }
