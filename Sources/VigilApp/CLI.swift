@@ -32,7 +32,7 @@ public enum CLI {
     /// Every command, in the order `vigil --help` lists them.
     static var commands: [Command] {
         [
-            BridgeCommand.command, RunnerCommand.command, StatusCommand.command, JournalCommand.command,
+            BridgeCommand.command, RunnerCommand.command, StatusCommand.command, ProbeCommand.command, MetricsCommand.command, JournalCommand.command,
             MissionCommand.command, OutboxCommand.command, SayCommand.command, RestartCommand.command,
             HealCommand.command, StopCommand.command, DoctorCommand.command,
             WorkspaceCommand.command, ShimCommand.command, CheckpointCommand.command, BackupCommand.backup, BackupCommand.restore,
@@ -120,7 +120,7 @@ public enum CLI {
     /// state directory"); anything not listed writes.
     static func access(_ command: String, _ args: [String]) -> StateAccess {
         switch command {
-        case "status", "journal": return .reads
+        case "status", "journal", "probe", "metrics": return .reads
         case "outbox": return args.contains { $0 == "--retry" || $0.hasPrefix("--retry=") } ? .writes : .reads
         case "mission": return ["list", "ls", "show"].contains(args.first ?? "") ? .reads : .writes
         case "doctor": return args.contains("--fix") ? .writes : .reads

@@ -29,6 +29,12 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
     /// Runner only: the wrapper (scripts/vigil-run) that started it and relaunches it after
     /// exit 42; nil when started some other way (docs/operator-guide.md, "The wrapper gone").
     public var wrapper: ProcessIdentity? = nil
+    /// Runner only: its `stale-after` and `tick`, so that readers (`vigil status`, `vigil probe`,
+    /// the metrics) judge the bridge's heartbeat as this runner does and the runner's own with
+    /// its bound (`Runner.ownStaleAfter`), whether flags or vigil.json set them
+    /// (docs/operator-guide.md, "Probes and metrics"). Nil in records of older runners.
+    public var staleAfter: TimeSpan? = nil
+    public var tick: TimeSpan? = nil
 
     enum CodingKeys: String, CodingKey {
         case role, identity, version, exe, started, seq
@@ -40,6 +46,8 @@ public struct ProcessRecord: Codable, Sendable, Equatable {
         case currentVersion = "current_version"
         case probeCPUMicros = "probe_cpu_us"
         case wrapper
+        case staleAfter = "stale_after"
+        case tick
     }
 }
 

@@ -72,6 +72,8 @@ final class Runner {
         ctx = context
         rollback = Rollback(ctx: context, stableAfter: config.tunables.policy.stableAfter)
         context.record.wrapper = wrapper
+        context.record.staleAfter = config.tunables.staleAfter
+        context.record.tick = config.tunables.tick
         systemd = notifyRequest.map { RunnerSystemd($0, journal: context.journal) }
         if let invalidSocket {
             context.journal.append(.systemdNotifyFailed, ["socket": .string(invalidSocket), "error": "NOTIFY_SOCKET is neither an absolute path nor @name: nothing is sent"])
@@ -171,10 +173,17 @@ final class Runner {
         }
     }
 
+    /// How old the runner's own heartbeat may get before `vigil probe --liveness` and
+    /// `vigil_runner_up` call it stale: it beats once a tick, and a tick may run long while it
+    /// acts (spawns, journal fsyncs, mission starts), so the bound is the same `stale-after` the
+    /// runner grants the bridge, and never less than 3 ticks (docs/operator-guide.md, "Probes
+    /// and metrics").
+    static func ownStaleAfter(staleAfter: TimeSpan, tick: TimeSpan) -> TimeSpan { max(staleAfter, tick * 3) }
+
     /// State-directory names whose change should wake a probe (not our own heartbeat, temp
     /// files, the journal or the database).
     static func isRelevant(_ name: String) -> Bool {
-        !(name.hasPrefix(".") || name == "runner.json" || name == "runner.beat" || name.hasPrefix("journal") || name.hasPrefix("vigil.db")
+        !(name.hasPrefix(".") || name == "runner.json" || name == "runner.beat" || name == "metrics.json" || name.hasPrefix("journal") || name.hasPrefix("vigil.db")
           || name.hasSuffix(".log"))
     }
 }

@@ -36,6 +36,8 @@ enum RunnerCommand {
           --journal-max-bytes SIZE journal size that rotates it (journal.jsonl.1…) 16MiB
           --journal-keep N        rotated journal files kept (1 to 20)          3
           "mission-env": [NAME…]  (vigil.json only) variables passed on to missions
+          "metrics": {"listen": "127.0.0.1:9464"}  (vigil.json only) serve GET /metrics there
+                                  (a non-loopback address needs "allow_remote": true)
           --version-file PATH     the version is this file's contents
           --version-command CMD   the version is this command's output (argv split on spaces)
           --clear-stop            forget an earlier `vigil stop` (the wrapper passes it once)

@@ -18,6 +18,9 @@ final class RunnerHooks {
     /// Nil when it could not be set up (journaled); the runner goes on without it.
     let standby: ChatService?
     let need: StandbyNeed
+    /// The journal totals and `/metrics` (docs/operator-guide.md, "Probes and metrics"), on a
+    /// thread of their own.
+    let metrics: MetricsService
     private let commands: RunnerChatCommands
 
     init(runner: Runner, chatConfig: ChatConfig) throws {
@@ -26,6 +29,8 @@ final class RunnerHooks {
         follower = chatConfig.adapters.contains("console") ? ConsoleFollower(stateDir: dir, persist: true) : nil
         if let f = follower, f.skipped > 0 { printOut("[chat] (\(f.skipped) bytes written while the runner was down are not shown here: see \(dir.chatLog))") }
         missions = RunnerMissions(runner: runner, notifier: notifier)
+        metrics = MetricsService(dir: dir, tunables: runner.config.tunables, config: runner.config.metrics, journal: runner.ctx.journal,
+                                 anchorToken: runner.ctx.anchor.token)
         let intervals = runner.config.selfCheckIntervals
         selfChecks = intervals.isEmpty ? nil : RunnerSelfChecks(dir: dir, journal: runner.ctx.journal, intervals: intervals,
                                                                 doctorFlags: runner.config.selfCheckDoctorFlags)
@@ -76,7 +81,10 @@ final class RunnerHooks {
         notifier.notify(key: key, text: text)
         if need.needed { standby?.wakeWorkers() }
     }
-    func shutdown() { standby?.shutdown(deadline: Clock.boot() + .milliseconds(300)) }
+    func shutdown() {
+        standby?.shutdown(deadline: Clock.boot() + .milliseconds(300))
+        metrics.shutdown()
+    }
 }
 
 /// Whether the runner's standby chat is needed, shared with its delivery threads.

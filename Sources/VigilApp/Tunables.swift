@@ -67,7 +67,7 @@ public struct Tunables: Equatable, Sendable {
     /// Flag names (without `--`) that take a value.
     public static let flagNames: Set<String> = Set(durationKeys + otherKeys)
     /// Keys of vigil.json that are not tunables but belong to other parts.
-    static let passThroughKeys: Set<String> = ["chat", "agent-command", "mission-env", "self-checks"]
+    static let passThroughKeys: Set<String> = ["chat", "agent-command", "mission-env", "self-checks", "metrics"]
 
     public var policy: HealPolicy {
         HealPolicy(cooldown: cooldown, termGrace: termGrace, startGrace: startGrace, circuitLimit: circuitLimit,
@@ -172,6 +172,8 @@ public struct Configuration: Sendable {
     public var agentCommand: [String]?
     /// `mission-env`: variables of the runner's environment passed on to missions.
     public var missionEnv: [String] = []
+    /// `metrics`: where the runner serves `/metrics` (nil: it does not listen).
+    public var metrics: MetricsConfig? = nil
     /// `self-checks`: the groups of doctor's checks the runner runs on a schedule, and how often
     /// (docs/operator-guide.md, "Self-checks"); `false` turns them off, `"off"` one group.
     public var selfCheckIntervals: [String: TimeSpan] = RunnerSelfChecks.defaultIntervals
@@ -199,6 +201,7 @@ public struct Configuration: Sendable {
         var chat: JSONValue? = nil
         var agent: [String]? = nil
         var missionEnv: [String] = []
+        var metrics: MetricsConfig? = nil
         var selfChecks = (intervals: RunnerSelfChecks.defaultIntervals, doctorFlags: [String]())
         let file: Data?
         do { file = try ConfigFile.read(stateDir.config) } catch { throw CommandError(error.message, code: 2) }
@@ -214,6 +217,10 @@ public struct Configuration: Sendable {
                         throw CommandError("\(stateDir.config): \"agent-command\" must be a non-empty array of strings (argv)", code: 2)
                     }
                     agent = argv
+                    continue
+                }
+                if key == "metrics" {
+                    metrics = try MetricsConfig.parse(value, file: stateDir.config)
                     continue
                 }
                 if key == "self-checks" {
@@ -247,7 +254,7 @@ public struct Configuration: Sendable {
             if let v = arguments.value(key) { try t.set(key, v, source: "--") }
         }
         try t.validate()
-        var c = Configuration(tunables: t, chat: chat, agentCommand: agent, missionEnv: missionEnv)
+        var c = Configuration(tunables: t, chat: chat, agentCommand: agent, missionEnv: missionEnv, metrics: metrics)
         c.selfCheckIntervals = selfChecks.intervals
         c.selfCheckDoctorFlags = selfChecks.doctorFlags
         return c

@@ -251,7 +251,30 @@ public final class Journal: Sendable {
         return read(fd: fd, size: size, from: offset)
     }
 
-    private static func read(fd: Int32, size: Int, from offset: Int) -> ReadResult {
+    /// `"event":"` followed by one of `names` (each with its closing quote), anywhere in `line`.
+    private static func namesEvent(_ line: UnsafeRawBufferPointer, _ names: [[UInt8]]) -> Bool {
+        let key = eventKey, n = line.count, k = key.count
+        var i = 0
+        while i + k < n {
+            if line[i] == 0x22 {
+                var j = 1
+                while j < k && line[i + j] == key[j] { j += 1 }
+                if j == k {
+                    let at = i + k
+                    for name in names where at + name.count <= n {
+                        var m = 0
+                        while m < name.count && line[at + m] == name[m] { m += 1 }
+                        if m == name.count { return true }
+                    }
+                }
+            }
+            i += 1
+        }
+        return false
+    }
+    private static let eventKey = Array("\"event\":\"".utf8)
+
+    private static func read(fd: Int32, size: Int, from offset: Int, containing needles: [[UInt8]]? = nil) -> ReadResult {
         var data = Data(capacity: max(0, size - offset))
         // To the end of the file, from `offset` (pread: the descriptor's offset is not moved).
         _ = try? FileDescriptor(rawValue: fd).readChunks(from: offset) { data.append(contentsOf: $0); return true }
@@ -260,6 +283,12 @@ public final class Journal: Sendable {
         var consumed = 0
         var start = data.startIndex
         while let nl = data[start...].firstIndex(of: 0x0A) {
+            // A reader that wants only some events skips, undecoded, the lines that name none.
+            if let needles, !data[start..<nl].withUnsafeBytes({ Journal.namesEvent($0, needles) }) {
+                consumed += nl - start + 1
+                start = data.index(after: nl)
+                continue
+            }
             let line = String(decoding: data[start..<nl], as: UTF8.self)
             if !line.isEmpty {
                 if let e = decode(line: Substring(line)) { entries.append(e) } else { skipped += 1 }
@@ -319,7 +348,13 @@ public final class Journal: Sendable {
     /// a cursor whose file is gone (rotated out) reads every file there is. With
     /// `modifiedSince`, rotated files last written before it are not read (`--since`: their
     /// entries are all older).
-    public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil) -> Span {
+    ///
+    /// With `events`, only lines that contain one of these events' `"event":"NAME"` are decoded
+    /// and returned (the metrics' counts: docs/operator-guide.md, "Probes and metrics"); the
+    /// others are passed over without their checksum or JSON being looked at (`skipped` counts
+    /// only the lines looked at).
+    public static func readAll(path: String, after cursor: Cursor? = nil, modifiedSince: Date? = nil, events: [JournalEvent]? = nil) -> Span {
+        let needles = events.map { $0.map { Array("\($0.rawValue)\"".utf8) } }
         let files = openFiles(path)
         defer { for f in files { FileDescriptor(rawValue: f.fd).close() } }
         guard let newest = files.first else { return Span(entries: [], skipped: 0, cursor: cursor) }
@@ -335,7 +370,7 @@ public final class Journal: Sendable {
         for k in stride(from: start, through: 0, by: -1) {
             let f = files[k]
             if k > 0, let since = modifiedSince, f.modified < since { continue }
-            let r = read(fd: f.fd, size: f.size, from: k == start ? startOffset : 0)
+            let r = read(fd: f.fd, size: f.size, from: k == start ? startOffset : 0, containing: needles)
             entries += r.entries
             skipped += r.skipped
             if k == 0 { end.offset = r.offset }

@@ -13,6 +13,8 @@ public enum JournalEvent: String, CaseIterable, Sendable, Codable {
     case circuitClosed = "circuit-closed"
     case healReset = "heal-reset"
     case healStateDiscarded = "heal-state-discarded"
+    case metricsListening = "metrics-listening"
+    case metricsListenFailed = "metrics-listen-failed"
     case runnerStarted = "runner-started"
     case runnerRestart = "runner-restart"
     case runnerStopping = "runner-stopping"

@@ -148,6 +148,18 @@ public final class Outbox {
         return out
     }
 
+    /// Messages by adapter and state (every state present for each adapter that has any), for
+    /// the metrics (docs/operator-guide.md, "Probes and metrics").
+    public func countsByAdapter() throws -> [String: [String: Int]] {
+        var out: [String: [String: Int]] = [:]
+        for row in try db.query("SELECT adapter, state, COUNT(*) FROM outbox GROUP BY adapter, state") {
+            guard let a = row[0].text, let s = row[1].text, let n = row[2].int else { continue }
+            if out[a] == nil { out[a] = Dictionary(uniqueKeysWithValues: OutboxState.allCases.map { ($0.rawValue, 0) }) }
+            out[a]?[s] = Int(n)
+        }
+        return out
+    }
+
     /// The oldest unfinished (pending or sending) message of `adapter`: the only one that may go next.
     public func head(adapter: String) throws -> OutboxMessage? {
         try db.query("""

@@ -25,6 +25,10 @@ public struct StateDirectory: Sendable {
     /// `vigil heal reset` asked for: the runner closes the circuit and removes it.
     public var healReset: String { file("heal.reset") }
     public var healState: String { file("heal.json") }
+    /// The metrics' journal totals and where in the journal they were counted up to (written by
+    /// the runner; `vigil metrics` reads it and counts on from there). See docs/operator-guide.md,
+    /// "Probes and metrics".
+    public var metricsTotals: String { file("metrics.json") }
     /// The kept copy of the last program that ran a healthy pair, and its record (what it is a
     /// copy of, whether a rollback to it was announced). See docs/operator-guide.md, "Rollback
     /// of a broken update"; scripts/vigil-run names the same `program/good`.

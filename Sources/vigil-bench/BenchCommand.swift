@@ -25,6 +25,8 @@ enum BenchCLI {
                   `vigil checkpoint save`
       workspace   a workspace slot of a 10k-file repository: fresh clone, clean after a
                   mission, inspect with and without fsck
+      metrics     `vigil probe` (both), GET /metrics and `vigil metrics` against a live pair,
+                  and the scrape with a large journal
 
     """
 
@@ -47,6 +49,9 @@ enum BenchCLI {
         """) { inv, json in try CheckpointBench.run(inv.arguments, json: json) },
         bench("workspace", "slot clone, clean after a mission, inspect (10k files)", WorkspaceBench.help) { inv, json in
             try WorkspaceBench.run(inv.arguments, json: json)
+        },
+        bench("metrics", "vigil probe, GET /metrics, vigil metrics; a large journal", MetricsBench.help) { inv, json in
+            try MetricsBench.run(inv.arguments, json: json)
         },
         bench("journal", "the cost of one journal append; --append N as one writer", JournalBench.help) { inv, json in
             try JournalBench.run(inv.arguments, stateDir: inv.stateDir, json: json)

@@ -181,11 +181,13 @@ struct WorkspaceMissionTests {
         // A person isolates slot 1 too: a mission now waits.
         #expect(try pool.workspace(["isolate", "1", "--reason", "disk check"]).code == 0)
         #expect(try pool.slot(1)["isolated"] == .bool(true) && pool.slot(1)["reason"]?.stringValue == "disk check")
-        try pool.env.startDriver()
         let m = try pool.env.add(["true"], flags: ["--workspace", "app"])
+        // The pass here, before any runner (a runner's own pass right after its start-up
+        // recovery would race it for slot 2).
         let again = try pool.workspace(["auto-recover", "--json"])
         #expect(try pool.state(1) == "error", "what a person isolated stays isolated: \(again.out)")
         #expect(again.out.contains("\"corrupted_recovered\":1"), "the slot auto-recover isolated is repaired by the next default pass: \(again.out)")
+        try pool.env.startDriver()
         try waitUntil("the mission to run in slot 2", timeout: 60) { try pool.env.mission(m).state == .done }
         #expect(try pool.env.mission(m).slot == 2)
         #expect(try pool.workspace(["recover", "1"]).code == 0)

@@ -37,16 +37,10 @@ enum StatusCommand {
         }
         let config = (try? Configuration.load(stateDir: dir, arguments: try Arguments([], valued: []))) ?? Configuration(tunables: Tunables(), chat: nil, agentCommand: nil)
         let t = config.tunables
-        let now = Clock.boot()
-        let (bridge, bridgeProblem) = StateFiles.readLiveRecordQuietly(dir, .bridge)
-        let (runner, runnerProblem) = StateFiles.readLiveRecordQuietly(dir, .runner)
-        let (healFile, healProblem) = readQuietly(dir.healState, kind: HealFile.kind, HealFile.self)
-        let runnerAlive = runner.map { $0.identity.liveness() == .alive && $0.bootID == Clock.bootID } ?? false
-        let current = runnerAlive ? runner?.currentVersion : VersionSource(tunables: t).current()
-        let probe = Probe.run(record: bridge, starting: nil, currentVersion: current,
-                              limits: ProbeLimits(staleAfter: t.staleAfter, rssLimit: t.rssLimit), now: now,
-                              isBridge: { runsVigil($0, role: .bridge, dir: dir) })
-        let heal = healFile.flatMap { $0.bootID == Clock.bootID ? $0.state : nil } ?? HealState()
+        let pair = PairHealth.read(dir, tunables: t, versionWhenRunnerDown: true)
+        let now = pair.now
+        let (bridge, bridgeProblem, runner, runnerProblem) = (pair.bridge, pair.bridgeProblem, pair.runner, pair.runnerProblem)
+        let (runnerAlive, current, probe, heal, healProblem) = (pair.runnerAlive, pair.currentVersion, pair.probe, pair.heal, pair.healProblem)
         // Stopped as the runner sees it: a valid stop marker of this boot (a symlink, FIFO or
         // garbage in the slot stops nothing; the runner quarantines it).
         let stopped = readQuietly(dir.stopMarker, kind: Marker.kind, Marker.self).0.map { $0.bootID == Clock.bootID } ?? false
