@@ -22,17 +22,26 @@ public enum ChatCommand: Equatable, Sendable {
     /// The command in `text`, or nil when the text is not a command at all (chatter). The text
     /// is cleaned first (control characters, invisible format characters, length).
     public static func parse(_ text: String) -> ChatCommand? {
+        // A command starts the message: a message that starts with a space is talk (docs/chat.md,
+        // "Commands"). The name is judged before cleaning: an invisible character inside it
+        // (a zero-width space, a bidi control) would otherwise be removed and the command run,
+        // although what the sender's client showed was not that command.
+        guard let first = text.unicodeScalars.first, first == "/" || first == "!" else { return nil }
+        let rawName = text.unicodeScalars.dropFirst().prefix { !isSeparator($0) }
+        if let hidden = rawName.first(where: hiddenInName) {
+            let code = String(hidden.value, radix: 16, uppercase: true)
+            return .unknown("The command name holds an invisible or invalid character (U+\(String(repeating: "0", count: max(0, 4 - code.count)) + code)): not run; type it again")
+        }
         let cleaned = ChatText.clean(text, maxLength: maxMissionLength + 100)
-        let trimmed = cleaned.drop(while: { $0 == " " || $0 == "\t" || $0 == "\n" })
-        guard let first = trimmed.first, first == "/" || first == "!" else { return nil }
+        let trimmed = Substring(cleaned)
         let afterPrefix = trimmed.dropFirst()
-        let wordEnd = afterPrefix.firstIndex(where: { $0 == " " || $0 == "\t" || $0 == "\n" }) ?? afterPrefix.endIndex
+        let wordEnd = afterPrefix.firstIndex(where: { $0.unicodeScalars.allSatisfy(isSeparator) }) ?? afterPrefix.endIndex
         let word = afterPrefix[..<wordEnd].lowercased()
         guard !word.isEmpty, word.count <= 32, word.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             return word.isEmpty ? nil : .unknown(ChatText.brief(String(first) + word, maxLength: 40))
         }
-        let rest = afterPrefix[wordEnd...].trimmingWhitespace()
-        let args = rest.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)
+        let rest = String(afterPrefix[wordEnd...].drop(while: { $0.unicodeScalars.allSatisfy(isSeparator) })).trimmingWhitespace()
+        let args = rest.split(whereSeparator: { $0.unicodeScalars.allSatisfy(isSeparator) }).map(String.init)
         let shown = "/" + word
 
         switch word {
@@ -43,7 +52,8 @@ public enum ChatCommand: Equatable, Sendable {
             guard rest.count <= maxMissionLength else { return .unknown("/mission text is too long (at most \(maxMissionLength) characters)") }
             return .mission(rest)
         case "cancel":
-            guard args.count == 1, let id = args.first, id.count <= 64,
+            // `/missions` prints `#1`: `/cancel #1` is mission 1.
+            guard args.count == 1, let id = args.first.map({ String($0.drop(while: { $0 == "#" })) }), !id.isEmpty, id.count <= 64,
                   id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
                 return .unknown("/cancel needs one mission id: /cancel ID")
             }
@@ -69,6 +79,38 @@ public enum ChatCommand: Equatable, Sendable {
         default:
             return .unknown(ChatText.brief(shown, maxLength: 40))
         }
+    }
+
+    /// A character that may not be in a command's name: an invisible format character (which
+    /// cleaning would remove, running a command the sender's client did not show), a joiner,
+    /// or U+FFFD (what `inboxBody` leaves of one, and what invalid UTF-8 becomes).
+    static func hiddenInName(_ s: Unicode.Scalar) -> Bool {
+        ChatText.isInvisibleFormat(s.value) || s.value == 0x200C || s.value == 0x200D || s.value == 0xFFFD
+    }
+
+    /// The text a command is stored as in the inbox (the bridge parses it again from there):
+    /// cleaned like any chat text, except that a hidden character in the command's name becomes
+    /// U+FFFD, which cleaning keeps, so the refusal survives into the parse that would run it.
+    /// `nameFirst`: the first word is the name even without `/` (`vigil say restart bridge`).
+    public static func inboxBody(_ raw: String, nameFirst: Bool = false) -> String {
+        var out = String.UnicodeScalarView()
+        var inName = nameFirst
+        for (i, u) in raw.unicodeScalars.enumerated() {
+            if i == 0, u == "/" || u == "!" {
+                inName = true
+                out.append(u)
+                continue
+            }
+            if inName && isSeparator(u) { inName = false }
+            out.append(inName && hiddenInName(u) ? "\u{FFFD}" : u)
+        }
+        return ChatText.clean(String(out), maxLength: maxMissionLength + 100)
+    }
+
+    /// What ends a command's name and separates its arguments: space, tab, newline, and the
+    /// no-break spaces some clients put after a command (U+00A0, U+202F).
+    static func isSeparator(_ s: Unicode.Scalar) -> Bool {
+        s == " " || s == "\t" || s == "\n" || s == "\r" || s.value == 0x00A0 || s.value == 0x202F
     }
 
     /// The `/help` reply.

@@ -36,11 +36,12 @@ public enum ChatText {
         clean(String(decoding: bytes, as: UTF8.self), maxLength: maxLength, keepNewlines: keepNewlines)
     }
 
-    /// Bidi embeddings/overrides/isolates, zero-width characters used for spoofing, BOM,
-    /// interlinear annotation and tag characters.
+    /// Bidi embeddings/overrides/isolates, the zero-width space and word joiner (used for
+    /// spoofing), BOM, interlinear annotation and tag characters. Not the zero-width joiner and
+    /// non-joiner (U+200D, U+200C): emoji sequences and Indic and Persian words need them.
     static func isInvisibleFormat(_ v: UInt32) -> Bool {
         (0x202A...0x202E).contains(v) || (0x2066...0x2069).contains(v) || v == 0x200E || v == 0x200F
-            || (0x200B...0x200D).contains(v) || v == 0x2060 || v == 0xFEFF || (0xFFF9...0xFFFB).contains(v)
+            || v == 0x200B || v == 0x2060 || v == 0xFEFF || (0xFFF9...0xFFFB).contains(v)
             || (0xE0000...0xE007F).contains(v) || v == 0x061C
     }
 

@@ -180,10 +180,13 @@ package final class MatrixPoller: Sendable {
                   let sender = e["sender"]?.stringValue, sender != me,
                   let body = e["content"]?["body"]?.stringValue,
                   let eventID = e["event_id"]?.stringValue, seen.insert(eventID).inserted else { continue }
+            // Only what a person types is a command: never a notice (bots, Vigil's own kind of
+            // message: no bot-to-bot loops) nor an emote (docs/chat.md, "Commands").
+            guard e["content"]?["msgtype"]?.stringValue == "m.text" else { continue }
             guard ChatCommand.parse(body) != nil else { continue } // chatter
             if session.config.allow.contains(sender) {
                 let said = e["origin_server_ts"]?.doubleValue.map { $0 / 1000 }
-                commands.append((sender, ChatText.clean(body, maxLength: ChatCommand.maxMissionLength + 100), eventID, said))
+                commands.append((sender, ChatCommand.inboxBody(body), eventID, said))
             } else {
                 ignored.append((sender, body))
             }

@@ -203,12 +203,12 @@ public final class SynapseServer: @unchecked Sendable {
         _ = try call("POST", "/_matrix/client/v3/join/" + MatrixSession.encodeSegment(room), token: user.token, body: [:])
     }
 
-    /// Sends a text message as `user`; returns the event id.
+    /// Sends a text message (or another `msgtype`: `m.notice`, `m.emote`) as `user`; returns the event id.
     @discardableResult
-    public func send(as user: User, room: String, text: String) throws -> String {
+    public func send(as user: User, room: String, text: String, msgtype: String = "m.text") throws -> String {
         let txn = "t" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
         let r = try call("PUT", "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(room))/send/m.room.message/\(txn)",
-                         token: user.token, body: ["msgtype": "m.text", "body": .string(text)])
+                         token: user.token, body: ["msgtype": .string(msgtype), "body": .string(text)])
         return r["event_id"]?.stringValue ?? ""
     }
 

@@ -5,7 +5,7 @@ import VigilCore
 @Suite struct ChatCommandTests {
     @Test func parsesEveryCommand() {
         #expect(ChatCommand.parse("/status") == .status)
-        #expect(ChatCommand.parse("  !STATUS ") == .status)
+        #expect(ChatCommand.parse("!STATUS ") == .status)
         #expect(ChatCommand.parse("/missions") == .missions)
         #expect(ChatCommand.parse("/mission fix the build; rm -rf / && echo $HOME") == .mission("fix the build; rm -rf / && echo $HOME"))
         #expect(ChatCommand.parse("/mission   two\nlines  ") == .mission("two\nlines"))
@@ -26,6 +26,37 @@ import VigilCore
         #expect(ChatCommand.parse("") == nil)
         #expect(ChatCommand.parse("/") == nil)
         #expect(ChatCommand.parse("   ") == nil)
+        #expect(ChatCommand.parse("  /status") == nil, "a message that starts with a space is talk, not a command")
+        #expect(ChatCommand.parse("\n/restart bridge") == nil)
+    }
+
+    /// What a sender's client shows is what runs (docs/chat.md, "Commands"): an invisible
+    /// character in a command's name refuses it with the reason; zero-width joiners in the text
+    /// are kept; a no-break space after the name is a space; `/cancel #1` is mission 1.
+    @Test func whatTheClientShowsIsWhatRuns() {
+        for hidden in ["\u{200B}", "\u{202E}", "\u{2066}", "\u{200D}", "\u{FEFF}", "\u{2060}"] {
+            guard case .unknown(let why)? = ChatCommand.parse("/re\(hidden)start bridge") else {
+                Issue.record("U+\(String(hidden.unicodeScalars.first!.value, radix: 16)) in the name ran or was ignored"); continue
+            }
+            #expect(why.contains("invisible or invalid character") && why.contains("not run"), "\(why)")
+        }
+        #expect(ChatCommand.parse("/mission fix 👩‍💻 and می‌خواهم") == .mission("fix 👩‍💻 and می‌خواهم"), "ZWJ and ZWNJ kept in the text")
+        #expect(ChatCommand.parse("/status\u{00A0}") == .status)
+        #expect(ChatCommand.parse("/restart\u{00A0}bridge") == .restart("bridge"))
+        #expect(ChatCommand.parse("/mission\u{202F}do it") == .mission("do it"))
+        #expect(ChatCommand.parse("/cancel #1") == .cancel("1"))
+        #expect(ChatCommand.parse("/cancel #") == .unknown("/cancel needs one mission id: /cancel ID"))
+        #expect(ChatText.clean("a\u{200B}b\u{200D}c\u{200C}d") == "ab\u{200D}c\u{200C}d", "the zero-width space goes, the joiners stay")
+        // Stored in the inbox and parsed again there (by the bridge): still refused, never run.
+        for raw in ["/re\u{200B}start bridge", "/re\u{202E}start runner"] {
+            let stored = ChatCommand.inboxBody(raw)
+            guard case .unknown(let why)? = ChatCommand.parse(stored) else { Issue.record("\(stored.debugDescription) runs"); continue }
+            #expect(why.contains("invisible or invalid character"))
+        }
+        guard case .unknown? = ChatCommand.parse("/" + ChatCommand.inboxBody("re\u{200B}start bridge", nameFirst: true)) else {
+            Issue.record("vigil say with a hidden character runs"); return
+        }
+        #expect(ChatCommand.inboxBody("/mission a\u{200B}b 👩‍💻") == "/mission ab 👩‍💻", "only the name's hidden characters are kept as U+FFFD")
     }
 
     @Test func malformedCommandsAreUnknownWithAReason() {

@@ -109,14 +109,18 @@ import VigilTestSupport
         try server.send(as: s.alice, room: s.room, text: "just chatting")
         try server.send(as: s.alice, room: s.room, text: "!status")
         try server.send(as: s.alice, room: s.room, text: "/mission deploy \u{1b}[31mnow\u{202E} @room")
+        try server.send(as: s.alice, room: s.room, text: "/restart bridge", msgtype: "m.notice") // a bot's notice: never a command
+        try server.send(as: s.alice, room: s.room, text: "/restart runner", msgtype: "m.emote")
+        try server.send(as: s.alice, room: s.room, text: "/re\u{200B}start bridge") // hidden character in the name: refused
         try server.send(as: s.alice, room: s.room, text: "/launch-missiles")
-        #expect(try pumpUntil(service) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 3 })
+        #expect(try pumpUntil(service) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 4 })
         #expect(handler.calls.map(\.command) == [.status, .mission("deploy [31mnow @room")])
         #expect(handler.calls.allSatisfy { $0.sender == s.alice.id })
         let replies = try botMessages(s).map(\.body)
-        #expect(replies.count == 3)
+        #expect(replies.count == 4)
         #expect(replies.first == "status: all good")
         #expect(replies.dropFirst().first == "mission queued: deploy [31mnow @\u{200B}room")
+        #expect(replies.dropFirst(2).first?.hasPrefix("The command name holds an invisible or invalid character") == true, "\(replies)")
         #expect(replies.last?.hasPrefix("Unknown command /launch-missiles.") == true)
         let ignored = s.state.journalEvents("chat-ignored")
         #expect(ignored.count == 1)
@@ -128,7 +132,7 @@ import VigilTestSupport
         let service2 = try ChatService(stateDir: s.state.dir, config: s.config, journal: s.state.journal, handler: handler2)
         defer { service2.shutdown(deadline: Clock.boot() + .seconds(2)) }
         try server.send(as: s.alice, room: s.room, text: "/missions")
-        #expect(try pumpUntil(service2) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 4 })
+        #expect(try pumpUntil(service2) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 5 })
         #expect(handler2.calls.map(\.command) == [.missions])
     }
 

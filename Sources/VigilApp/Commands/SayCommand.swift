@@ -24,8 +24,7 @@ enum SayCommand {
     static func run(_ inv: Invocation) throws {
         let args = try Arguments(inv.arguments, valued: ["wait"])
         let words = args.positional + (args.rest ?? [])
-        let text = ChatText.clean(words.joined(separator: " "), maxLength: ChatCommand.maxMissionLength + 100)
-            .trimmingWhitespace()
+        let text = ChatCommand.inboxBody(words.joined(separator: " ").trimmingWhitespace(), nameFirst: true).trimmingWhitespace()
         guard !text.isEmpty else { throw UsageError("say what? e.g. `vigil say status` or `vigil say mission fix the tests`") }
         let wait = try args.duration("wait")
         guard FileManager.default.fileExists(atPath: inv.stateDir.path) else {
