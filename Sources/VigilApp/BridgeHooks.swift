@@ -66,8 +66,12 @@ final class BridgeHooks: ChatCommandHandler {
                 if role == .runner && !Wrapper.isRunning(on: dir) { return "Restart marker written for the runner. Warning: \(Wrapper.missingWarning(dir))" }
                 return "Restart marker written for the \(which)."
             case .journal(let n):
-                let entries = Journal.readLast(path: dir.journal, count: min(max(n ?? 10, 1), 50))
-                return entries.isEmpty ? "The journal is empty." : entries.map(JournalCommand.format).joined(separator: "\n")
+                // The newest N (at most 200), as many as fit in one message, saying how many did not.
+                let entries = Journal.readLast(path: dir.journal, count: min(max(n ?? 10, 1), 200))
+                guard !entries.isEmpty else { return "The journal is empty." }
+                return ChatText.newest(entries.map(JournalCommand.format), within: chat.config.maxMessageLength - 100) {
+                    "… \($0) older entr\($0 == 1 ? "y" : "ies") not shown (the message would be too long; vigil journal --last \(entries.count) has them all):"
+                }
             case .healReset:
                 return try ChatCommandActions.healReset(dir, journal: journal, sender: sender)
             case .help, .unknown:

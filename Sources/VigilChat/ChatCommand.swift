@@ -12,7 +12,8 @@ public enum ChatCommand: Equatable, Sendable {
     case restart(String)
     case journal(Int?)
     case healReset
-    case help
+    /// `/help`, or `/help COMMAND`: the usage of one command with an example.
+    case help(String?)
     /// Not a command Vigil knows (or a known one used wrongly): the text to show in the reply.
     case unknown(String)
 
@@ -75,7 +76,10 @@ public enum ChatCommand: Equatable, Sendable {
         case "heal":
             guard args.count == 1, args[0].lowercased() == "reset" else { return .unknown("/heal needs reset: /heal reset") }
             return .healReset
-        case "help": return .help
+        case "help":
+            guard let topic = args.first?.drop(while: { $0 == "/" || $0 == "!" }).lowercased() else { return .help(nil) }
+            guard args.count == 1, usage[topic] != nil else { return .unknown("/help takes a command name: /help [COMMAND], e.g. /help mission") }
+            return .help(topic)
         default:
             return .unknown(ChatText.brief(shown, maxLength: 40))
         }
@@ -113,6 +117,25 @@ public enum ChatCommand: Equatable, Sendable {
         s == " " || s == "\t" || s == "\n" || s == "\r" || s.value == 0x00A0 || s.value == 0x202F
     }
 
+    /// `/help COMMAND`: its usage, what it does, and an example.
+    public static let usage: [String: String] = [
+        "status": "/status — the bridge (verdict, heartbeat), the runner, the heal tier and circuit, queue counts.\nExample: /status",
+        "missions": "/missions — the last 10 missions: #ID, state, attempts, exit code, lock, command.\nExample: /missions",
+        "mission": "/mission TEXT — runs the configured agent command (agent-command in vigil.json) with TEXT as one argument; the reply names the mission's id.\nExample: /mission fix the failing test in parser.swift",
+        "cancel": "/cancel ID — cancels a mission: at once if it waits, with SIGTERM (SIGKILL after the grace) if it runs. ID as /missions shows it, with or without #.\nExample: /cancel #12",
+        "show": "/show ID — a mission's state and the last lines of its output.\nExample: /show 12",
+        "restart": "/restart bridge|runner — asks that process to restart (a restart marker; the runner re-execs within a tick).\nExample: /restart bridge",
+        "journal": "/journal [N] — the newest N journal entries (default 10, at most 200), as many as fit in one message.\nExample: /journal 30",
+        "heal": "/heal reset — closes an open circuit and forgets the escalation: the watchdog tries again at once.\nExample: /heal reset",
+        "help": "/help [COMMAND] — the commands, or one command's usage with an example.\nExample: /help mission",
+    ]
+
+    /// The reply to `/help` or `/help COMMAND`.
+    public static func helpReply(_ topic: String?) -> String {
+        guard let topic, let text = usage[topic] else { return helpText }
+        return text
+    }
+
     /// The `/help` reply.
     public static let helpText = """
     Vigil commands (prefix / or !):
@@ -124,7 +147,7 @@ public enum ChatCommand: Equatable, Sendable {
     /restart bridge|runner — restart a process
     /journal [N] — the last N journal entries
     /heal reset — close an open circuit
-    /help — this list
+    /help [COMMAND] — this list, or one command's usage
     """
 
     /// The reply to an unknown or malformed command: what was wrong and the short help.

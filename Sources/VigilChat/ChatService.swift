@@ -357,8 +357,8 @@ public final class ChatService {
         switch parsed {
         case nil:
             reply = ChatCommand.unknownReply("Not a command.")
-        case .help?:
-            reply = ChatCommand.helpText
+        case .help(let topic)?:
+            reply = ChatCommand.helpReply(topic)
         case .unknown(let what)?:
             reply = ChatCommand.unknownReply(what)
         case let c?:

@@ -45,6 +45,23 @@ public enum ChatText {
             || (0xE0000...0xE007F).contains(v) || v == 0x061C
     }
 
+    /// The newest of `lines` (oldest first) that fit in `budget` characters together, oldest
+    /// first, led by a line saying how many older ones were left out (`omitted(n)`): a long
+    /// reply keeps its newest end, which a plain cut at the message size would drop.
+    public static func newest(_ lines: [String], within budget: Int, omitted: (Int) -> String) -> String {
+        var kept: [String] = []
+        var used = 0
+        for line in lines.reversed() {
+            let cost = line.count + 1
+            // Room for the note about what was left out.
+            if used + cost + 80 > budget && !kept.isEmpty || used + cost > budget { break }
+            kept.append(line)
+            used += cost
+        }
+        let left = lines.count - kept.count
+        return ((left > 0 ? [omitted(left)] : []) + kept.reversed()).joined(separator: "\n")
+    }
+
     /// A short one-line form for journals and error messages.
     public static func brief(_ text: String, maxLength: Int = 200) -> String {
         clean(text, maxLength: maxLength, keepNewlines: false)

@@ -18,7 +18,12 @@ import VigilCore
         #expect(ChatCommand.parse("/journal 5") == .journal(5))
         #expect(ChatCommand.parse("/journal 99999") == .journal(200))
         #expect(ChatCommand.parse("/heal reset") == .healReset)
-        #expect(ChatCommand.parse("/help") == .help)
+        #expect(ChatCommand.parse("/help") == .help(nil))
+        #expect(ChatCommand.parse("/help mission") == .help("mission") && ChatCommand.parse("/help /Cancel") == .help("cancel"))
+        #expect(ChatCommand.parse("/help frobnicate") == .unknown("/help takes a command name: /help [COMMAND], e.g. /help mission"))
+        #expect(ChatCommand.helpReply("mission").contains("Example: /mission"))
+        for (name, text) in ChatCommand.usage { #expect(text.hasPrefix("/" + name) && text.contains("\nExample: /"), "\(name)") }
+        #expect(ChatCommand.helpReply(nil) == ChatCommand.helpText)
     }
 
     @Test func chatterIsNotACommand() {
@@ -88,6 +93,19 @@ import VigilCore
         // A very long command word is unknown and short.
         guard case .unknown(let w)? = ChatCommand.parse("/" + String(repeating: "a", count: 10_000)) else { Issue.record("not unknown"); return }
         #expect(w.count <= 41)
+    }
+
+    /// `/journal N`: the newest end is kept within the message size, and the reply says how
+    /// many older entries it left out.
+    @Test func newestLinesWithinABudget() {
+        let lines = (1...100).map { "entry \($0) " + String(repeating: "x", count: 40) }
+        let text = ChatText.newest(lines, within: 1000) { "… \($0) older not shown" }
+        let shown = text.split(separator: "\n").map(String.init)
+        #expect(text.count <= 1000)
+        #expect(shown.last == lines.last, "the newest entry is there")
+        #expect(shown.first == "… \(100 - (shown.count - 1)) older not shown")
+        #expect(Array(shown.dropFirst()) == Array(lines.suffix(shown.count - 1)), "the newest, in order, none skipped")
+        #expect(ChatText.newest(["a", "b"], within: 1000) { "\($0)" } == "a\nb", "all fit: no note")
     }
 
     @Test func sanitising() {
