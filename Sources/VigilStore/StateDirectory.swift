@@ -60,7 +60,8 @@ public struct StateDirectory: Sendable {
     /// The lock of the slot at `slotPath` (a shim knows its slot by path): held by a worker
     /// while it runs git there, and by a mission's shim while the mission runs there.
     public static func workspaceSlotLock(ofSlot slotPath: String) -> String { slotPath + ".lock" }
-    /// `<state>/workspaces/worker.log`: what slot workers the runner started printed.
+    /// `<state>/workspaces/worker.log`: errors of the slot workers the runner started (their
+    /// outcomes are journaled, not printed).
     public var workspaceWorkerLog: String { file("workspaces/worker.log") }
     /// `<state>/workspaces/check.json`: what the runner's last auto-recover pass printed (`--json`).
     public var workspaceCheckOutput: String { file("workspaces/check.json") }

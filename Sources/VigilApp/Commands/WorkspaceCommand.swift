@@ -282,8 +282,9 @@ enum WorkspaceCommand {
         guard args.positional.count == 2, let id = Int64(args.positional[0]), let generation = Int(args.positional[1]) else {
             throw UsageError("usage: vigil workspace prepare-slot SLOT GENERATION (started by the runner)")
         }
-        let outcome = try ctx.worker.prepare(id, generation: generation)
-        report(id, outcome, ctx)
+        // Nothing printed: the outcome is journaled (workspace-slot-ready / -failed), and what the
+        // runner's children print goes to a log that would otherwise grow with every mission.
+        _ = try ctx.worker.prepare(id, generation: generation)
     }
 
     // MARK: - Helpers
