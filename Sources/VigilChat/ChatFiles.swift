@@ -18,14 +18,16 @@ public enum ChatKick {
 /// The notification spool: one line per message, `CRC32 JSON`, appended with one `write` and
 /// fdatasync under an flock; drained into the outbox (idempotent by key) and truncated.
 enum NotificationSpool {
-    struct Item: Equatable {
-        var key: String
-        var adapter: String
-        var body: String
-    }
+    typealias Item = OutboxItem
 
+    /// One line. `html`, `priority` and `meta` are written only when they say something, so a
+    /// line of an older Vigil (key, adapter, body) reads as a plain notice.
     static func encode(_ item: Item) -> Data {
-        let json = JSONValue.object(["key": .string(item.key), "adapter": .string(item.adapter), "body": .string(item.body)]).encoded()
+        var fields: [String: JSONValue] = ["key": .string(item.key), "adapter": .string(item.adapter), "body": .string(item.body)]
+        if let html = item.html { fields["html"] = .string(html) }
+        if item.priority != .notice { fields["priority"] = .int(Int64(item.priority.rawValue)) }
+        if let meta = item.meta.columnText { fields["meta"] = .string(meta) }
+        let json = JSONValue.object(fields).encoded()
         var line = Data((CRC32.hex(json) + " ").utf8)
         line.append(json)
         line.append(0x0A)
@@ -40,7 +42,9 @@ enum NotificationSpool {
             let json = Data(lineBytes.dropFirst(9))
             guard CRC32.hex(json) == crc, let v = JSONValue.parse(json),
                   let k = v["key"]?.stringValue, let a = v["adapter"]?.stringValue, let b = v["body"]?.stringValue else { continue }
-            out.append(Item(key: k, adapter: a, body: b))
+            out.append(Item(key: k, adapter: a, body: b, html: v["html"]?.stringValue,
+                            priority: v["priority"]?.intValue.flatMap { OutboxPriority(rawValue: Int($0)) } ?? .notice,
+                            meta: OutboxMeta.parse(v["meta"]?.stringValue)))
         }
         return out
     }
@@ -82,7 +86,7 @@ enum NotificationSpool {
         // What could be read (an error ends the read like the end of the file).
         _ = try? fd.readChunks { data.append(contentsOf: $0); return true }
         let items = decode(data)
-        let inserted = try outbox.enqueue(items.map { ($0.key, $0.adapter, $0.body) })
+        let inserted = try outbox.enqueue(items)
         try fd.truncate(to: 0, subject: dir.chatSpool)
         try fd.sync(subject: dir.chatSpool)
         return inserted

@@ -14,6 +14,33 @@ public struct InboxCommand: Sendable, Equatable {
     /// When it was said (wall clock, seconds since 1970): the chat server's timestamp of the
     /// message, or the enqueue time for `vigil say`. Commands too old are not run.
     public var saidWall: Double = 0
+    /// The chat server's id of the message (a Matrix event id); nil for `vigil say`.
+    public var originID: String? = nil
+    public var meta: InboxMeta = InboxMeta()
+}
+
+/// Where a command came from beyond its text (the `chat_inbox.meta` column, JSON), so its
+/// reply can answer it in place (docs/chat.md, "Replies, threads, edits").
+public struct InboxMeta: Sendable, Equatable, Codable {
+    /// The root of the thread it was said in (Matrix `m.thread`).
+    public var thread: String?
+    /// The room it was said in.
+    public var room: String?
+
+    public init(thread: String? = nil, room: String? = nil) {
+        self.thread = thread
+        self.room = room
+    }
+
+    public var columnText: String? {
+        guard self != InboxMeta(), let data = try? JSONEncoder().encode(self) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public static func parse(_ text: String?) -> InboxMeta {
+        guard let text, let m = try? JSONDecoder().decode(InboxMeta.self, from: Data(text.utf8)) else { return InboxMeta() }
+        return m
+    }
 }
 
 /// Commands on their way to the bridge (`chat_inbox`), and the adapters' small persistent
@@ -30,18 +57,19 @@ public final class ChatInbox {
     /// Adds a command. `originID` (e.g. a Matrix event id) makes it idempotent; `saidWall` is
     /// when it was said (default: now). Returns the row id, or nil when it was already there.
     @discardableResult
-    public func add(adapter: String, sender: String, body: String, originID: String? = nil, saidWall: Double? = nil) throws -> Int64? {
-        try db.write { try addInTransaction(adapter: adapter, sender: sender, body: body, originID: originID, saidWall: saidWall) }
+    public func add(adapter: String, sender: String, body: String, originID: String? = nil, saidWall: Double? = nil,
+                    meta: InboxMeta = InboxMeta()) throws -> Int64? {
+        try db.write { try addInTransaction(adapter: adapter, sender: sender, body: body, originID: originID, saidWall: saidWall, meta: meta) }
     }
 
     /// For callers that batch several adds with a state update in one transaction.
     func addInTransaction(adapter: String, sender: String, body: String, originID: String?, saidWall: Double? = nil,
-                          state: String = "new") throws -> Int64? {
+                          state: String = "new", meta: InboxMeta = InboxMeta()) throws -> Int64? {
         try db.execute("""
-            INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall, origin_wall) VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO chat_inbox (adapter, sender, body, origin_id, state, created_wall, origin_wall, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (adapter, origin_id) DO NOTHING
             """, [.text(adapter), .text(sender), .text(body), originID.map { .text($0) } ?? .null, .text(state),
-                  .double(Clock.wall().timeIntervalSince1970), saidWall.map { .double($0) } ?? .null])
+                  .double(Clock.wall().timeIntervalSince1970), saidWall.map { .double($0) } ?? .null, meta.columnText.map { .text($0) } ?? .null])
         return db.changes > 0 ? db.lastInsertRowID : nil
     }
 
@@ -57,12 +85,12 @@ public final class ChatInbox {
     public func takeNext(handler: String? = nil, accepting: ((InboxCommand) -> Bool)? = nil) throws -> InboxCommand? {
         func candidates() throws -> [InboxCommand] {
             try db.query("""
-                SELECT id, adapter, sender, body, COALESCE(origin_wall, created_wall) FROM chat_inbox
+                SELECT id, adapter, sender, body, COALESCE(origin_wall, created_wall), origin_id, meta FROM chat_inbox
                 WHERE state = 'new' ORDER BY id LIMIT ?
                 """, [.int(accepting == nil ? 1 : 64)]).compactMap { row in
                 guard let id = row[0].int else { return nil }
                 let cmd = InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "handling",
-                                       saidWall: row[4].double ?? 0)
+                                       saidWall: row[4].double ?? 0, originID: row[5].text, meta: InboxMeta.parse(row[6].text))
                 return accepting.map { $0(cmd) } ?? true ? cmd : nil
             }
         }
@@ -83,15 +111,10 @@ public final class ChatInbox {
     }
 
     /// Marks a taken command finished and queues its reply in the same transaction.
-    public func finish(_ id: Int64, state: String = "done", reply: (key: String, adapter: String, body: String)?) throws {
+    public func finish(_ id: Int64, state: String = "done", reply: OutboxItem?) throws {
         let now = Clock.wall().timeIntervalSince1970
         try db.write {
-            if let reply {
-                try db.execute("""
-                    INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id) VALUES (?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (key, adapter) DO NOTHING
-                    """, [.text(reply.key), .text(reply.adapter), .text(reply.body), .double(now), .double(now), .text(Clock.bootID)])
-            }
+            if let reply { try Outbox.insertLocked(db, reply) }
             try db.execute("UPDATE chat_inbox SET state = ?, reply_key = ?, handled_wall = ?, handled_age = ? WHERE id = ?",
                            [.text(state), reply.map { .text($0.key) } ?? .null, .double(now), try Retention.stampLocked(db), .int(id)])
         }
@@ -101,23 +124,24 @@ public final class ChatInbox {
     /// handler is from an older Vigil and counts as gone): marked interrupted. Returns them.
     public func interruptHandling(where isGone: (String) -> Bool = { _ in true }) throws -> [InboxCommand] {
         try db.write {
-            let rows = try db.query("SELECT id, adapter, sender, body, handler FROM chat_inbox WHERE state = 'handling' ORDER BY id")
+            let rows = try db.query("SELECT id, adapter, sender, body, handler, origin_id, meta FROM chat_inbox WHERE state = 'handling' ORDER BY id")
             var out: [InboxCommand] = []
             for row in rows {
                 guard let id = row[0].int, row[4].text.map(isGone) ?? true else { continue }
                 try db.execute("UPDATE chat_inbox SET state = 'interrupted', handled_wall = ?, handled_age = ? WHERE id = ? AND state = 'handling'",
                                [.double(Clock.wall().timeIntervalSince1970), try Retention.stampLocked(db), .int(id)])
-                out.append(InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "interrupted"))
+                out.append(InboxCommand(id: id, adapter: row[1].text ?? "", sender: row[2].text ?? "", body: row[3].text ?? "", state: "interrupted",
+                                        originID: row[5].text, meta: InboxMeta.parse(row[6].text)))
             }
             return out
         }
     }
 
     public func command(id: Int64) throws -> InboxCommand? {
-        try db.query("SELECT id, adapter, sender, body, state, COALESCE(origin_wall, created_wall) FROM chat_inbox WHERE id = ?",
+        try db.query("SELECT id, adapter, sender, body, state, COALESCE(origin_wall, created_wall), origin_id, meta FROM chat_inbox WHERE id = ?",
                      [.int(id)]).first.map {
             InboxCommand(id: $0[0].int ?? 0, adapter: $0[1].text ?? "", sender: $0[2].text ?? "", body: $0[3].text ?? "", state: $0[4].text ?? "",
-                         saidWall: $0[5].double ?? 0)
+                         saidWall: $0[5].double ?? 0, originID: $0[6].text, meta: InboxMeta.parse($0[7].text))
         }
     }
 

@@ -59,7 +59,7 @@ public final class ChatService {
     private var openFailures = RepeatLimiter()
     private var lastSpoolCheck: BootInstant?
     private var lastPrune: BootInstant?
-    private var replyBacklog: [(inboxID: Int64, key: String, adapter: String, body: String, state: String)] = []
+    private var replyBacklog: [(inboxID: Int64, reply: OutboxItem, state: String)] = []
     private var moreCommands = false
     private let wake: WakePipe
     private let inotify: Inotify?
@@ -412,22 +412,22 @@ public final class ChatService {
     }
 
     private func queueReply(_ inbox: ChatInbox, inboxID: Int64, adapter: String?, body: String?, state: String) {
-        let reply = adapter.flatMap { a in body.map { (key: "reply:\(inboxID)", adapter: a, body: $0) } }
+        let reply = adapter.flatMap { a in body.map { OutboxItem(key: "reply:\(inboxID)", adapter: a, body: $0, priority: .reply) } }
         do {
             try inbox.finish(inboxID, state: state, reply: reply)
             if let a = adapter { workers[a]?.nudge() }
         } catch {
             // Kept until the database takes it; the command is not run again either way.
-            if let reply { replyBacklog.append((inboxID, reply.key, reply.adapter, reply.body, state)) }
+            if let reply { replyBacklog.append((inboxID, reply, state)) }
         }
     }
 
     private func flushReplyBacklog(_ inbox: ChatInbox) {
         while let r = replyBacklog.first {
             do {
-                try inbox.finish(r.inboxID, state: r.state, reply: (r.key, r.adapter, r.body))
+                try inbox.finish(r.inboxID, state: r.state, reply: r.reply)
                 replyBacklog.removeFirst()
-                workers[r.adapter]?.nudge()
+                workers[r.reply.adapter]?.nudge()
             } catch {
                 return
             }

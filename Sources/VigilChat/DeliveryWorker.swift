@@ -299,7 +299,7 @@ final class DeliveryWorker: Sendable {
         guard !otherAdapters.isEmpty, !msg.key.hasPrefix("undelivered:") else { return }
         let text = ChatText.clean("Vigil: a message to \(adapter.name) could not be delivered (\(ChatText.brief(why, maxLength: 200))): \"\(ChatText.brief(msg.body, maxLength: 300))\"",
                                   maxLength: config.maxMessageLength)
-        let items = otherAdapters.map { (key: "undelivered:\(adapter.name):\(msg.id)", adapter: $0, body: text) }
+        let items = otherAdapters.map { OutboxItem(key: "undelivered:\(adapter.name):\(msg.id)", adapter: $0, body: text, priority: .alert) }
         _ = try? outbox.enqueue(items)
         ChatKick.poke(stateDir, journal: journal)
     }

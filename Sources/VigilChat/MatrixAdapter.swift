@@ -219,10 +219,12 @@ package final class MatrixSession: Sendable {
     }
 }
 
-/// Sends outbox messages to the configured room: `PUT /rooms/{room}/send/m.room.message/{txn}`
-/// with a transaction id derived from the idempotency key (a retry after a crash returns the
-/// first event id: no duplicate). Plain `body` only (no HTML), with an empty `m.mentions` and
-/// mass mentions defused, so echoed text cannot ping the room.
+/// Sends outbox messages to the configured room: `PUT /rooms/{room}/send/{type}/{txn}` with a
+/// transaction id derived from the idempotency key (a retry after a crash returns the first
+/// event id: no duplicate). The content (`MatrixContent`) carries the HTML form, the reply and
+/// thread relations, edits and reactions of the row's `OutboxMeta`; `m.mentions` names only the
+/// users the message means to mention, and mass mentions are defused, so echoed text cannot
+/// ping the room.
 /// Sendable: constants only (the session and the client have their own locks).
 final class MatrixAdapter: ChatAdapter, Sendable {
     let name = "matrix"
@@ -248,14 +250,24 @@ final class MatrixAdapter: ChatAdapter, Sendable {
         do {
             let inbox = inbox()
             let ready = try session.ensureReady(client, inbox: inbox)
-            guard let instance = try? inbox?.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            guard let inbox, let instance = try? inbox.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            // An edit needs the event id of the message it replaces. Per adapter the outbox sends
+            // in order (an edit is queued after its message, with the same priority), so that
+            // one has been delivered or has failed by now; failed or unknown → sent as new.
+            var edited: String? = nil
+            if let key = message.meta.replaces {
+                let original: OutboxMessage?
+                do { original = try Outbox(inbox.db).message(key: key, adapter: name) } catch {
+                    return .retry("matrix: the database is not readable", after: nil)
+                }
+                if let o = original, o.state == .pending || o.state == .sending {
+                    return .retry("matrix: waiting for the message this one edits (\(key))", after: .seconds(1))
+                }
+                edited = original?.remoteID
+            }
+            let (type, content) = MatrixContent.make(message, msgtype: session.config.msgtype, replacing: edited)
             let txn = MatrixSession.transactionID(forKey: message.key, scope: ready.room + "|" + instance)
-            let content: JSONValue = [
-                "msgtype": .string(session.config.msgtype),
-                "body": .string(ChatText.defuseMentions(message.body)),
-                "m.mentions": [:],
-            ]
-            let r = try session.call(client, "PUT", "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(ready.room))/send/m.room.message/\(txn)",
+            let r = try session.call(client, "PUT", "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(ready.room))/send/\(type)/\(txn)",
                                      token: ready.token, body: content)
             return .delivered(remoteID: r["event_id"]?.stringValue)
         } catch {
@@ -265,5 +277,50 @@ final class MatrixAdapter: ChatAdapter, Sendable {
             case .failed(let why): return .failed(why)
             }
         }
+    }
+}
+
+/// The event one outbox row becomes (Matrix Client-Server API, `m.room.message` and
+/// `m.reaction`; docs/chat.md, "Replies, threads, edits"). Pure.
+enum MatrixContent {
+    /// The HTML format's name in `format`.
+    static let htmlFormat = "org.matrix.custom.html"
+
+    /// The event type and content for `message`. `replacing`: the event id of the message it
+    /// edits, when it is an edit whose original was delivered.
+    static func make(_ message: OutboxMessage, msgtype: String, replacing: String?) -> (type: String, content: JSONValue) {
+        let meta = message.meta
+        if let key = meta.reaction, let target = meta.replyTo {
+            return ("m.reaction", ["m.relates_to": ["rel_type": "m.annotation", "event_id": .string(target), "key": .string(key)]])
+        }
+        var text: [String: JSONValue] = ["msgtype": .string(msgtype), "body": .string(ChatText.defuseMentions(message.body))]
+        if let html = message.html {
+            text["format"] = .string(htmlFormat)
+            text["formatted_body"] = .string(ChatText.defuseMentions(html))
+        }
+        text["m.mentions"] = .object((meta.mentions ?? []).isEmpty ? [:] : ["user_ids": .array(meta.mentions!.map { .string($0) })])
+        if let original = replacing {
+            // An edit: the new content, and a fallback for clients that do not show edits.
+            var content = text
+            content["body"] = .string("* " + ChatText.defuseMentions(message.body))
+            if let html = message.html { content["formatted_body"] = .string("* " + ChatText.defuseMentions(html)) }
+            content["m.new_content"] = .object(text)
+            content["m.relates_to"] = ["rel_type": "m.replace", "event_id": .string(original)]
+            return ("m.room.message", .object(content))
+        }
+        if let thread = meta.thread {
+            var rel: [String: JSONValue] = ["rel_type": "m.thread", "event_id": .string(thread)]
+            if let reply = meta.replyTo {
+                rel["m.in_reply_to"] = ["event_id": .string(reply)]
+                rel["is_falling_back"] = false
+            } else {
+                rel["is_falling_back"] = true
+                rel["m.in_reply_to"] = ["event_id": .string(thread)]
+            }
+            text["m.relates_to"] = .object(rel)
+        } else if let reply = meta.replyTo {
+            text["m.relates_to"] = ["m.in_reply_to": ["event_id": .string(reply)]]
+        }
+        return ("m.room.message", .object(text))
     }
 }

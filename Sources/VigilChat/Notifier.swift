@@ -44,9 +44,15 @@ public final class Notifier: Sendable {
 
     /// Queues `text` for every configured adapter under the idempotency key `key` (the same key
     /// twice is one message). The text is cleaned (control characters, length).
-    public func notify(key: String, text: String) {
-        let body = ChatText.clean(text, maxLength: config.maxMessageLength)
-        let items = config.adapters.map { NotificationSpool.Item(key: key, adapter: $0, body: body) }
+    public func notify(key: String, text: String, priority: OutboxPriority = .notice) {
+        notify(ChatNotice(key: key, text: text, priority: priority))
+    }
+
+    /// Queues `notice` for every configured adapter it is for (`notice.adapters`, or all), each
+    /// with the form that adapter gets (`ChatNotice.item`). Text and HTML are cleaned.
+    public func notify(_ notice: ChatNotice) {
+        let items = config.adapters.compactMap { notice.item(for: $0, maxLength: config.maxMessageLength) }
+        guard !items.isEmpty else { return }
         state.withLock { enqueueLocked(&$0, items) }
         ChatKick.poke(stateDir, journal: journal)
     }
@@ -73,7 +79,7 @@ public final class Notifier: Sendable {
         guard !all.isEmpty else { return }
         if let outbox = openLocked(&s) {
             do {
-                try outbox.enqueue(all.map { ($0.key, $0.adapter, $0.body) })
+                try outbox.enqueue(all)
                 s.memory.removeAll()
                 return
             } catch {

@@ -17,9 +17,9 @@ public final class MissionQueue {
     /// Outbox messages (key, adapter, body) to queue in the same transaction as a settlement,
     /// e.g. a mission's end notification: committed together, so a crash right after the
     /// commit cannot lose the message. Set by the runner; nil queues nothing.
-    public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome, _ queuedBy: String?) -> [(key: String, adapter: String, body: String)])?
+    public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome, _ queuedBy: String?) -> [OutboxItem])?
     /// Messages for a key whose breaker paused (or closed), queued with the settlement that did it.
-    public var announceKey: ((_ key: String, _ told: KeyBreaker.Told) -> [(key: String, adapter: String, body: String)])?
+    public var announceKey: ((_ key: String, _ told: KeyBreaker.Told) -> [OutboxItem])?
     /// The breaker per lock key; `limit` 0 turns it off.
     public var breakerPolicy = KeyBreakerPolicy()
     /// Breakers that paused or closed in settlements since the caller last took them
@@ -467,7 +467,7 @@ public final class MissionQueue {
         // slot again at its next claim).
         if let change = try WorkspaceStore.releaseLocked(db, mission: id) { pendingSlotChanges.append(change) }
         for m in announce?(id, attempt, settlement, outcome, m.queuedBy) ?? [] {
-            try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body)
+            try Outbox.insertLocked(db, m)
         }
         // The key's breaker counts what the mission's own command did: a finished attempt that
         // ended the mission done or failed (a retry still pending, a cancel, a dead shim: not).
@@ -476,7 +476,7 @@ public final class MissionQueue {
             let told = b.ended(success: state == .done, now: Clock.wall().timeIntervalSince1970, limit: breakerPolicy.limit)
             try storeBreakerLocked(key, b)
             if let told {
-                for m in announceKey?(key, told) ?? [] { try Outbox.insertLocked(db, key: m.key, adapter: m.adapter, body: m.body) }
+                for m in announceKey?(key, told) ?? [] { try Outbox.insertLocked(db, m) }
                 pendingKeyEvents.append((key, told))
             }
         }

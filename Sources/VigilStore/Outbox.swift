@@ -41,6 +41,11 @@ public struct OutboxMessage: Sendable, Equatable {
     public var created: Date
     public var updated: Date
     public var delivered: Date?
+    /// The message as HTML (Matrix `formatted_body`), if it has one.
+    public var html: String? = nil
+    public var priority: OutboxPriority = .notice
+    /// Its relations to other messages (reply, thread, edit, reaction, mentions).
+    public var meta: OutboxMeta = OutboxMeta()
 
     /// The `vigil outbox --json` object.
     public var json: JSONValue {
@@ -53,6 +58,8 @@ public struct OutboxMessage: Sendable, Equatable {
             "created": .string(Clock.iso(created)), "updated": .string(Clock.iso(updated)),
             "delivered": delivered.map { .string(Clock.iso($0)) } ?? .null,
             "next_attempt_in": nextAttempt.map { .double(max(0, ($0 - Clock.boot()).seconds)) } ?? .null,
+            "priority": .string(priority.name), "html": html.map { .string($0) } ?? .null,
+            "meta": meta.columnText.flatMap { JSONValue.parse(Data($0.utf8)) } ?? .null,
         ]
     }
 }
@@ -63,9 +70,9 @@ public struct OutboxMessage: Sendable, Equatable {
 /// Life of a row (`OutboxLifecycle`): `enqueue` (pending) → `claimNext` (sending, attempts + 1,
 /// claimer and lease) → `markDelivered`, or `markRetry` (pending again, due after a backoff), or
 /// `markFailed`. A sending row whose claimer is gone or whose lease ran out is taken over by the
-/// next `claimNext`. Per adapter the messages go out strictly in order: only the oldest
-/// unfinished row (the head) is ever claimed, so a message waiting for its retry holds back the
-/// ones after it.
+/// next `claimNext`. Per adapter the messages go out in order of priority, then of age: only the
+/// head (`head`) is ever claimed, so a message waiting for its retry holds back the ones after
+/// it, and an alert goes before replies and notices queued earlier (docs/chat.md, "Priorities").
 ///
 /// Every method is one short transaction on the given connection (`BEGIN IMMEDIATE` for
 /// writes); durable when it returns. Use one `Outbox` per connection, one connection per thread.
@@ -76,42 +83,44 @@ public final class Outbox {
         self.db = db
     }
 
-    static let columns = "id, key, adapter, body, state, attempts, next_attempt, boot_id, last_error, claimed_by, remote_id, created_wall, updated_wall, delivered_wall, lease_until, stuck"
+    static let columns = "id, key, adapter, body, state, attempts, next_attempt, boot_id, last_error, claimed_by, remote_id, created_wall, updated_wall, delivered_wall, lease_until, stuck, html, priority, meta"
 
     /// Queues `body` for `adapter` under the idempotency key `key`. A second enqueue with the same
     /// (key, adapter) changes nothing and returns false. Durable when it returns.
     @discardableResult
     public func enqueue(key: String, adapter: String, body: String) throws -> Bool {
-        try db.write { try Outbox.insertLocked(db, key: key, adapter: adapter, body: body) }
+        try enqueue([OutboxItem(key: key, adapter: adapter, body: body)]) > 0
     }
 
-    /// The insert of `enqueue`, inside a write transaction the caller holds (another table's
-    /// change and its message committed together). True when the message is new.
+    /// The one insert of the outbox, inside a write transaction the caller holds (another
+    /// table's change and its message committed together). True when the message is new; a
+    /// second insert with the same (key, adapter) changes nothing.
     @discardableResult
-    static func insertLocked(_ db: Database, key: String, adapter: String, body: String) throws -> Bool {
+    package static func insertLocked(_ db: Database, _ item: OutboxItem) throws -> Bool {
         let now = Clock.wall().timeIntervalSince1970
+        // An edit never goes before the message it edits: it is at most as urgent.
+        var priority = item.priority.rawValue
+        if let original = item.meta.replaces,
+           let p = try db.scalarInt("SELECT priority FROM outbox WHERE key = ? AND adapter = ?", [.text(original), .text(item.adapter)]) {
+            priority = max(priority, Int(p))
+        }
         try db.execute("""
-            INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id)
-            VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, adapter) DO NOTHING
-            """, [.text(key), .text(adapter), .text(body), .double(now), .double(now), .text(Clock.bootID)])
+            INSERT INTO outbox (key, adapter, body, html, priority, meta, created_wall, updated_wall, boot_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key, adapter) DO NOTHING
+            """, [.text(item.key), .text(item.adapter), .text(item.body), item.html.map { .text($0) } ?? .null,
+                  .int(Int64(priority)), item.meta.columnText.map { .text($0) } ?? .null,
+                  .double(now), .double(now), .text(Clock.bootID)])
         return db.changes > 0
     }
 
-    /// Several messages in one transaction (draining a spool or a memory backlog). Returns how
-    /// many were new.
+    /// Several messages in one transaction (a notification for every adapter, draining a spool
+    /// or a memory backlog). Returns how many were new. Durable when it returns.
     @discardableResult
-    public func enqueue(_ items: [(key: String, adapter: String, body: String)]) throws -> Int {
+    public func enqueue(_ items: [OutboxItem]) throws -> Int {
         guard !items.isEmpty else { return 0 }
-        let now = Clock.wall().timeIntervalSince1970
         return try db.write {
             var inserted = 0
-            for item in items {
-                try db.execute("""
-                    INSERT INTO outbox (key, adapter, body, created_wall, updated_wall, boot_id)
-                    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, adapter) DO NOTHING
-                    """, [.text(item.key), .text(item.adapter), .text(item.body), .double(now), .double(now), .text(Clock.bootID)])
-                inserted += db.changes
-            }
+            for item in items where try Outbox.insertLocked(db, item) { inserted += 1 }
             return inserted
         }
     }
@@ -160,11 +169,13 @@ public final class Outbox {
         return out
     }
 
-    /// The oldest unfinished (pending or sending) message of `adapter`: the only one that may go next.
+    /// The most urgent, then oldest, unfinished (pending or sending) message of `adapter`: the
+    /// only one that may go next. A `sending` row stays the head until it is settled (a claim is
+    /// never overtaken, even by an alert queued after it).
     public func head(adapter: String) throws -> OutboxMessage? {
         try db.query("""
             SELECT \(Outbox.columns) FROM outbox WHERE adapter = ? AND state IN ('pending', 'sending')
-            ORDER BY id LIMIT 1
+            ORDER BY state = 'sending' DESC, priority, id LIMIT 1
             """, [.text(adapter)]).first.flatMap(Outbox.message)
     }
 
@@ -317,7 +328,7 @@ public final class Outbox {
     }
 
     static func message(_ row: Database.Row) -> OutboxMessage? {
-        guard row.count >= 16, let id = row[0].int, let key = row[1].text, let adapter = row[2].text,
+        guard row.count >= 19, let id = row[0].int, let key = row[1].text, let adapter = row[2].text,
               let body = row[3].text, let state = row[4].text.flatMap(OutboxState.init(rawValue:)) else { return nil }
         var next: BootInstant? = nil
         if state == .pending, let ns = row[6].int, ns > 0, row[7].text == Clock.bootID {
@@ -333,6 +344,8 @@ public final class Outbox {
             leaseUntil: lease, stuck: (row[15].int ?? 0) != 0, remoteID: row[10].text,
             created: Date(timeIntervalSince1970: row[11].double ?? 0),
             updated: Date(timeIntervalSince1970: row[12].double ?? 0),
-            delivered: row[13].double.map { Date(timeIntervalSince1970: $0) })
+            delivered: row[13].double.map { Date(timeIntervalSince1970: $0) },
+            html: row[16].text, priority: row[17].int.flatMap { OutboxPriority(rawValue: Int($0)) } ?? .notice,
+            meta: OutboxMeta.parse(row[18].text))
     }
 }

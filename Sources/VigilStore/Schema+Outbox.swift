@@ -105,3 +105,25 @@ extension Schema {
         "CREATE INDEX chat_inbox_state ON chat_inbox (state, id)",
     ]
 }
+
+extension Schema {
+    /// Migration 9: messages that relate to others, and commands that know where they came from
+    /// (docs/chat.md, "Replies, threads, edits").
+    ///
+    /// - `outbox.html`: the message as HTML (Matrix `formatted_body`); NULL for plain only.
+    /// - `outbox.priority`: `OutboxPriority` (0 alert, 1 reply, 2 notice); rows from before are
+    ///   notices.
+    /// - `outbox.meta`: `OutboxMeta` as JSON (reply, thread, edit, reaction, mentions, room);
+    ///   NULL when there is none.
+    /// - `chat_inbox.meta`: `InboxMeta` as JSON (thread, message type, edit, encrypted).
+    /// - `missions.chat_ref`: for a mission queued from chat, the command's adapter, event,
+    ///   thread and sender (JSON), so its notices answer that message.
+    static let chatV3: [String] = [
+        "ALTER TABLE outbox ADD COLUMN html TEXT",
+        "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 2",
+        "ALTER TABLE outbox ADD COLUMN meta TEXT",
+        "CREATE INDEX outbox_priority_queue ON outbox (adapter, state, priority, id)",
+        "ALTER TABLE chat_inbox ADD COLUMN meta TEXT",
+        "ALTER TABLE missions ADD COLUMN chat_ref TEXT",
+    ]
+}

@@ -2,7 +2,7 @@
 /// own write transaction, in order. Add new ones at the end; never edit a shipped one.
 public enum Schema {
     /// Each element is one migration: a list of SQL statements.
-    static var migrations: [[String]] { [missionsV1, outboxV1, outboxV2, inboxAgeV1, missionsV2, retentionClockV1, missionsV3, workspacesV1] }
+    static var migrations: [[String]] { [missionsV1, outboxV1, outboxV2, inboxAgeV1, missionsV2, retentionClockV1, missionsV3, workspacesV1, chatV3] }
 
     public static var currentVersion: Int { migrations.count }
 

@@ -134,7 +134,7 @@ enum AlertBench {
         let db = try Database(path: dir.database)
         let outbox = Outbox(db)
         let n = 500
-        try outbox.enqueue((0..<n).map { (key: "k\($0)", adapter: "console", body: "message \($0)") })
+        try outbox.enqueue((0..<n).map { OutboxItem(key: "k\($0)", adapter: "console", body: "message \($0)") })
         // Interleaved with a bare one-row FULL commit, so both see the same disk moment.
         try db.execute("CREATE TABLE bench_bare (v INTEGER)")
         var cycle: [Double] = [], bare: [Double] = []

@@ -401,7 +401,7 @@ struct DoctorTests {
     @Test func integrityFailureNeedsAPersonAndIsNeverTouched() throws {
         let env = try DoctorEnv("integrity")
         defer { env.finish() }
-        try Outbox(try env.queue.db).enqueue((0..<3000).map { (key: "k\($0)", adapter: "console", body: String(repeating: "x", count: 50)) })
+        try Outbox(try env.queue.db).enqueue((0..<3000).map { OutboxItem(key: "k\($0)", adapter: "console", body: String(repeating: "x", count: 50)) })
         env.closeDatabase() // before touching the file with plain file APIs (docs/durability.md, "No plain file APIs on an open database")
         #expect(!env.exists(env.state.database + "-wal"), "the last connection removed the WAL")
         // Damage one entry of an index page (a leaf with "pending" in it): the page stays

@@ -214,12 +214,12 @@ public final class MissionRunner {
             q.announce = { id, attempt, settlement, outcome, queuedBy in
                 guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome, queuedBy: queuedBy) else { return [] }
                 let body = outbox.clean(n.text)
-                return outbox.adapters.map { (key: n.key, adapter: $0, body: body) }
+                return outbox.adapters.map { OutboxItem(key: n.key, adapter: $0, body: body) }
             }
             let coolOff = settings.keyBreaker.coolOff
             q.announceKey = { key, told in
                 let n = MissionRunner.keyNotice(key, told, coolOff: coolOff)
-                return outbox.adapters.map { (key: n.key, adapter: $0, body: outbox.clean(n.text)) }
+                return outbox.adapters.map { OutboxItem(key: n.key, adapter: $0, body: outbox.clean(n.text)) }
             }
         }
         queue = q
