@@ -171,7 +171,7 @@ package final class MatrixPoller: Sendable {
                 backfill = b
             }
         }
-        var commands: [(sender: String, body: String, eventID: String, saidWall: Double?)] = []
+        var commands: [(sender: String, body: String, eventID: String, saidWall: Double?, meta: InboxMeta)] = []
         var ignored: [(sender: String, body: String)] = []
         var seen = Set<String>()
         let me = session.ownUserID
@@ -186,7 +186,7 @@ package final class MatrixPoller: Sendable {
             guard ChatCommand.parse(body) != nil else { continue } // chatter
             if session.config.allow.contains(sender) {
                 let said = e["origin_server_ts"]?.doubleValue.map { $0 / 1000 }
-                commands.append((sender, ChatCommand.inboxBody(body), eventID, said))
+                commands.append((sender, ChatCommand.inboxBody(body), eventID, said, MatrixPoller.inboxMeta(e, room: ready.room)))
             } else {
                 ignored.append((sender, body))
             }
@@ -194,7 +194,8 @@ package final class MatrixPoller: Sendable {
         if r["rooms"]?["invite"]?[ready.room] != nil || r["rooms"]?["leave"]?[ready.room] != nil { session.notJoined() }
         try inbox.db.write {
             for c in commands {
-                _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID, saidWall: c.saidWall)
+                _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID, saidWall: c.saidWall,
+                                               meta: c.meta)
             }
             try inbox.setValueInTransaction(session.sinceStateName, next)
         }
@@ -208,6 +209,14 @@ package final class MatrixPoller: Sendable {
         }
         for i in ignored { journalIgnored(sender: i.sender, body: i.body) }
         if !commands.isEmpty { onCommand() }
+    }
+
+    /// Where a command was said: its room, and the thread's root when it was said in a thread
+    /// (`m.relates_to` with `rel_type: m.thread`), so the reply lands there too.
+    static func inboxMeta(_ event: JSONValue, room: String) -> InboxMeta {
+        let rel = event["content"]?["m.relates_to"]
+        let thread = rel?["rel_type"]?.stringValue == "m.thread" ? rel?["event_id"]?.stringValue : nil
+        return InboxMeta(thread: thread, room: room)
     }
 
     /// What one catch-up read: the gap's events, oldest first.
