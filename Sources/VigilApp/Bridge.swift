@@ -46,7 +46,9 @@ final class Bridge {
         hooks = try BridgeHooks.make(bridge: self)
 
         var nextBeat = Clock.boot() + t.heartbeatInterval
+        var codePagesDue: BootInstant? = nil
         while true {
+            CodePages.releaseIfDue(&codePagesDue, now: Clock.boot())
             // Before anything reads or writes: is the state directory still ours? (The runner
             // sees it too and does not heal us: it stops as well.)
             if let loss = ctx.anchor.check() {

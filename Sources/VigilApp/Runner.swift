@@ -102,9 +102,11 @@ final class Runner {
         // verdict that changes at a deadline is acted on then, not at the next tick.
         var verdictDue: BootInstant? = nil
         var hooksDue: BootInstant? = nil
+        var codePagesDue: BootInstant? = nil
         while true {
             // Before anything reads or writes: is the state directory still ours?
             if let loss = ctx.anchor.check() { return abandon(loss) }
+            CodePages.releaseIfDue(&codePagesDue, now: Clock.boot())
             if let id = lastRecord?.identity { trustedBridge = id }
             var now = Clock.boot()
             let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
