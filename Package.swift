@@ -30,9 +30,13 @@ let package = Package(
         // the tests link them dynamically, as the toolchain does by default. The two private
         // libraries FoundationEssentials is built on are named because only their shared
         // versions say so themselves. The toolchain's lld links it (gold warns about a mktemp
-        // inside FoundationEssentials, and the result is a little smaller).
+        // inside FoundationEssentials, and the result is a little smaller). It lays out first the
+        // functions an idle pair runs (contrib/link-order.txt, made by scripts/profile-link-order:
+        // docs/architecture.md, "Memory").
         .executableTarget(name: "vigil", dependencies: ["VigilApp"],
-                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld"],
+                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld",
+                                                         "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/contrib/link-order.txt",
+                                                         "-Xlinker", "--no-warn-symbol-ordering"],
                                                         .when(configuration: .release))]),
 
         // What tests, benchmarks and scripts share: temp directories, waiting, finding the

@@ -2,7 +2,7 @@ import FoundationEssentials
 import Glibc
 import VigilCore
 
-/// Gives back the code pages start-up mapped and idle never runs (docs/performance.md,
+/// Gives back the code pages start-up mapped and idle never runs (docs/architecture.md,
 /// "Memory").
 ///
 /// The kernel maps a file's pages into a process around every page it faults on (64 KiB at a
