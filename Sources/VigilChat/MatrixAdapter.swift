@@ -311,6 +311,11 @@ final class MatrixAdapter: ChatAdapter, Sendable {
             let inbox = inbox()
             let ready = try session.ensureReady(client, inbox: inbox)
             guard let inbox, let instance = try? inbox.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            // Queued for another room than the one configured now: not sent there silently
+            // (docs/chat.md, "Room problems"); `vigil outbox --retry` sends it to this one.
+            if let stamped = message.meta.room, stamped != session.config.room, stamped != ready.room {
+                return .failed("queued for room \(stamped), now configured \(session.config.room); `vigil outbox --retry \(message.id)` sends it there")
+            }
             // An edit needs the event id of the message it replaces. Per adapter the outbox sends
             // in order (an edit is queued after its message, with the same priority), so that
             // one has been delivered or has failed by now; failed or unknown → sent as new.
