@@ -171,6 +171,30 @@ extension MatrixTests {
         #expect(try pumpUntil(service) { try s.state.outboxRows().first?.state == .delivered })
         #expect(try botMessages(s).map(\.body) == ["for the old room"])
     }
+
+    /// Synapse's rate limit on the bot (the suite's server has it lifted; a per-user override
+    /// puts one back: 1 message a second, burst 1): an alert queued after six notices arrives
+    /// before the later notices, not after them.
+    @Test func anAlertOvertakesNoticesUnderTheRateLimit() throws {
+        let s = try setUp()
+        let admin = try s.server.register("admin\(MatrixTests.counter.next())\(getpid())", admin: true)
+        let path = "/_synapse/admin/v1/users/\(MatrixSession.encodeSegment(s.bot.id))/override_ratelimit"
+        let set = try s.server.call("POST", path, token: admin.token, body: ["messages_per_second": 1, "burst_count": 1])
+        #expect(set["messages_per_second"]?.doubleValue == 1)
+        defer { _ = try? s.server.call("DELETE", path, token: admin.token) }
+        let service = try ChatService(stateDir: s.state.dir, config: s.config, journal: s.state.journal, handler: RecordingHandler())
+        defer { service.shutdown(deadline: Clock.boot() + .seconds(2)) }
+        let notifier = Notifier(stateDir: s.state.dir, config: s.config, journal: s.state.journal)
+        for i in 1...6 { notifier.notify(key: "n\(i)", text: "notice \(i)") }
+        #expect(try pumpUntil(service) { try delivered(s).count >= 1 })
+        notifier.notify(ChatNotice(key: "alert", text: "the circuit opened", priority: .alert))
+        #expect(try pumpUntil(service, timeout: .seconds(40)) { try delivered(s).count == 7 })
+        let order = try botMessages(s).map(\.body)
+        let at = try #require(order.firstIndex(of: "the circuit opened"))
+        #expect(at <= 2, "\(order)")
+        #expect(order.filter { $0 != "the circuit opened" } == (1...6).map { "notice \($0)" })
+        #expect(try s.state.outboxRows().contains { $0.attempts > 1 }, "the limit was not met (no send was refused with 429)")
+    }
 }
 
 @Suite struct ChatRoleTests {
