@@ -14,8 +14,9 @@ enum StatusCommand {
         usage: vigil status [--state-dir DIR] [--json]
 
         Shows the bridge (pid, verdict, heartbeat age, versions), the runner, the heal tier and
-        circuit, and queue counts. --json prints one object (fields are only ever added):
-        bridge.pid, bridge.verdict, heal.tier, heal.circuit, runner.pid, …
+        circuit, queue counts, and chat destinations with a problem ("chat: room not reachable: …",
+        "chat: room is encrypted: …"). --json prints one object (fields are only ever added):
+        bridge.pid, bridge.verdict, heal.tier, heal.circuit, runner.pid, chat.matrix.problem, …
         """,
         run: { inv in
             let args = try Arguments(inv.arguments, valued: [], booleans: ["json"])
