@@ -28,10 +28,14 @@ protocol ChatAdapter: AnyObject, Sendable {
     /// the first message (perhaps the circuit alert) does not wait for that. Failures are left
     /// for `deliver` to meet and report.
     func prepare()
+    /// What is wrong with the adapter's destination that retrying will not fix (Matrix: the
+    /// room is not reachable, or encrypted), for the chat status file. Nil: nothing known.
+    var problem: String? { get }
 }
 
 extension ChatAdapter {
     func prepare() {}
+    var problem: String? { nil }
 }
 
 extension DeliveryResult {

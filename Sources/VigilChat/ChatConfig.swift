@@ -91,8 +91,14 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         public var deviceID: String
         /// Room id (`!abc:example`) or alias (`#ops:example`).
         public var room: String
-        /// User ids whose commands are obeyed (exact match). Everyone else is ignored and journaled.
+        /// Operators: user ids whose commands are all obeyed (exact match).
         public var allow: [String]
+        /// Viewers: user ids that may run the read-only commands only (`ChatRole.viewerCommands`);
+        /// another command of theirs is refused with a short reply (docs/chat.md, "Roles").
+        public var viewers: [String] = []
+        /// Answer a sender on neither list once ("not allowed"), remembered in `chat_state`
+        /// across restarts. Default false: strangers get nothing.
+        public var tellStrangers = false
         /// Long-poll time of one /sync (the call runs off the bridge's loop).
         public var syncTimeout: TimeSpan
         /// One request's time limit (a /sync gets `syncTimeout` on top).
@@ -123,6 +129,27 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             case accessToken = "access_token", accessTokenEnv = "access_token_env", accessTokenFile = "access_token_file"
             case password, passwordEnv = "password_env", passwordFile = "password_file"
             case deviceID = "device_id", syncTimeout = "sync_timeout", maxSyncBytes = "max_sync_bytes"
+            case viewers, tellStrangers = "tell_strangers"
+        }
+
+        /// What `sender` may do here.
+        public func role(of sender: String) -> ChatRole {
+            if allow.contains(sender) { return .operator }
+            if viewers.contains(sender) { return .viewer }
+            return .stranger
+        }
+
+        /// A Matrix user id: `@localpart:server` (an ASCII localpart, a non-empty server name).
+        public static func isUserID(_ s: String) -> Bool {
+            guard s.hasPrefix("@"), let colon = s.firstIndex(of: ":") else { return false }
+            let local = s[s.index(after: s.startIndex)..<colon]
+            let server = s[s.index(after: colon)...]
+            guard !local.isEmpty, !server.isEmpty, s.utf8.count <= 255 else { return false }
+            let okLocal = local.unicodeScalars.allSatisfy { c in
+                c.isASCII && (("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c) || "._=-/+".unicodeScalars.contains(c))
+            }
+            let okServer = server.unicodeScalars.allSatisfy { c in c.isASCII && c.value > 0x20 && c.value < 0x7F && c != "/" }
+            return okLocal && okServer
         }
 
         public init(from decoder: any Decoder) throws {
@@ -138,7 +165,21 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             }
             deviceID = try c.decodeIfPresent(String.self, forKey: .deviceID) ?? "VIGIL"
             room = try c.decode(String.self, forKey: .room)
-            allow = try c.decodeIfPresent([String].self, forKey: .allow) ?? []
+            let allow = try c.decodeIfPresent([String].self, forKey: .allow) ?? []
+            let viewers = try c.decodeIfPresent([String].self, forKey: .viewers) ?? []
+            self.allow = allow
+            self.viewers = viewers
+            tellStrangers = try c.decodeIfPresent(Bool.self, forKey: .tellStrangers) ?? false
+            for (key, list) in [(CodingKeys.allow, allow), (.viewers, viewers)] {
+                if let bad = list.first(where: { !Matrix.isUserID($0) }) {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key], debugDescription:
+                        "chat.matrix.\(key.stringValue): \(bad.debugDescription) is not a Matrix user id (like @alice:example.org)"))
+                }
+            }
+            if let both = viewers.first(where: { allow.contains($0) }) {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.viewers], debugDescription:
+                    "chat.matrix: \(both) is in both \"allow\" and \"viewers\" (an operator can already do everything a viewer can)"))
+            }
             syncTimeout = try ChatConfig.duration(c, .syncTimeout) ?? .seconds(5)
             timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)
             msgtype = try c.decodeIfPresent(String.self, forKey: .msgtype) ?? "m.notice"
@@ -295,6 +336,36 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             return String(decoding: data, as: UTF8.self).trimmingWhitespace()
         }
         return nil
+    }
+}
+
+/// What a Matrix sender may do (docs/chat.md, "Roles").
+public enum ChatRole: String, Sendable, Equatable {
+    /// On `allow`: every command.
+    case `operator`
+    /// On `viewers`: the read-only commands only.
+    case viewer
+    /// On neither: nothing runs; answered once at most (`tell_strangers`).
+    case stranger
+
+    /// The commands a viewer may run (by `ChatCommand.name`): they change nothing.
+    public static let viewerCommands: Set<String> = ["status", "missions", "show", "journal", "help"]
+
+    /// Whether this role may run `command` (unknown or malformed commands are answered with the
+    /// help for everyone who may run anything).
+    public func may(_ command: ChatCommand) -> Bool {
+        switch self {
+        case .operator: return true
+        case .stranger: return false
+        case .viewer:
+            if case .unknown = command { return true }
+            return ChatRole.viewerCommands.contains(command.name)
+        }
+    }
+
+    /// The reply to a viewer's command that viewers may not run.
+    public static func refusal(_ command: ChatCommand) -> String {
+        "not allowed for viewers: /\(command.name)"
     }
 }
 

@@ -88,7 +88,9 @@ public final class ChatService {
         let wakePipe = wake
         let wakeUp: @Sendable () -> Void = { wakePipe.wake() }
         var matrixSession: MatrixSession?
-        if config.adapters.contains("matrix"), let m = config.matrix { matrixSession = try MatrixSession(m) }
+        if config.adapters.contains("matrix"), let m = config.matrix {
+            matrixSession = try MatrixSession(m, onProblemChange: { [statusWriter] in statusWriter.write() })
+        }
         let dir = stateDir
         let ownerName = owner
         for name in config.adapters {
@@ -336,7 +338,7 @@ public final class ChatService {
     private func isAllowed(_ cmd: InboxCommand) -> Bool {
         switch cmd.adapter {
         case "console": return true // `vigil say`: the local operator
-        case "matrix": return config.matrix?.allow.contains(cmd.sender) ?? false
+        case "matrix": return (config.matrix?.role(of: cmd.sender) ?? .stranger) != .stranger
         default: return false
         }
     }
@@ -349,6 +351,13 @@ public final class ChatService {
             return
         }
         let parsed = ChatService.parse(cmd)
+        // A viewer runs only the read-only commands (docs/chat.md, "Roles").
+        if cmd.adapter == "matrix", let c = parsed, let role = config.matrix?.role(of: cmd.sender), !role.may(c) {
+            journal.append(.chatRoleRefused, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
+                                                "command": .string(c.name), "role": .string(role.rawValue)])
+            queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: ChatRole.refusal(c), state: "done")
+            return
+        }
         if let c = parsed, ChatService.reachesHandler(c), let age = tooOld(cmd) {
             refuseTooOld(cmd, command: c, age: age, inbox: inbox)
             return

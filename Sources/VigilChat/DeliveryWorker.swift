@@ -12,9 +12,12 @@ public struct ChatAdapterStatus: Sendable, Equatable, Codable {
     public var lastError: String?
     public var delivered: Int
     public var failed: Int
+    /// What is wrong with the destination (Matrix: "room not reachable: …", "room is encrypted:
+    /// …"), for `vigil status` and `vigil doctor` (docs/chat.md, "Room problems").
+    public var problem: String?
 
     enum CodingKeys: String, CodingKey {
-        case adapter, circuit, consecutiveFailures = "consecutive_failures", lastError = "last_error", delivered, failed
+        case adapter, circuit, consecutiveFailures = "consecutive_failures", lastError = "last_error", delivered, failed, problem
     }
 }
 
@@ -96,7 +99,7 @@ final class DeliveryWorker: Sendable {
     var status: ChatAdapterStatus {
         state.withLock { s in
             ChatAdapterStatus(adapter: adapter.name, circuit: s.circuit.state, consecutiveFailures: s.circuit.consecutiveFailures,
-                              lastError: s.lastError, delivered: s.deliveredCount, failed: s.failedCount)
+                              lastError: s.lastError, delivered: s.deliveredCount, failed: s.failedCount, problem: adapter.problem)
         }
     }
 

@@ -25,15 +25,23 @@ package final class MatrixSession: Sendable {
         var joined = false
         /// The token saved in the database was rejected: log in again instead of reusing it.
         var savedTokenRejected = false
+        /// The configured room could not be resolved or joined (the last such error).
+        var unreachable: String?
+        /// The room's state has `m.room.encryption` (nil: not looked at yet).
+        var encrypted: Bool?
     }
 
-    init(_ config: ChatConfig.Matrix) throws {
+    /// Called when `roomProblem` changes (the chat status file is written again).
+    let onProblemChange: @Sendable () -> Void
+
+    init(_ config: ChatConfig.Matrix, onProblemChange: @escaping @Sendable () -> Void = {}) throws {
         guard let base = URL(string: config.homeserver), let scheme = base.scheme?.lowercased(),
               scheme == "http" || scheme == "https", base.host != nil else {
             throw ChatConfigError(message: "chat.matrix.homeserver is not an http(s) URL")
         }
         self.config = config
         self.base = base
+        self.onProblemChange = onProblemChange
         var initial = State(token: config.accessToken)
         if config.room.hasPrefix("!") { initial.roomID = config.room }
         if let u = config.user, u.hasPrefix("@") { initial.userID = u }
@@ -59,6 +67,48 @@ package final class MatrixSession: Sendable {
     }
 
     func notJoined() { state.withLock { s in s.joined = false } }
+
+    /// What is wrong with the configured room, for `vigil status` and `vigil doctor`
+    /// (docs/chat.md, "Room problems"): not reachable (alias unknown, not invited), or encrypted.
+    var roomProblem: String? {
+        state.withLock { s in
+            if let u = s.unreachable { return "room not reachable: " + u }
+            if s.encrypted == true { return MatrixSession.encryptedProblem }
+            return nil
+        }
+    }
+
+    static let encryptedProblem = "room is encrypted: Vigil cannot read commands there"
+
+    var encryptionKnown: Bool { state.withLock { s in s.encrypted != nil } }
+
+    /// Records what the room's state said about encryption. True when it changed.
+    @discardableResult
+    func setEncrypted(_ on: Bool) -> Bool {
+        let changed = state.withLock { s in
+            defer { s.encrypted = on }
+            return s.encrypted != on
+        }
+        if changed { onProblemChange() }
+        return changed
+    }
+
+    /// Records (or clears, nil) why the room cannot be reached. True when it changed.
+    @discardableResult
+    func setUnreachable(_ why: String?) -> Bool {
+        let changed = state.withLock { s in
+            defer { s.unreachable = why }
+            return s.unreachable != why
+        }
+        if changed { onProblemChange() }
+        return changed
+    }
+
+    /// Whether an error text of `call` says the server refused the room: not found (an alias
+    /// that does not exist, a room that is gone) or forbidden (not invited, banned).
+    static func isRoomRefusal(_ why: String) -> Bool {
+        why.contains("HTTP 404") || why.contains("HTTP 403")
+    }
 
     func url(_ path: String, query: [(String, String)] = []) -> URL {
         var c = URLComponents(url: base, resolvingAgainstBaseURL: false)!
@@ -142,19 +192,27 @@ package final class MatrixSession: Sendable {
             let who = try call(client, "GET", "/_matrix/client/v3/account/whoami", token: tok)
             if let u = who["user_id"]?.stringValue { state.withLock { s in s.userID = u } }
         }
-        if room == nil {
-            let r = try call(client, "GET", "/_matrix/client/v3/directory/room/" + MatrixSession.encodeSegment(config.room), token: tok)
-            guard let id = r["room_id"]?.stringValue else { throw .retry("matrix: alias \(config.room) has no room id", after: nil) }
-            room = id
-            state.withLock { s in s.roomID = id }
+        do throws(Failure) {
+            if room == nil {
+                let r = try call(client, "GET", "/_matrix/client/v3/directory/room/" + MatrixSession.encodeSegment(config.room), token: tok)
+                guard let id = r["room_id"]?.stringValue else { throw .retry("matrix: alias \(config.room) has no room id", after: nil) }
+                room = id
+                state.withLock { s in s.roomID = id }
+            }
+            guard let room else { throw .retry("matrix: no room", after: nil) }
+            if !isJoined {
+                _ = try call(client, "POST", "/_matrix/client/v3/join/" + MatrixSession.encodeSegment(room), token: tok, body: [:])
+                isJoined = true
+                state.withLock { s in s.joined = true }
+                setUnreachable(nil)
+            }
+            return (tok, room)
+        } catch {
+            // An alias that does not resolve or a room the bot may not join: shown by `vigil
+            // status` and `vigil doctor`, not only as a row's last error (docs/chat.md).
+            if case .retry(let why, _) = error, MatrixSession.isRoomRefusal(why) { setUnreachable("\(config.room): \(why)") }
+            throw error
         }
-        guard let room else { throw .retry("matrix: no room", after: nil) }
-        if !isJoined {
-            _ = try call(client, "POST", "/_matrix/client/v3/join/" + MatrixSession.encodeSegment(room), token: tok, body: [:])
-            isJoined = true
-            state.withLock { s in s.joined = true }
-        }
-        return (tok, room)
     }
 
     private func login(_ client: HTTPClient) throws(Failure) -> String {
@@ -240,6 +298,8 @@ final class MatrixAdapter: ChatAdapter, Sendable {
 
     func cancel() { client.cancel() }
 
+    var problem: String? { session.roomProblem }
+
     func prepare() {
         let inbox = inbox()
         _ = try? session.ensureReady(client, inbox: inbox)
@@ -251,6 +311,11 @@ final class MatrixAdapter: ChatAdapter, Sendable {
             let inbox = inbox()
             let ready = try session.ensureReady(client, inbox: inbox)
             guard let inbox, let instance = try? inbox.instanceID() else { return .retry("matrix: the database is not readable", after: nil) }
+            // Queued for another room than the one configured now: not sent there silently
+            // (docs/chat.md, "Room problems"); `vigil outbox --retry` sends it to this one.
+            if let stamped = message.meta.room, stamped != session.config.room, stamped != ready.room {
+                return .failed("queued for room \(stamped), now configured \(session.config.room); `vigil outbox --retry \(message.id)` sends it there")
+            }
             // An edit needs the event id of the message it replaces. Per adapter the outbox sends
             // in order (an edit is queued after its message, with the same priority), so that
             // one has been delivered or has failed by now; failed or unknown → sent as new.

@@ -32,6 +32,8 @@ package final class MatrixPoller: Sendable {
         var thread: SystemThread?
         var failure: String?
         var ignoredJournaled: [BootInstant] = []
+        var unreadableJournaled: [BootInstant] = []
+        var journaledProblem: String?
     }
 
     /// The last /sync failure, while failing.
@@ -83,7 +85,7 @@ package final class MatrixPoller: Sendable {
         let f: JSONValue = [
             "room": [
                 "rooms": [.string(roomID)],
-                "timeline": ["limit": .int(Int64(limit)), "types": ["m.room.message"]],
+                "timeline": ["limit": .int(Int64(limit)), "types": ["m.room.message", "m.room.encrypted"]],
                 "state": ["types": []], "ephemeral": ["types": []], "account_data": ["types": []],
             ],
             "presence": ["types": []],
@@ -127,6 +129,12 @@ package final class MatrixPoller: Sendable {
 
     private func noteFailure(_ why: String, failures: Int) {
         lastError = why
+        // A room that cannot be reached: journaled when the problem starts or changes.
+        if let p = session.roomProblem, p.hasPrefix("room not reachable"),
+           state.withLock({ s in defer { s.journaledProblem = p }; return s.journaledProblem != p }) {
+            journal.append(.chatRoomUnreachable, ["adapter": "matrix", "room": .string(session.config.room),
+                                                     "error": .string(ChatText.brief(p, maxLength: 300))])
+        }
         // Journal the first failure of a run of them and then every 20th, not every retry.
         if failures == 1 || failures % 20 == 0 {
             journal.append(.chatSyncFailed, ["adapter": "matrix", "error": .string(ChatText.brief(why, maxLength: 300)),
@@ -140,7 +148,7 @@ package final class MatrixPoller: Sendable {
     static let backfillMaxEvents = 5000
 
     /// The room event filter of back-fill pages: messages only.
-    static let backfillFilter: String = (["types": ["m.room.message"], "lazy_load_members": true] as JSONValue).jsonString
+    static let backfillFilter: String = (["types": ["m.room.message", "m.room.encrypted"], "lazy_load_members": true] as JSONValue).jsonString
 
     func syncOnce(_ inbox: ChatInbox) throws {
         let ready = try session.ensureReady(client, inbox: inbox)
@@ -171,34 +179,73 @@ package final class MatrixPoller: Sendable {
                 backfill = b
             }
         }
+        if !session.encryptionKnown { try checkEncryption(room: ready.room, token: ready.token, inbox: inbox) }
         var commands: [(sender: String, body: String, eventID: String, saidWall: Double?, meta: InboxMeta)] = []
         var ignored: [(sender: String, body: String)] = []
+        var answers: [(item: OutboxItem, told: String?, event: JournalEvent, fields: [String: JSONValue])] = []
+        var unreadable: [(sender: String, eventID: String)] = []
         var seen = Set<String>()
         let me = session.ownUserID
+        let config = session.config
         for e in events {
-            guard e["type"]?.stringValue == "m.room.message",
-                  let sender = e["sender"]?.stringValue, sender != me,
-                  let body = e["content"]?["body"]?.stringValue,
+            guard let sender = e["sender"]?.stringValue, sender != me,
                   let eventID = e["event_id"]?.stringValue, seen.insert(eventID).inserted else { continue }
+            let role = config.role(of: sender)
+            if e["type"]?.stringValue == "m.room.encrypted" {
+                // Vigil does no end-to-end encryption: it cannot read this (docs/chat.md,
+                // "Encrypted rooms"); journaled for people it would obey, never run.
+                if role != .stranger { unreadable.append((sender, eventID)) }
+                continue
+            }
+            guard e["type"]?.stringValue == "m.room.message", let body = e["content"]?["body"]?.stringValue else { continue }
             // Only what a person types is a command: never a notice (bots, Vigil's own kind of
             // message: no bot-to-bot loops) nor an emote (docs/chat.md, "Commands").
             guard e["content"]?["msgtype"]?.stringValue == "m.text" else { continue }
-            guard ChatCommand.parse(body) != nil else { continue } // chatter
-            if session.config.allow.contains(sender) {
+            let edit = MatrixPoller.editedCommand(e["content"])
+            guard edit != nil || ChatCommand.parse(body) != nil else { continue } // chatter
+            switch role {
+            case .operator, .viewer:
+                if let edit {
+                    // An edit is not a new command: answered, not run (docs/chat.md, "Edits").
+                    let item = OutboxItem(key: "edit-not-run:\(eventID)", adapter: "matrix", body: MatrixPoller.editReply,
+                                          priority: .reply, meta: OutboxMeta(replyTo: eventID, thread: MatrixPoller.inboxMeta(e, room: ready.room).thread,
+                                                                            room: config.room))
+                    answers.append((item, nil, .chatEditNotRun, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
+                                                                 "text": .string(ChatText.brief(edit, maxLength: 100)), "event_id": .string(eventID)]))
+                    continue
+                }
                 let said = e["origin_server_ts"]?.doubleValue.map { $0 / 1000 }
                 commands.append((sender, ChatCommand.inboxBody(body), eventID, said, MatrixPoller.inboxMeta(e, room: ready.room)))
-            } else {
+            case .stranger:
                 ignored.append((sender, body))
+                if config.tellStrangers {
+                    // Once per stranger, ever: remembered in chat_state with the reply.
+                    let item = OutboxItem(key: "stranger:\(sender)", adapter: "matrix", body: MatrixPoller.strangerReply, priority: .reply,
+                                          meta: OutboxMeta(replyTo: eventID, room: config.room))
+                    answers.append((item, MatrixPoller.toldStateName(sender), .chatStrangerTold,
+                                    ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100))]))
+                }
             }
         }
         if r["rooms"]?["invite"]?[ready.room] != nil || r["rooms"]?["leave"]?[ready.room] != nil { session.notJoined() }
+        var told: [(event: JournalEvent, fields: [String: JSONValue])] = []
         try inbox.db.write {
             for c in commands {
                 _ = try inbox.addInTransaction(adapter: "matrix", sender: c.sender, body: c.body, originID: c.eventID, saidWall: c.saidWall,
                                                meta: c.meta)
             }
+            for a in answers {
+                if let name = a.told {
+                    guard try inbox.value(name) == nil else { continue }
+                    try inbox.setValueInTransaction(name, "told")
+                }
+                if try Outbox.insertLocked(inbox.db, a.item) { told.append((a.event, a.fields)) }
+            }
             try inbox.setValueInTransaction(session.sinceStateName, next)
         }
+        for t in told { journal.append(t.event, t.fields) }
+        if !told.isEmpty { ChatKick.poke(stateDir, journal: journal) }
+        for u in unreadable { journalUnreadable(sender: u.sender, eventID: u.eventID) }
         if let b = backfill {
             var fields: [String: JSONValue] = ["adapter": "matrix", "events": .int(Int64(b.events.count)), "pages": .int(Int64(b.pages)),
                                                "commands": .int(Int64(commands.count)), "truncated": .bool(b.truncated)]
@@ -209,6 +256,72 @@ package final class MatrixPoller: Sendable {
         }
         for i in ignored { journalIgnored(sender: i.sender, body: i.body) }
         if !commands.isEmpty { onCommand() }
+    }
+
+    /// The answer to an edited command (docs/chat.md, "Edits").
+    static let editReply = "edits are not run; send the command again"
+    /// The one answer a stranger gets with `tell_strangers` (docs/chat.md, "Roles").
+    static let strangerReply = "not allowed: you are not on this bot's lists, nothing was run"
+
+    /// Where `tell_strangers` remembers that `sender` was answered (chat_state).
+    static func toldStateName(_ sender: String) -> String { "matrix.told-stranger|\(sender)" }
+
+    /// When `content` is an edit (Matrix `m.replace`: `m.new_content` or `m.relates_to.rel_type`,
+    /// or a client's fallback body `* /command`) of something that looks like a command: the
+    /// edited text. Nil for anything else (a plain command, an edit of chatter). Pure.
+    static func editedCommand(_ content: JSONValue?) -> String? {
+        guard let content else { return nil }
+        let body = content["body"]?.stringValue ?? ""
+        let isReplace = content["m.new_content"] != nil || content["m.relates_to"]?["rel_type"]?.stringValue == "m.replace"
+        let fallback = body.hasPrefix("* /") || body.hasPrefix("* !")
+        guard isReplace || fallback else { return nil }
+        let newBody = content["m.new_content"]?["body"]?.stringValue
+        let candidates = [newBody, body.hasPrefix("* ") ? String(body.dropFirst(2)) : body].compactMap { $0 }
+        return candidates.first { ChatCommand.parse($0) != nil }
+    }
+
+    /// Looks once at the room's state for `m.room.encryption` (`GET /rooms/{room}/state/m.room.encryption/`:
+    /// 200 = encrypted, 404 = not). When encrypted, says so once in the room (plain text,
+    /// idempotent key per room) and journals it (docs/chat.md, "Encrypted rooms").
+    func checkEncryption(room: String, token: String, inbox: ChatInbox) throws {
+        let path = "/_matrix/client/v3/rooms/\(MatrixSession.encodeSegment(room))/state/m.room.encryption/"
+        var encrypted = false
+        do {
+            _ = try session.call(client, "GET", path, token: token)
+            encrypted = true
+        } catch {
+            if case .retry(let why, _) = error, why.contains("HTTP 404") { encrypted = false } else { throw error }
+        }
+        guard encrypted else {
+            session.setEncrypted(false)
+            return
+        }
+        let item = OutboxItem(key: "room-encrypted:\(room)", adapter: "matrix", body: MatrixPoller.encryptedNotice, priority: .notice,
+                              meta: OutboxMeta(room: session.config.room))
+        let isNew = try inbox.db.write { try Outbox.insertLocked(inbox.db, item) }
+        if isNew {
+            journal.append(.chatRoomEncrypted, ["adapter": "matrix", "room": .string(room)])
+            ChatKick.poke(stateDir, journal: journal)
+        }
+        session.setEncrypted(true)
+    }
+
+    /// What Vigil says (once) in an encrypted room.
+    static let encryptedNotice = "This room is end-to-end encrypted. Vigil does not do encryption: it cannot read commands here "
+        + "(they are not run). Its notifications still arrive, unencrypted. Use an unencrypted room for Vigil."
+
+    /// Encrypted events are journaled at most 10 a minute, like ignored senders.
+    private func journalUnreadable(sender: String, eventID: String) {
+        let now = Clock.boot()
+        let journalIt = state.withLock { s in
+            s.unreadableJournaled.removeAll { now - $0 > .seconds(60) }
+            guard s.unreadableJournaled.count < 10 else { return false }
+            s.unreadableJournaled.append(now)
+            return true
+        }
+        guard journalIt else { return }
+        journal.append(.chatUnreadable, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
+                                           "event_id": .string(eventID), "reason": "encrypted (m.room.encrypted): Vigil cannot read it; not run"])
     }
 
     /// Where a command was said: its room, and the thread's root when it was said in a thread
@@ -277,6 +390,6 @@ package final class MatrixPoller: Sendable {
         }
         guard journalIt else { return }
         journal.append(.chatIgnored, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
-                                        "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list"])
+                                        "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list nor a viewer"])
     }
 }

@@ -51,7 +51,10 @@ public final class Notifier: Sendable {
     /// Queues `notice` for every configured adapter it is for (`notice.adapters`, or all), each
     /// with the form that adapter gets (`ChatNotice.item`). Text and HTML are cleaned.
     public func notify(_ notice: ChatNotice) {
-        let items = config.adapters.compactMap { notice.item(for: $0, maxLength: config.maxMessageLength) }
+        var items = config.adapters.compactMap { notice.item(for: $0, maxLength: config.maxMessageLength) }
+        // A Matrix row remembers the room it was queued for: when the configured room changes
+        // before it is sent, it is not sent to the new room silently (docs/chat.md, "Room problems").
+        for i in items.indices where items[i].adapter == "matrix" && items[i].meta.room == nil { items[i].meta.room = config.matrix?.room }
         guard !items.isEmpty else { return }
         state.withLock { enqueueLocked(&$0, items) }
         ChatKick.poke(stateDir, journal: journal)

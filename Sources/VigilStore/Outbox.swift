@@ -307,8 +307,17 @@ public final class Outbox {
     /// Failed messages (all, or one) back to pending with their attempts reset (an operator's
     /// retry). Returns how many.
     @discardableResult
+    /// A retried row forgets the room it was queued for (`meta.room`): it goes to the room
+    /// configured now (docs/chat.md, "Room problems").
     public func retryFailed(id: Int64? = nil) throws -> Int {
         try db.write {
+            let rows = try db.query("SELECT id, meta FROM outbox WHERE state = 'failed'" + (id == nil ? "" : " AND id = ?"), id.map { [.int($0)] } ?? [])
+            for row in rows {
+                var meta = OutboxMeta.parse(row[1].text)
+                guard meta.room != nil, let rid = row[0].int else { continue }
+                meta.room = nil
+                try db.execute("UPDATE outbox SET meta = ? WHERE id = ?", [meta.columnText.map { .text($0) } ?? .null, .int(rid)])
+            }
             if let id {
                 try db.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = 0, updated_wall = ? WHERE id = ? AND state = 'failed'",
                                [.double(Clock.wall().timeIntervalSince1970), .int(id)])

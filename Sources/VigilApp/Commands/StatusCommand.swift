@@ -1,5 +1,6 @@
 import FoundationEssentials
 import VigilCore
+import VigilChat
 import VigilStore
 import VigilSystem
 
@@ -13,8 +14,9 @@ enum StatusCommand {
         usage: vigil status [--state-dir DIR] [--json]
 
         Shows the bridge (pid, verdict, heartbeat age, versions), the runner, the heal tier and
-        circuit, and queue counts. --json prints one object (fields are only ever added):
-        bridge.pid, bridge.verdict, heal.tier, heal.circuit, runner.pid, …
+        circuit, queue counts, and chat destinations with a problem ("chat: room not reachable: …",
+        "chat: room is encrypted: …"). --json prints one object (fields are only ever added):
+        bridge.pid, bridge.verdict, heal.tier, heal.circuit, runner.pid, chat.matrix.problem, …
         """,
         run: { inv in
             let args = try Arguments(inv.arguments, valued: [], booleans: ["json"])
@@ -92,6 +94,11 @@ enum StatusCommand {
             "heal": .object(h),
         ]
         out["queues"] = QueueCounts.gather(dir)
+        // The bridge's last word on each chat destination (chat/status.json; docs/chat.md,
+        // "Room problems"): only adapters with a problem.
+        var chat: [String: JSONValue] = [:]
+        for a in ChatService.readStatus(dir) ?? [] { if let p = a.problem { chat[a.adapter] = ["problem": .string(p)] } }
+        out["chat"] = .object(chat)
         return .object(out)
     }
 
@@ -120,6 +127,11 @@ enum StatusCommand {
             }
         }
         lines.append("heal        tier \(str(h?["tier"]))  circuit \(str(h?["circuit"]))  failed respawns \(str(h?["failed_respawns"]))")
+        if case .object(let chat)? = s["chat"] {
+            for (_, v) in chat.sorted(by: { $0.key < $1.key }) {
+                if let p = v["problem"]?.stringValue { lines.append("chat: \(p)") }
+            }
+        }
         if let q = s["queues"], case .object(let o) = q {
             for (k, v) in o.sorted(by: { $0.key < $1.key }) {
                 if case .object(let c) = v {

@@ -163,6 +163,22 @@ final class DoctorScan {
         check(dir.stopMarker, Marker.kind, Marker.self, writer: nil)
         check(dir.healReset, Marker.kind, Marker.self, writer: nil)
         if case .corrupt(let why) = ChatService.readStatusFile(dir) { corrupt(dir.chatStatus, why, writer: .bridge) }
+        checkChatRooms()
+    }
+
+    /// The bridge's last word on each adapter's destination (chat/status.json): a Matrix room that
+    /// cannot be reached or is encrypted (docs/chat.md, "Room problems").
+    func checkChatRooms() {
+        for a in ChatService.readStatus(dir) ?? [] {
+            guard let p = a.problem else { continue }
+            let encrypted = p.hasPrefix("room is encrypted")
+            add(DoctorFinding(check: "chat.room", subject: a.adapter, severity: .warning,
+                              what: "chat: \(ChatText.brief(p, maxLength: 300))",
+                              why: encrypted ? "Vigil does no end-to-end encryption: commands said there cannot be read (its own messages still arrive, unencrypted)"
+                                             : "nothing Vigil sends reaches anyone, and no command is heard",
+                              action: encrypted ? "configure an unencrypted room in chat.matrix.room of \(dir.config) (encryption cannot be turned off in a room)"
+                                                : "check chat.matrix.room in \(dir.config) (the alias exists, the bot is invited), then `vigil restart bridge` (docs/chat.md, \"Room problems\")"))
+        }
     }
 
     private func corrupt(_ path: String, _ why: String, writer: StateDirectory.Role?) {
