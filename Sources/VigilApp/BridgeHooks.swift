@@ -70,10 +70,11 @@ final class BridgeHooks: ChatCommandHandler {
                 return ChatCommandResult(try ChatMissions.show(dir, id: id))
             case .restart(let which):
                 guard let role = StateDirectory.Role(rawValue: which) else { return failed("Say /restart bridge or /restart runner.") }
-                // The next bridge says "bridge restarted (pid, version)" in reply, and reacts ✅.
-                let answered = role == .bridge && chat.expectRestart(context)
                 let files = StateFiles(dir: dir, journal: journal)
                 try files.writeMarker(dir.restartMarker(role), by: "chat \(sender)", reason: "/restart \(which)")
+                // The next bridge says "bridge restarted (pid, version)" in reply, and reacts ✅
+                // (recorded in this turn: the bridge stops only when its loop turns again).
+                let answered = role == .bridge && chat.expectRestart(context)
                 if role == .runner && !Wrapper.isRunning(on: dir) { return failed("Restart marker written for the runner. Warning: \(Wrapper.missingWarning(dir))") }
                 return ChatCommandResult("Restart marker written for the \(which)." + (answered ? " The new bridge will say when it is up." : ""),
                                          outcome: answered ? .pending : .ok)

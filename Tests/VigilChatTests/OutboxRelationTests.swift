@@ -92,7 +92,9 @@ import VigilSystem
         var (type, c) = MatrixContent.make(message("hi @room", OutboxMeta()), msgtype: "m.notice", replacing: nil)
         #expect(type == "m.room.message")
         #expect(c["msgtype"]?.stringValue == "m.notice" && c["body"]?.stringValue == "hi @\u{200B}room")
-        #expect(c["m.mentions"] == .object([:]) && c["m.relates_to"] == nil && c["format"] == nil)
+        #expect(c["m.mentions"] == .object([:]) && c["m.relates_to"] == nil)
+        // No HTML in the row: the rendered text (every Matrix message has one).
+        #expect(c["format"]?.stringValue == "org.matrix.custom.html" && c["formatted_body"]?.stringValue == "hi @\u{200B}room")
         // HTML and a reply.
         (type, c) = MatrixContent.make(message("ok", html: "<code>ok</code>", OutboxMeta(replyTo: "$cmd", mentions: ["@op:h"])),
                                        msgtype: "m.notice", replacing: nil)
