@@ -139,6 +139,40 @@ import VigilTestSupport
     }
 }
 
+extension MatrixReplyTests {
+    /// A real `vigil bridge` re-execs itself on `/restart bridge`; the new program says so in
+    /// reply once it is up, and reacts ✅.
+    @Test func realBridgeSaysItRestarted() throws {
+        let s = try base.setUp()
+        let sinceName = try base.writeBridgeConfig(s)
+        let bridge = try BridgeProcess(stateDir: s.state.path)
+        defer { bridge.stop() }
+        let inbox = ChatInbox(try s.state.database())
+        #expect(try waitUntil(timeout: .seconds(60)) { try inbox.value(sinceName) != nil }, "the bridge never stored a since-token")
+        let t0 = Clock.boot()
+        let cmd = try s.server.send(as: s.alice, room: s.room, text: "/restart bridge")
+        let db = try s.state.database()
+        var restarted: OutboxMessage?
+        _ = try waitUntil(timeout: .seconds(60)) {
+            guard let id = try db.scalarInt("SELECT id FROM chat_inbox WHERE adapter = 'matrix' AND origin_id = ?", [.text(cmd)]) else { return false }
+            restarted = try Outbox(db).message(key: "reply:\(id):restarted", adapter: "matrix")
+            let done = try Outbox(db).message(key: "react:\(id):done", adapter: "matrix")
+            return restarted?.state == .delivered && done?.state == .delivered
+        }
+        print("measure: real bridge /restart bridge → 'bridge restarted' delivered: \(Int((Clock.boot() - t0).milliseconds)) ms")
+        // A re-exec keeps the pid.
+        #expect(restarted?.body.hasPrefix("bridge restarted (pid \(bridge.identity.pid), version ") == true, "\(restarted?.body ?? "nil")")
+        #expect(s.state.journalEvents("bridge-reexec").count == 1)
+        let evs = try events(s)
+        let bodies = replies(to: cmd, in: evs, bot: s.bot.id).compactMap { $0["content"]?["body"]?.stringValue }
+        #expect(bodies == ["Restart marker written for the bridge. The new bridge will say when it is up.", restarted?.body ?? "?"])
+        #expect(reactions(to: cmd, in: evs, bot: s.bot.id).sorted() == ["✅", "👀"].sorted())
+        for e in evs where e["sender"]?.stringValue == s.bot.id && e["type"]?.stringValue == "m.room.message" {
+            #expect(e["content"]?["formatted_body"]?.stringValue.flatMap(htmlProblem) == nil)
+        }
+    }
+}
+
 /// Answers `/status` with a fixed-width table.
 final class TableHandler: ChatCommandHandler {
     static let status = "bridge    healthy   beat 1s ago\nrunner    running   <pid 12>"
