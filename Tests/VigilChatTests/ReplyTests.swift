@@ -169,4 +169,33 @@ func htmlText(_ html: String) -> String {
         #expect(rows.count == 1, "\(rows.map(\.key))")
         #expect(rows.first?.html == nil && rows.first?.meta.isEmpty == true && rows.first?.body == "mission queued: a <b>")
     }
+
+    /// "Too old" and "interrupted" answers are Matrix replies too (in the thread), and a
+    /// refused command that takes time gets ❌. The homeserver is a closed port: the rows are
+    /// only queued here, which is what is checked.
+    @Test func tooOldAndInterruptedAreRepliesInPlace() throws {
+        let state = try TempState()
+        let json = """
+        {"adapters": ["matrix"], "command_max_age": "10m",
+         "matrix": {"homeserver": "http://127.0.0.1:9", "access_token": "t", "room": "!r:h", "allow": ["@a:h"], "timeout": "1s"}}
+        """
+        let config = try JSONDecoder().decode(ChatConfig.self, from: Data(json.utf8))
+        let inbox = ChatInbox(try state.database())
+        // Handled by a process that is gone: interrupted at the next start.
+        let cut = try #require(try inbox.add(adapter: "matrix", sender: "@a:h", body: "/restart runner", originID: "$cut", meta: InboxMeta(thread: "$t1")))
+        _ = try inbox.takeNext(handler: "1:1:gone")
+        let old = try #require(try inbox.add(adapter: "matrix", sender: "@a:h", body: "/mission late", originID: "$old",
+                                             saidWall: Date().timeIntervalSince1970 - 3600, meta: InboxMeta(thread: "$t2")))
+        let service = try ChatService(stateDir: state.dir, config: config, journal: state.journal, handler: RecordingHandler())
+        defer { service.shutdown(deadline: Clock.boot() + .milliseconds(200)) }
+        #expect(try pumpUntil(service) { try state.outboxRows().count == 3 })
+        let rows = try Dictionary(uniqueKeysWithValues: state.outboxRows().map { ($0.key, $0) })
+        let interrupted = try #require(rows["reply:\(cut)"])
+        #expect(interrupted.body.contains("was interrupted by a bridge restart") && interrupted.meta == OutboxMeta(replyTo: "$cut", thread: "$t1"))
+        #expect(interrupted.priority == .reply && interrupted.html.map(htmlProblem) == .some(nil))
+        let late = try #require(rows["reply:\(old)"])
+        #expect(late.body.hasPrefix("Too old, not run") && late.meta == OutboxMeta(replyTo: "$old", thread: "$t2"))
+        #expect(rows["react:\(old):done"]?.meta == OutboxMeta(replyTo: "$old", reaction: "❌"))
+        #expect(rows["react:\(old):seen"] == nil) // never taken for running
+    }
 }
