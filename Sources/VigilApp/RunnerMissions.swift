@@ -94,8 +94,10 @@ enum ChatMissions {
         }.joined(separator: "\n")
     }
 
-    static func add(_ dir: StateDirectory, argv: [String], by: String) throws -> String {
-        let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath, queuedBy: "chat \(by)")
+    /// `ref`: the chat message that asked (its notices reply to it and mention the sender).
+    static func add(_ dir: StateDirectory, argv: [String], by: String, ref: ChatRef? = nil) throws -> String {
+        let id = try queue(dir).enqueue(argv: argv, cwd: FileManager.default.currentDirectoryPath, queuedBy: "chat \(by)",
+                                        chatRef: ref?.json)
         MissionRunner.poke(dir)
         return "Mission \(id) queued."
     }

@@ -1,3 +1,6 @@
+import FoundationEssentials
+import VigilStore
+
 /// A command from chat (or `vigil say`). Parsed from text that starts with `/` or `!` (Matrix
 /// clients such as Element keep `/word` for themselves, so `!status` works too).
 public enum ChatCommand: Equatable, Sendable {
@@ -157,6 +160,23 @@ public enum ChatCommand: Equatable, Sendable {
         return lead + "\n" + helpText
     }
 
+    /// Commands that take time (`/mission`, `/restart`): Matrix gets 👀 when they arrive and
+    /// ✅ or ❌ when they are done (docs/chat.md, "Reactions").
+    public var takesTime: Bool {
+        switch self {
+        case .mission, .restart: return true
+        default: return false
+        }
+    }
+
+    /// Commands whose reply is a table (fixed-width in HTML).
+    public var repliesWithTable: Bool {
+        switch self {
+        case .status, .missions, .journal, .show: return true
+        default: return false
+        }
+    }
+
     /// A short name for journals.
     public var name: String {
         switch self {
@@ -174,10 +194,103 @@ public enum ChatCommand: Equatable, Sendable {
     }
 }
 
+/// Where a command came from, for a handler that answers in place (docs/chat.md, "Replies,
+/// reactions, HTML"): the adapter, the sender, and for Matrix the event id and thread root.
+public struct ChatCommandContext: Sendable, Equatable {
+    /// The `chat_inbox` row: reaction keys and deferred replies are named after it.
+    public var inboxID: Int64
+    public var adapter: String
+    public var sender: String
+    /// The chat server's id of the message (a Matrix event id); nil for `vigil say`.
+    public var originID: String?
+    /// The thread root it was said in.
+    public var thread: String?
+
+    public init(inboxID: Int64 = 0, adapter: String = "console", sender: String, originID: String? = nil, thread: String? = nil) {
+        self.inboxID = inboxID
+        self.adapter = adapter
+        self.sender = sender
+        self.originID = originID
+        self.thread = thread
+    }
+
+    /// What a mission queued by this command keeps (`missions.chat_ref`), so its notices answer
+    /// the command: nil when there is nothing to answer (`vigil say`, console).
+    public var chatRef: ChatRef? {
+        guard ChatNotice.hasRelations(adapter), let originID else { return nil }
+        return ChatRef(adapter: adapter, event: originID, thread: thread, sender: sender, inbox: inboxID)
+    }
+}
+
+/// The message a mission (or a deferred answer) replies to: `missions.chat_ref` as JSON.
+public struct ChatRef: Sendable, Equatable, Codable {
+    public var adapter: String
+    /// The event to reply to.
+    public var event: String
+    public var thread: String?
+    /// Who sent it: mentioned in the notice.
+    public var sender: String
+    /// The command's `chat_inbox` id (reaction keys).
+    public var inbox: Int64?
+
+    public init(adapter: String, event: String, thread: String?, sender: String, inbox: Int64? = nil) {
+        self.adapter = adapter
+        self.event = event
+        self.thread = thread
+        self.sender = sender
+        self.inbox = inbox
+    }
+
+    public var json: String {
+        (try? JSONEncoder().encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    public static func parse(_ text: String?) -> ChatRef? {
+        guard let text else { return nil }
+        return try? JSONDecoder().decode(ChatRef.self, from: Data(text.utf8))
+    }
+
+    /// The relations of a message answering it (reply, thread; `mention`: its sender too).
+    public func meta(mention: Bool) -> OutboxMeta {
+        OutboxMeta(replyTo: event, thread: thread, mentions: mention ? [sender] : nil)
+    }
+}
+
+/// A handler's answer: the reply's text, optionally its HTML, and how the command went (the
+/// ✅/❌ reaction for commands that take time).
+public struct ChatCommandResult: Sendable, Equatable {
+    public enum Outcome: Sendable, Equatable {
+        case ok
+        /// Refused or failed: ❌.
+        case failed
+        /// Not finished yet: the handler answers again later (`/restart bridge`: the new bridge
+        /// says it is up and reacts ✅).
+        case pending
+    }
+
+    public var text: String
+    public var html: String?
+    public var outcome: Outcome
+
+    public init(_ text: String, html: String? = nil, outcome: Outcome = .ok) {
+        self.text = text
+        self.html = html
+        self.outcome = outcome
+    }
+}
+
 /// Runs commands for chat: implemented by the bridge. Called on the bridge's own thread (inside
 /// `ChatService.pump`), only for commands from allowed senders, never for `.help` or
 /// `.unknown` (the chat service answers those itself). Returns the reply text; it is cleaned and
 /// defused before it is sent, so echoing the operator's text back is safe.
 public protocol ChatCommandHandler: AnyObject {
     func handle(_ command: ChatCommand, sender: String) -> String
+    /// The same with where the command came from; the default calls `handle(_:sender:)`.
+    func handle(_ command: ChatCommand, context: ChatCommandContext) -> ChatCommandResult
+}
+
+extension ChatCommandHandler {
+    public func handle(_ command: ChatCommand, context: ChatCommandContext) -> ChatCommandResult {
+        ChatCommandResult(handle(command, sender: context.sender))
+    }
 }

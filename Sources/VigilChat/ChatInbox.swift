@@ -112,11 +112,16 @@ public final class ChatInbox {
 
     /// Marks a taken command finished and queues its reply in the same transaction.
     public func finish(_ id: Int64, state: String = "done", reply: OutboxItem?) throws {
+        try finish(id, state: state, replies: reply.map { [$0] } ?? [])
+    }
+
+    /// `finish` with more than the reply (its reactions); the first item is the reply.
+    public func finish(_ id: Int64, state: String = "done", replies: [OutboxItem]) throws {
         let now = Clock.wall().timeIntervalSince1970
         try db.write {
-            if let reply { try Outbox.insertLocked(db, reply) }
+            for r in replies { try Outbox.insertLocked(db, r) }
             try db.execute("UPDATE chat_inbox SET state = ?, reply_key = ?, handled_wall = ?, handled_age = ? WHERE id = ?",
-                           [.text(state), reply.map { .text($0.key) } ?? .null, .double(now), try Retention.stampLocked(db), .int(id)])
+                           [.text(state), replies.first.map { .text($0.key) } ?? .null, .double(now), try Retention.stampLocked(db), .int(id)])
         }
     }
 

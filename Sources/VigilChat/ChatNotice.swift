@@ -7,8 +7,9 @@ public struct ChatNotice: Sendable, Equatable {
     /// The idempotency key: the same key twice is one message.
     public var key: String
     public var text: String
-    /// The same message as HTML, for adapters that show it (Matrix). Dropped when it is longer
-    /// than four times the message size (the plain text still goes).
+    /// The same message as HTML, for adapters that show it (Matrix). When nil, or longer than
+    /// four times the message size, Matrix gets `ChatHTML.render` of the text: every Matrix
+    /// message has a `formatted_body`.
     public var html: String?
     public var priority: OutboxPriority
     /// Relations (reply, thread, edit, reaction, mentions): kept for adapters that have them.
@@ -36,7 +37,14 @@ public struct ChatNotice: Sendable, Equatable {
         let rich = ChatNotice.hasRelations(adapter)
         if meta.reaction != nil && !rich { return nil }
         let body = ChatText.clean(text, maxLength: maxLength)
-        let html = rich ? self.html.flatMap { $0.utf8.count <= 4 * maxLength ? $0 : nil } : nil
+        let html = rich && meta.reaction == nil ? ChatNotice.html(self.html, body: body, maxLength: maxLength) : nil
         return OutboxItem(key: key, adapter: adapter, body: body, html: html, priority: priority, meta: rich ? meta : OutboxMeta())
+    }
+
+    /// The HTML a Matrix row gets: the producer's (when it fits in four message sizes), else
+    /// the rendered plain body. Never nil (docs/chat.md, "HTML").
+    public static func html(_ given: String?, body: String, maxLength: Int) -> String {
+        if let given, given.utf8.count <= 4 * maxLength { return given }
+        return ChatHTML.render(body)
     }
 }

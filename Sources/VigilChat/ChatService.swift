@@ -59,7 +59,7 @@ public final class ChatService {
     private var openFailures = RepeatLimiter()
     private var lastSpoolCheck: BootInstant?
     private var lastPrune: BootInstant?
-    private var replyBacklog: [(inboxID: Int64, reply: OutboxItem, state: String)] = []
+    private var replyBacklog: [(inboxID: Int64, replies: [OutboxItem], state: String)] = []
     private var moreCommands = false
     private let wake: WakePipe
     private let inotify: Inotify?
@@ -156,6 +156,7 @@ public final class ChatService {
         if !recovered, lastRecoveryAttempt.map({ now - $0 >= .seconds(5) }) ?? true { recover(db) }
         let inbox = ChatInbox(db)
         flushReplyBacklog(inbox)
+        answerRestart(inbox)
         if lastSpoolCheck.map({ now - $0 >= .milliseconds(500) }) ?? true {
             lastSpoolCheck = now
             if !NotificationSpool.isEmpty(stateDir), (try? NotificationSpool.drain(into: Outbox(db), dir: stateDir)) ?? 0 > 0 {
@@ -277,7 +278,7 @@ public final class ChatService {
                 journal.append(.chatCommandInterrupted, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                                             "text": .string(ChatText.brief(cmd.body, maxLength: 100))])
                 let reply = "Your command \"\(ChatText.brief(cmd.body, maxLength: 80))\" was interrupted by a bridge restart; it may or may not have taken effect. Check /status or /missions."
-                queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: reply, state: "interrupted")
+                queueReply(inbox, cmd, body: reply, state: "interrupted")
             }
             recovered = true
         } catch {
@@ -347,7 +348,7 @@ public final class ChatService {
         guard isAllowed(cmd) else {
             journal.append(.chatIgnored, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                             "text": .string(ChatText.brief(cmd.body, maxLength: 100)), "reason": "sender not on the allow-list"])
-            queueReply(inbox, inboxID: cmd.id, adapter: nil, body: nil, state: "ignored")
+            queueReply(inbox, cmd, body: nil, state: "ignored")
             return
         }
         let parsed = ChatService.parse(cmd)
@@ -362,22 +363,70 @@ public final class ChatService {
             refuseTooOld(cmd, command: c, age: age, inbox: inbox)
             return
         }
-        let reply: String
+        let context = ChatService.context(cmd)
+        if let c = parsed, c.takesTime, let seen = ChatService.reaction(context, "seen") {
+            // 👀 on receipt: queued before the handler runs (a restart may take its time).
+            do {
+                try Outbox(inbox.db).enqueue([seen])
+                workers[seen.adapter]?.nudge()
+            } catch {
+                // Best effort: the reply says the same.
+            }
+        }
+        let result: ChatCommandResult
         switch parsed {
         case nil:
-            reply = ChatCommand.unknownReply("Not a command.")
+            result = ChatCommandResult(ChatCommand.unknownReply("Not a command."))
         case .help(let topic)?:
-            reply = ChatCommand.helpReply(topic)
+            result = ChatCommandResult(ChatCommand.helpReply(topic))
         case .unknown(let what)?:
-            reply = ChatCommand.unknownReply(what)
+            result = ChatCommandResult(ChatCommand.unknownReply(what))
         case let c?:
-            reply = handler.handle(c, sender: cmd.sender)
+            result = handler.handle(c, context: context)
         }
         // The one entry of a command (the handlers journal nothing of their own).
         journal.append(.chatCommand, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                         "command": .string(parsed?.name ?? "none")])
-        let body = ChatText.clean(reply.isEmpty ? "OK" : reply, maxLength: config.maxMessageLength)
-        queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: body, state: "done")
+        let body = ChatText.clean(result.text.isEmpty ? "OK" : result.text, maxLength: config.maxMessageLength)
+        var html = result.html
+        if html == nil, parsed?.repliesWithTable == true { html = ChatHTML.pre(body) }
+        var extra: [OutboxItem] = []
+        if parsed?.takesTime == true, result.outcome != .pending,
+           let done = ChatService.reaction(context, "done", emoji: result.outcome == .ok ? ChatService.doneEmoji : ChatService.failedEmoji) {
+            extra.append(done)
+        }
+        queueReply(inbox, cmd, body: body, html: html, state: "done", extra: extra)
+    }
+
+    /// The reactions (docs/chat.md, "Reactions").
+    public static let seenEmoji = "👀"
+    public static let doneEmoji = "✅"
+    public static let failedEmoji = "❌"
+
+    /// What the handler is told of `cmd`.
+    static func context(_ cmd: InboxCommand) -> ChatCommandContext {
+        ChatCommandContext(inboxID: cmd.id, adapter: cmd.adapter, sender: cmd.sender, originID: cmd.originID, thread: cmd.meta.thread)
+    }
+
+    /// The reply to a command as its adapter gets it: for Matrix a reply to the command's
+    /// event, in its thread, with an HTML form (given, or the rendered text); for console
+    /// plain text. Key `reply:<inbox id>`, priority reply.
+    public static func replyItem(_ context: ChatCommandContext, body: String, html: String? = nil, maxLength: Int) -> OutboxItem {
+        let key = "reply:\(context.inboxID)"
+        guard ChatNotice.hasRelations(context.adapter) else {
+            return OutboxItem(key: key, adapter: context.adapter, body: body, priority: .reply)
+        }
+        return OutboxItem(key: key, adapter: context.adapter, body: body, html: ChatNotice.html(html, body: body, maxLength: maxLength),
+                          priority: .reply, meta: OutboxMeta(replyTo: context.originID, thread: context.thread))
+    }
+
+    /// A reaction to the command (`stage`: `seen` or `done`; key `react:<inbox id>:<stage>`,
+    /// so it is queued once). Nil when the adapter has no reactions or the command no event.
+    public static func reaction(_ context: ChatCommandContext, _ stage: String, emoji: String? = nil) -> OutboxItem? {
+        guard ChatNotice.hasRelations(context.adapter), let event = context.originID else { return nil }
+        let e = emoji ?? seenEmoji
+        return OutboxItem(key: "react:\(context.inboxID):\(stage)", adapter: context.adapter, body: "reaction \(e)", priority: .reply,
+                          meta: OutboxMeta(replyTo: event, reaction: e))
     }
 
     /// Whether the bridge's handler would run `c` (the service answers `/help` and unknown
@@ -406,7 +455,9 @@ public final class ChatService {
                                                 "limit_s": .double(config.commandMaxAge.seconds)])
         let reply = "Too old, not run: your command \"\(shown)\" was sent \(ChatService.ageText(age)) ago, "
             + "longer than the limit of \(config.commandMaxAge) (command_max_age). Send it again if you still want it."
-        queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: ChatText.clean(reply, maxLength: config.maxMessageLength), state: "expired")
+        var extra: [OutboxItem] = []
+        if command.takesTime, let r = ChatService.reaction(ChatService.context(cmd), "done", emoji: ChatService.failedEmoji) { extra.append(r) }
+        queueReply(inbox, cmd, body: ChatText.clean(reply, maxLength: config.maxMessageLength), state: "expired", extra: extra)
     }
 
     /// `45s`, `3m 20s`, `2h 5m`, `3d 4h`: an age for people.
@@ -420,26 +471,81 @@ public final class ChatService {
         }
     }
 
-    private func queueReply(_ inbox: ChatInbox, inboxID: Int64, adapter: String?, body: String?, state: String) {
-        let reply = adapter.flatMap { a in body.map { OutboxItem(key: "reply:\(inboxID)", adapter: a, body: $0, priority: .reply) } }
+    private func queueReply(_ inbox: ChatInbox, _ cmd: InboxCommand, body: String?, html: String? = nil, state: String,
+                            extra: [OutboxItem] = []) {
+        let items = body.map { [ChatService.replyItem(ChatService.context(cmd), body: $0, html: html, maxLength: config.maxMessageLength)] + extra } ?? []
         do {
-            try inbox.finish(inboxID, state: state, reply: reply)
-            if let a = adapter { workers[a]?.nudge() }
+            try inbox.finish(cmd.id, state: state, replies: items)
+            workers[cmd.adapter]?.nudge()
         } catch {
             // Kept until the database takes it; the command is not run again either way.
-            if let reply { replyBacklog.append((inboxID, reply, state)) }
+            if !items.isEmpty { replyBacklog.append((cmd.id, items, state)) }
         }
     }
 
     private func flushReplyBacklog(_ inbox: ChatInbox) {
         while let r = replyBacklog.first {
             do {
-                try inbox.finish(r.inboxID, state: r.state, reply: r.reply)
+                try inbox.finish(r.inboxID, state: r.state, replies: r.replies)
                 replyBacklog.removeFirst()
-                workers[r.reply.adapter]?.nudge()
+                for a in Set(r.replies.map(\.adapter)) { workers[a]?.nudge() }
             } catch {
                 return
             }
+        }
+    }
+
+    // MARK: - Answers after a restart
+
+    /// The chat_state entry of a `/restart bridge` waiting for the new bridge.
+    static let restartPendingName = "chat.restart.bridge"
+
+    struct PendingRestart: Codable {
+        var inbox: Int64
+        var adapter: String
+        var event: String?
+        var thread: String?
+        var sender: String
+        /// The service (`owner`) that wrote it: the new bridge's differs.
+        var owner: String
+    }
+
+    /// Records that the command of `context` (`/restart bridge`) is answered by the next
+    /// bridge: its first pump queues "bridge restarted (…)" as a reply, and ✅. Call from the
+    /// handler (inside `pump`). False when it could not be recorded.
+    @discardableResult
+    public func expectRestart(_ context: ChatCommandContext) -> Bool {
+        guard let db else { return false }
+        let p = PendingRestart(inbox: context.inboxID, adapter: context.adapter, event: context.originID, thread: context.thread,
+                               sender: context.sender, owner: owner)
+        guard let data = try? JSONEncoder().encode(p) else { return false }
+        return (try? ChatInbox(db).setValue(ChatService.restartPendingName, String(decoding: data, as: UTF8.self))) != nil
+    }
+
+    /// How the new bridge describes itself in "bridge restarted (…)": set by the owner.
+    public var restartedDescription = "pid \(ThisProcess.pid)"
+    private var restartChecked = false
+
+    /// In the primary's pump, once the database answers: a restart recorded by an earlier
+    /// bridge is answered now (this bridge is up: it beat before its first pump).
+    private func answerRestart(_ inbox: ChatInbox) {
+        guard case .primary = mode, !restartChecked else { return }
+        guard let text = try? inbox.value(ChatService.restartPendingName) else { return } // database busy: next turn
+        restartChecked = true
+        guard let p = try? JSONDecoder().decode(PendingRestart.self, from: Data(text.utf8)), p.owner != owner else { return }
+        let context = ChatCommandContext(inboxID: p.inbox, adapter: p.adapter, sender: p.sender, originID: p.event, thread: p.thread)
+        var item = ChatService.replyItem(context, body: "bridge restarted (\(restartedDescription))", maxLength: config.maxMessageLength)
+        item.key = "reply:\(p.inbox):restarted"
+        var items = [item]
+        if let r = ChatService.reaction(context, "done", emoji: ChatService.doneEmoji) { items.append(r) }
+        do {
+            try inbox.db.write {
+                for i in items { try Outbox.insertLocked(inbox.db, i) }
+                try inbox.setValueInTransaction(ChatService.restartPendingName, nil)
+            }
+            workers[p.adapter]?.nudge()
+        } catch {
+            restartChecked = false // the next turn tries again
         }
     }
 }

@@ -359,16 +359,17 @@ enum MatrixContent {
             return ("m.reaction", ["m.relates_to": ["rel_type": "m.annotation", "event_id": .string(target), "key": .string(key)]])
         }
         var text: [String: JSONValue] = ["msgtype": .string(msgtype), "body": .string(ChatText.defuseMentions(message.body))]
-        if let html = message.html {
-            text["format"] = .string(htmlFormat)
-            text["formatted_body"] = .string(ChatText.defuseMentions(html))
-        }
+        // Every message has an HTML form: a row queued without one (an older Vigil's, a path
+        // that gave none) gets the rendered text (docs/chat.md, "Replies, reactions, HTML").
+        let html = message.html ?? ChatHTML.render(message.body)
+        text["format"] = .string(htmlFormat)
+        text["formatted_body"] = .string(ChatText.defuseMentions(html))
         text["m.mentions"] = .object((meta.mentions ?? []).isEmpty ? [:] : ["user_ids": .array(meta.mentions!.map { .string($0) })])
         if let original = replacing {
             // An edit: the new content, and a fallback for clients that do not show edits.
             var content = text
             content["body"] = .string("* " + ChatText.defuseMentions(message.body))
-            if let html = message.html { content["formatted_body"] = .string("* " + ChatText.defuseMentions(html)) }
+            content["formatted_body"] = .string("* " + ChatText.defuseMentions(html))
             content["m.new_content"] = .object(text)
             content["m.relates_to"] = ["rel_type": "m.replace", "event_id": .string(original)]
             return ("m.room.message", .object(content))

@@ -73,6 +73,9 @@ public struct Mission: Sendable, Equatable {
     public var workspace: String?
     /// The slot its current (or last) attempt got.
     public var slot: Int64?
+    /// For a mission queued from chat: the command's message as JSON (`ChatRef`: adapter,
+    /// event, thread, sender), so its notices reply to it.
+    public var chatRef: String? = nil
 
     /// Its policy as `MissionLifecycle` takes it (limits the runner adds: `MissionRunner`).
     public var policy: MissionPolicy {

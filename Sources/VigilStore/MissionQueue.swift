@@ -17,7 +17,7 @@ public final class MissionQueue {
     /// Outbox messages (key, adapter, body) to queue in the same transaction as a settlement,
     /// e.g. a mission's end notification: committed together, so a crash right after the
     /// commit cannot lose the message. Set by the runner; nil queues nothing.
-    public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome, _ queuedBy: String?) -> [OutboxItem])?
+    public var announce: ((_ id: Int64, _ attempt: Int, _ settlement: Settlement, _ outcome: SettleOutcome, _ queuedBy: String?, _ chatRef: String?) -> [OutboxItem])?
     /// Messages for a key whose breaker paused (or closed), queued with the settlement that did it.
     public var announceKey: ((_ key: String, _ told: KeyBreaker.Told) -> [OutboxItem])?
     /// The breaker per lock key; `limit` 0 turns it off.
@@ -64,7 +64,7 @@ public final class MissionQueue {
         id, argv, cwd, lock_key, state, attempts, max_attempts, cancel_requested, exit_code, signal, \
         reason, shim_pid, shim_start, shim_boot, created_at, started_at, finished_at, let_daemons_go, \
         timeout_ns, silence_ns, stop_cause, at_most_once, retries, retry_backoff_ns, retried, retry_at, attempt_base, may_have_run, queued_by, \
-        workspace, slot
+        workspace, slot, chat_ref
         """
 
     static func decode(_ r: Database.Row) -> Mission {
@@ -87,7 +87,7 @@ public final class MissionQueue {
             stopCause: r[20].text.flatMap(StopCause.init(rawValue:)), atMostOnce: (r[21].int ?? 0) != 0,
             retries: Int(r[22].int ?? 0), retryBackoff: r[23].int.map { TimeSpan(nanoseconds: $0) }, retried: Int(r[24].int ?? 0),
             retryAt: r[25].double.map { Date(timeIntervalSince1970: $0) }, attemptBase: Int(r[26].int ?? 0), mayHaveRun: (r[27].int ?? 0) != 0,
-            queuedBy: r[28].text, workspace: r[29].text, slot: r[30].int)
+            queuedBy: r[28].text, workspace: r[29].text, slot: r[30].int, chatRef: r[31].text)
     }
 
     static func now() -> Database.Value { .double(Clock.wall().timeIntervalSince1970) }
@@ -100,7 +100,7 @@ public final class MissionQueue {
     public func enqueue(argv: [String], cwd: String, lockKey: String? = nil, maxAttempts: Int = MissionQueue.defaultMaxAttempts,
                         letDaemonsGo: Bool = false, timeout: TimeSpan? = nil, silenceLimit: TimeSpan? = nil,
                         atMostOnce: Bool = false, retries: Int = 0, retryBackoff: TimeSpan? = nil, queuedBy: String? = nil,
-                        workspace: String? = nil) throws -> Int64 {
+                        workspace: String? = nil, chatRef: String? = nil) throws -> Int64 {
         precondition(!argv.isEmpty && maxAttempts >= 1)
         let json = String(decoding: try JSONEncoder().encode(argv), as: UTF8.self)
         return try db.write {
@@ -109,12 +109,12 @@ public final class MissionQueue {
             }
             try db.execute("""
                 INSERT INTO missions(argv, cwd, lock_key, max_attempts, created_at, let_daemons_go, timeout_ns, silence_ns, at_most_once,
-                                     retries, retry_backoff_ns, queued_by, workspace)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     retries, retry_backoff_ns, queued_by, workspace, chat_ref)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, [.text(json), .text(cwd), lockKey.map { .text($0) } ?? .null, .int(Int64(maxAttempts)), MissionQueue.now(),
                       .int(letDaemonsGo ? 1 : 0), timeout.map { .int($0.nanoseconds) } ?? .null, silenceLimit.map { .int($0.nanoseconds) } ?? .null,
                       .int(atMostOnce ? 1 : 0), .int(Int64(max(0, retries))), retryBackoff.map { .int($0.nanoseconds) } ?? .null,
-                      queuedBy.map { .text($0) } ?? .null, workspace.map { .text($0) } ?? .null])
+                      queuedBy.map { .text($0) } ?? .null, workspace.map { .text($0) } ?? .null, chatRef.map { .text($0) } ?? .null])
             return db.lastInsertRowID
         }
     }
@@ -466,7 +466,7 @@ public final class MissionQueue {
         // Its slot goes to the cleaner in this transaction, whatever the end (a retry gets a
         // slot again at its next claim).
         if let change = try WorkspaceStore.releaseLocked(db, mission: id) { pendingSlotChanges.append(change) }
-        for m in announce?(id, attempt, settlement, outcome, m.queuedBy) ?? [] {
+        for m in announce?(id, attempt, settlement, outcome, m.queuedBy, m.chatRef) ?? [] {
             try Outbox.insertLocked(db, m)
         }
         // The key's breaker counts what the mission's own command did: a finished attempt that

@@ -113,7 +113,8 @@ import VigilTestSupport
         try server.send(as: s.alice, room: s.room, text: "/restart runner", msgtype: "m.emote")
         try server.send(as: s.alice, room: s.room, text: "/re\u{200B}start bridge") // hidden character in the name: refused
         try server.send(as: s.alice, room: s.room, text: "/launch-missiles")
-        #expect(try pumpUntil(service) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 4 })
+        // Four replies (and the /mission's two reactions, 👀 and ✅).
+        #expect(try pumpUntil(service) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 6 })
         #expect(handler.calls.map(\.command) == [.status, .mission("deploy [31mnow @room")])
         #expect(handler.calls.allSatisfy { $0.sender == s.alice.id })
         let replies = try botMessages(s).map(\.body)
@@ -132,7 +133,7 @@ import VigilTestSupport
         let service2 = try ChatService(stateDir: s.state.dir, config: s.config, journal: s.state.journal, handler: handler2)
         defer { service2.shutdown(deadline: Clock.boot() + .seconds(2)) }
         try server.send(as: s.alice, room: s.room, text: "/missions")
-        #expect(try pumpUntil(service2) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 5 })
+        #expect(try pumpUntil(service2) { try s.state.outboxRows().filter { $0.state == .delivered }.count == 7 })
         #expect(handler2.calls.map(\.command) == [.missions])
     }
 

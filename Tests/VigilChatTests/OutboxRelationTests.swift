@@ -74,9 +74,11 @@ import VigilSystem
         #expect(reaction.item(for: "console", maxLength: 100) == nil)
         #expect(reaction.item(for: "matrix", maxLength: 100)?.meta.reaction == "👀")
         #expect(ChatNotice(key: "x", text: "t", adapters: ["matrix"]).item(for: "webhook", maxLength: 100) == nil)
-        // HTML too long for a message is dropped; the text still goes.
-        let long = ChatNotice(key: "l", text: "t", html: String(repeating: "<i>x</i>", count: 100)).item(for: "matrix", maxLength: 100)
-        #expect(long?.html == nil && long?.body == "t")
+        // HTML too long for a message is replaced by the rendered text; the text still goes.
+        let long = ChatNotice(key: "l", text: "t <", html: String(repeating: "<i>x</i>", count: 100)).item(for: "matrix", maxLength: 100)
+        #expect(long?.html == "t &lt;" && long?.body == "t <")
+        // No HTML given: Matrix gets the rendered text (every Matrix message has a formatted_body).
+        #expect(ChatNotice(key: "p", text: "a & b").item(for: "matrix", maxLength: 100)?.html == "a &amp; b")
     }
 
     private func message(_ body: String, html: String? = nil, _ meta: OutboxMeta) -> OutboxMessage {
@@ -90,7 +92,9 @@ import VigilSystem
         var (type, c) = MatrixContent.make(message("hi @room", OutboxMeta()), msgtype: "m.notice", replacing: nil)
         #expect(type == "m.room.message")
         #expect(c["msgtype"]?.stringValue == "m.notice" && c["body"]?.stringValue == "hi @\u{200B}room")
-        #expect(c["m.mentions"] == .object([:]) && c["m.relates_to"] == nil && c["format"] == nil)
+        #expect(c["m.mentions"] == .object([:]) && c["m.relates_to"] == nil)
+        // No HTML in the row: the rendered text (every Matrix message has one).
+        #expect(c["format"]?.stringValue == "org.matrix.custom.html" && c["formatted_body"]?.stringValue == "hi @\u{200B}room")
         // HTML and a reply.
         (type, c) = MatrixContent.make(message("ok", html: "<code>ok</code>", OutboxMeta(replyTo: "$cmd", mentions: ["@op:h"])),
                                        msgtype: "m.notice", replacing: nil)

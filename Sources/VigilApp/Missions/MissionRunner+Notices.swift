@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VigilChat
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -25,6 +26,25 @@ extension MissionRunner {
             return (key, "Mission \(id)\(by) \(reason), in \(TimeSpan.seconds(wait.rounded()))." )
         default:
             return nil
+        }
+    }
+
+    /// The rows of an end notice: plain text for every adapter; for the adapter of the chat
+    /// message that queued the mission (`ref`), a reply to that message in its thread that
+    /// mentions its sender, with HTML (docs/chat.md, "Mission notices").
+    static func endItems(_ n: (key: String, text: String), adapters: [String], ref: ChatRef?,
+                         clean: (String) -> String) -> [OutboxItem] {
+        let body = clean(n.text)
+        return adapters.map { adapter in
+            guard ChatNotice.hasRelations(adapter) else { return OutboxItem(key: n.key, adapter: adapter, body: body) }
+            guard let ref, ref.adapter == adapter else {
+                return OutboxItem(key: n.key, adapter: adapter, body: body, html: ChatHTML.render(body))
+            }
+            // The sender's id in the text as a mention link (the plain body names them already).
+            let shown = ChatHTML.escape(ref.sender)
+            var html = ChatHTML.render(body)
+            if let r = html.firstRange(of: shown) { html.replaceSubrange(r, with: ChatHTML.mention(ref.sender)) } else { html = ChatHTML.mention(ref.sender) + ": " + html }
+            return OutboxItem(key: n.key, adapter: adapter, body: body, html: html, meta: ref.meta(mention: true))
         }
     }
 

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VigilChat
 import VigilCore
 import VigilStore
 import VigilSystem
@@ -211,10 +212,9 @@ public final class MissionRunner {
         let q = MissionQueue(db: db)
         q.breakerPolicy = settings.keyBreaker
         if let outbox = endNoticesInOutbox {
-            q.announce = { id, attempt, settlement, outcome, queuedBy in
+            q.announce = { id, attempt, settlement, outcome, queuedBy, chatRef in
                 guard let n = MissionRunner.endNotice(id: id, attempt: attempt, settlement: settlement, outcome: outcome, queuedBy: queuedBy) else { return [] }
-                let body = outbox.clean(n.text)
-                return outbox.adapters.map { OutboxItem(key: n.key, adapter: $0, body: body) }
+                return MissionRunner.endItems(n, adapters: outbox.adapters, ref: ChatRef.parse(chatRef), clean: outbox.clean)
             }
             let coolOff = settings.keyBreaker.coolOff
             q.announceKey = { key, told in
