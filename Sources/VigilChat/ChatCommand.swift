@@ -205,13 +205,18 @@ public struct ChatCommandContext: Sendable, Equatable {
     public var originID: String?
     /// The thread root it was said in.
     public var thread: String?
+    /// The room it was said in (its id): answers go there, or nowhere if the configured room
+    /// changed meanwhile (docs/chat.md, "Room problems").
+    public var room: String?
 
-    public init(inboxID: Int64 = 0, adapter: String = "console", sender: String, originID: String? = nil, thread: String? = nil) {
+    public init(inboxID: Int64 = 0, adapter: String = "console", sender: String, originID: String? = nil, thread: String? = nil,
+                room: String? = nil) {
         self.inboxID = inboxID
         self.adapter = adapter
         self.sender = sender
         self.originID = originID
         self.thread = thread
+        self.room = room
     }
 
     /// What a mission queued by this command keeps (`missions.chat_ref`), so its notices answer

@@ -356,7 +356,7 @@ public final class ChatService {
         if cmd.adapter == "matrix", let c = parsed, let role = config.matrix?.role(of: cmd.sender), !role.may(c) {
             journal.append(.chatRoleRefused, ["adapter": .string(cmd.adapter), "sender": .string(ChatText.brief(cmd.sender, maxLength: 100)),
                                                 "command": .string(c.name), "role": .string(role.rawValue)])
-            queueReply(inbox, inboxID: cmd.id, adapter: cmd.adapter, body: ChatRole.refusal(c), state: "done")
+            queueReply(inbox, cmd, body: ChatRole.refusal(c), state: "done")
             return
         }
         if let c = parsed, ChatService.reachesHandler(c), let age = tooOld(cmd) {
@@ -405,7 +405,8 @@ public final class ChatService {
 
     /// What the handler is told of `cmd`.
     static func context(_ cmd: InboxCommand) -> ChatCommandContext {
-        ChatCommandContext(inboxID: cmd.id, adapter: cmd.adapter, sender: cmd.sender, originID: cmd.originID, thread: cmd.meta.thread)
+        ChatCommandContext(inboxID: cmd.id, adapter: cmd.adapter, sender: cmd.sender, originID: cmd.originID, thread: cmd.meta.thread,
+                           room: cmd.meta.room)
     }
 
     /// The reply to a command as its adapter gets it: for Matrix a reply to the command's
@@ -417,7 +418,7 @@ public final class ChatService {
             return OutboxItem(key: key, adapter: context.adapter, body: body, priority: .reply)
         }
         return OutboxItem(key: key, adapter: context.adapter, body: body, html: ChatNotice.html(html, body: body, maxLength: maxLength),
-                          priority: .reply, meta: OutboxMeta(replyTo: context.originID, thread: context.thread))
+                          priority: .reply, meta: OutboxMeta(replyTo: context.originID, thread: context.thread, room: context.room))
     }
 
     /// A reaction to the command (`stage`: `seen` or `done`; key `react:<inbox id>:<stage>`,
@@ -426,7 +427,7 @@ public final class ChatService {
         guard ChatNotice.hasRelations(context.adapter), let event = context.originID else { return nil }
         let e = emoji ?? seenEmoji
         return OutboxItem(key: "react:\(context.inboxID):\(stage)", adapter: context.adapter, body: "reaction \(e)", priority: .reply,
-                          meta: OutboxMeta(replyTo: event, reaction: e))
+                          meta: OutboxMeta(replyTo: event, reaction: e, room: context.room))
     }
 
     /// Whether the bridge's handler would run `c` (the service answers `/help` and unknown
