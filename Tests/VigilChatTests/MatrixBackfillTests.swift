@@ -14,11 +14,19 @@ final class BridgeProcess {
     let identity: ProcessIdentity
     private var reaped = false
 
-    init(stateDir: String) throws {
+    init(stateDir: String, environment: [String: String] = [:]) throws {
         var opts = Spawner.Options()
         opts.outputPath = stateDir + "/bridge-\(UInt32.random(in: 0...UInt32.max)).out"
         opts.newSession = true
+        opts.environment = environment
         identity = try Spawner.spawn([CLITests.vigil, "bridge", "--state-dir", stateDir], opts)
+    }
+
+    /// Waits (at most `timeout`) for the bridge to end by itself and reaps it: its wait status.
+    func waitForExit(timeout: TimeSpan = .seconds(60)) -> Int32? {
+        guard !reaped, let pidfd = identity.openPidFD(), pidfd.waitForExit(timeoutMilliseconds: Int32(timeout.nanoseconds / 1_000_000)) else { return nil }
+        reaped = true
+        return Spawner.wait(identity.pid)
     }
 
     /// Ends the bridge (graceful first) and reaps it. Idempotent.
