@@ -215,6 +215,13 @@ final class PairProcesses {
 
     /// Ends what we started (wrapper first, so it relaunches nothing), then what names our
     /// directory (the runner a wrapper started, the bridges a runner started); reaps; checks.
+    /// Whether `pid` is a child of this process (its parent in /proc is us).
+    private func isChild(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 && Int32(fields[1]) == getpid()
+    }
+
     func finish(sourceLocation: SourceLocation = #_sourceLocation) {
         for id in started where id.isAlive { id.signal(.kill) }
         for _ in 0..<3 { // a runner may have started a bridge while we looked
@@ -222,7 +229,13 @@ final class PairProcesses {
         }
         for id in started {
             if let fd = id.openPidFD() { _ = fd.waitForExit(timeoutMilliseconds: 5000) }
-            _ = Spawner.reap(id.pid)
+            // A child of ours that is not reaped yet keeps its pid (no reuse): kill it by pid and
+            // wait for it, so it is not left a zombie (a zombie child of the test process makes
+            // any later waitid(P_ALL) see it first). Adopted leftovers are not children: ECHILD.
+            if Spawner.reap(id.pid) == nil, isChild(id.pid) {
+                _ = kill(id.pid, SIGKILL)
+                _ = Spawner.wait(id.pid)
+            }
         }
         let left = leftovers()
         #expect(left.isEmpty, "processes survived SIGKILL: \(left)", sourceLocation: sourceLocation)
