@@ -93,6 +93,11 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         public var room: String
         /// User ids whose commands are obeyed (exact match). Everyone else is ignored and journaled.
         public var allow: [String]
+        /// `mention`: user ids the circuit-open alert mentions (`m.mentions`), so it wakes
+        /// someone; absent: the `allow` list (docs/chat.md, "One message per incident").
+        public var mention: [String]?
+        /// Who the alert mentions: `mention`, or everyone on `allow`.
+        public var operators: [String] { mention ?? allow }
         /// Long-poll time of one /sync (the call runs off the bridge's loop).
         public var syncTimeout: TimeSpan
         /// One request's time limit (a /sync gets `syncTimeout` on top).
@@ -119,10 +124,18 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case homeserver, user, room, allow, msgtype, timeout
+            case homeserver, user, room, allow, mention, msgtype, timeout
             case accessToken = "access_token", accessTokenEnv = "access_token_env", accessTokenFile = "access_token_file"
             case password, passwordEnv = "password_env", passwordFile = "password_file"
             case deviceID = "device_id", syncTimeout = "sync_timeout", maxSyncBytes = "max_sync_bytes"
+        }
+
+        /// `@localpart:server`: an `@`, a localpart without `:` or spaces, a `:`, a server name
+        /// without spaces (the Matrix spec's user id grammar, loosely).
+        public static func isUserID(_ s: String) -> Bool {
+            guard s.hasPrefix("@"), let colon = s.firstIndex(of: ":") else { return false }
+            let local = s[s.index(after: s.startIndex)..<colon], server = s[s.index(after: colon)...]
+            return !local.isEmpty && !server.isEmpty && !s.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } ?? false })
         }
 
         public init(from decoder: any Decoder) throws {
@@ -139,6 +152,13 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             deviceID = try c.decodeIfPresent(String.self, forKey: .deviceID) ?? "VIGIL"
             room = try c.decode(String.self, forKey: .room)
             allow = try c.decodeIfPresent([String].self, forKey: .allow) ?? []
+            if let m = try c.decodeIfPresent([String].self, forKey: .mention) {
+                if let bad = m.first(where: { !Matrix.isUserID($0) }) {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.mention], debugDescription:
+                        "chat.matrix.mention: \"\(ChatText.brief(bad, maxLength: 80))\" is not a Matrix user id (@user:server)"))
+                }
+                mention = m
+            }
             syncTimeout = try ChatConfig.duration(c, .syncTimeout) ?? .seconds(5)
             timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)
             msgtype = try c.decodeIfPresent(String.self, forKey: .msgtype) ?? "m.notice"
