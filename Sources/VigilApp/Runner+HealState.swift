@@ -18,6 +18,9 @@ extension Runner {
             savedHeal = heal
             incident = file.incident
             savedIncident = incident
+            // The last runner may have died between saving the incident's state and queuing
+            // it: queue it again (idempotent by key: a no-op when it was queued).
+            if let r = incident, r.version > 0 { pendingNotices.append(matrixNotice(r)) }
         } else {
             ctx.journal.append(.healStateDiscarded, ["reason": "written before the last reboot"])
         }

@@ -8,7 +8,7 @@ import VigilSystem
 import VigilTestSupport
 
 /// One message per incident (docs/chat.md, "One message per incident"): a real pair with console
-/// and Matrix; the bridge is stopped (SIGSTOP: hung), the runner heals it through the tiers (and
+/// and Matrix; the bridge hangs, the runner heals it through the tiers (and
 /// is killed -9 in the middle, its successor goes on editing the same message); from an
 /// operator's view of the room there is one original message and edits of it (`m.replace`),
 /// the latest saying healed. The circuit-open alert is a separate message mentioning the operator.
@@ -65,11 +65,15 @@ import VigilTestSupport
         try s.pair.startWrapper(PairProcesses.fast)
         try s.pair.waitUntil("bridge beating") { s.pair.bridgeBeating() }
         let bridge = try #require(identity(s, .bridge))
-        #expect(kill(bridge.pid, SIGSTOP) == 0)
+        // Hung (its loop stops; it ignores SIGTERM while it hangs): tier 2, then tier 3.
+        s.pair.write("fault", "hang")
         try s.pair.waitUntil("tier 2 (SIGTERM) for the hang") {
             s.pair.events("heal").contains { $0["action"]?.stringValue == "terminate" }
         }
-        // The runner dies mid-incident; the wrapper's next runner goes on with the same message.
+        unlink(s.pair.dir.fault) // the respawned bridge is fine
+        // The runner dies mid-incident (its first message is out); the wrapper's next runner
+        // goes on editing the same message.
+        _ = try incidentRowsDelivered(s, atLeast: 1) { _ in true }
         let runner = try #require(identity(s, .runner))
         _ = runner.signal(.kill)
         try s.pair.waitUntil("recovered", timeout: 90) { !s.pair.events("recovered").isEmpty }
@@ -94,6 +98,7 @@ import VigilTestSupport
         let body = try #require(latest["body"]?.stringValue)
         #expect(body.hasPrefix("Vigil incident ") && body.contains("bridge hung (pid \(bridge.pid))"), "\(body)")
         #expect(body.contains("• tier 2: sent SIGTERM"), "\(body)")
+        #expect(body.contains("• tier 3: sent SIGKILL") && body.contains("): started a new bridge (pid "), "\(body)")
         #expect(body.contains("healed after"), "\(body)")
         let html = try #require(latest["formatted_body"]?.stringValue)
         #expect(html.contains("<ul><li>tier 2: sent SIGTERM</li>") && html.contains("healed after"), "\(html)")
