@@ -63,7 +63,7 @@ extension Runner {
                          line: ChatNotice(key: "incident-\(since.nanoseconds)-recovered",
                                           text: "Vigil: bridge healthy again after \(DecimalText.fixed(down.seconds, places: 2)) s (was \(verdict.rawValue), tier \(tier)\(proven))."),
                          add: nil, status: "✅ healed after \(DecimalText.fixed(down.seconds, places: 2)) s (was \(verdict.rawValue), tier \(tier)\(proven))",
-                         closing: true)
+                         closing: true, verdict: verdict)
         case .respawnFailed(let count, let verdict):
             ctx.journal.append(.respawnFailed, ["count": .int(Int64(count)), "verdict": .string(verdict.rawValue), "limit": .int(Int64(limit)),
                                                   "bridge": idJSON(probe.identity)])
@@ -107,6 +107,12 @@ extension Runner {
             }
         case .circuitHalfOpen:
             ctx.journal.append(.circuitHalfOpen, ["tier": 4, "verdict": .string(probe.verdict.rawValue)])
+            // Console and webhook are told nothing here, as before; the incident's message
+            // shows the retry.
+            if let since = heal.incidentSince, incident?.key == IncidentReport.key(since: since), incident?.closed == false {
+                incidentStep(since: since, probe: probe, now: now, line: nil, add: "circuit half-open after the cool-off: one more try",
+                             status: "healing (half-open)")
+            }
         case .circuitClosed:
             ctx.journal.append(.circuitClosed, [:])
             let line = ChatNotice(key: "\(key)-closed", text: "Vigil: circuit closed; the bridge has been stable.")
@@ -164,12 +170,12 @@ extension Runner {
     /// Matrix gets the incident's message with `add` (and `status`) applied, first as a new
     /// message, then as edits of it. Without an incident to attach to, `line` goes everywhere.
     func incidentStep(since: BootInstant?, probe: Probe, now: BootInstant, line: ChatNotice?, add: String?, status: String? = nil,
-                      closing: Bool = false) {
+                      closing: Bool = false, verdict found: Verdict? = nil) {
         if let since {
             let key = IncidentReport.key(since: since)
             if incident?.key != key {
                 let began = Clock.wall().addingTimeInterval(-(now - since).seconds)
-                let verdict = heal.incidentVerdict ?? probe.verdict
+                let verdict = found ?? heal.incidentVerdict ?? probe.verdict
                 let pid = probe.identity.map { "pid \($0.pid)" } ?? "no pid"
                 incident = IncidentReport(key: key, title: "Vigil incident \(IncidentReport.clockTime(Clock.iso(began))): bridge \(verdict.rawValue) (\(pid))")
             }
