@@ -83,9 +83,12 @@ struct HealFile: Codable, Sendable {
     static let kind = "heal"
     var bootID: String
     var state: HealState
+    /// The chat message of the current (or last) incident: its key and lines so far, so a
+    /// restarted runner edits the same message (docs/chat.md, "One message per incident").
+    var incident: IncidentReport?
 
     enum CodingKeys: String, CodingKey {
-        case state
+        case state, incident
         case bootID = "boot_id"
     }
 }

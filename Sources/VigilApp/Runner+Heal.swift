@@ -42,6 +42,7 @@ extension Runner {
         let done = perform(step.action, probe: probe)
         for note in step.notes { report(note, probe: probe, done: done, now: now) }
         saveHealState(now: now)
+        flushNotices()
         return step.action != .none || !step.notes.isEmpty
     }
 

@@ -16,6 +16,11 @@ extension Runner {
         if file.bootID == Clock.bootID {
             heal = file.state
             savedHeal = heal
+            incident = file.incident
+            savedIncident = incident
+            // The last runner may have died between saving the incident's state and queuing
+            // it: queue it again (idempotent by key: a no-op when it was queued).
+            if let r = incident, r.version > 0 { pendingNotices.append(matrixNotice(r)) }
         } else {
             ctx.journal.append(.healStateDiscarded, ["reason": "written before the last reboot"])
         }
@@ -24,10 +29,11 @@ extension Runner {
     /// Persists the heal state when it changed. A failed write is journaled (at a low rate) and
     /// the runner goes on from its memory: it never repeats a tier because it could not save.
     func saveHealState(now: BootInstant) {
-        guard heal != savedHeal else { return }
+        guard heal != savedHeal || incident != savedIncident else { return }
         do {
-            try ctx.files.save(HealFile(bootID: Clock.bootID, state: heal), kind: HealFile.kind, to: ctx.dir.healState)
+            try ctx.files.save(HealFile(bootID: Clock.bootID, state: heal, incident: incident), kind: HealFile.kind, to: ctx.dir.healState)
             savedHeal = heal
+            savedIncident = incident
             if lastHealWriteProblem != nil {
                 lastHealWriteProblem = nil
                 ctx.journal.append(.stateWriteRecovered, ["file": "heal.json"])

@@ -24,6 +24,12 @@ final class Runner {
 
     var heal = HealState()
     var savedHeal: HealState?
+    /// The incident's chat message (saved with the heal state) and what the last save wrote.
+    var incident: IncidentReport?
+    var savedIncident: IncidentReport?
+    /// Messages of this probe's notes, queued once the heal state (and the incident's lines)
+    /// are saved: a runner killed in between repeats the step and the same keys.
+    var pendingNotices: [ChatNotice] = []
     /// Bridges we spawned: reaped when they exit (never `waitpid(-1)`).
     var children: [PidFD] = []
     /// A bridge we spawned that has not written its PID file yet.

@@ -78,7 +78,10 @@ final class RunnerHooks {
         (missions?.wakeDescriptors ?? []) + (selfChecks?.wakeDescriptors ?? []) + (need.needed ? standby?.wakeDescriptors ?? [] : [])
     }
     func notify(key: String, text: String) {
-        notifier.notify(key: key, text: text)
+        notify(ChatNotice(key: key, text: text))
+    }
+    func notify(_ notice: ChatNotice) {
+        notifier.notify(notice)
         if need.needed { standby?.wakeWorkers() }
     }
     func shutdown() {

@@ -99,6 +99,11 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         /// Answer a sender on neither list once ("not allowed"), remembered in `chat_state`
         /// across restarts. Default false: strangers get nothing.
         public var tellStrangers = false
+        /// `mention`: user ids the circuit-open alert mentions (`m.mentions`), so it wakes
+        /// someone; absent: the `allow` list (docs/chat.md, "One message per incident").
+        public var mention: [String]?
+        /// Who the alert mentions: `mention`, or everyone on `allow`.
+        public var operators: [String] { mention ?? allow }
         /// Long-poll time of one /sync (the call runs off the bridge's loop).
         public var syncTimeout: TimeSpan
         /// One request's time limit (a /sync gets `syncTimeout` on top).
@@ -125,7 +130,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case homeserver, user, room, allow, msgtype, timeout
+            case homeserver, user, room, allow, mention, msgtype, timeout
             case accessToken = "access_token", accessTokenEnv = "access_token_env", accessTokenFile = "access_token_file"
             case password, passwordEnv = "password_env", passwordFile = "password_file"
             case deviceID = "device_id", syncTimeout = "sync_timeout", maxSyncBytes = "max_sync_bytes"
@@ -151,6 +156,7 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             let okServer = server.unicodeScalars.allSatisfy { c in c.isASCII && c.value > 0x20 && c.value < 0x7F && c != "/" }
             return okLocal && okServer
         }
+
 
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -179,6 +185,13 @@ public struct ChatConfig: Decodable, Sendable, Equatable {
             if let both = viewers.first(where: { allow.contains($0) }) {
                 throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.viewers], debugDescription:
                     "chat.matrix: \(both) is in both \"allow\" and \"viewers\" (an operator can already do everything a viewer can)"))
+            }
+            if let m = try c.decodeIfPresent([String].self, forKey: .mention) {
+                if let bad = m.first(where: { !Matrix.isUserID($0) }) {
+                    throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.mention], debugDescription:
+                        "chat.matrix.mention: \"\(ChatText.brief(bad, maxLength: 80))\" is not a Matrix user id (@user:server)"))
+                }
+                mention = m
             }
             syncTimeout = try ChatConfig.duration(c, .syncTimeout) ?? .seconds(5)
             timeout = try ChatConfig.duration(c, .timeout) ?? .seconds(10)

@@ -33,6 +33,21 @@ import VigilCore
         #expect(c.matrix?.syncTimeout == .seconds(2))
     }
 
+    @Test func mentionDefaultsToTheAllowListAndMustBeUserIDs() throws {
+        func matrix(_ extra: String) throws -> ChatConfig.Matrix? {
+            try decode("""
+            {"matrix": {"homeserver": "http://127.0.0.1:8008", "access_token": "t", "room": "!r:test", "allow": ["@alice:test", "@bob:test"]\(extra)}}
+            """).matrix
+        }
+        #expect(try matrix("")?.operators == ["@alice:test", "@bob:test"])
+        #expect(try matrix(#", "mention": ["@carol:test"]"#)?.operators == ["@carol:test"])
+        #expect(try matrix(#", "mention": []"#)?.operators == [])
+        for bad in ["carol:test", "@carol", "@:test", "@carol:", "@car ol:test"] {
+            #expect(throws: DecodingError.self, "\(bad)") { try matrix(", \"mention\": [\"@ok:test\", \"\(bad)\"]") }
+        }
+        #expect(ChatConfig.Matrix.isUserID("@alice:matrix.example.org:8448"))
+    }
+
     @Test func commandMaxAgeIsADuration() throws {
         #expect(try decode("{}").commandMaxAge == .seconds(600))
         #expect(try decode(#"{"command_max_age": "2s"}"#).commandMaxAge == .seconds(2))
