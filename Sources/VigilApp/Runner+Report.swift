@@ -196,10 +196,10 @@ extension Runner {
     func alert(key: String, text: String) {
         let operators = hooks?.notifier.config.matrix?.operators ?? []
         say(ChatNotice(key: key, text: text, priority: .alert, adapters: lineAdapters))
-        let pills = operators.map { "<a href=\"https://matrix.to/#/\($0)\">\(IncidentReport.escape($0))</a>" }
+        let pills = operators.map { ChatHTML.mention($0) }
         let body = operators.isEmpty ? text : text + "\n" + operators.joined(separator: " ")
         let rest = text.hasPrefix("Vigil ALERT:") ? String(text.dropFirst("Vigil ALERT:".count)) : " " + text
-        let html = "<p><b>🚨 Vigil ALERT:</b>\(IncidentReport.escape(rest))</p>" + (pills.isEmpty ? "" : "<p>\(pills.joined(separator: " "))</p>")
+        let html = "<p><b>🚨 Vigil ALERT:</b>\(HTMLText.escape(rest))</p>" + (pills.isEmpty ? "" : "<p>\(pills.joined(separator: " "))</p>")
         say(ChatNotice(key: key, text: body, html: html, priority: .alert,
                        meta: OutboxMeta(mentions: operators.isEmpty ? nil : operators), adapters: ["matrix"]))
     }

@@ -1,24 +1,12 @@
+import VigilCore
+
 /// The HTML form of chat messages (Matrix `formatted_body`, format `org.matrix.custom.html`;
 /// docs/chat.md, "HTML"). Everything that goes in is text — from users, the journal, mission
 /// output — and is escaped; the only tags are the ones made here (`<br>`, `<pre>`, `<code>`,
 /// `<b>`, `<a>` for a mention), always balanced.
 public enum ChatHTML {
     /// `&`, `<`, `>`, `"` and `'` as entities: the text can stand in an element or an attribute.
-    public static func escape(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for c in text {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
+    public static func escape(_ text: String) -> String { HTMLText.escape(text) }
 
     /// Plain text as HTML: lines joined with `<br>`, `` `inline code` `` as `<code>`, and a
     /// block of fixed-width lines (a table: columns aligned with runs of spaces, or lines that

@@ -1,3 +1,5 @@
+import VigilCore
+
 /// Making text from and for chat safe: hostile input (huge, control characters, terminal escape
 /// sequences, bidi overrides, invalid UTF-8) and formatting injection in what is echoed back
 /// (mass mentions, Slack/Mattermost link syntax).
@@ -98,17 +100,5 @@ public enum ChatText {
 
     /// Slack/Mattermost control sequences: `&`, `<`, `>` escaped as the Slack API asks, so
     /// `<!channel>` or `<https://evil|click>` in echoed text stays literal.
-    public static func escapeSlack(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count)
-        for c in text {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
+    public static func escapeSlack(_ text: String) -> String { HTMLText.escape(text, quotes: false) }
 }

@@ -67,9 +67,9 @@ public struct IncidentReport: Codable, Equatable, Sendable {
     /// The same as HTML (Matrix `formatted_body`): the heading in bold, the lines as a list,
     /// the status in bold.
     public var html: String {
-        var out = "<p><b>\(IncidentReport.escape(title))</b></p>"
-        if !shownLines.isEmpty { out += "<ul>" + shownLines.map { "<li>\(IncidentReport.escape($0))</li>" }.joined() + "</ul>" }
-        out += "<p><b>\(IncidentReport.escape(status))</b></p>"
+        var out = "<p><b>\(HTMLText.escape(title))</b></p>"
+        if !shownLines.isEmpty { out += "<ul>" + shownLines.map { "<li>\(HTMLText.escape($0))</li>" }.joined() + "</ul>" }
+        out += "<p><b>\(HTMLText.escape(status))</b></p>"
         return out
     }
 
@@ -85,20 +85,5 @@ public struct IncidentReport: Codable, Equatable, Sendable {
         return String(chars[11..<19]) + " UTC"
     }
 
-    /// `& < > "` as entities.
-    public static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for ch in s {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            default: out.append(ch)
-            }
-        }
-        return out
-    }
 }
 

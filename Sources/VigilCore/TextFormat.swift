@@ -50,3 +50,25 @@ extension StringProtocol {
         count >= length ? String(prefix(length)) : String(self) + String(repeating: " ", count: length - count)
     }
 }
+
+/// Text made safe to stand in HTML (or in the HTML-like markup of Slack-style webhooks): the
+/// one escaper of the project.
+public enum HTMLText {
+    /// `&`, `<`, `>` as entities and, with `quotes`, `"` and `'` too (so the text can stand in
+    /// an attribute).
+    public static func escape(_ text: String, quotes: Bool = true) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for c in text {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"" where quotes: out += "&quot;"
+            case "'" where quotes: out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+}

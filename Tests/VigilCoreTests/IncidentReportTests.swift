@@ -43,7 +43,7 @@ import VigilCore
         r.add("x < y", status: "s & t")
         r.add("z")
         #expect(r.html == "<p><b>a &lt;b&gt; &amp; &quot;c&quot;</b></p><ul><li>x &lt; y</li><li>z</li></ul><p><b>s &amp; t</b></p>")
-        #expect(IncidentReport.escape("plain 🚨 text") == "plain 🚨 text")
+        #expect(HTMLText.escape("plain 🚨 text") == "plain 🚨 text")
     }
 
     @Test func longIncidentsKeepTheNewestLinesAndCountTheRest() {
