@@ -531,9 +531,10 @@ public final class ChatService {
     /// bridge is answered now (this bridge is up: it beat before its first pump).
     private func answerRestart(_ inbox: ChatInbox) {
         guard case .primary = mode, !restartChecked else { return }
-        guard let text = try? inbox.value(ChatService.restartPendingName) else { return } // database busy: next turn
-        restartChecked = true
-        guard let p = try? JSONDecoder().decode(PendingRestart.self, from: Data(text.utf8)), p.owner != owner else { return }
+        let pending: String?
+        do { pending = try inbox.value(ChatService.restartPendingName) } catch { return } // database busy: next turn
+        restartChecked = true // looked once: nothing pending is the usual case, not a reason to look every turn
+        guard let text = pending, let p = try? JSONDecoder().decode(PendingRestart.self, from: Data(text.utf8)), p.owner != owner else { return }
         let context = ChatCommandContext(inboxID: p.inbox, adapter: p.adapter, sender: p.sender, originID: p.event, thread: p.thread)
         var item = ChatService.replyItem(context, body: "bridge restarted (\(restartedDescription))", maxLength: config.maxMessageLength)
         item.key = "reply:\(p.inbox):restarted"

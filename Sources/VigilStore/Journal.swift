@@ -32,6 +32,10 @@ public final class Journal: Sendable {
         var fd: Int32 = -1
         var isSink = false
         var pending: [Data] = []
+        /// The directory the journal was first opened in (device, inode): a journal that is
+        /// gone from `path` because its whole directory was moved away is not re-created in
+        /// whatever directory now has that name.
+        var directory: (device: UInt64, inode: UInt64)?
     }
 
     /// When the journal is rotated: past `maxBytes`, keeping `keep` old files
@@ -142,6 +146,7 @@ public final class Journal: Sendable {
                     let dir = Path.parent(path)
                     try? AtomicFile.fsyncDirectory(dir)
                 }
+                if w.directory == nil, let d = FileStatus.at(Path.parent(path)) { w.directory = (d.device, d.inode) }
             }
             let mine: FileStatus
             do { mine = try FileDescriptor(rawValue: w.fd).status() } catch { throw SystemError("fstat", errno: error.errno, subject: path) }
@@ -150,6 +155,13 @@ public final class Journal: Sendable {
             if w.isSink { return false }
             let held = try Journal.lock(w.fd, path: path)
             if let now = FileStatus.at(path), now.inode == mine.inode && now.device == mine.device { return held }
+            // The directory itself was moved or removed (a state directory replaced under the
+            // pair): go on writing to the file we have, in the directory it moved with; the pair
+            // stops at its next anchor check (docs/operator-guide.md, "The state directory removed
+            // or replaced"), and nothing is written into the directory that now has the name.
+            if let dir = w.directory, FileStatus.at(Path.parent(path)).map({ $0.device != dir.device || $0.inode != dir.inode }) ?? true {
+                return held
+            }
             if held { FileDescriptor(rawValue: w.fd).unlock() }
             // Renamed away (or removed) since we opened it: a rotation. Open the new file.
             FileDescriptor(rawValue: w.fd).close()

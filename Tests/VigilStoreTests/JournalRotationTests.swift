@@ -22,6 +22,27 @@ struct JournalRotationTests {
         return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
     }
 
+    @Test("A journal whose whole directory was moved away is not re-created in the directory that now has the name")
+    func directoryMovedAwayIsNotRecreated() throws {
+        let dir = try TempDir.make("vigil-journal-moved")
+        defer { try? FileManager.default.removeItem(atPath: dir + ".old"); try? FileManager.default.removeItem(atPath: dir) }
+        let journal = Journal(path: dir + "/journal.jsonl", source: "test")
+        #expect(journal.append(.runnerStarted, ["n": 1]))
+        #expect(rename(dir, dir + ".old") == 0)
+        #expect(mkdir(dir, 0o700) == 0)
+        _ = journal.append(.runnerStarted, ["n": 2])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "written into the new directory")
+        let kept = Journal.read(path: dir + ".old/journal.jsonl").entries.compactMap { $0["n"]?.intValue }
+        #expect(kept == [1, 2], "the entries stay with the directory they were written in")
+        // The file alone renamed away in a directory that stayed (a rotation by another writer):
+        // a new file is opened at the path, as before.
+        let other = Journal(path: dir + ".old/journal.jsonl", source: "test")
+        #expect(other.append(.runnerStarted, ["n": 3]))
+        #expect(rename(dir + ".old/journal.jsonl", dir + ".old/journal.jsonl.1") == 0)
+        #expect(other.append(.runnerStarted, ["n": 4]))
+        #expect(Journal.read(path: dir + ".old/journal.jsonl").entries.compactMap { $0["n"]?.intValue } == [4])
+    }
+
     @Test("Past max bytes the file becomes .1 (.1 becomes .2 …), the oldest beyond keep is deleted; every line keeps its CRC, in order")
     func rotatesAndKeeps() throws {
         let dir = try TempDir()
