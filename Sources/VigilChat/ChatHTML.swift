@@ -43,7 +43,7 @@ public enum ChatHTML {
 
     /// A link that mentions `user` (a Matrix user id), shown as `name`.
     public static func mention(_ user: String, name: String? = nil) -> String {
-        "<a href=\"https://matrix.to/#/" + escape(percentEncoded(user)) + "\">" + escape(name ?? user) + "</a>"
+        "<a href=\"https://matrix.to/#/" + escape(MatrixSession.encodeSegment(user, keeping: [UInt8(ascii: "@"), UInt8(ascii: ":")])) + "\">" + escape(name ?? user) + "</a>"
     }
 
     /// One line: escaped, `` `x` `` → `<code>x</code>` (an odd backtick stays as it is).
@@ -65,29 +65,8 @@ public enum ChatHTML {
 
     /// Columns aligned with two or more spaces in a row, or an indented line.
     static func looksTabular(_ line: String) -> Bool {
-        guard !line.trimmingWhitespaceScalars.isEmpty else { return false }
+        guard !line.trimmingWhitespace().isEmpty else { return false }
         return line.hasPrefix("  ") || line.contains("   ") || line.contains("\t")
     }
-
-    private static func percentEncoded(_ s: String) -> String {
-        let hex = Array("0123456789ABCDEF".utf8)
-        var out: [UInt8] = []
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "@"), UInt8(ascii: ":"):
-                out.append(b)
-            default:
-                out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 0x0F)]]
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 }
 
-extension String {
-    fileprivate var trimmingWhitespaceScalars: Substring {
-        let s = Substring(self)
-        return s.drop(while: { $0 == " " || $0 == "\t" })
-    }
-}

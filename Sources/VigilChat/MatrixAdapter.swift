@@ -120,14 +120,16 @@ package final class MatrixSession: Sendable {
     }
 
     /// Percent-encodes every byte of the UTF-8 form except the unreserved ASCII ones
-    /// (letters, digits, `-._~`).
-    package static func encodeSegment(_ s: String) -> String {
+    /// (letters, digits, `-._~`) and those in `keeping`.
+    package static func encodeSegment(_ s: String, keeping: Set<UInt8> = []) -> String {
         let hex = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []
         for b in s.utf8 {
             switch b {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
                  UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.append(b)
+            case _ where keeping.contains(b):
                 out.append(b)
             default:
                 out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 0x0F)]]

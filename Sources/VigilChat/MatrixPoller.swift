@@ -312,14 +312,7 @@ package final class MatrixPoller: Sendable {
 
     /// Encrypted events are journaled at most 10 a minute, like ignored senders.
     private func journalUnreadable(sender: String, eventID: String) {
-        let now = Clock.boot()
-        let journalIt = state.withLock { s in
-            s.unreadableJournaled.removeAll { now - $0 > .seconds(60) }
-            guard s.unreadableJournaled.count < 10 else { return false }
-            s.unreadableJournaled.append(now)
-            return true
-        }
-        guard journalIt else { return }
+        guard withinJournalRate(\.unreadableJournaled) else { return }
         journal.append(.chatUnreadable, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
                                            "event_id": .string(eventID), "reason": "encrypted (m.room.encrypted): Vigil cannot read it; not run"])
     }
@@ -379,16 +372,21 @@ package final class MatrixPoller: Sendable {
         return b
     }
 
-    /// Ignored senders are journaled, at most 10 a minute (a flood cannot fill the journal).
-    private func journalIgnored(sender: String, body: String) {
+    /// At most 10 entries of one kind a minute (`times`: when the last ones were written): true
+    /// when this one may be journaled, and then counted.
+    private func withinJournalRate(_ times: WritableKeyPath<State, [BootInstant]>) -> Bool {
         let now = Clock.boot()
-        let journalIt = state.withLock { s in
-            s.ignoredJournaled.removeAll { now - $0 > .seconds(60) }
-            guard s.ignoredJournaled.count < 10 else { return false }
-            s.ignoredJournaled.append(now)
+        return state.withLock { s in
+            s[keyPath: times].removeAll { now - $0 > .seconds(60) }
+            guard s[keyPath: times].count < 10 else { return false }
+            s[keyPath: times].append(now)
             return true
         }
-        guard journalIt else { return }
+    }
+
+    /// Ignored senders are journaled, at most 10 a minute (a flood cannot fill the journal).
+    private func journalIgnored(sender: String, body: String) {
+        guard withinJournalRate(\.ignoredJournaled) else { return }
         journal.append(.chatIgnored, ["adapter": "matrix", "sender": .string(ChatText.brief(sender, maxLength: 100)),
                                         "text": .string(ChatText.brief(body, maxLength: 100)), "reason": "sender not on the allow-list nor a viewer"])
     }
