@@ -3,6 +3,11 @@
 // No package dependencies on purpose: a watchdog must not break because of someone else's package.
 import PackageDescription
 
+// Release builds put every function in its own section, so the link can lay out together the
+// ones an idle pair runs (contrib/link-order.txt: docs/architecture.md, "Memory"); without it
+// a file's functions stay one block, wherever its hottest one goes.
+let functionSections: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release))]
+
 let package = Package(
     name: "Vigil",
     products: [
@@ -11,19 +16,19 @@ let package = Package(
     ],
     targets: [
         // Linux calls the Glibc module does not export (pidfd, setsid-on-spawn, a signal self-pipe).
-        .target(name: "CVigil"),
+        .target(name: "CVigil", cSettings: [.unsafeFlags(["-ffunction-sections"], .when(configuration: .release))]),
         // The system's libsqlite3.
         .systemLibrary(name: "CSQLite"),
         // Pure logic: time values, durations, verdicts, the escalation state machine. No system calls.
-        .target(name: "VigilCore"),
+        .target(name: "VigilCore", swiftSettings: functionSections),
         // The system layer: errno funnel, clocks, processes, pidfds, spawning, locks, inotify, /proc.
-        .target(name: "VigilSystem", dependencies: ["CVigil", "VigilCore"]),
+        .target(name: "VigilSystem", dependencies: ["CVigil", "VigilCore"], swiftSettings: functionSections),
         // Durable state: atomic state files, the journal, the SQLite database (missions, outbox).
-        .target(name: "VigilStore", dependencies: ["VigilSystem", "VigilCore", "CSQLite"]),
+        .target(name: "VigilStore", dependencies: ["VigilSystem", "VigilCore", "CSQLite"], swiftSettings: functionSections),
         // Chat adapters and outbox delivery.
-        .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore", "CVigil"]),
+        .target(name: "VigilChat", dependencies: ["VigilStore", "VigilSystem", "VigilCore", "CVigil"], swiftSettings: functionSections),
         // The processes and commands: bridge, runner, shim, CLI.
-        .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"]),
+        .target(name: "VigilApp", dependencies: ["VigilChat", "VigilStore", "VigilSystem", "VigilCore"], swiftSettings: functionSections),
         // The product: nothing of the benchmark or the test fixtures is linked into it. A release
         // build links the Swift runtime and FoundationEssentials into it (one file to install;
         // `ldd` shows only system libraries: docs/operator-guide.md, "Install"); debug builds and
@@ -33,7 +38,7 @@ let package = Package(
         // inside FoundationEssentials, and the result is a little smaller). It lays out first the
         // functions an idle pair runs (contrib/link-order.txt, made by scripts/profile-link-order:
         // docs/architecture.md, "Memory").
-        .executableTarget(name: "vigil", dependencies: ["VigilApp"],
+        .executableTarget(name: "vigil", dependencies: ["VigilApp"], swiftSettings: functionSections,
                           linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld",
                                                          "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/contrib/link-order.txt",
                                                          "-Xlinker", "--no-warn-symbol-ordering"],

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -127,3 +128,7 @@ void cvigil_name_thread(const char *name) {
     short_name[sizeof short_name - 1] = 0;
     pthread_setname_np(pthread_self(), short_name);
 }
+
+int cvigil_malloc_trim(void) { return malloc_trim(0); }
+
+int cvigil_malloc_arena_max(int n) { return mallopt(M_ARENA_MAX, n); }

@@ -46,9 +46,9 @@ final class Bridge {
         hooks = try BridgeHooks.make(bridge: self)
 
         var nextBeat = Clock.boot() + t.heartbeatInterval
-        var codePagesDue: BootInstant? = nil
+        var codePages = CodePages.Schedule()
         while true {
-            CodePages.releaseIfDue(&codePagesDue, now: Clock.boot())
+            codePages.releaseIfDue(now: Clock.boot())
             // Before anything reads or writes: is the state directory still ours? (The runner
             // sees it too and does not heal us: it stops as well.)
             if let loss = ctx.anchor.check() {
@@ -147,6 +147,7 @@ enum BridgeCommand {
             let args = try Arguments(inv.arguments, valued: Tunables.flagNames)
             guard args.positional.isEmpty else { throw UsageError("unexpected argument \(args.positional[0])") }
             let config = try Configuration.load(stateDir: inv.stateDir, arguments: args)
+            CodePages.oneHeap()
             try Bridge(invocation: inv, config: config).run()
         })
 }

@@ -108,11 +108,11 @@ final class Runner {
         // verdict that changes at a deadline is acted on then, not at the next tick.
         var verdictDue: BootInstant? = nil
         var hooksDue: BootInstant? = nil
-        var codePagesDue: BootInstant? = nil
+        var codePages = CodePages.Schedule()
         while true {
             // Before anything reads or writes: is the state directory still ours?
             if let loss = ctx.anchor.check() { return abandon(loss) }
-            CodePages.releaseIfDue(&codePagesDue, now: Clock.boot())
+            codePages.releaseIfDue(now: Clock.boot())
             if let id = lastRecord?.identity { trustedBridge = id }
             var now = Clock.boot()
             let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
@@ -148,6 +148,9 @@ final class Runner {
                 if !acted {
                     if probeCosts.count >= 64 { probeCosts.removeFirst() }
                     probeCosts.append(Clock.threadCPU() - cpu0)
+                } else {
+                    // What a heal step ran is not what idle runs ("Memory" in docs/architecture.md).
+                    codePages.afterWork(now: now)
                 }
             }
             if now >= nextTick {

@@ -49,6 +49,7 @@ enum RunnerCommand {
             do { _ = try ChatConfig.load(configFile: inv.stateDir.config) } catch {
                 throw CommandError("\(error)", code: 2)
             }
+            CodePages.oneHeap()
             let code = try Runner(invocation: inv, config: config, clearStop: args.has("clear-stop")).run()
             if code != 0 { throw ExitCode(code) }
         })

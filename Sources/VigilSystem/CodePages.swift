@@ -1,31 +1,61 @@
+import CVigil
 import FoundationEssentials
 import Glibc
 import VigilCore
 
-/// Gives back the code pages start-up mapped and idle never runs (docs/architecture.md,
-/// "Memory").
+/// Gives back the pages of the program and its libraries that start-up and rare work mapped and
+/// idle does not use (docs/architecture.md, "Memory").
 ///
 /// The kernel maps a file's pages into a process around every page it faults on (64 KiB at a
 /// time), so start-up (argument parsing, migrations, recovery, the first probe) leaves most of
-/// the executable's code mapped: 7 MiB of the runner's 16 MiB resident set, touched once.
-/// `release` drops this process's mapping of its clean, read-only, executable file mappings
-/// (`madvise(MADV_DONTNEED)` on `r-xp` mappings of files with no anonymous page: none was
-/// copied on write, so every page there is the file's own, in the page cache). The pages
-/// stay in the page cache; what the loop runs afterwards is mapped again on its first use, by a
-/// minor fault. Nothing that was written is touched: data, relocated read-only data (RELRO),
-/// the heap and the stacks are never in an `r-xp` mapping.
+/// the executable's code and read-only data mapped, touched once, and so does a heal or a
+/// self-check later. `release` drops this process's mapping of its clean, read-only file
+/// mappings (`madvise(MADV_DONTNEED)` on `r-xp` and `r--p` private mappings of files with no
+/// anonymous page: none was copied on write, so every page there is the file's own, in the page
+/// cache). The pages stay in the page cache; what the loop uses afterwards is mapped again on
+/// its first use, by a minor fault. Nothing that was written is touched: data, relocated
+/// read-only data (RELRO: its pages were written before they were made read-only, so they are
+/// anonymous), the heap and the stacks are never in such a mapping. With them go the heap's free
+/// pages (`malloc_trim`), and `oneHeap` keeps the threads of a long-running process on one
+/// malloc arena.
 public enum CodePages {
-    /// When a process first releases (start-up is over by then) and how often after that (what
-    /// rarer work mapped since, such as a self-check, goes again).
-    public static let firstRelease = TimeSpan.seconds(5)
-    public static let releaseEvery = TimeSpan.seconds(600)
+    /// For the runner and the bridge, before they start threads: one malloc arena. Their few
+    /// threads rarely allocate at the same time, and every further arena keeps free pages of
+    /// its own (after a heal, the chat thread's arena held 0.9 MiB, most of it free).
+    public static func oneHeap() { _ = cvigil_malloc_arena_max(1) }
 
-    /// Releases when due; call every loop turn. `due` starts nil (set to the first release).
-    public static func releaseIfDue(_ due: inout BootInstant?, now: BootInstant) {
-        guard let d = due else { due = now + firstRelease; return }
-        guard now >= d else { return }
-        release()
-        due = now + releaseEvery
+    /// When a process first releases (start-up is over by then), how often after that, and how
+    /// soon after a burst of work (a heal step) the pages it mapped go again.
+    public static let firstRelease = TimeSpan.seconds(5)
+    public static let releaseEvery = TimeSpan.seconds(60)
+    public static let settleAfterWork = TimeSpan.seconds(5)
+
+    /// When the next release is due. A loop keeps one and calls `releaseIfDue` every turn.
+    public struct Schedule: Sendable, Equatable {
+        /// Nil until the first turn.
+        public private(set) var due: BootInstant?
+        public init() {}
+
+        /// True when a release is due at `now`; it then counts as done (the next is
+        /// `releaseEvery` later). The first call only sets the first release.
+        public mutating func take(now: BootInstant) -> Bool {
+            guard let d = due else { due = now + CodePages.firstRelease; return false }
+            guard now >= d else { return false }
+            due = now + CodePages.releaseEvery
+            return true
+        }
+
+        /// After work that ran code idle does not: release `settleAfterWork` from now unless
+        /// one is due sooner.
+        public mutating func afterWork(now: BootInstant) {
+            let soon = now + CodePages.settleAfterWork
+            due = min(due ?? soon, soon)
+        }
+
+        /// Releases when due; call every loop turn.
+        public mutating func releaseIfDue(now: BootInstant) {
+            if take(now: now) { CodePages.release() }
+        }
     }
 
     /// One mapping of `/proc/self/smaps`.
@@ -59,17 +89,20 @@ public enum CodePages {
         return out
     }
 
-    /// The mappings `release` drops: executable, read-only, private, of a file, none of whose
-    /// pages was copied on write (`Anonymous: 0`; `Private_Dirty` also counts the file's own
-    /// pages not yet written back, as in a program just built).
+    /// The mappings `release` drops: read-only (code or data), private, of a file, none of
+    /// whose pages was copied on write (`Anonymous: 0`; `Private_Dirty` also counts the file's
+    /// own pages not yet written back, as in a program just built). Never a writable mapping,
+    /// a shared one, or one the kernel made (`[vdso]`, `[vvar]`).
     static func releasable(_ maps: [Mapping]) -> [Mapping] {
-        maps.filter { $0.perms == "r-xp" && $0.path.hasPrefix("/") && $0.anonymousKB == 0 && $0.end > $0.start }
+        maps.filter { ($0.perms == "r-xp" || $0.perms == "r--p") && $0.path.hasPrefix("/") && $0.anonymousKB == 0 && $0.end > $0.start }
     }
 
-    /// Drops the releasable mappings; returns how many KiB were resident in them (0 when
-    /// `/proc/self/smaps` cannot be read).
+    /// Drops the releasable mappings and the heap's free pages; returns how many KiB were
+    /// resident in those mappings (0 when `/proc/self/smaps` cannot be read).
     @discardableResult
     public static func release() -> Int {
+        // Last, after what reading smaps allocated was freed.
+        defer { _ = cvigil_malloc_trim() }
         // Read to the end: a /proc file's size says 0.
         guard let fd = try? FileDescriptor.open("/proc/self/smaps", .readOnly),
               let bytes = try? fd.closeAfter({ () throws(SystemError) in try fd.readAll(limit: 16 << 20) }) else { return 0 }

@@ -1,9 +1,10 @@
 import Foundation
 import Testing
+import VigilCore
 @testable import VigilSystem
 
 @Suite struct CodePagesTests {
-    @Test func parsesSmapsAndReleasesOnlyCleanExecutableFileMappings() {
+    @Test func parsesSmapsAndReleasesOnlyCleanReadOnlyFileMappings() {
         let text = """
         55780d72f000-55780e149000 r-xp 00352000 fe:00 5351621                    /opt/vigil/bin/vigil
         Size:              10344 kB
@@ -24,15 +25,58 @@ import Testing
         Rss:                   8 kB
         Private_Dirty:       100 kB
         Anonymous:             0 kB
+        7f0000200000-7f0000300000 r--p 00000000 fe:00 78                          /usr/lib/libc.so.6
+        Rss:                 152 kB
+        Anonymous:             0 kB
+        7f0000300000-7f0000310000 rw-p 00100000 fe:00 78                          /usr/lib/libc.so.6
+        Rss:                  16 kB
+        Anonymous:             0 kB
+        7f0000400000-7f0000500000 r--s 00000000 fe:00 79                          /var/lib/vigil/state.db-shm
+        Rss:                  32 kB
+        Anonymous:             0 kB
+        7ffd00010000-7ffd00014000 r--p 00000000 00:00 0                          [vvar]
+        Rss:                   0 kB
+        Anonymous:             0 kB
         """
         let maps = CodePages.parse(text)
-        #expect(maps.count == 5)
+        #expect(maps.count == 9)
         #expect(maps[0] == CodePages.Mapping(start: 0x55780d72f000, end: 0x55780e149000, perms: "r-xp", path: "/opt/vigil/bin/vigil",
                                              anonymousKB: 0, rssKB: 7336))
         #expect(maps[3].path == "/usr/lib/with space/libx.so")
-        // Only the clean r-xp mapping of a file: not RELRO data, not anonymous memory, not a
-        // code mapping someone wrote to (a debugger's breakpoint), not the vDSO.
-        #expect(CodePages.releasable(maps).map(\.path) == ["/opt/vigil/bin/vigil"])
+        // Only clean read-only private mappings of a file: not RELRO data (written before it
+        // was made read-only), not anonymous memory, not a code mapping someone wrote to (a
+        // debugger's breakpoint), not the vDSO or vvar, not a writable mapping even while
+        // nothing was written to it yet, not a shared one.
+        #expect(CodePages.releasable(maps).map(\.path) == ["/opt/vigil/bin/vigil", "/usr/lib/libc.so.6"])
+        #expect(CodePages.releasable(maps).map(\.perms) == ["r-xp", "r--p"])
+    }
+
+    @Test func scheduleReleasesAfterStartThenPeriodicallyAndSoonAfterWork() {
+        let t0 = BootInstant(nanoseconds: 1_000_000_000)
+        var s = CodePages.Schedule()
+        #expect(!s.take(now: t0))
+        #expect(s.due == t0 + CodePages.firstRelease)
+        #expect(!s.take(now: t0 + .seconds(4.9)))
+        #expect(s.take(now: t0 + .seconds(5)))
+        let second = t0 + .seconds(5) + CodePages.releaseEvery
+        #expect(s.due == second)
+        #expect(!s.take(now: second - .seconds(0.1)))
+        // Work brings the next release forward to 5 s after it, never later than it was due.
+        let w = t0 + .seconds(20)
+        s.afterWork(now: w)
+        #expect(s.due == w + CodePages.settleAfterWork)
+        s.afterWork(now: w + .seconds(1))
+        #expect(s.due == w + CodePages.settleAfterWork)
+        #expect(s.take(now: w + CodePages.settleAfterWork))
+        #expect(s.due == w + CodePages.settleAfterWork + CodePages.releaseEvery)
+        // Work just before a periodic release does not postpone it.
+        var late = s
+        late.afterWork(now: s.due! - .seconds(1))
+        #expect(late.due == s.due)
+        // Work before the first turn: the release comes 5 s after the work.
+        var fresh = CodePages.Schedule()
+        fresh.afterWork(now: t0)
+        #expect(fresh.due == t0 + CodePages.settleAfterWork)
     }
 
     @Test func theTestProcessFindsItsOwnCodeAndReleasesIt() throws {
@@ -44,12 +88,12 @@ import Testing
         let text = try smaps()
         let own = CommandLine.arguments[0]
         let maps = CodePages.parse(text)
-        let mine = CodePages.releasable(maps).filter { $0.path.hasSuffix(URL(fileURLWithPath: own).lastPathComponent) }
+        let mine = CodePages.releasable(maps).filter { $0.perms == "r-xp" && $0.path.hasSuffix(URL(fileURLWithPath: own).lastPathComponent) }
         #expect(!mine.isEmpty, "\(maps.filter { $0.perms == "r-xp" })")
         // Released, the code is mapped again as it runs: the process goes on, smaller.
         let before = mine.reduce(0) { $0 + $1.rssKB }
         #expect(CodePages.release() > 0)
-        let after = CodePages.releasable(CodePages.parse(try smaps())).filter { $0.path == mine.first?.path }.reduce(0) { $0 + $1.rssKB }
+        let after = CodePages.releasable(CodePages.parse(try smaps())).filter { $0.perms == "r-xp" && $0.path == mine.first?.path }.reduce(0) { $0 + $1.rssKB }
         #expect(after < before, "resident code \(before) kB → \(after) kB")
     }
 }

@@ -43,4 +43,11 @@ long cvigil_fs_type(const char *path);
 /// Names the calling thread (pthread_setname_np; the kernel keeps 15 bytes).
 void cvigil_name_thread(const char *name);
 
+/// malloc_trim(0): gives the free pages of every malloc arena back to the kernel. 1 when any
+/// memory was released.
+int cvigil_malloc_trim(void);
+
+/// mallopt(M_ARENA_MAX, n): at most n malloc arenas from now on. 1 on success.
+int cvigil_malloc_arena_max(int n);
+
 #endif
