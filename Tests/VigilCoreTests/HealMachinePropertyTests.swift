@@ -118,10 +118,11 @@ struct HealMachinePropertyTests {
 
             // The bridge tier 2 asked to exit, seen healthy (a beat on its way out): no recovery,
             // nothing forgiven; it is waited for as at tier 2, SIGKILL once term grace is over.
-            if obs.isTerminated(in: before) {
+            let terminatedHealthy = obs.verdict == .healthy && obs.isTerminated(in: before)
+            if terminatedHealthy {
                 #expect(!step.notes.contains { $0.isRecovered || $0.isStarted || $0 == .circuitClosed }, "\(ctx): recovered on the beat of a bridge asked to exit")
                 #expect(after.tier >= 2 && after.healthySince == nil && after.incidentSince != nil, where_)
-                #expect(step.action == .none || step.action == .kill, where_)
+                #expect(step.action == .none || step.action == .kill, "\(ctx): \(step.action) from \(before)")
                 if step.action == .kill { #expect(now - (before.tierSince ?? now) >= policy.termGrace || before.circuit != .closed, where_) }
             } else if obs.verdict == .healthy {
                 #expect(step.action == .none && after.tier == 0, where_)
@@ -134,7 +135,7 @@ struct HealMachinePropertyTests {
 
             // Tiers only go up during an unhealthy stretch; down only to 0, on healthy. A start in
             // its grace, or a start check waiting for the lock, is tier 0.
-            if obs.verdict != .healthy || obs.isTerminated(in: before) {
+            if obs.verdict != .healthy || terminatedHealthy {
                 #expect(after.tier >= before.tier, where_)
                 #expect(after.tier >= obs.verdict.firstTier || after.circuit == .open || after.startedAt != nil || after.startCheck != nil, where_)
             }
