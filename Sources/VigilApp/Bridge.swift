@@ -55,6 +55,15 @@ final class Bridge {
                 ctx.reportLostStateDirectory(loss, consequence: "the bridge exits \(StateDirectoryAnchor.lostExitCode), writing nothing more there (the runner stops too)")
                 throw ExitCode(StateDirectoryAnchor.lostExitCode)
             }
+            // A signal to stop before the beat: a bridge stopped (SIGSTOP) past its beat and
+            // continued by the runner's tier 2 has SIGTERM pending, and must not beat on its way
+            // out (the runner would see a fresh heartbeat of a process that is ending:
+            // docs/architecture.md, "The escalation state machine").
+            for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
+                if faults?.ignoresTerm == true && sig == .terminate { continue }
+                stop(reason: "signal \(sig.rawValue)")
+                return
+            }
             var now = Clock.boot()
             if now >= nextBeat {
                 ctx.beat(now: now)
@@ -72,11 +81,6 @@ final class Bridge {
             }
             if let m = ctx.stopRequested(), m.applies(toProcessStartedAt: ctx.started) {
                 stop(reason: "vigil stop (\(m.by))")
-                return
-            }
-            for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
-                if faults?.ignoresTerm == true && sig == .terminate { continue }
-                stop(reason: "signal \(sig.rawValue)")
                 return
             }
             if now >= nextRunnerCheck {

@@ -31,7 +31,10 @@ extension Runner {
         // No heal from what a directory that is not ours says (the loop stops at its next turn).
         if ctx.anchor.check() != nil { return false }
         let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
-        let step = HealMachine.step(HealObservation(verdict: probe.verdict, lockFree: lockFree), state: heal, now: now, policy: t.policy)
+        // The machine is told which process it saw, so that a beat of the bridge tier 2 asked
+        // to exit (on its way out) is no recovery.
+        let obs = HealObservation(verdict: probe.verdict, lockFree: lockFree, bridge: probe.verdict.processAlive ? probe.identity?.token : nil)
+        let step = HealMachine.step(obs, state: heal, now: now, policy: t.policy)
         heal = step.state
         // Write-ahead for the signalling tiers: the decision is in heal.json before the signal
         // goes out and before the journal says so, so a runner killed in between is continued
@@ -111,7 +114,15 @@ extension Runner {
     }
 
     func watch(_ identity: ProcessIdentity?, alive: Bool) {
-        guard let identity, alive else { watched = nil; return }
+        guard let identity, alive else {
+            // No PID file, but the bridge we watched is still exiting (it removes its PID file
+            // before it lets go of its lock: tier 2's SIGTERM, `vigil stop`): keep its pidfd, so
+            // its exit, which frees the lock for the respawn, wakes the loop at once instead of
+            // at the next tick (docs/architecture.md, "Wake-ups").
+            if identity == nil, let w = watched, !w.hasExited { return }
+            watched = nil
+            return
+        }
         if watched?.identity != identity { watched = identity.openPidFD() }
     }
 

@@ -60,6 +60,10 @@ public struct HealState: Codable, Equatable, Sendable {
     /// When the first bridge of a start was spawned; cleared when it is healthy (announced
     /// as started) or when it did not come up (then an incident begins).
     public var startedAt: BootInstant?
+    /// The bridge tier 2's SIGTERM went to (`HealObservation.bridge` at that step): asked to
+    /// exit, it may beat once more on its way out (SIGCONT lets a stopped bridge run), and that
+    /// beat is no recovery. Cleared at tier 0.
+    public var terminatedBridge: String?
 
     public init() {}
 
@@ -104,9 +108,18 @@ public struct HealObservation: Equatable, Sendable {
     public var verdict: Verdict
     /// The bridge's singleton lock is free (no bridge holds it, dying or not).
     public var lockFree: Bool
-    public init(verdict: Verdict, lockFree: Bool) {
+    /// Which process the probe saw, as an opaque token (PID and start time); nil when none.
+    /// The machine compares it only with the one it asked to exit (`terminatedBridge`).
+    public var bridge: String?
+    public init(verdict: Verdict, lockFree: Bool, bridge: String? = nil) {
         self.verdict = verdict
         self.lockFree = lockFree
+        self.bridge = bridge
+    }
+
+    /// The probe saw the very process tier 2's SIGTERM went to in `state`.
+    public func isTerminated(in state: HealState) -> Bool {
+        state.tier == 2 && bridge != nil && bridge == state.terminatedBridge
     }
 }
 
@@ -258,7 +271,11 @@ public enum HealMachine {
             }
         }
 
-        if obs.verdict == .healthy { return healthy(&s, now: now, policy: policy, notes: notes) }
+        // A bridge that tier 2 asked to exit is healthy only by a beat on its way out (SIGCONT
+        // lets a stopped bridge run before it acts on SIGTERM): no recovery. It is judged as at
+        // tier 2: its exit goes on to tier 3's respawn, and alive past term grace it gets
+        // SIGKILL (docs/architecture.md, "The escalation state machine").
+        if obs.verdict == .healthy && !obs.isTerminated(in: s) { return healthy(&s, now: now, policy: policy, notes: notes) }
 
         // Unhealthy from here on.
         s.healthySince = nil
@@ -364,6 +381,7 @@ public enum HealMachine {
         }
         s.tier = 0
         s.tierSince = nil
+        s.terminatedBridge = nil
         s.killedAt = nil
         s.kills = nil
         s.respawnedAt = nil // it came up; from now on it proves itself (unprovenRespawnAt)
@@ -408,6 +426,7 @@ public enum HealMachine {
         case 2:
             s.tier = 2
             s.tierSince = now
+            s.terminatedBridge = obs.bridge
             // The exit this asks for is no failed respawn (a failure was judged by the verdict).
             s.unprovenRespawnAt = nil
             return HealStep(action: .terminate, state: s, notes: notes + [.acted(tier: 2, verdict: obs.verdict, action: .terminate)])

@@ -37,8 +37,11 @@ public struct Teardown: Sendable, Equatable {
         Teardown([.send([.resume, .terminate], allowedDuration: grace), .kill(allowedDuration: killWait)])
     }
 
-    /// SIGCONT + SIGTERM, no wait: asks a process to end and goes on (the healer's tier 2).
-    public static let terminate = Teardown([.send([.resume, .terminate], allowedDuration: .zero)])
+    /// SIGTERM then SIGCONT, no wait: asks a process to end and goes on (the healer's tier 2).
+    /// SIGTERM first: sent to a stopped process it stays pending, so the SIGCONT that lets it
+    /// run delivers it before the process's next instruction. (SIGCONT first would let a
+    /// stopped bridge run a loop turn, and beat, before SIGTERM arrives.)
+    public static let terminate = Teardown([.send([.terminate, .resume], allowedDuration: .zero)])
 
     /// SIGCONT + SIGKILL, no wait (the healer's tier 3).
     public static let killNow = Teardown([.send([.resume, .kill], allowedDuration: .zero)])

@@ -37,7 +37,14 @@ enum HealBench {
         }
         for i in 0..<trials {
             printErr("SIGSTOP trial \(i + 1)/\(trials)\n")
-            hung.append(try pair.trial(.stop(staleAfter: .seconds(stale))))
+            // A SIGSTOP comes at any moment of the bridge's beat interval: trial i stops it
+            // (i + ½)/trials of an interval after a beat, so the phases are spread evenly and the
+            // median is that of a stop at a random moment (not an accident of the bench's own
+            // waits). "past last beat + stale-after" is the part that does not depend on it.
+            let t = try pair.trial(.stop(staleAfter: .seconds(stale), phase: (Double(i) + 0.5) / Double(trials)))
+            printErr(String(format: "  outside %.3f s (%.3f s past last beat + stale-after); journal: SIGTERM %.3f s, recovered %.3f s; stopped bridge's beats after SIGCONT %d, recoveries told %d\n",
+                            t.outside, t.healedLag ?? .nan, t.action ?? .nan, t.recovered, t.faultedBeats ?? 0, t.recoveries))
+            hung.append(t)
         }
         for i in 0..<trials {
             printErr("drift trial \(i + 1)/\(trials)\n")
@@ -65,11 +72,20 @@ enum HealBench {
                   medians(dead.map(\.action), dead.map(\.recovered), unit: 1e3, "%.1f / %.1f ms"), "(reference)")
         table.add("SIGSTOP → healthy at stale 3 s, outside (median / p95 / max)", sec(hung.map(\.outside)),
                   "≤ 2.8 s median", "monit 4.61 s; others never", value: median(hung.map(\.outside)), atMost: 2.8)
+        table.add("  healthy past last beat + stale-after, outside (median / max)",
+                  String(format: "%.3f / %.3f s", Stats(hung.compactMap(\.healedLag)).median, Stats(hung.compactMap(\.healedLag)).max), "(reference)")
         table.add("  acted past last beat + stale-after (median / max)",
                   String(format: "%.3f / %.3f s", Stats(hung.compactMap(\.lag)).median, Stats(hung.compactMap(\.lag)).max), "≤ 0.35 s",
                   value: Stats(hung.compactMap(\.lag)).max, atMost: 0.35)
         table.add("  runner's journal: SIGSTOP → SIGTERM / → recovered (medians)",
                   medians(hung.map(\.action), hung.map(\.recovered), unit: 1, "%.3f / %.3f s"), "(reference)")
+        // One SIGSTOP is one incident: the stopped bridge, continued by tier 2, neither beats on
+        // its way out nor is told recovered (docs/architecture.md, "The escalation state machine").
+        let stoppedBeats = hung.map { $0.faultedBeats ?? 0 }, incidents = hung.map { $0.recoveries }
+        table.add("  beats of the stopped bridge after SIGCONT, outside (per trial)", stoppedBeats.map(String.init).joined(separator: ", "), "0",
+                  value: Double(stoppedBeats.max() ?? 0), met: stoppedBeats.allSatisfy { $0 == 0 })
+        table.add("  incidents told recovered per SIGSTOP (per trial)", incidents.map(String.init).joined(separator: ", "), "1",
+                  value: Double(incidents.max() ?? 0), met: incidents.allSatisfy { $0 == 1 })
         table.add("drift (program replaced) → healthy, outside (median / p95 / max)", sec(drift.map(\.outside)),
                   "≤ 0.15 s median, no signal", "monit 1.62 s (by killing)", value: median(drift.map(\.outside)), atMost: 0.15)
         table.add("  runner's journal: drift → restart marker / → recovered (medians)",
@@ -193,7 +209,8 @@ final class BenchPair {
 
     enum Fault {
         case kill
-        case stop(staleAfter: TimeSpan)
+        /// `phase`: when in the heartbeat interval (1 s) to stop it, as a fraction after a beat.
+        case stop(staleAfter: TimeSpan, phase: Double)
         case drift(version: String)
     }
 
@@ -205,6 +222,12 @@ final class BenchPair {
         var action: Double?
         var recovered: Double
         var lag: Double?
+        /// For a hang: the new bridge's first beat seen from outside, past last beat + stale-after.
+        var healedLag: Double?
+        /// For a hang: heartbeats the stopped bridge wrote after it was stopped (seen from outside).
+        var faultedBeats: Int?
+        /// `recovered` entries of the trial's incident(s), up to the recovery of the bridge that stayed.
+        var recoveries: Int
     }
 
     /// Injects a fault at a known boot time, waits for the first heartbeat of a bridge that is
@@ -217,19 +240,32 @@ final class BenchPair {
         let watcher = try BeatWatcher(dir)
         _ = events("heal")
         let healsBefore = cache.count, recoveredBefore = events("recovered").count
-        let t0 = Clock.boot()
+        var t0 = Clock.boot()
         var lastBeat: BootInstant? = nil
+        var faultedSeqs: Set<UInt64>? = nil
         let accept: (Heartbeat) -> Bool
         switch fault {
         case .kill:
             _ = kill(id.pid, SIGKILL)
             accept = { $0.identity != id }
-        case .stop:
+        case .stop(_, let phase):
+            // Just after one of its beats, then the trial's phase of the interval.
+            var seq: UInt64? = nil
+            if case .ok(let hb) = Heartbeat.read(dir.beatFile(.bridge)), hb.identity == id { seq = hb.seq }
+            let beat = try watcher.waitFor(timeout: .seconds(10)) { $0.identity == id && $0.seq != seq }
+            let at = beat + .seconds(phase)
+            while Clock.boot() < at { usleep(UInt32(max(100, min(5_000, (at - Clock.boot()).nanoseconds / 1_000)))) }
+            t0 = Clock.boot()
             _ = kill(id.pid, SIGSTOP)
             try waitFor("the bridge stopped", timeout: 10) { ProcStat.read(pid: id.pid)?.state == "T" }
             // Stopped: no more beats from it, so this one is its last.
             if case .ok(let hb) = Heartbeat.read(dir.beatFile(.bridge)), hb.identity == id { lastBeat = hb.beat }
-            accept = { $0.identity != id }
+            faultedSeqs = []
+            let stoppedAt = lastBeat
+            accept = { hb in
+                if hb.identity == id, let b = stoppedAt, hb.beat > b { faultedSeqs?.insert(hb.seq) }
+                return hb.identity != id
+            }
         case .drift(let v):
             writeVersion(v)
             let dir = self.dir
@@ -240,7 +276,12 @@ final class BenchPair {
             }
         }
         let seen = try watcher.waitFor(timeout: .seconds(60), accept)
-        try waitFor("recovery", timeout: 60) { events("recovered").count > recoveredBefore }
+        // The recovery of the bridge that stayed (for a hang, not one told for the stopped bridge).
+        let stayed: ([String: JSONValue]) -> Bool = { e in
+            if case .stop = fault { return e["bridge"]?["pid"]?.intValue != Int64(id.pid) }
+            return true
+        }
+        try waitFor("recovery", timeout: 60) { events("recovered").dropFirst(recoveredBefore).contains(where: stayed) }
         func since(_ e: [String: JSONValue]?) -> Double? { e?["boot"]?.intValue.map { (BootInstant(nanoseconds: $0) - t0).seconds } }
         let heals = cache[healsBefore...].filter { $0["event"]?.stringValue == "heal" }
         let wanted: String
@@ -251,14 +292,18 @@ final class BenchPair {
         }
         let action = heals.first { $0["action"]?.stringValue == wanted }
         var lag: Double? = nil
-        if case .stop(let stale) = fault, let b = lastBeat, let at = action?["boot"]?.intValue {
-            lag = (BootInstant(nanoseconds: at) - (b + stale)).seconds
+        var healedLag: Double? = nil
+        if case .stop(let stale, _) = fault, let b = lastBeat {
+            if let at = action?["boot"]?.intValue { lag = (BootInstant(nanoseconds: at) - (b + stale)).seconds }
+            healedLag = (seen - (b + stale)).seconds
         }
         // The runner's own "healthy again" moment: the first healthy probe of the bridge that
         // stayed (`healthy_boot`; the entry itself is written once it proved stable).
-        let recovered = events("recovered").last
+        let recoveries = events("recovered").dropFirst(recoveredBefore)
+        let recovered = recoveries.last(where: stayed)
         let healthyAt = recovered?["healthy_boot"]?.intValue.map { (BootInstant(nanoseconds: $0) - t0).seconds } ?? since(recovered)
-        return Trial(outside: (seen - t0).seconds, action: since(action), recovered: healthyAt ?? .nan, lag: lag)
+        return Trial(outside: (seen - t0).seconds, action: since(action), recovered: healthyAt ?? .nan, lag: lag,
+                     healedLag: healedLag, faultedBeats: faultedSeqs?.count, recoveries: recoveries.count)
     }
 
     struct Idle {

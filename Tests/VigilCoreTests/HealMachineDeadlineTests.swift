@@ -11,7 +11,9 @@ import VigilCore
 struct HealMachineDeadlineTests {
     static let policies = HealMachinePropertyTests.policies
     static let observations: [HealObservation] = Verdict.allCases.flatMap { v in
-        [HealObservation(verdict: v, lockFree: true), HealObservation(verdict: v, lockFree: false)]
+        [nil, "a", "b"].flatMap { (bridge: String?) in
+            [HealObservation(verdict: v, lockFree: true, bridge: bridge), HealObservation(verdict: v, lockFree: false, bridge: bridge)]
+        }
     }
     /// Stands for "the instant of the step" in a normalised decision.
     static let stamped = BootInstant(nanoseconds: -1)
@@ -82,6 +84,7 @@ struct HealMachineDeadlineTests {
         }
         s.startedAt = Int.random(in: 0..<3, using: &rng) == 0 ? instant() : nil
         s.incidentTier = s.incidentSince == nil ? nil : max(s.tier, Int.random(in: 0...4, using: &rng))
+        s.terminatedBridge = [nil, "a"].randomElement(using: &rng)!
         return s
     }
 

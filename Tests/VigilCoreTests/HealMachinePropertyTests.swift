@@ -22,9 +22,13 @@ struct HealMachinePropertyTests {
         let windows = [policy.cooldown, policy.termGrace, policy.startGrace, policy.stableAfter,
                        policy.circuitCooloff, policy.reminderEvery]
         var verdict = Verdict.healthy
+        // Which process the probe sees: now and then another one (a respawn, or someone's), so
+        // the bridge tier 2 asked to exit is sometimes the one seen healthy and sometimes not.
+        var bridge = 1
         var out: [(HealObservation, TimeSpan)] = []
         for _ in 0..<length {
             if Int.random(in: 0..<4, using: &rng) == 0 { verdict = Verdict.allCases.randomElement(using: &rng)! }
+            if Int.random(in: 0..<6, using: &rng) == 0 { bridge += 1 }
             let lockFree = Int.random(in: 0..<5, using: &rng) != 0
             let dt: TimeSpan
             switch Int.random(in: 0..<10, using: &rng) {
@@ -33,7 +37,8 @@ struct HealMachinePropertyTests {
             case 2: dt = .seconds(Double.random(in: 0...700, using: &rng))
             default: dt = .milliseconds(Double([50, 100, 250, 1000].randomElement(using: &rng)!))
             }
-            out.append((HealObservation(verdict: verdict, lockFree: lockFree), max(.zero, dt)))
+            let seen: String? = verdict == .missing ? nil : "bridge \(bridge)"
+            out.append((HealObservation(verdict: verdict, lockFree: lockFree, bridge: seen), max(.zero, dt)))
         }
         return out
     }
@@ -111,7 +116,15 @@ struct HealMachinePropertyTests {
                 #expect(!step.notes.contains { $0.isRespawnFailed }, "\(ctx): a start never fails as a respawn")
             }
 
-            if obs.verdict == .healthy {
+            // The bridge tier 2 asked to exit, seen healthy (a beat on its way out): no recovery,
+            // nothing forgiven; it is waited for as at tier 2, SIGKILL once term grace is over.
+            let terminatedHealthy = obs.verdict == .healthy && obs.isTerminated(in: before)
+            if terminatedHealthy {
+                #expect(!step.notes.contains { $0.isRecovered || $0.isStarted || $0 == .circuitClosed }, "\(ctx): recovered on the beat of a bridge asked to exit")
+                #expect(after.tier >= 2 && after.healthySince == nil && after.incidentSince != nil, where_)
+                #expect(step.action == .none || step.action == .kill, "\(ctx): \(step.action) from \(before)")
+                if step.action == .kill { #expect(now - (before.tierSince ?? now) >= policy.termGrace || before.circuit != .closed, where_) }
+            } else if obs.verdict == .healthy {
                 #expect(step.action == .none && after.tier == 0, where_)
                 // The incident stays open only while a respawn is on probation.
                 if after.incidentSince != nil {
@@ -122,7 +135,7 @@ struct HealMachinePropertyTests {
 
             // Tiers only go up during an unhealthy stretch; down only to 0, on healthy. A start in
             // its grace, or a start check waiting for the lock, is tier 0.
-            if obs.verdict != .healthy {
+            if obs.verdict != .healthy || terminatedHealthy {
                 #expect(after.tier >= before.tier, where_)
                 #expect(after.tier >= obs.verdict.firstTier || after.circuit == .open || after.startedAt != nil || after.startCheck != nil, where_)
             }

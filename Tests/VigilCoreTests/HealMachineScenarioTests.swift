@@ -125,6 +125,61 @@ struct HealMachineScenarioTests {
         #expect(d.lastNotes == [.acted(tier: 3, verdict: .dead, action: .respawn)])
     }
 
+    @Test("SIGSTOP: the stopped bridge's beat on its way out is no recovery; one incident, recovered once its replacement proved stable",
+          arguments: [false, true])
+    func stoppedBridgeBeatsOnItsWayOut(persist: Bool) throws {
+        var d = Driver(persist: persist)
+        try d.probe(.healthy, bridge: "old")
+        #expect(try d.probe(.hung, bridge: "old", after: .seconds(3)) == .terminate)
+        let began = d.now
+        #expect(d.state.terminatedBridge == "old")
+        // SIGCONT lets it run: it beats once before it acts on SIGTERM. Not healthy again.
+        #expect(try d.probe(.healthy, bridge: "old", after: .milliseconds(2)) == .none)
+        #expect(d.state.tier == 2 && d.state.incidentSince == began && d.state.healthySince == nil)
+        #expect(!d.notes.contains { $0.isRecovered })
+        // It removed its PID file and exits (lock still held), then is gone: the same incident's tier 3.
+        #expect(try d.probe(.missing, lockFree: false, after: .milliseconds(8)) == .none)
+        #expect(d.state.tier == 3 && d.state.incidentSince == began)
+        #expect(try d.probe(.missing, after: .milliseconds(15)) == .respawn)
+        #expect(try d.probe(.healthy, bridge: "new", after: .milliseconds(25)) == .none)
+        let up = d.now
+        #expect(!d.notes.contains { $0.isRecovered }, "on probation")
+        try d.probe(.healthy, bridge: "new", after: p.stableAfter)
+        let recovered = d.notes.filter(\.isRecovered)
+        #expect(recovered == [.recovered(after: up - began, verdict: .hung, tier: 3, since: began)], "one incident, one recovery")
+        #expect(d.state.terminatedBridge == nil && d.state.failedRespawns == 0)
+        #expect(d.actions.filter { $0 != .none } == [.terminate, .respawn])
+    }
+
+    @Test("The bridge tier 2 asked to exit: beating on past term grace is SIGKILL; another bridge healthy is a recovery",
+          arguments: [false, true])
+    func terminatedBridgeThatStays(persist: Bool) throws {
+        // It ignores SIGTERM and beats on: tier 2's window ends as for any live bridge.
+        var d = Driver(persist: persist)
+        #expect(try d.probe(.hung, bridge: "old") == .terminate)
+        #expect(try d.probe(.healthy, bridge: "old", times: 3, every: p.termGrace * 0.25) == [.none, .none, .none])
+        #expect(try d.probe(.healthy, bridge: "old", after: p.termGrace * 0.25 - oneNanosecond) == .none)
+        #expect(try d.probe(.healthy, bridge: "old", after: oneNanosecond) == .kill)
+        #expect(d.lastNotes == [.acted(tier: 3, verdict: .healthy, action: .kill)])
+        #expect(try d.probe(.dead, after: tick) == .respawn)
+        #expect(!d.notes.contains { $0.isRecovered })
+        // Another process healthy in its place (someone started one), or a probe that names no
+        // process: healthy again, at once.
+        for other in ["someone else's", nil] as [String?] {
+            var e = Driver(persist: persist)
+            #expect(try e.probe(.hung, bridge: "old") == .terminate)
+            try e.probe(.healthy, bridge: other, after: tick)
+            #expect(e.state.tier == 0 && e.lastNotes.contains { $0.isRecovered })
+        }
+        // Back at tier 0 the name is forgotten: the same process healthy later is just healthy.
+        var f = Driver(persist: persist)
+        #expect(try f.probe(.hung, bridge: "old") == .terminate)
+        try f.probe(.healthy, bridge: "new", after: tick)
+        #expect(f.state.terminatedBridge == nil)
+        #expect(try f.probe(.hung, bridge: "new", after: tick) == .terminate)
+        #expect(f.state.terminatedBridge == "new")
+    }
+
     @Test("Respawn waits while the dead bridge's lock is held, then happens at once", arguments: [false, true])
     func respawnWaitsForLock(persist: Bool) throws {
         var d = Driver(persist: persist)
@@ -660,6 +715,7 @@ struct HealMachineScenarioTests {
         s.circuitReason = .unkillable
         s.startCheck = BootInstant(nanoseconds: 10)
         s.startedAt = BootInstant(nanoseconds: 11)
+        s.terminatedBridge = "12:34"
         #expect(try roundTrip(s) == s)
         // A heal.json from before these fields existed still decodes.
         let old = #"{"tier":3,"failedRespawns":1,"circuit":"closed","unprovenRespawnAt":5}"#

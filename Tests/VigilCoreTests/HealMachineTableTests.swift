@@ -43,6 +43,8 @@ struct HealMachineTableTests {
     }
 
     static let p = testPolicy
+    /// The process tier 2's SIGTERM went to in `.tier2` (the table's observations name none).
+    static let terminated = "pid 7"
 
     /// Drives the machine into `situation`; the last probe is at `t0`.
     static func reach(_ situation: Situation) throws -> HealState {
@@ -63,7 +65,7 @@ struct HealMachineTableTests {
             try d.probe(.drifted, at: t0)
         case .tier2:
             try d.probe(.healthy)
-            try d.probe(.hung, at: t0)
+            try d.probe(.hung, bridge: terminated, at: t0)
         case .tier3Killing:
             try d.probe(.healthy)
             try d.probe(.hung, at: t0 - (p.termGrace))
@@ -288,6 +290,39 @@ struct HealMachineTableTests {
         }
     }
 
+    /// The bridge tier 2 asked to exit, seen healthy (it beat on its way out): judged as at tier 2,
+    /// never a recovery. In every other situation, and for any other process, the name changes
+    /// nothing.
+    @Test("One step with the bridge named", arguments: Situation.allCases, Verdict.allCases)
+    func oneStepNamed(situation: Situation, verdict: Verdict) throws {
+        let start = try Self.reach(situation)
+        for lockFree in [true, false] {
+            for e in Self.offsets {
+                let now = t0 + e
+                let anonymous = HealMachine.step(HealObservation(verdict: verdict, lockFree: lockFree), state: start, now: now, policy: Self.p)
+                for name in [Self.terminated, "pid 8"] {
+                    let step = HealMachine.step(HealObservation(verdict: verdict, lockFree: lockFree, bridge: name), state: start, now: now, policy: Self.p)
+                    if situation == .tier2 && verdict == .healthy && name == Self.terminated {
+                        let over = e >= Self.p.termGrace
+                        #expect(step.action == (over ? .kill : .none) && step.state.tier == (over ? 3 : 2), "\(e) after SIGTERM")
+                        #expect(step.notes == (over ? [.acted(tier: 3, verdict: .healthy, action: .kill)] : []), "\(e) after SIGTERM")
+                        #expect(step.state.incidentSince == start.incidentSince && step.state.healthySince == nil)
+                        // The anonymous observation is the old rule: healthy, recovered at once.
+                        #expect(anonymous.notes.contains { $0.isRecovered } && anonymous.state.tier == 0)
+                    } else {
+                        var named = step.state, plain = anonymous.state
+                        named.terminatedBridge = nil
+                        plain.terminatedBridge = nil
+                        #expect(step.action == anonymous.action && step.notes == anonymous.notes && named == plain,
+                                "\(name), lock \(lockFree ? "free" : "held"), \(e) after the last probe")
+                        // Tier 2 remembers whom it asked to exit.
+                        if step.action == .terminate { #expect(step.state.terminatedBridge == name) }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("Every situation is what its name says", arguments: Situation.allCases)
     func situations(situation: Situation) throws {
         let s = try Self.reach(situation)
@@ -297,7 +332,7 @@ struct HealMachineTableTests {
         case .startCheck: #expect(s.startCheck == t0 && !s.incidentOpen)
         case .starting: #expect(s.startedAt == t0 && s.startCheck == nil && !s.incidentOpen && s.respawnedAt == nil)
         case .tier1: #expect(s.tier == 1 && s.tierSince == t0)
-        case .tier2: #expect(s.tier == 2 && s.tierSince == t0)
+        case .tier2: #expect(s.tier == 2 && s.tierSince == t0 && s.terminatedBridge == Self.terminated)
         case .tier3Killing: #expect(s.tier == 3 && s.killedAt == t0 && s.respawnedAt == nil && s.kills == 1)
         case .tier3KilledTwice: #expect(s.tier == 3 && s.killedAt == t0 && s.kills == 2 && s.circuit == .closed)
         case .tier3AwaitingLock: #expect(s.tier == 3 && s.killedAt == nil && s.respawnedAt == nil)

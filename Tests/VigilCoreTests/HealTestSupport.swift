@@ -40,12 +40,12 @@ struct Driver {
 
     /// Advances the clock by `dt`, then probes.
     @discardableResult
-    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, after dt: TimeSpan = .zero,
+    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, bridge: String? = nil, after dt: TimeSpan = .zero,
                         sourceLocation: SourceLocation = #_sourceLocation) throws -> HealAction {
         now = now + dt
         let input = persist ? try roundTrip(state) : state
         if persist { #expect(input == state, "state must survive a JSON round trip", sourceLocation: sourceLocation) }
-        let step = HealMachine.step(HealObservation(verdict: verdict, lockFree: lockFree), state: input, now: now, policy: policy)
+        let step = HealMachine.step(HealObservation(verdict: verdict, lockFree: lockFree, bridge: bridge), state: input, now: now, policy: policy)
         state = step.state
         steps.append(step)
         return step.action
@@ -53,9 +53,9 @@ struct Driver {
 
     /// Probes at `instant` (not before the last probe).
     @discardableResult
-    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, at instant: BootInstant) throws -> HealAction {
+    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, bridge: String? = nil, at instant: BootInstant) throws -> HealAction {
         let dt = instant - now
-        return try probe(verdict, lockFree: lockFree, after: dt)
+        return try probe(verdict, lockFree: lockFree, bridge: bridge, after: dt)
     }
 
     /// A new runner takes over (as after loading heal.json), `dt` after the last probe.
@@ -87,9 +87,9 @@ struct Driver {
 
     /// Probes `count` times, `every` apart, and returns the actions.
     @discardableResult
-    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, times count: Int, every: TimeSpan) throws -> [HealAction] {
+    mutating func probe(_ verdict: Verdict, lockFree: Bool = true, bridge: String? = nil, times count: Int, every: TimeSpan) throws -> [HealAction] {
         var out: [HealAction] = []
-        for _ in 0..<count { out.append(try probe(verdict, lockFree: lockFree, after: every)) }
+        for _ in 0..<count { out.append(try probe(verdict, lockFree: lockFree, bridge: bridge, after: every)) }
         return out
     }
 }

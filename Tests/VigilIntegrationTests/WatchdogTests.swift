@@ -48,6 +48,45 @@ struct WatchdogTests {
         #expect(first.liveness() == .gone)
     }
 
+    /// One SIGSTOP is one incident (docs/architecture.md, "The escalation state machine"): the
+    /// continued bridge acts on tier 2's SIGTERM without beating first, is never told recovered,
+    /// and is respawned as soon as it is gone, not at the runner's next tick (30 s here: the
+    /// runner beats only at its ticks, so its heartbeat shows that none came in between).
+    @Test func stoppedBridgeIsOneIncidentRespawnedWhenGone() throws {
+        let h = Harness()
+        defer { h.finish() }
+        try h.startRunner(["--tick", "30", "--heartbeat-interval", "0.2", "--stale-after", "1", "--cooldown", "3",
+                           "--term-grace", "3", "--start-grace", "5", "--stable-after", "0.5"])
+        try h.waitUntil("the first bridge beats") { h.bridgeIdentity != nil && h.bridgeBeat != nil && !h.events("bridge-started").isEmpty }
+        let first = try #require(h.bridgeIdentity)
+        h.track(first)
+        let runnerBeat = try #require(h.runnerBeat)
+        #expect(kill(first.pid, SIGSTOP) == 0)
+        try h.waitUntil("the bridge stopped", pollMicroseconds: 1_000) { ProcStat.read(pid: first.pid)?.state == "T" }
+        let lastBeat = try #require(h.bridgeBeat)
+        // From outside, as often as we can: any beat of the stopped bridge after its stop.
+        var beatsAfterStop = 0
+        try h.waitUntil("a new bridge beats", pollMicroseconds: 1_000) {
+            let id = h.bridgeIdentity, beat = h.bridgeBeat
+            if id == first, let beat, beat > lastBeat { beatsAfterStop += 1 }
+            guard let id, id != first, beat != nil else { return false }
+            h.track(id)
+            return true
+        }
+        let second = try #require(h.bridgeIdentity)
+        #expect(beatsAfterStop == 0, "the continued bridge beat on its way out")
+        #expect(h.runnerBeat == runnerBeat, "the respawn waited for a runner tick")
+        try h.waitUntil("recovery journaled") { !h.events("recovered").isEmpty }
+        try h.waitUntil("the stopped bridge gone") { first.liveness() == .gone }
+        let actions = h.heals().map { "\($0["tier"]?.intValue ?? -1):\($0["action"]?.stringValue ?? "")" }
+        #expect(actions == ["2:terminate", "3:respawn"], "one incident: \(actions)")
+        let recovered = h.events("recovered")
+        #expect(recovered.count == 1)
+        #expect(recovered.first?["bridge"]?["pid"]?.intValue == Int64(second.pid), "told recovered for the bridge that stayed: \(recovered)")
+        #expect(recovered.first?["verdict"]?.stringValue == "hung" && recovered.first?["tier"]?.intValue == 3)
+        #expect(h.events("bridge-stopped").first?["reason"]?.stringValue == "signal 15")
+    }
+
     /// A hang is acted on at its deadline (last beat + stale-after), not at the runner's next
     /// tick (issue 8). The bridge is stopped right after a runner tick, so with tick 2 s and
     /// stale 3 s a runner that waits for a tick acts about 1 s past the deadline (1.0–1.2 s:

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 import VigilCore
 import VigilSystem
@@ -66,6 +67,17 @@ struct EdgeTests {
         #expect(report.exited && !report.killed)
         #expect(terminatingSignal(fromWaitStatus: try child.wait()) == Signal.terminate.rawValue)
         #expect(child.identity.perform(.kill()) == nil, "gone: nothing is sent, and the caller is told")
+    }
+
+    @Test("Teardown.terminate (tier 2) ends a stopped process: SIGTERM first, pending until the SIGCONT after it")
+    func terminateStopped() throws {
+        let child = try Child(["/bin/sleep", "1000"])
+        #expect(kill(child.pid, SIGSTOP) == 0)
+        let deadline = Clock.boot() + .seconds(10)
+        while ProcStat.read(pid: child.pid)?.state != "T" && Clock.boot() < deadline { ThisProcess.pause(.milliseconds(5)) }
+        let report = try #require(child.identity.perform(.terminate))
+        #expect(report.sent == [.terminate, .resume])
+        #expect(terminatingSignal(fromWaitStatus: try child.wait()) == Signal.terminate.rawValue)
     }
 
     @Test("PidFD.perform: a process that ignores SIGTERM is killed after the grace")
