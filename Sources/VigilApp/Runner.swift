@@ -117,10 +117,12 @@ final class Runner {
             if let id = lastRecord?.identity { trustedBridge = id }
             var now = Clock.boot()
             let events = ctx.drainChanges().filter { Runner.isRelevant($0.name) }
-            // At least one probe a tick: the tick's own is left out when one ran within the last
-            // tick (for the bridge's heartbeat, which wakes us once a beat): an idle pair probed
-            // twice a second (docs/architecture.md, "Wake-ups").
-            var probeDue = (now >= nextTick && lastProbe.map { now - $0 >= t.tick } ?? true) || !events.isEmpty
+            // At least one probe a tick. While the bridge is healthy and no incident is open, the
+            // tick's own is left out when one ran within the last tick (for the bridge's
+            // heartbeat, which wakes us once a beat): an idle pair probed twice a second
+            // (docs/architecture.md, "Wake-ups"). During an incident every tick probes.
+            let quiet = lastVerdict == .healthy && !heal.incidentOpen && starting == nil && lastProbe.map { now - $0 < t.tick } ?? false
+            var probeDue = (now >= nextTick && !quiet) || !events.isEmpty
                 || (watched?.hasExited ?? false) || verdictDue.map { now >= $0 } ?? false
 
             for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
