@@ -69,7 +69,7 @@ final class Bridge {
                 ctx.beat(now: now)
                 nextBeat = now + t.heartbeatInterval
             }
-            let changed = ctx.inotify.drain()
+            let changed = ctx.drainChanges()
             faults?.turn(changed: changed, now: now)
             if let m = ctx.pendingRestartMarker() {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.bridge))
@@ -92,10 +92,19 @@ final class Bridge {
             now = Clock.boot()
             var wake = nextBeat
             if let w = hooks?.nextWake, w < wake { wake = w }
-            var fds = [ctx.inotify.fd, ctx.signals.readFD]
+            var fds = [ctx.signals.readFD]
             fds += hooks?.wakeDescriptors ?? []
-            _ = pollReadable(fds, timeoutMilliseconds: (wake - now).pollMilliseconds)
+            ctx.waitForTurn(fds, until: wake, relevant: Bridge.isRelevant)
         }
+    }
+
+    /// State-directory names whose change should end the bridge's wait: its markers
+    /// (`bridge.restart`, `stop`), the directory's own removal (no name), anything unknown; not
+    /// the heartbeats and records of either process, temp files, the journal or the database
+    /// (it beats, and looks at the runner, on its own schedule).
+    static func isRelevant(_ name: String) -> Bool {
+        !(name.hasPrefix(".") || name == "runner.json" || name == "runner.beat" || name == "bridge.json" || name == "bridge.beat"
+          || name == "heal.json" || name == "metrics.json" || name.hasPrefix("journal") || name.hasPrefix("vigil.db") || name.hasSuffix(".log"))
     }
 
     private func stop(reason: String) {

@@ -41,6 +41,35 @@ final class ProcessContext {
                                seq: 0, bootID: Clock.bootID, lastVerdict: nil, currentVersion: nil, probeCPUMicros: nil)
     }
 
+    /// State-directory changes `waitForTurn` drained that the next loop turn must see.
+    private var heldChanges: [(directory: String, name: String)] = []
+
+    /// The changes in the watched directories since the last call: those `waitForTurn` kept,
+    /// then what inotify has now.
+    func drainChanges() -> [(directory: String, name: String)] {
+        defer { heldChanges = [] }
+        return heldChanges + inotify.drain()
+    }
+
+    /// Waits in `poll` on inotify and `fds` until `deadline`. Changes whose names `relevant`
+    /// rejects (our own heartbeat and status writes, the other process's, the journal) are
+    /// drained and do not end the wait: each would cost a whole loop turn, three or four a
+    /// second on an idle pair (docs/architecture.md, "Wake-ups"). Any other descriptor, a
+    /// relevant change (kept for `drainChanges`) or the deadline ends it.
+    func waitForTurn(_ fds: [Int32], until deadline: BootInstant, relevant: (String) -> Bool) {
+        while true {
+            let changes = inotify.drain().filter { relevant($0.name) }
+            if !changes.isEmpty {
+                heldChanges += changes
+                return
+            }
+            let now = Clock.boot()
+            guard now < deadline else { return }
+            let ready = pollReadable([inotify.fd] + fds, timeoutMilliseconds: (deadline - now).pollMilliseconds)
+            if ready != [inotify.fd] { return }
+        }
+    }
+
     /// The PID file needs rewriting (a field other than the heartbeat changed).
     var recordDirty = true
     /// The inode of the PID file we wrote last: if the file is gone or replaced (quarantined,

@@ -109,15 +109,21 @@ final class Runner {
         var verdictDue: BootInstant? = nil
         var hooksDue: BootInstant? = nil
         var codePages = CodePages.Schedule()
+        var lastProbe: BootInstant? = nil
         while true {
             // Before anything reads or writes: is the state directory still ours?
             if let loss = ctx.anchor.check() { return abandon(loss) }
             codePages.releaseIfDue(now: Clock.boot())
             if let id = lastRecord?.identity { trustedBridge = id }
             var now = Clock.boot()
-            let events = ctx.inotify.drain().filter { Runner.isRelevant($0.name) }
-            var probeDue = now >= nextTick || !events.isEmpty || (watched?.hasExited ?? false)
-                || verdictDue.map { now >= $0 } ?? false
+            let events = ctx.drainChanges().filter { Runner.isRelevant($0.name) }
+            // At least one probe a tick. While the bridge is healthy and no incident is open, the
+            // tick's own is left out when one ran within the last tick (for the bridge's
+            // heartbeat, which wakes us once a beat): an idle pair probed twice a second
+            // (docs/architecture.md, "Wake-ups"). During an incident every tick probes.
+            let quiet = lastVerdict == .healthy && !heal.incidentOpen && starting == nil && lastProbe.map { now - $0 < t.tick } ?? false
+            var probeDue = (now >= nextTick && !quiet) || !events.isEmpty
+                || (watched?.hasExited ?? false) || verdictDue.map { now >= $0 } ?? false
 
             for sig in ctx.signals.drainSignals() where sig == .terminate || sig == .interrupt || sig == .hangup {
                 stopPair(reason: "signal \(sig.rawValue)")
@@ -143,6 +149,7 @@ final class Runner {
 
             if probeDue {
                 let cpu0 = Clock.threadCPU()
+                lastProbe = now
                 let acted = probeAndHeal(now: now)
                 hooks?.observe(verdict: lastVerdict, circuit: heal.circuit)
                 if !acted {
@@ -176,11 +183,11 @@ final class Runner {
             verdictDue = nextDeadline(now: now)
             hooksDue = hooks?.nextDeadline
             let wake = min(nextTick, verdictDue ?? nextTick, hooksDue ?? nextTick, systemd?.nextDeadline ?? nextTick)
-            var fds = [ctx.inotify.fd, ctx.signals.readFD]
+            var fds = [ctx.signals.readFD]
             if let w = watched { fds.append(w.fd) }
             fds += children.map(\.fd)
             fds += hooks?.wakeDescriptors ?? []
-            _ = pollReadable(fds, timeoutMilliseconds: (wake - now).pollMilliseconds)
+            ctx.waitForTurn(fds, until: wake, relevant: Runner.isRelevant)
         }
     }
 

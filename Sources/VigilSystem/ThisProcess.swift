@@ -14,15 +14,14 @@ public enum ThisProcess {
     /// Sends `signal` to this process (`kill(getpid(), sig)`; fault injection SIGKILLs itself).
     public static func raise(_ signal: Signal) { _ = kill(getpid(), signal.rawValue) }
 
-    /// Sleeps the calling thread for `span` (rounded to microseconds; `usleep`).
+    /// Sleeps the calling thread for `span`: one `nanosleep` (a signal that interrupts it
+    /// sleeps on for what is left), so a one-second pause is one wake-up, not two (`usleep`
+    /// takes less than a second per call).
     public static func pause(_ span: TimeSpan) {
         guard span.nanoseconds > 0 else { return }
-        var left = span.nanoseconds / 1000
-        while left > 0 {
-            let chunk = min(left, 999_999)
-            usleep(UInt32(chunk))
-            left -= chunk
-        }
+        var request = timespec(tv_sec: Int(span.nanoseconds / 1_000_000_000), tv_nsec: Int(span.nanoseconds % 1_000_000_000))
+        var left = timespec()
+        while nanosleep(&request, &left) != 0 && lastErrno() == EINTR { request = left }
     }
 
     /// Sets environment variable `name` for this process and its future children.

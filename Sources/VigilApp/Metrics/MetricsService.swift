@@ -47,7 +47,8 @@ final class MetricsService: Sendable {
         }
     }
 
-    /// Stops the thread (at its next wake, within a second) and saves the totals now.
+    /// Stops the thread (at its next wake: a connection, or within `refreshEvery`) and saves the
+    /// totals now.
     func shutdown() {
         stopping.withLock { $0 = true }
         guard stillOurs else { return }
@@ -61,15 +62,17 @@ final class MetricsService: Sendable {
         journal.append(.stateWriteFailed, ["file": "metrics.json", "error": .string(p)])
     }
 
+    /// Wakes only when there is something to do: a connection, the next refresh (every
+    /// `refreshEvery`), a bind to try again; not once a second (docs/performance.md, idle CPU).
     private func loop() {
         var listener: TCPListener? = nil
         var nextBind = BootInstant.zero
         var lastBindProblem: String? = nil
-        var lastRefresh = Clock.boot()
+        var nextRefresh = Clock.boot() + MetricsService.refreshEvery
         _ = keeper.refresh()
         while !stopping.withLock({ $0 }) {
             guard stillOurs else { return }
-            let now = Clock.boot()
+            var now = Clock.boot()
             if let config, listener == nil, now >= nextBind {
                 do {
                     let l = try TCPListener(config.listen)
@@ -87,19 +90,22 @@ final class MetricsService: Sendable {
                     }
                 }
             }
+            var wake = nextRefresh
+            if config != nil, listener == nil { wake = min(wake, nextBind) }
             if let l = listener {
-                if let c = l.accept(timeoutMilliseconds: 1000) {
+                if let c = l.accept(timeoutMilliseconds: (wake - now).pollMilliseconds) {
                     serve(c)
-                    lastRefresh = Clock.boot()
+                    nextRefresh = Clock.boot() + MetricsService.refreshEvery
                 }
             } else {
-                ThisProcess.pause(.seconds(1))
+                ThisProcess.pause(wake - now)
             }
-            if Clock.boot() - lastRefresh >= MetricsService.refreshEvery {
+            now = Clock.boot()
+            if now >= nextRefresh {
                 _ = keeper.refresh()
-                lastRefresh = Clock.boot()
+                nextRefresh = Clock.boot() + MetricsService.refreshEvery
             }
-            if stillOurs, let p = keeper.saveIfDue(now: Clock.boot()) { journalSaveProblem(p) }
+            if stillOurs, let p = keeper.saveIfDue(now: now) { journalSaveProblem(p) }
         }
     }
 
