@@ -32,14 +32,16 @@ let package = Package(
         // The product: nothing of the benchmark or the test fixtures is linked into it. A release
         // build links the Swift runtime and FoundationEssentials into it (one file to install;
         // `ldd` shows only system libraries: docs/operator-guide.md, "Install"); debug builds and
-        // the tests link them dynamically, as the toolchain does by default. The two private
+        // the tests link them dynamically, as the toolchain does by default. libstdc++ and libgcc's
+        // unwinder are linked in too: the linker scripts in contrib/static-libs, searched before
+        // the compiler's own directory, name the archives for `-lstdc++` and `-lgcc_s`. The two private
         // libraries FoundationEssentials is built on are named because only their shared
         // versions say so themselves. The toolchain's lld links it (gold warns about a mktemp
         // inside FoundationEssentials, and the result is a little smaller). It lays out first the
         // functions an idle pair runs (contrib/link-order.txt, made by scripts/profile-link-order:
         // docs/architecture.md, "Memory").
         .executableTarget(name: "vigil", dependencies: ["VigilApp"], swiftSettings: functionSections,
-                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld",
+                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-l_FoundationCollections", "-l_FoundationCShims", "-use-ld=lld", "-L\(Context.packageDirectory)/contrib/static-libs",
                                                          "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/contrib/link-order.txt",
                                                          "-Xlinker", "--no-warn-symbol-ordering"],
                                                         .when(configuration: .release))]),
