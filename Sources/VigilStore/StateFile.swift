@@ -153,3 +153,32 @@ public struct StateFiles: Sendable {
         return target
     }
 }
+
+/// One state file read on every probe but rarely rewritten (`bridge.json`): decoded again only
+/// when a `stat` says it changed (`FileChangeCheck`: a rewrite within the file system's
+/// timestamp granularity, into a reused inode, is still seen), with `StateFiles.load`'s
+/// policy (corrupt or planted: quarantined and journaled, as absent; absent and corrupt files
+/// are never cached).
+public final class StateFileCache<T: Decodable & Sendable> {
+    public let path: String
+    let kind: String
+    private var check = FileChangeCheck()
+    private var value: T?
+    /// How many times the file was read and decoded (for tests).
+    public private(set) var reads = 0
+
+    public init(_ path: String, kind: String) {
+        self.path = path
+        self.kind = kind
+    }
+
+    /// The file's value now (nil when absent or corrupt).
+    /// - Parameter now: the wall clock (a test passes its own).
+    public func load(_ files: StateFiles, now: Date = Clock.wall()) -> T? {
+        if check.isUnchanged(path, now: now), let value { return value }
+        reads += 1
+        value = files.load(path, kind: kind, as: T.self)
+        if value == nil { check.forget() }
+        return value
+    }
+}
