@@ -42,12 +42,28 @@ import VigilTestSupport
         defer { withExtendedLifetime(dir) {} }
         let cache = StateFileCache<Sample>(sd.pidFile(.bridge), kind: "sample")
         try files.save(record(1), kind: "sample", to: sd.pidFile(.bridge))
-        _ = cache.load(files)
-        _ = cache.load(files)
-        #expect(cache.reads == 2, "changed less than the granularity before the look: read again")
-        _ = cache.load(files, now: later)
-        _ = cache.load(files, now: later)
-        #expect(cache.reads == 3, "settled at the third look: the fourth is a hit")
+        #expect(cache.load(files) == record(1))
+        #expect(cache.load(files) == record(1))
+        #expect(cache.reads == 1, "changed less than the granularity before the look: read again, but the same bytes are not decoded again")
+        // Not settled: rewritten in place with other bytes of the same size and mtime, it is seen.
+        try overwriteInPlace(sd.pidFile(.bridge), with: record(2))
+        #expect(cache.load(files) == record(2))
+        #expect(cache.reads == 2)
+    }
+
+    /// Rewrites `path` in place (same inode) with `value`'s file of the same size, and sets its
+    /// mtime back to what it was.
+    func overwriteInPlace(_ path: String, with value: Sample) throws {
+        let before = try FileStatus.of(path)
+        let data = try StateFile.encode(value, kind: "sample")
+        try #require(data.count == before.size)
+        let fd = open(path, O_WRONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        #expect(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count)
+        var times = [timespec(tv_sec: before.modifiedSeconds, tv_nsec: before.modifiedNanoseconds),
+                     timespec(tv_sec: before.modifiedSeconds, tv_nsec: before.modifiedNanoseconds)]
+        #expect(futimens(fd, &times) == 0)
     }
 
     /// The case a stamp of inode, size and mtime alone misses: the same inode (an in-place
@@ -62,15 +78,7 @@ import VigilTestSupport
         #expect(cache.load(files) == record(1))
         let before = try FileStatus.of(path)
 
-        let second = try StateFile.encode(record(2), kind: "sample")
-        try #require(second.count == before.size)
-        let fd = open(path, O_WRONLY)
-        try #require(fd >= 0)
-        _ = second.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        var times = [timespec(tv_sec: before.modifiedSeconds, tv_nsec: before.modifiedNanoseconds),
-                     timespec(tv_sec: before.modifiedSeconds, tv_nsec: before.modifiedNanoseconds)]
-        #expect(futimens(fd, &times) == 0)
-        close(fd)
+        try overwriteInPlace(path, with: record(2))
         let after = try FileStatus.of(path)
         #expect(after.inode == before.inode && after.size == before.size)
         #expect(after.modifiedSeconds == before.modifiedSeconds && after.modifiedNanoseconds == before.modifiedNanoseconds)
