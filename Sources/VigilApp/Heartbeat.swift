@@ -15,23 +15,33 @@ package struct Heartbeat: Equatable, Sendable {
     package var beat: BootInstant
     package var seq: UInt64
 
+    package init(identity: ProcessIdentity, beat: BootInstant, seq: UInt64) {
+        self.identity = identity
+        self.beat = beat
+        self.seq = seq
+    }
+
     static let magic = "vigil-beat 1"
 
-    func encoded() -> Data {
+    package func encoded() -> Data {
         let body = "\(Heartbeat.magic) \(identity.pid) \(identity.startTicks) \(beat.nanoseconds) \(seq)"
         return Data("\(body) \(CRC32.hex(Array(body.utf8)))\n".utf8)
     }
 
-    static func decode(_ raw: UnsafeRawBufferPointer) -> StateFile.Read<Heartbeat> {
+    /// Parsed as bytes (this runs on every probe): the fields are split at spaces without
+    /// making a `String` of the line, each number read from its few bytes.
+    package static func decode(_ raw: UnsafeRawBufferPointer) -> StateFile.Read<Heartbeat> {
         guard !raw.isEmpty else { return .corrupt("empty file") }
         guard let nl = raw.firstIndex(of: 0x0A) else { return .corrupt("torn: no end of line") }
         guard let lastSpace = raw[0..<nl].lastIndex(of: 0x20) else { return .corrupt("not a heartbeat") }
         let body = UnsafeRawBufferPointer(rebasing: raw[0..<lastSpace])
-        let crcText = String(decoding: UnsafeRawBufferPointer(rebasing: raw[(lastSpace + 1)..<nl]), as: UTF8.self)
-        guard let want = UInt32(crcText, radix: 16), CRC32.checksum(body) == want else { return .corrupt("checksum mismatch") }
-        let fields = String(decoding: body, as: UTF8.self).split(separator: " ")
-        guard fields.count == 6, fields[0] == "vigil-beat", fields[1] == "1",
-              let pid = Int32(fields[2]), let start = UInt64(fields[3]), let boot = Int64(fields[4]), let seq = UInt64(fields[5]) else {
+        guard let want = UInt32(ascii: raw[(lastSpace + 1)..<nl], radix: 16), CRC32.checksum(body) == want else {
+            return .corrupt("checksum mismatch")
+        }
+        let fields = body.split(separator: 0x20)
+        guard fields.count == 6, fields[0].elementsEqual("vigil-beat".utf8), fields[1].elementsEqual("1".utf8),
+              let pid = Int32(ascii: fields[2]), let start = UInt64(ascii: fields[3]), let boot = Int64(ascii: fields[4]),
+              let seq = UInt64(ascii: fields[5]) else {
             return .corrupt("not a heartbeat")
         }
         return .ok(Heartbeat(identity: ProcessIdentity(pid: pid, startTicks: start), beat: BootInstant(nanoseconds: boot), seq: seq))
@@ -47,6 +57,13 @@ package struct Heartbeat: Equatable, Sendable {
             case .bytes(let raw): return decode(raw)
             }
         }
+    }
+}
+
+extension FixedWidthInteger {
+    /// The number written in `bytes` (ASCII), as `init?(_:radix:)` reads it from text.
+    init?(ascii bytes: Slice<UnsafeRawBufferPointer>, radix: Int = 10) {
+        self.init(String(decoding: UnsafeRawBufferPointer(rebasing: bytes), as: UTF8.self), radix: radix)
     }
 }
 
@@ -69,11 +86,16 @@ extension StateFiles {
     }
 
     func heartbeat(_ role: StateDirectory.Role, quiet: Bool) -> Heartbeat? {
-        switch Heartbeat.read(dir.beatFile(role)) {
+        heartbeat(at: dir.beatFile(role), quiet: quiet)
+    }
+
+    /// The heartbeat at `path` (a role's `beatFile`, its path made once by the caller).
+    func heartbeat(at path: String, quiet: Bool) -> Heartbeat? {
+        switch Heartbeat.read(path) {
         case .ok(let b): return b
         case .absent: return nil
         case .corrupt(let why):
-            if !quiet { quarantine(dir.beatFile(role), reason: why) }
+            if !quiet { quarantine(path, reason: why) }
             return nil
         }
     }
@@ -87,22 +109,12 @@ extension ProcessRecord {
     }
 }
 
-/// The PID file, re-read only when the file changed (inode, size or mtime): the probe's hot
-/// path reads it on every tick, but it changes only at a (re)start.
-final class RecordCache {
-    private var key: (ino: UInt, size: Int, mtime: Int, nsec: Int)?
-    private var cached: ProcessRecord?
+/// The PID file, re-read only when the file changed (`StateFileCache`): the probe's hot path
+/// reads it on every probe, but it changes only at a (re)start.
+typealias RecordCache = StateFileCache<ProcessRecord>
 
-    func load(_ files: StateFiles, _ role: StateDirectory.Role) -> ProcessRecord? {
-        guard let st = FileStatus.at(files.dir.pidFile(role)) else {
-            key = nil
-            cached = nil
-            return files.loadRecord(role) // absent, or unreadable: the usual policy
-        }
-        let k = (UInt(st.inode), st.size, st.modifiedSeconds, st.modifiedNanoseconds)
-        if let key, key == k, cached != nil { return cached }
-        cached = files.loadRecord(role)
-        key = cached == nil ? nil : k
-        return cached
+extension StateFileCache<ProcessRecord> {
+    convenience init(_ dir: StateDirectory, _ role: StateDirectory.Role) {
+        self.init(dir.pidFile(role), kind: ProcessRecord.kind)
     }
 }

@@ -20,6 +20,9 @@ final class ProcessContext {
     /// The state directory we started in, pinned (docs/operator-guide.md, "The state directory
     /// removed or replaced"): checked every loop turn and before every heartbeat.
     let anchor: StateDirectoryAnchor
+    /// Paths looked at every loop turn, made once: the stop marker and our restart marker.
+    let stopMarker: String
+    let ownRestartMarker: String
     /// Failed heartbeat writes, journaled at a bounded rate (docs/architecture.md, "Repeated failures").
     private var writeProblems = RepeatLimiter()
 
@@ -28,6 +31,8 @@ final class ProcessContext {
     init(role: StateDirectory.Role, dir: StateDirectory, version: String, journalRotation: Journal.Rotation) throws {
         self.role = role
         self.dir = dir
+        stopMarker = dir.stopMarker
+        ownRestartMarker = dir.restartMarker(role)
         journal = Journal(path: dir.journal, source: role.rawValue, rotation: journalRotation)
         files = StateFiles(dir: dir, journal: journal)
         signals = try WakePipe(signals: [.terminate, .interrupt, .hangup])
@@ -121,7 +126,7 @@ final class ProcessContext {
     /// Our restart marker, if one was written after we started. A marker from before our start
     /// asked for a restart that has happened already: it is removed (it is ours to remove).
     func pendingRestartMarker() -> Marker? {
-        let path = dir.restartMarker(role)
+        let path = ownRestartMarker
         guard let m = files.loadMarker(path) else { return nil }
         if m.applies(toProcessStartedAt: started) { return m }
         try? AtomicFile.remove(path)
@@ -147,7 +152,7 @@ final class ProcessContext {
     }
 
     func stopRequested() -> Marker? {
-        guard let m = files.loadMarker(dir.stopMarker), m.bootID == Clock.bootID else { return nil }
+        guard let m = files.loadMarker(stopMarker), m.bootID == Clock.bootID else { return nil }
         return m
     }
 }

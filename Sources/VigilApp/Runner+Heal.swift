@@ -12,8 +12,8 @@ extension Runner {
     @discardableResult
     func probeAndHeal(now: BootInstant) -> Bool {
         let t = config.tunables
-        var record = records.load(ctx.files, .bridge)
-        record?.foldIn(ctx.files.heartbeat(.bridge, quiet: false))
+        var record = records.load(ctx.files)
+        record?.foldIn(ctx.files.heartbeat(at: bridgeBeat, quiet: false))
         lastRecord = record
         if let s = starting, record?.identity == s { starting = nil }
         let current = versions.current(now: now)
@@ -27,14 +27,24 @@ extension Runner {
         watch(probe.identity, alive: probe.verdict.processAlive)
         lastVerdict = probe.verdict
 
-        if ctx.stopRequested() != nil { return false }
-        // No heal from what a directory that is not ours says (the loop stops at its next turn).
-        if ctx.anchor.check() != nil { return false }
-        let lockFree = probe.verdict.processAlive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
+        // No heal while a stop is asked for, and none from what a directory that is not ours
+        // says (the loop stops at its next turn). A live bridge's step is decided first: when it
+        // does nothing and nothing is left to write, neither check can change what happens, and
+        // the loop made both at the top of this turn.
+        func mayHeal() -> Bool { ctx.stopRequested() == nil && ctx.anchor.check() == nil }
+        let alive = probe.verdict.processAlive
+        if !alive && !mayHeal() { return false }
+        let lockFree = alive ? false : FileLock.isFree(ctx.dir.lock(.bridge))
         // The machine is told which process it saw, so that a beat of the bridge tier 2 asked
         // to exit (on its way out) is no recovery.
-        let obs = HealObservation(verdict: probe.verdict, lockFree: lockFree, bridge: probe.verdict.processAlive ? probe.identity?.token : nil)
+        let obs = HealObservation(verdict: probe.verdict, lockFree: lockFree, bridge: alive ? probe.identity.map(bridgeToken) : nil)
         let step = HealMachine.step(obs, state: heal, now: now, policy: t.policy)
+        if alive {
+            let idle = step.action == .none && step.notes.isEmpty && step.state == heal && heal == savedHeal
+                && incident == savedIncident && pendingNotices.isEmpty
+            if idle { return false }
+            if !mayHeal() { return false }
+        }
         heal = step.state
         // Write-ahead for the signalling tiers: the decision is in heal.json before the signal
         // goes out and before the journal says so, so a runner killed in between is continued
@@ -84,6 +94,14 @@ extension Runner {
         guard let id else { return "no bridge process to signal: \(signal) not sent" }
         guard let report = id.perform(teardown) else { return "the bridge (pid \(id.pid)) was gone before the signal: \(signal) not sent" }
         return report.sent.contains(signal) ? nil : "the bridge (pid \(id.pid)) exited before the signal: \(signal) not sent"
+    }
+
+    /// `id.token`, made once per bridge (the observation carries it on every probe).
+    func bridgeToken(_ id: ProcessIdentity) -> String {
+        if let (known, token) = lastBridgeToken, known == id { return token }
+        let token = id.token
+        lastBridgeToken = (id, token)
+        return token
     }
 
     func isBridge(_ id: ProcessIdentity) -> Bool {

@@ -42,7 +42,13 @@ final class Runner {
     /// CPU time of recent quiet probes (no action taken), for the probe-cost figure.
     var probeCosts: [TimeSpan] = []
     var lastRecord: ProcessRecord?
-    let records = RecordCache()
+    /// `bridge.json`, decoded again only when it changed.
+    let records: RecordCache
+    /// `bridge.beat`'s path, read on every probe.
+    let bridgeBeat: String
+    var lastBridgeToken: (ProcessIdentity, String)?
+    /// The program on disk, looked at every loop turn (exit 42 when it is not the running one).
+    var ownProgram = Executable.IdentityCache()
     var lastRecordWrite = BootInstant.zero
     /// Identities confirmed (or refuted) to be a bridge of this state dir, by /proc cmdline.
     var confirmed: [ProcessIdentity: Bool] = [:]
@@ -71,6 +77,8 @@ final class Runner {
         var invalidSocket: String?
         let notifyRequest = RunnerSystemd.Request.take(invalid: &invalidSocket)
         let dir = invocation.stateDir
+        records = RecordCache(dir, .bridge)
+        bridgeBeat = dir.beatFile(.bridge)
         lock = try takeSingletonLock(.runner, dir: dir, attempts: 10, hint: "use `vigil restart runner` or `vigil stop`")
         versions = VersionSource(tunables: config.tunables, scratchDir: dir.path)
         runningVersion = Executable.runningIdentity
@@ -137,7 +145,7 @@ final class Runner {
                 try? AtomicFile.remove(ctx.dir.restartMarker(.runner))
                 if let code = restart(reason: "restart marker (\(m.by): \(m.reason))", key: "marker-\(Clock.boot().nanoseconds)") { return code }
             }
-            if let onDisk = Executable.fileIdentity(Executable.path), onDisk != runningVersion,
+            if let onDisk = ownProgram.identity(Executable.path), onDisk != runningVersion,
                let code = restart(reason: "own program on disk changed", key: "program-\(onDisk)") { return code }
             if let reason = rollback.restartReason(), let code = restart(reason: reason, key: reason) { return code }
             if let reset = ctx.files.loadMarker(ctx.dir.healReset) {

@@ -43,7 +43,7 @@ public final class VersionSource {
     public func current(now: BootInstant = Clock.boot()) -> String? {
         switch kind {
         case .executable(let path):
-            let v = Executable.fileIdentity(path)
+            let v = executableIdentity.identity(path)
             problem = v == nil ? "the executable \(path) is missing" : nil
             return v
         case .file(let path):
@@ -87,18 +87,15 @@ public final class VersionSource {
         }
     }
 
-    private var fileKey: (ino: UInt, size: Int, sec: Int, nsec: Int)?
+    private var executableIdentity = Executable.IdentityCache()
+    private var fileCheck = FileChangeCheck(followSymlinks: true)
 
-    /// The version file's contents, re-read only when the file changed (a stat per probe).
+    /// The version file's contents, re-read only when the file changed (a stat per probe;
+    /// `FileChangeCheck`: a rewrite within the timestamp granularity is still seen).
     private func readVersionFile(_ path: String) -> String? {
-        if let st = FileStatus.at(path) {
-            let k = (UInt(st.inode), st.size, st.modifiedSeconds, st.modifiedNanoseconds)
-            if let key = fileKey, key == k, let cached { return cached }
-            fileKey = k
-        } else {
-            fileKey = nil
-        }
+        if fileCheck.isUnchanged(path), let cached { return cached }
         cached = readVersionFileNow(path)
+        if cached == nil { fileCheck.forget() }
         return cached
     }
 

@@ -153,3 +153,53 @@ public struct StateFiles: Sendable {
         return target
     }
 }
+
+/// One state file read on every probe but rarely rewritten (`bridge.json`): looked at with a
+/// `stat`, read again only when it says the file changed or had not settled
+/// (`FileChangeCheck`: a rewrite within the file system's timestamp granularity, into a reused
+/// inode, is still seen), and decoded again only when the bytes differ from the last ones, with
+/// `StateFiles.load`'s policy (corrupt or planted: quarantined and journaled, as absent; absent
+/// and corrupt files are never cached).
+public final class StateFileCache<T: Decodable & Sendable> {
+    public let path: String
+    let kind: String
+    private var check = FileChangeCheck()
+    private var value: T?
+    private var bytes: [UInt8] = []
+    /// How many times the file was decoded (for tests).
+    public private(set) var reads = 0
+
+    public init(_ path: String, kind: String) {
+        self.path = path
+        self.kind = kind
+    }
+
+    /// The file's value now (nil when absent or corrupt).
+    /// - Parameter now: the wall clock (a test passes its own).
+    public func load(_ files: StateFiles, now: Date = Clock.wall()) -> T? {
+        if check.isUnchanged(path, now: now), let value { return value }
+        let result: StateFile.Read<T> = StateSlot.withContents(of: path) { contents in
+            switch contents {
+            case .absent: return .absent
+            case .unfit(let why): return .corrupt(why)
+            case .bytes(let raw):
+                if let value, raw.elementsEqual(bytes) { return .ok(value) }
+                reads += 1
+                bytes = Array(raw)
+                return StateFile.decode(raw, kind: kind, as: T.self)
+            }
+        }
+        switch result {
+        case .ok(let v): value = v
+        case .absent: value = nil
+        case .corrupt(let why):
+            value = nil
+            files.quarantine(path, reason: why)
+        }
+        if value == nil {
+            check.forget()
+            bytes = []
+        }
+        return value
+    }
+}

@@ -19,9 +19,31 @@ public enum Executable {
     /// A version string for a file: its inode, size and modification time. A replaced binary
     /// (new inode) or one rewritten in place (new mtime) is a new version. Nil when absent.
     public static func fileIdentity(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return "exe:\(st.st_ino)-\(st.st_size)-\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        FileStatus.at(path).map(identity)
+    }
+
+    static func identity(_ st: FileStatus) -> String {
+        "exe:\(st.inode)-\(st.size)-\(st.modifiedSeconds).\(st.modifiedNanoseconds)"
+    }
+
+    /// `fileIdentity` of one path asked again and again (every loop turn, every probe): one
+    /// `stat`, the text made again only when the inode, size or mtime changed.
+    public struct IdentityCache: Sendable {
+        private var last: (inode: UInt64, size: Int, seconds: Int, nanoseconds: Int, text: String)?
+        public init() {}
+
+        public mutating func identity(_ path: String) -> String? {
+            guard let st = FileStatus.at(path) else {
+                last = nil
+                return nil
+            }
+            if let l = last, l.inode == st.inode, l.size == st.size, l.seconds == st.modifiedSeconds, l.nanoseconds == st.modifiedNanoseconds {
+                return l.text
+            }
+            let text = Executable.identity(st)
+            last = (st.inode, st.size, st.modifiedSeconds, st.modifiedNanoseconds, text)
+            return text
+        }
     }
 
     /// The version of the image this process runs (stat through /proc/self/exe reaches the

@@ -175,6 +175,10 @@ public struct FileStatus: Sendable, Equatable {
     public var owner: UInt32
     public var modifiedSeconds: Int
     public var modifiedNanoseconds: Int
+    /// The inode's change time (`st_ctim`): set by the kernel at every write, rename or
+    /// `utimensat`, never by the caller.
+    public var changedSeconds: Int
+    public var changedNanoseconds: Int
 
     init(_ st: stat) {
         switch st.st_mode & S_IFMT {
@@ -196,6 +200,25 @@ public struct FileStatus: Sendable, Equatable {
         owner = UInt32(st.st_uid)
         modifiedSeconds = Int(st.st_mtim.tv_sec)
         modifiedNanoseconds = Int(st.st_mtim.tv_nsec)
+        changedSeconds = Int(st.st_ctim.tv_sec)
+        changedNanoseconds = Int(st.st_ctim.tv_nsec)
+    }
+
+    /// Which file this is and when it last changed: equal stamps of one path are the same
+    /// contents only once the file has settled (`FileChangeCheck`).
+    public struct Stamp: Equatable, Sendable {
+        public var device: UInt64
+        public var inode: UInt64
+        public var size: Int
+        public var modifiedSeconds: Int
+        public var modifiedNanoseconds: Int
+        public var changedSeconds: Int
+        public var changedNanoseconds: Int
+    }
+
+    public var stamp: Stamp {
+        Stamp(device: device, inode: inode, size: size, modifiedSeconds: modifiedSeconds, modifiedNanoseconds: modifiedNanoseconds,
+              changedSeconds: changedSeconds, changedNanoseconds: changedNanoseconds)
     }
 
     /// `stat` (or `lstat` when `followSymlinks` is false).

@@ -27,18 +27,22 @@ public final class Inotify: Sendable {
     /// The names that changed since the last call (with their directory), or empty.
     public func drain() -> [(directory: String, name: String)] {
         var out: [(String, String)] = []
-        let watches = self.watches.withLock { $0 }
-        var buf = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 8192) }
-            if n <= 0 { break }
-            var off = 0
-            while off + 16 <= n {
-                let wd = buf[off..<off + 4].withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
-                let len = Int(buf[off + 12..<off + 16].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-                let nameBytes = buf[(off + 16)..<min(n, off + 16 + len)].prefix { $0 != 0 }
-                out.append((watches[wd] ?? "", String(decoding: nameBytes, as: UTF8.self)))
-                off += 16 + len
+        // Every loop turn drains (most find nothing): the buffer is neither allocated on the
+        // heap nor zeroed, and the watch table is copied only when an event came.
+        withUnsafeTemporaryAllocation(byteCount: 8192, alignment: 8) { buf in
+            var watches: [Int32: String]?
+            while true {
+                let n = read(fd, buf.baseAddress, buf.count)
+                if n <= 0 { break }
+                if watches == nil { watches = self.watches.withLock { $0 } }
+                var off = 0
+                while off + 16 <= n {
+                    let wd = buf.loadUnaligned(fromByteOffset: off, as: Int32.self)
+                    let len = Int(buf.loadUnaligned(fromByteOffset: off + 12, as: UInt32.self))
+                    let nameBytes = UnsafeRawBufferPointer(rebasing: buf[(off + 16)..<min(n, off + 16 + len)]).prefix { $0 != 0 }
+                    out.append((watches?[wd] ?? "", String(decoding: nameBytes, as: UTF8.self)))
+                    off += 16 + len
+                }
             }
         }
         return out

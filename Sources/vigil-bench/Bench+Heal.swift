@@ -404,6 +404,9 @@ enum ProbeBench {
         }
         time("read bridge.json (raw)") { _ = StateFile.read(dir.pidFile(.bridge), kind: ProcessRecord.kind, as: JSONValue.self) }
         time("read+decode bridge.json") { _ = files.loadRecord(.bridge) }
+        let cache = StateFileCache<ProcessRecord>(dir.pidFile(.bridge), kind: ProcessRecord.kind)
+        time("bridge.json through the cache") { _ = cache.load(files) }
+        time("read+parse bridge.beat") { _ = Heartbeat.read(dir.beatFile(.bridge)) }
         let rec = files.loadRecord(.bridge)
         let payload = Data((try? String(contentsOfFile: dir.pidFile(.bridge), encoding: .utf8))?.split(separator: "\n").last.map { Array($0.utf8) } ?? [])
         time("JSONSerialization of payload") { _ = try? JSONSerialization.jsonObject(with: payload) }
