@@ -241,7 +241,17 @@ struct WorkspaceMissionTests {
                 kills.shim += 1
             }
         }
-        try waitUntil("every acknowledged mission to end", timeout: 120) { try acked.allSatisfy { try pool.env.mission($0).state.isFinal } }
+        do {
+            try waitUntil("every acknowledged mission to end", timeout: 120) { try acked.allSatisfy { try pool.env.mission($0).state.isFinal } }
+        } catch {
+            // What was left, for whoever reads a red run: a mission stuck, or one far in its backoff.
+            let left = try acked.map { try pool.env.mission($0) }.filter { !$0.state.isFinal }
+            print("workspace chaos: \(left.count) of \(acked.count) missions not ended: " + left.map {
+                "#\($0.id) \($0.state) attempts \($0.attempts)/\($0.maxAttempts) shim \($0.shim.map { "\($0.identity.pid)" } ?? "-") \($0.reason ?? "")"
+            }.joined(separator: "; "))
+            print("workspace chaos: slots \(try pool.slots())")
+            throw error
+        }
         let all = try pool.env.queue.missions()
         #expect(all.map(\.id) == acked, "lost or unexpected missions")
         for id in acked {
