@@ -165,7 +165,7 @@ final class Runner {
                     probeCosts.append(Clock.threadCPU() - cpu0)
                 } else {
                     // What a heal step ran is not what idle runs ("Memory" in docs/architecture.md).
-                    codePages.afterWork(now: now)
+                    CodePages.noteWork(now)
                 }
             }
             if now >= nextTick {

@@ -47,6 +47,8 @@ final class RunnerSelfChecks {
             let status = c.pidfd?.reapIfChild()
             child = nil
             let report = Self.readReport(dir.selfCheckOutput)
+            // Decoding the report runs code idle does not ("Memory" in docs/architecture.md).
+            CodePages.noteWork(now)
             if let r = c.repair {
                 finishRepair(r, report: report)
             } else {

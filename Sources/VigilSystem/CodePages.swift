@@ -1,6 +1,7 @@
 import CVigil
 import FoundationEssentials
 import Glibc
+import Synchronization
 import VigilCore
 
 /// Gives back the pages of the program and its libraries that start-up and rare work mapped and
@@ -25,20 +26,41 @@ public enum CodePages {
     public static func oneHeap() { _ = cvigil_malloc_arena_max(1) }
 
     /// When a process first releases (start-up is over by then), how often after that, and how
-    /// soon after a burst of work (a heal step) the pages it mapped go again.
+    /// soon after a burst of work (`noteWork`) the pages it mapped go again.
     public static let firstRelease = TimeSpan.seconds(5)
     public static let releaseEvery = TimeSpan.seconds(60)
     public static let settleAfterWork = TimeSpan.seconds(5)
+
+    /// The latest `noteWork`, in boot nanoseconds (0: none yet).
+    private static let lastWork = Atomic<Int64>(0)
+
+    /// From any thread, after work that ran code idle does not (a heal step, a metrics refresh
+    /// that read new journal entries, a self-check's report): the loop's next release comes
+    /// `settleAfterWork` after it, not up to `releaseEvery` later.
+    public static func noteWork(_ now: BootInstant = Clock.boot()) { lastWork.store(now.nanoseconds, ordering: .relaxed) }
+
+    /// The latest `noteWork`, if any.
+    public static var latestWork: BootInstant? {
+        let n = lastWork.load(ordering: .relaxed)
+        return n == 0 ? nil : BootInstant(nanoseconds: n)
+    }
 
     /// When the next release is due. A loop keeps one and calls `releaseIfDue` every turn.
     public struct Schedule: Sendable, Equatable {
         /// Nil until the first turn.
         public private(set) var due: BootInstant?
+        /// The last work noted that `due` took in.
+        private var seenWork: BootInstant?
         public init() {}
 
         /// True when a release is due at `now`; it then counts as done (the next is
-        /// `releaseEvery` later). The first call only sets the first release.
-        public mutating func take(now: BootInstant) -> Bool {
+        /// `releaseEvery` later). The first call only sets the first release. `work`: the
+        /// latest work noted (`CodePages.latestWork`); a new one brings the release forward.
+        public mutating func take(now: BootInstant, work: BootInstant? = nil) -> Bool {
+            if let w = work, w != seenWork {
+                seenWork = w
+                afterWork(now: w)
+            }
             guard let d = due else { due = now + CodePages.firstRelease; return false }
             guard now >= d else { return false }
             due = now + CodePages.releaseEvery
@@ -54,7 +76,7 @@ public enum CodePages {
 
         /// Releases when due; call every loop turn.
         public mutating func releaseIfDue(now: BootInstant) {
-            if take(now: now) { CodePages.release() }
+            if take(now: now, work: CodePages.latestWork) { CodePages.release() }
         }
     }
 

@@ -14,7 +14,9 @@ import VigilTestSupport
 /// the first heartbeat in `bridge.beat` of a bridge that is not the faulted one (for drift: one
 /// stamped with the new version). Beside it, the runner's own journal times (`heal`,
 /// `recovered`), so the two views can be compared. Also the crash-loop respawn count, probe
-/// CPU, idle CPU and RSS.
+/// CPU, idle CPU and RSS. Idle is measured over `--idle` (10 s) on the same pair right after the
+/// trials; RSS is read at the end of it (by then the pages the trials mapped were given back:
+/// docs/architecture.md, "Memory").
 enum HealBench {
     static func run(_ argv: [String], json: Bool = false) throws {
         let args = try Arguments(argv, valued: ["trials", "idle", "out"])

@@ -73,6 +73,15 @@ import VigilCore
         var late = s
         late.afterWork(now: s.due! - .seconds(1))
         #expect(late.due == s.due)
+        // Work noted from another thread comes in through `take(now:work:)`: once per note.
+        var noted = CodePages.Schedule()
+        do { let due = noted.take(now: t0); #expect(!due) }
+        do { let due = noted.take(now: t0 + CodePages.firstRelease); #expect(due) }
+        let w2 = t0 + .seconds(10)
+        do { let due = noted.take(now: t0 + .seconds(11), work: w2); #expect(!due) }
+        #expect(noted.due == w2 + CodePages.settleAfterWork)
+        do { let due = noted.take(now: w2 + CodePages.settleAfterWork, work: w2); #expect(due) }
+        #expect(noted.due == w2 + CodePages.settleAfterWork + CodePages.releaseEvery, "the same note twice moved it again")
         // Work before the first turn: the release comes 5 s after the work.
         var fresh = CodePages.Schedule()
         fresh.afterWork(now: t0)

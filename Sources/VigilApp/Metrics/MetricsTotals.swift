@@ -167,7 +167,8 @@ final class MetricsKeeper: Sendable {
     /// Reads what the journal got since the last refresh; returns the totals.
     func refresh() -> MetricsTotals {
         state.withLock { s in
-            s.totals.advance(journal: dir.journal)
+            // Decoding new entries runs code idle does not ("Memory" in docs/architecture.md).
+            if s.totals.advance(journal: dir.journal) { CodePages.noteWork() }
             return s.totals
         }
     }
