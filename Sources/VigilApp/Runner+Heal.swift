@@ -152,17 +152,21 @@ extension Runner {
         }
     }
 
-    /// The earliest instant after `now` at which a probe could judge differently or the heal
+    /// The earliest instant (from `now` on) at which a probe could judge differently or the heal
     /// machine could take its next step, besides the tick (docs/architecture.md, "Wake-ups"):
     /// the loop sleeps until then and probes when it is reached. The machine's own deadlines
     /// come from `HealMachine.nextDeadline` (every window it applies); the runner adds the one
     /// of the probe: the last beat it saw + stale-after (a beating bridge turns hung exactly then).
     func nextDeadline(now: BootInstant) -> BootInstant? {
         var d: [BootInstant] = []
+        if let machine = HealMachine.nextDeadline(heal, policy: config.tunables.policy, now: now), machine > now { d.append(machine) }
         if let r = lastRecord, let v = lastVerdict, v.processAlive, v != .hung {
-            d.append(r.beat + config.tunables.staleAfter)
+            // Already passed when the turn that probed ran long (a notice waiting on a database
+            // a stopped bridge holds locked): probe again at once. That probe says hung (a beat
+            // that old is stale for `classify`) or sees a newer beat, so this cannot repeat; left
+            // out, the hang waited for the next tick.
+            d.append(max(r.beat + config.tunables.staleAfter, now))
         }
-        if let machine = HealMachine.nextDeadline(heal, policy: config.tunables.policy, now: now) { d.append(machine) }
-        return d.filter { $0 > now }.min()
+        return d.min()
     }
 }
